@@ -1,0 +1,441 @@
+"""Tables, figures and the HTML report: the only module that draws.
+
+Two audiences, one module:
+
+- **In the notebook** (kernel side): :func:`show_table`, :func:`show_findings`,
+  :func:`show_plan` and :func:`show_figure` display pandas-styled tables and
+  plotly figures. Figures travel as plotly JSON
+  (``application/vnd.plotly.v1+json``, the ``plotly_mimetype`` renderer), which
+  JupyterLab renders natively and which keeps the executed notebook free of
+  any JavaScript.
+- **After the run** (CLI side): :func:`render_html` turns the executed notebook
+  into a self-contained report: a header (runbook, env, kube context, time
+  window, status) and the findings table first, then the narrative, with no
+  code cells and no prompts. Every figure becomes a ``<div>`` plus its JSON,
+  and plotly.js is embedded once, gzip-compressed and base64-encoded, and
+  decompressed by the browser (``DecompressionStream``), so the report works
+  offline and stays well under 5 MB (plotly.min.js alone is nearly 5 MB).
+  Nothing is loaded from a CDN: require.js, MathJax, mermaid and the widget
+  manager are left out of the template.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import gzip
+import html
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runbooks.runbook import RECORD_MIME, SEVERITIES
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
+MAX_REPORT_BYTES = 5_000_000
+MAX_TABLE_ROWS = 200
+
+SEVERITY_COLOURS = {
+    "critical": ("#b71c1c", "#ffebee"),
+    "warning": ("#8a5300", "#fff4e0"),
+    "info": ("#0d47a1", "#e8f0fe"),
+    "ok": ("#1b5e20", "#e8f5e9"),
+}
+STATUS_COLOURS = {
+    "ok": "ok", "findings": "critical", "rejected": "warning", "failed": "critical",
+    "leaked": "critical",
+}
+
+
+# --------------------------------------------------------------------------
+# Kernel side: what notebooks display
+# --------------------------------------------------------------------------
+
+
+def setup_notebook() -> None:
+    """Make ``fig.show()`` emit plotly JSON (called by ``runbook.start``)."""
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype"
+
+
+def _display(obj: Any, **kw: Any) -> None:
+    from IPython.display import display
+
+    display(obj, **kw)
+
+
+def show_figure(fig: Any) -> None:
+    """Display a plotly figure as plotly JSON (rendered in JupyterLab and in the report)."""
+    import plotly.io as pio
+
+    spec = json.loads(pio.to_json(fig, validate=False))
+    title = ((spec.get("layout") or {}).get("title") or {})
+    title = title.get("text", "") if isinstance(title, dict) else str(title)
+    _display({PLOTLY_MIME: spec, "text/plain": f"<figure {title}>"}, raw=True)
+
+
+def table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> Any:
+    """A pandas Styler for a DataFrame: no index, a caption, at most ``max_rows`` rows."""
+    shown = df.head(max_rows)
+    if len(df) > max_rows:
+        caption = f"{caption + ' — ' if caption else ''}first {max_rows} of {len(df)} rows"
+    styler = shown.style.hide(axis="index").set_table_attributes('class="kr-table"')
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
+
+
+def show_table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> None:
+    """Display a DataFrame as a styled table (an empty one says so)."""
+    if len(df) == 0:
+        _display_markdown(f"*{caption + ': ' if caption else ''}nothing to show.*")
+        return
+    _display(table(df, caption, max_rows))
+
+
+def _display_markdown(text: str) -> None:
+    from IPython.display import Markdown
+
+    _display(Markdown(text))
+
+
+def _finding_dict(f: Any) -> dict[str, Any]:
+    return f.to_json() if hasattr(f, "to_json") else dict(f)
+
+
+def findings_frame(findings: Iterable[Any]) -> Any:
+    """Findings (objects or dicts) as a DataFrame, worst first."""
+    import pandas as pd
+
+    rows = [_finding_dict(f) for f in findings]
+    rows.sort(key=lambda r: (-SEVERITIES.index(r["severity"]), str(r["id"])))
+    cols = ["severity", "title", "resource", "detail", "id"]
+    return pd.DataFrame([{c: r.get(c) or "" for c in cols} for r in rows], columns=cols)
+
+
+def findings_table(findings: Iterable[Any], caption: str = "Findings") -> Any:
+    """A Styler of findings with severity colours."""
+    df = findings_frame(findings)
+
+    def colour(value: str) -> str:
+        fg, bg = SEVERITY_COLOURS.get(value, ("inherit", "inherit"))
+        return f"color: {fg}; background-color: {bg}; font-weight: bold"
+
+    return table(df, caption, max_rows=1000).map(colour, subset=["severity"])
+
+
+def show_findings(findings: Sequence[Any]) -> None:
+    """Display the counts by severity and the findings table."""
+    counts = {s: 0 for s in SEVERITIES}
+    for f in findings:
+        counts[_finding_dict(f)["severity"]] += 1
+    line = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES))
+    _display_markdown(f"**Findings:** {line}")
+    if findings:
+        _display(findings_table(findings))
+
+
+def plan_html(plan: Any, hint: str = "") -> str:
+    """HTML for a plan: its id, each change and its diff, the dry-run result."""
+    rows = []
+    for change in plan.changes:
+        diff = "<br>".join(
+            f"<code>{html.escape(str(d.get('path', '')))}</code>: "
+            f"{html.escape(json.dumps(d.get('from')))} → {html.escape(json.dumps(d.get('to')))}"
+            for d in change.diff
+        )
+        rows.append(
+            f"<tr><td>{html.escape(change.operation)}</td><td>{html.escape(change.resource)}</td>"
+            f"<td>{diff}</td></tr>"
+        )
+    body = (
+        "<table class='kr-table'><thead><tr><th>operation</th><th>object</th><th>change</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows else "<p>No change is needed.</p>"
+    )
+    checked = "validated by a server-side dry run" if plan.validated else "not validated"
+    return (
+        f"<div class='kr-plan'><p><b>Plan <code>{plan.id}</code></b>: "
+        f"{len(plan.changes)} change(s), {checked}.</p>{body}"
+        f"<p>{html.escape(hint)}</p></div>"
+    )
+
+
+def show_plan(plan: Any, hint: str = "") -> None:
+    """Display a plan (see :func:`plan_html`)."""
+    from IPython.display import HTML
+
+    _display(HTML(plan_html(plan, hint)))
+
+
+# --------------------------------------------------------------------------
+# CLI side: the report
+# --------------------------------------------------------------------------
+
+REPORT_CSS = """
+<style type="text/css">
+body.jp-Notebook { max-width: 1200px; margin: 0 auto; }
+.kr-header { font-family: var(--jp-ui-font-family, sans-serif); margin: 1em 0 2em 0; }
+.kr-header h1 { margin-bottom: .2em; }
+.kr-meta { border-collapse: collapse; margin: .5em 0 1em 0; }
+.kr-meta th { text-align: left; padding: 2px 12px 2px 0; color: #555; font-weight: normal; }
+.kr-meta td { padding: 2px 12px 2px 0; }
+.kr-status { display: inline-block; padding: 1px 10px; border-radius: 10px; font-weight: bold; }
+table.kr-table, table.kr-findings { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+table.kr-table th, table.kr-table td, table.kr-findings th, table.kr-findings td {
+  border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.kr-table caption, table.kr-findings caption { text-align: left; font-weight: bold; padding: 4px 0; }
+.kr-plot { width: 100%; min-height: 420px; }
+details.kr-evidence summary { cursor: pointer; color: #555; }
+</style>
+"""
+
+PLOTLY_LOADER = """
+<script type="text/javascript">
+(function () {
+  function plots() { return document.querySelectorAll('div.kr-plot'); }
+  function say(text) { plots().forEach(function (div) { div.textContent = text; }); }
+  function render() {
+    plots().forEach(function (div) {
+      var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);
+      var config = Object.assign({responsive: true, displaylogo: false}, spec.config || {});
+      window.Plotly.newPlot(div, spec.data || [], spec.layout || {}, config);
+    });
+  }
+  async function load() {
+    var text = document.getElementById('kr-plotly-js').textContent.trim();
+    var raw = atob(text);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) { bytes[i] = raw.charCodeAt(i); }
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    var code = await new Response(stream).text();
+    var saved = window.define;  // keep an AMD loader, if any, from capturing plotly.js
+    window.define = undefined;
+    var script = document.createElement('script');
+    script.textContent = code;
+    document.head.appendChild(script);
+    window.define = saved;
+  }
+  document.addEventListener('DOMContentLoaded', function () {
+    if (typeof DecompressionStream === 'undefined') {
+      say('This browser cannot show the interactive charts (no DecompressionStream).');
+      return;
+    }
+    load().then(render).catch(function (e) { say('The charts could not be drawn: ' + e); });
+  });
+})();
+</script>
+"""
+
+TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_css -%}{{ resources.kr_head }}{%- endblock html_head_css -%}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def plotly_js_blob() -> str:
+    """plotly.min.js (from the installed plotly package), gzip-compressed, base64-encoded."""
+    from plotly.offline import get_plotlyjs
+
+    data = get_plotlyjs().encode("utf-8")
+    return base64.b64encode(gzip.compress(data, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _json_for_script(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def findings_html(findings: Sequence[Mapping[str, Any]]) -> str:
+    """The findings table of the report header (worst first, evidence folded)."""
+    if not findings:
+        return "<p>No findings.</p>"
+    rows = []
+    for f in findings:
+        fg, bg = SEVERITY_COLOURS.get(f.get("severity", ""), ("inherit", "inherit"))
+        evidence = f.get("evidence")
+        ev = ""
+        if evidence not in (None, "", [], {}):
+            ev = (
+                "<details class='kr-evidence'><summary>evidence</summary><pre>"
+                + _esc(json.dumps(evidence, indent=1, default=str)[:4000])
+                + "</pre></details>"
+            )
+        rows.append(
+            f"<tr><td style='color:{fg};background-color:{bg};font-weight:bold'>"
+            f"{_esc(f.get('severity'))}</td><td>{_esc(f.get('title'))}</td>"
+            f"<td>{_esc(f.get('resource'))}</td><td>{_esc(f.get('detail'))}{ev}</td>"
+            f"<td><code>{_esc(f.get('id'))}</code></td></tr>"
+        )
+    return (
+        "<table class='kr-findings'><caption>Findings</caption><thead><tr><th>severity</th>"
+        "<th>title</th><th>resource</th><th>detail</th><th>id</th></tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table>"
+    )
+
+
+def header_html(summary: Mapping[str, Any]) -> str:
+    """Runbook, env, kube context, time window, status; then the findings table."""
+    status = summary.get("status", "unknown")
+    fg, bg = SEVERITY_COLOURS.get(STATUS_COLOURS.get(status, "info"), ("inherit", "inherit"))
+    window = summary.get("window") or {}
+    window_text = (
+        f"{window.get('start')} → {window.get('end')}" if window
+        else f"{summary.get('start')} → {summary.get('end')} (run time)"
+    )
+    counts = summary.get("counts") or {}
+    plan = summary.get("plan")
+    rows = [
+        ("Runbook", summary.get("runbook")),
+        ("Environment", summary.get("env")),
+        ("Kube context", summary.get("kube_context") or "—"),
+        ("API server", summary.get("server") or "—"),
+        ("Time window", window_text),
+        ("Run", f"{summary.get('run_id')} ({summary.get('duration_s', '?')} s)"),
+        ("Findings", ", ".join(f"{counts.get(s, 0)} {s}" for s in reversed(SEVERITIES))),
+    ]
+    if plan:
+        rows.append(("Plan", f"{plan.get('id')}: {len(plan.get('changes') or [])} change(s), "
+                     + ("applied" if plan.get("applied") else "not applied")))
+    sources = summary.get("data_sources") or {}
+    if sources:
+        rows.append(("Data sources", ", ".join(f"{k}: {v.get('state')}" for k, v in sources.items())))
+    error = summary.get("error")
+    meta = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    err = f"<p><b>Error:</b> {_esc(error.get('message'))}</p>" if error else ""
+    return (
+        f"<div class='kr-header'><h1>{_esc(summary.get('runbook'))} — {_esc(summary.get('env'))}</h1>"
+        f"<p><span class='kr-status' style='color:{fg};background-color:{bg}'>status: {_esc(status)}"
+        f" (exit {_esc(summary.get('exit_code'))})</span></p>"
+        f"<table class='kr-meta'>{meta}</table>{err}"
+        f"{findings_html(summary.get('findings') or [])}</div>"
+    )
+
+
+def _prepare(nb: Any, summary: Mapping[str, Any]) -> tuple[Any, int]:
+    """Copy of the notebook as the report shows it, and how many figures it has."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    figures = 0
+    cells = []
+    for cell in nb.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if tags & {"parameters", "injected-parameters"}:
+            continue
+        if cell.cell_type == "code":
+            outputs = []
+            for output in cell.get("outputs", []):
+                data = output.get("data")
+                if data is not None:
+                    if RECORD_MIME in data or any(m in data for m in WIDGET_MIMES):
+                        continue
+                    if PLOTLY_MIME in data:
+                        spec = data[PLOTLY_MIME]
+                        if isinstance(spec, str):
+                            spec = json.loads(spec)
+                        div = f"kr-plot-{figures}"
+                        figures += 1
+                        output["data"] = {
+                            "text/html": (
+                                f"<div class='kr-plot' id='{div}'></div>"
+                                f"<script type='application/json' id='{div}-data'>"
+                                f"{_json_for_script(spec)}</script>"
+                            )
+                        }
+                    elif set(data) == {"text/plain"} and not "".join(data["text/plain"]).strip():
+                        continue
+                outputs.append(output)
+            cell.outputs = outputs
+        cells.append(cell)
+    header = nbformat.v4.new_code_cell(source="")
+    header.outputs = [
+        nbformat.v4.new_output("display_data", data={"text/html": header_html(summary)})
+    ]
+    nb.cells = [header, *cells]
+    nb.metadata.pop("widgets", None)
+    nb.metadata["title"] = f"{summary.get('runbook')} — {summary.get('env')} — {summary.get('run_id')}"
+    return nb, figures
+
+
+def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
+    """The report of an executed notebook: header and findings, then the narrative.
+
+    Args:
+        nb: the executed notebook (``nbformat.NotebookNode``).
+        summary: the run's summary.json content.
+
+    Returns:
+        A self-contained HTML document: no code, no prompts, plotly.js embedded
+        once (compressed) when there is at least one figure.
+    """
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    prepared, figures = _prepare(nb, summary)
+    head = REPORT_CSS
+    if figures:
+        head += (
+            "<script type='application/octet-stream' id='kr-plotly-js'>"
+            + plotly_js_blob() + "</script>" + PLOTLY_LOADER
+        )
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({"runbooks-report.html.j2": TEMPLATE})],
+        template_file="runbooks-report.html.j2",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_notebook_node(prepared, resources={"kr_head": head})
+    return body
+
+
+def write_report(run_dir: str | os.PathLike[str], nb: Any, summary: Mapping[str, Any]) -> Path:
+    """Render and write ``report.html`` into a run directory; return its path."""
+    path = Path(run_dir) / "report.html"
+    path.write_text(render_html(nb, summary), encoding="utf-8")
+    return path
+
+
+def index_html(summaries: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """``outputs/index.html``: every run, newest first, linking to its report.
+
+    Args:
+        summaries: ``(run directory relative to outputs/, summary)`` pairs.
+    """
+    rows = []
+    for rel, s in summaries:
+        status = s.get("status", "?")
+        fg, bg = SEVERITY_COLOURS.get(STATUS_COLOURS.get(status, "info"), ("inherit", "inherit"))
+        counts = s.get("counts") or {}
+        link = f"{rel}/report.html" if s.get("report") else f"{rel}/summary.json"
+        rows.append(
+            f"<tr><td>{_esc(s.get('start'))}</td><td>{_esc(s.get('env'))}</td>"
+            f"<td>{_esc(s.get('runbook'))}</td>"
+            f"<td style='color:{fg};background-color:{bg}'>{_esc(status)} ({_esc(s.get('exit_code'))})</td>"
+            f"<td>{counts.get('critical', 0)}</td><td>{counts.get('warning', 0)}</td>"
+            f"<td>{_esc((s.get('plan') or {}).get('id', ''))}</td>"
+            f"<td><a href='{html.escape(link, quote=True)}'>{_esc(rel)}</a></td></tr>"
+        )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>kube-runbooks runs</title>"
+        + REPORT_CSS
+        + "</head><body style='font-family:sans-serif;margin:2em'><h1>Runbook runs</h1>"
+        "<table class='kr-table'><thead><tr><th>start (UTC)</th><th>env</th><th>runbook</th>"
+        "<th>status (exit)</th><th>critical</th><th>warning</th><th>plan</th><th>run</th></tr>"
+        "</thead><tbody>" + "".join(rows) + "</tbody></table></body></html>"
+    )

@@ -1,0 +1,95 @@
+"""`runbooks sandbox up|status|down|kubeconfig`: the embedded cluster for demos, tests and labs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import launch
+
+
+def _state_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("RUNBOOKS_SANDBOX_DIR") or ".sandbox")
+
+
+state_option = click.option("--state-dir", default=None, metavar="DIR",
+                            help="Where the kubeconfig, CA and state file live (default .sandbox, "
+                                 "or $RUNBOOKS_SANDBOX_DIR).")
+
+
+@click.group()
+def sandbox() -> None:
+    """The embedded sandbox cluster on 127.0.0.1 (no real cluster needed)."""
+
+
+@sandbox.command()
+@state_option
+@click.option("--scenario", default="default", show_default=True, help="Scenario to load.")
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="API port (0 picks a free one).")
+def up(state_dir: str | None, scenario: str, port: int) -> None:
+    """Start the sandbox in the background and write its kubeconfig."""
+    from .scenario import list_scenarios
+
+    if scenario not in list_scenarios():
+        raise click.BadParameter(f"{scenario!r} is not a scenario; choose one of: {', '.join(list_scenarios())}",
+                                 param_hint="--scenario")
+    d = _state_dir(state_dir)
+    try:
+        state = launch.start_background(d, scenario, port)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    verb = "already running" if state.get("already_running") else "started"
+    click.echo(f"sandbox {verb}: {state['url']} (pid {state['pid']}, scenario {state['scenario']})")
+    click.echo(f"kubeconfig: {state['kubeconfig']}   (context {launch.CONTEXT})")
+    click.echo(f"try: KUBECONFIG={state['kubeconfig']} kubectl get pods -A")
+
+
+@sandbox.command()
+@state_option
+def down(state_dir: str | None) -> None:
+    """Stop the background sandbox started by `up` (only that process)."""
+    if launch.stop_background(_state_dir(state_dir)):
+        click.echo("sandbox stopped")
+    else:
+        click.echo("no sandbox was running")
+
+
+@sandbox.command()
+@state_option
+def status(state_dir: str | None) -> None:
+    """Say whether the sandbox runs, and summarise its cluster through the library."""
+    from .. import kube
+
+    d = _state_dir(state_dir)
+    state = launch.read_state(d)
+    if not state or not launch.pid_alive(state["pid"]):
+        click.echo("sandbox: not running (start it with `runbooks sandbox up`)")
+        sys.exit(1)
+    click.echo(f"sandbox: running at {state['url']} (pid {state['pid']}, scenario {state['scenario']})")
+    cluster = kube.connect(state["kubeconfig"], launch.CONTEXT)
+    click.echo(kube.format_summary(kube.cluster_summary(cluster)))
+
+
+@sandbox.command()
+@state_option
+def kubeconfig(state_dir: str | None) -> None:
+    """Print the path of the sandbox kubeconfig (`export KUBECONFIG=$(runbooks sandbox kubeconfig)`)."""
+    state = launch.read_state(_state_dir(state_dir))
+    if not state:
+        raise click.ClickException("the sandbox is not running; start it with `runbooks sandbox up`")
+    click.echo(state["kubeconfig"])
+
+
+@sandbox.command(hidden=True)
+@state_option
+@click.option("--scenario", default="default")
+@click.option("--port", default=0, type=int)
+@click.option("--bulk-pods", default=0, type=click.IntRange(0), help="Extra pods for benchmarks.")
+def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int) -> None:
+    """Run the sandbox in the foreground (what `up` starts in the background)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods)

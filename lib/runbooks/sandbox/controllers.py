@@ -1,0 +1,901 @@
+"""Controllers that make the sandbox cluster alive.
+
+Deployment -> ReplicaSet -> Pod, StatefulSet and DaemonSet pods, a scheduler,
+a "kubelet" that turns each pod into a running (or failing) container status,
+Endpoints/EndpointSlices from ready pods, Events, and garbage collection of
+dependents. They follow the real controllers' rules (pod-template-hash,
+revision annotations, maxSurge/maxUnavailable, progress deadline, kubelet
+crash back-off) so runbooks read the same shapes as on a real cluster.
+
+Everything is a pure function of the stored objects and the clock, run on one
+worker thread: after each write (the store notifies us) and on a tick that
+advances time-dependent state such as restart counts of crash-looping pods.
+Failure injection: the pod template annotation ``sandbox.kube-runbooks.io/fail``
+with CrashLoopBackOff, OOMKilled, ImagePullBackOff or NotReady.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import threading
+from datetime import UTC, datetime, timedelta
+
+from .resources import Registry, ResourceType
+from .store import ApiError, Change, Store, rfc3339
+
+log = logging.getLogger(__name__)
+
+FAIL_ANNOTATION = "sandbox.kube-runbooks.io/fail"
+FAILURES = ("CrashLoopBackOff", "OOMKilled", "ImagePullBackOff", "NotReady")
+REVISION = "deployment.kubernetes.io/revision"
+MANAGER = "kube-controller-manager"
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"
+CRASH_RUNTIME = 8  # seconds a failing container lives before it dies
+BACKOFF_START, BACKOFF_MAX = 10, 300  # kubelet's crash back-off: 10s doubling to 5 min
+
+
+def pod_template_hash(template: dict) -> str:
+    """Stable short hash of a pod template, shaped like the real `pod-template-hash` label."""
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return _encode(int.from_bytes(digest[:8], "big"), 10)
+
+
+def _encode(n: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        n, r = divmod(n, len(_SAFE))
+        out.append(_SAFE[r])
+    return "".join(out)
+
+
+def _suffix(seed: str, length: int = 5) -> str:
+    return _encode(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"), length)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+
+
+def crash_history(started: datetime, now: datetime) -> tuple[int, datetime, datetime, datetime | None]:
+    """Restarts of a crash-looping container since `started`, the kubelet's way.
+
+    Returns (restart count, last start, last death, next start or None when running now).
+    Each life lasts CRASH_RUNTIME seconds; after the n-th death the kubelet waits
+    10s * 2^(n-1), capped at 5 minutes, before starting it again.
+    """
+    t = started
+    restarts = 0
+    delay = BACKOFF_START
+    while True:
+        death = t + timedelta(seconds=CRASH_RUNTIME)
+        if death > now:
+            return restarts, t, death, None  # alive right now
+        next_start = death + timedelta(seconds=delay)
+        if next_start > now:
+            return restarts, t, death, next_start
+        if delay == BACKOFF_MAX:  # steady state: skip whole periods arithmetically
+            period = CRASH_RUNTIME + BACKOFF_MAX
+            k = int((now - t).total_seconds() // period)
+            if k > 1:
+                restarts += k - 1
+                t += timedelta(seconds=period * (k - 1))
+                continue
+        restarts += 1
+        t = next_start
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+def _scaled(value, total: int, round_up: bool) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if text.endswith("%"):
+        x = int(text[:-1]) * total / 100
+        return math.ceil(x) if round_up else math.floor(x)
+    return int(text)
+
+
+def _owned_by(obj: dict, uid: str) -> bool:
+    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
+
+
+def _owner_ref(owner: dict, kind: str, api_version: str) -> dict:
+    return {"apiVersion": api_version, "kind": kind, "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _labels_match(selector: dict | None, labels: dict | None) -> bool:
+    from .selectors import label_selector_from_spec
+
+    return label_selector_from_spec(selector).matches(labels or {})
+
+
+def _pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _active(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and \
+        not pod["metadata"].get("deletionTimestamp")
+
+
+class Controllers:
+    """All controllers on one worker thread, fed by store changes and a tick."""
+
+    def __init__(self, store: Store, registry: Registry, tick: float = 2.0):
+        self.store, self.registry, self.tick = store, registry, tick
+        self.clock = store.clock
+        self._queue: set[tuple[str, str, str]] = set()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bootstrapping = False
+        self._seen: dict[tuple[str, str], int] = {}
+        self.rt = {k: registry.by_kind_any_version(k) for k in (
+            "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
+            "EndpointSlice", "Event", "Node", "Namespace")}
+        store.add_listener(self._on_change)
+
+    # ---- plumbing ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _on_change(self, change: Change) -> None:
+        obj = change.entry.obj
+        meta = obj["metadata"]
+        kind = obj.get("kind", "")
+        ns = meta.get("namespace", "")
+        work = set()
+        if kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
+            work.add((kind, ns, meta["name"]))
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("controller"):
+                work.add((ref.get("kind", ""), ns, ref.get("name", "")))
+        if kind == "Pod":
+            work.add(("Pod", ns, meta["name"]))
+            work.add(("Endpoints*", ns, ""))
+        if kind == "Service":
+            work.add(("Endpoints", ns, meta["name"]))
+        if kind == "Node":
+            work.add(("DaemonSet*", "", ""))
+        if change.type == "DELETED":
+            work.add(("GC", ns, meta.get("uid", "")))
+            if kind == "Namespace":
+                work.add(("GCNamespace", "", meta["name"]))
+        if work:
+            with self._cond:
+                self._queue |= work
+                self._cond.notify()
+
+    def _run(self) -> None:
+        last_tick = 0.0
+        import time
+
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
+                work, self._queue = self._queue, set()
+            try:
+                if work:
+                    self.process(work)
+                if time.monotonic() - last_tick >= self.tick:
+                    last_tick = time.monotonic()
+                    self.on_tick()
+            except Exception:  # keep the cluster alive; a controller bug shows in the log
+                log.exception("controller pass failed")
+
+    def settle(self, rounds: int = 50) -> None:
+        """Run queued work synchronously until nothing is left (start-up and tests)."""
+        for _ in range(rounds):
+            with self._cond:
+                work, self._queue = self._queue, set()
+            if not work:
+                return
+            self.process(work)
+
+    def process(self, work: set[tuple[str, str, str]]) -> None:
+        order = {"GCNamespace": 0, "GC": 1, "Deployment": 2, "StatefulSet": 3, "DaemonSet": 3,
+                 "DaemonSet*": 3, "ReplicaSet": 4, "Pod": 5, "Endpoints": 6, "Endpoints*": 6}
+        done_endpoints: set[str] = set()
+        for kind, ns, name in sorted(work, key=lambda w: (order.get(w[0], 9), w)):
+            try:
+                if kind == "Deployment":
+                    self.sync_deployment(ns, name)
+                elif kind == "ReplicaSet":
+                    self.sync_replicaset(ns, name)
+                elif kind == "StatefulSet":
+                    self.sync_statefulset(ns, name)
+                elif kind == "DaemonSet":
+                    self.sync_daemonset(ns, name)
+                elif kind == "DaemonSet*":
+                    for ds in self.store.items(self.rt["DaemonSet"]):
+                        self.sync_daemonset(ds["metadata"]["namespace"], ds["metadata"]["name"])
+                elif kind == "Pod":
+                    self.sync_pod(ns, name)
+                elif kind == "Endpoints":
+                    self.sync_endpoints(ns, name)
+                elif kind == "Endpoints*" and ns not in done_endpoints:
+                    done_endpoints.add(ns)
+                    for svc in self.store.items(self.rt["Service"], ns):
+                        self.sync_endpoints(ns, svc["metadata"]["name"])
+                elif kind == "GC":
+                    self.collect_garbage(ns, name)
+                elif kind == "GCNamespace":
+                    self.collect_namespace(name)
+            except ApiError as e:
+                if e.code not in (404, 409):
+                    log.warning("controller %s %s/%s: %s", kind, ns, name, e.message)
+
+    # ---- helpers -----------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def _put(self, rt: ResourceType, new: dict, old: dict, status_only: bool = False) -> dict:
+        if new == old:
+            return old
+        return self.store.update(rt, new, subresource="status" if status_only else None, check_rv=False)
+
+    def event(self, obj: dict, type_: str, reason: str, message: str, component: str,
+              at: datetime | None = None, count_up: bool = True) -> None:
+        """Record an Event, folding repeats into count/lastTimestamp like the event recorder."""
+        rt = self.rt["Event"]
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        at = at or self.now()
+        name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
+        existing = self.store.find(rt, ns, name)
+        if existing:
+            if not count_up:
+                return
+            new = copy.deepcopy(existing)
+            new["count"] = existing.get("count", 1) + 1
+            new["lastTimestamp"] = rfc3339(at)
+            self.store.update(rt, new, check_rv=False)
+            return
+        host = component.split(",", 1)[1].strip() if "," in component else ""
+        ev = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace"),
+                               "name": meta["name"], "uid": meta.get("uid"),
+                               "apiVersion": obj.get("apiVersion"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "source": {"component": component.split(",")[0], **({"host": host} if host else {})},
+            "firstTimestamp": rfc3339(at), "lastTimestamp": rfc3339(at),
+            "reportingComponent": component.split(",")[0], "reportingInstance": host,
+        }
+        if obj.get("kind") == "Pod" and reason in ("Pulling", "Pulled", "Created", "Started", "BackOff",
+                                                   "Failed", "Unhealthy", "Killing"):
+            ev["involvedObject"]["fieldPath"] = f"spec.containers{{{obj['spec']['containers'][0]['name']}}}"
+        try:
+            self.store.create(rt, ev, created=at)
+        except ApiError:
+            pass
+
+    # ---- garbage collection -----------------------------------------------
+
+    def collect_garbage(self, ns: str, uid: str) -> None:
+        if not uid:
+            return
+        for t in self.registry.all():
+            if not t.namespaced:
+                continue
+            for o in self.store.items(t, ns or None):
+                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or []):
+                    try:
+                        self.store.delete(t, o["metadata"].get("namespace"), o["metadata"]["name"])
+                    except ApiError:
+                        pass
+
+    def collect_namespace(self, name: str) -> None:
+        for t in self.registry.all():
+            if t.namespaced:
+                for o in self.store.items(t, name):
+                    try:
+                        self.store.delete(t, name, o["metadata"]["name"])
+                    except ApiError:
+                        pass
+
+    # ---- Deployment --------------------------------------------------------
+
+    def sync_deployment(self, ns: str, name: str) -> None:
+        drt, rsrt = self.rt["Deployment"], self.rt["ReplicaSet"]
+        d = self.store.find(drt, ns, name)
+        if d is None or d["metadata"].get("deletionTimestamp"):
+            return
+        spec = d["spec"]
+        uid = d["metadata"]["uid"]
+        rss = [rs for rs in self.store.items(rsrt, ns) if _owned_by(rs, uid)]
+        template = copy.deepcopy(spec["template"])
+        template.setdefault("metadata", {}).setdefault("labels", {}).pop("pod-template-hash", None)
+        h = pod_template_hash(template)
+        new_rs = next((rs for rs in rss if rs["metadata"].get("labels", {}).get("pod-template-hash") == h),
+                      None)
+        olds = [rs for rs in rss if rs is not new_rs]
+        max_rev = max([int(rs["metadata"].get("annotations", {}).get(REVISION, "0")) for rs in rss] or [0])
+        replicas = spec.get("replicas", 1)
+        strategy = spec.get("strategy") or {}
+        ru = strategy.get("rollingUpdate") or {}
+        surge = _scaled(ru.get("maxSurge", "25%"), replicas, True)
+        unavailable = _scaled(ru.get("maxUnavailable", "25%"), replicas, False)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        if spec.get("paused"):
+            self._deployment_status(d, rss, new_rs, unavailable)
+            return
+        if new_rs is None:
+            tpl = copy.deepcopy(template)
+            tpl["metadata"]["labels"]["pod-template-hash"] = h
+            selector = copy.deepcopy(spec["selector"])
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = h
+            if strategy.get("type") == "Recreate":
+                start = 0 if any(rs["spec"].get("replicas") for rs in olds) else replicas
+            else:
+                total = sum(rs["spec"].get("replicas", 0) for rs in olds)
+                start = max(0, min(replicas, replicas + surge - total)) if olds else replicas
+            rs = {
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": f"{name}-{h}", "namespace": ns,
+                             "labels": dict(tpl["metadata"]["labels"]),
+                             "annotations": {REVISION: str(max_rev + 1),
+                                             "deployment.kubernetes.io/desired-replicas": str(replicas),
+                                             "deployment.kubernetes.io/max-replicas": str(replicas + surge)},
+                             "ownerReferences": [_owner_ref(d, "Deployment", "apps/v1")]},
+                "spec": {"replicas": start, "selector": selector, "template": tpl,
+                         "minReadySeconds": spec.get("minReadySeconds", 0)},
+            }
+            new_rs = self.store.create(rsrt, rs)
+            self.event(d, "Normal", "ScalingReplicaSet",
+                       f"Scaled up replica set {new_rs['metadata']['name']} to {start} from 0", "deployment-controller")
+            rss = olds + [new_rs]
+        else:
+            rev = int(new_rs["metadata"].get("annotations", {}).get(REVISION, "0"))
+            if rev < max_rev:  # a rollback to an old template makes it the newest revision again
+                upd = copy.deepcopy(new_rs)
+                upd["metadata"]["annotations"][REVISION] = str(max_rev + 1)
+                new_rs = self.store.update(rsrt, upd, check_rv=False)
+        if strategy.get("type") == "Recreate":
+            self._recreate(d, olds, new_rs, replicas)
+        else:
+            self._rolling(d, olds, new_rs, replicas, surge, unavailable)
+        rss = [rs for rs in self.store.items(rsrt, ns) if _owned_by(rs, uid)]
+        new_rs = next(rs for rs in rss if rs["metadata"]["name"] == new_rs["metadata"]["name"])
+        self._cleanup_history(d, rss, new_rs)
+        self._deployment_status(d, rss, new_rs, unavailable)
+
+    def _scale_rs(self, d: dict, rs: dict, to: int) -> dict:
+        frm = rs["spec"].get("replicas", 0)
+        if frm == to:
+            return rs
+        new = copy.deepcopy(rs)
+        new["spec"]["replicas"] = to
+        ann = new["metadata"].setdefault("annotations", {})
+        ann["deployment.kubernetes.io/desired-replicas"] = str(d["spec"].get("replicas", 1))
+        out = self.store.update(self.rt["ReplicaSet"], new, check_rv=False)
+        verb = "up" if to > frm else "down"
+        self.event(d, "Normal", "ScalingReplicaSet",
+                   f"Scaled {verb} replica set {rs['metadata']['name']} to {to} from {frm}", "deployment-controller")
+        return out
+
+    def _recreate(self, d: dict, olds: list[dict], new_rs: dict, replicas: int) -> None:
+        for rs in olds:
+            self._scale_rs(d, rs, 0)
+        pods_left = any(_owned_by(p, rs["metadata"]["uid"]) for rs in olds
+                        for p in self.store.items(self.rt["Pod"], d["metadata"]["namespace"]))
+        if not pods_left:
+            self._scale_rs(d, new_rs, replicas)
+
+    def _rolling(self, d: dict, olds: list[dict], new_rs: dict, replicas: int, surge: int,
+                 unavailable: int) -> None:
+        all_rs = olds + [new_rs]
+        total = sum(rs["spec"].get("replicas", 0) for rs in all_rs)
+        # scale up the new ReplicaSet within maxSurge
+        new_count = new_rs["spec"].get("replicas", 0)
+        if new_count < replicas:
+            room = replicas + surge - total
+            if room > 0:
+                new_rs = self._scale_rs(d, new_rs, min(replicas, new_count + room))
+        elif new_count > replicas:
+            new_rs = self._scale_rs(d, new_rs, replicas)
+        # scale down old ReplicaSets without going under minAvailable
+        all_rs = olds + [new_rs]
+        all_pods = sum(rs["spec"].get("replicas", 0) for rs in all_rs)
+        min_available = replicas - unavailable
+        new_unavailable = new_rs["spec"].get("replicas", 0) - (new_rs.get("status") or {}).get("availableReplicas", 0)
+        budget = all_pods - min_available - new_unavailable
+        for rs in sorted(olds, key=lambda r: r["metadata"]["creationTimestamp"]):
+            if budget <= 0:
+                break
+            have = rs["spec"].get("replicas", 0)
+            unhealthy = have - (rs.get("status") or {}).get("availableReplicas", 0)
+            cut = min(budget, unhealthy)
+            if cut > 0:
+                rs = self._scale_rs(d, rs, have - cut)
+                budget -= cut
+        available = sum((rs.get("status") or {}).get("availableReplicas", 0) for rs in olds + [new_rs])
+        budget = available - min_available - new_unavailable
+        for rs in sorted(olds, key=lambda r: r["metadata"]["creationTimestamp"]):
+            if budget <= 0:
+                break
+            rs = self.store.find(self.rt["ReplicaSet"], rs["metadata"]["namespace"], rs["metadata"]["name"]) or rs
+            have = rs["spec"].get("replicas", 0)
+            cut = min(budget, have)
+            if cut > 0:
+                self._scale_rs(d, rs, have - cut)
+                budget -= cut
+
+    def _cleanup_history(self, d: dict, rss: list[dict], new_rs: dict) -> None:
+        limit = d["spec"].get("revisionHistoryLimit", 10)
+        idle = [rs for rs in rss if rs is not new_rs and rs["spec"].get("replicas", 0) == 0
+                and (rs.get("status") or {}).get("replicas", 0) == 0]
+        idle.sort(key=lambda r: int(r["metadata"].get("annotations", {}).get(REVISION, "0")))
+        for rs in idle[:max(0, len(idle) - limit)]:
+            self.store.delete(self.rt["ReplicaSet"], rs["metadata"]["namespace"], rs["metadata"]["name"])
+
+    def _deployment_status(self, d: dict, rss: list[dict], new_rs: dict | None, unavailable: int) -> None:
+        spec = d["spec"]
+        replicas = spec.get("replicas", 1)
+        st = [rs.get("status") or {} for rs in rss]
+        status = {
+            "observedGeneration": d["metadata"].get("generation", 1),
+            "replicas": sum(s.get("replicas", 0) for s in st),
+            "updatedReplicas": (new_rs.get("status") or {}).get("replicas", 0) if new_rs else 0,
+            "readyReplicas": sum(s.get("readyReplicas", 0) for s in st),
+            "availableReplicas": sum(s.get("availableReplicas", 0) for s in st),
+        }
+        status["unavailableReplicas"] = max(0, replicas - status["availableReplicas"])
+        for k in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"):
+            if not status[k]:
+                del status[k]
+        old_conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
+        now = rfc3339(self.now())
+        rs_name = new_rs["metadata"]["name"] if new_rs else ""
+        available_ok = status.get("availableReplicas", 0) >= replicas - unavailable
+        conds = [self._condition(old_conds.get("Available"), "Available", available_ok,
+                            "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
+                            "Deployment has minimum availability." if available_ok
+                            else "Deployment does not have minimum availability.", now)]
+        complete = (new_rs is not None and status.get("updatedReplicas", 0) == replicas
+                    and status.get("availableReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
+        prev = old_conds.get("Progressing")
+        created = new_rs["metadata"]["creationTimestamp"] if new_rs else now
+        if complete:
+            prog = self._condition(prev, "Progressing", True, "NewReplicaSetAvailable",
+                              f'ReplicaSet "{rs_name}" has successfully progressed.', now)
+        else:
+            changed = prev is None or (prev.get("reason") == "NewReplicaSetAvailable") or \
+                status != {k: v for k, v in (d.get("status") or {}).items() if k != "conditions"}
+            last_update = created if prev is None else (now if changed else prev.get("lastUpdateTime", created))
+            if prev and prev.get("reason") == "ProgressDeadlineExceeded" and not changed:
+                last_update = prev.get("lastUpdateTime", created)
+            deadline = spec.get("progressDeadlineSeconds", 600)
+            timed_out = (self.now() - parse_time(last_update)).total_seconds() > deadline
+            if prev is None and self.bootstrapping:
+                last_update = created
+                timed_out = (self.now() - parse_time(created)).total_seconds() > deadline
+            if timed_out:
+                prog = self._condition(prev, "Progressing", False, "ProgressDeadlineExceeded",
+                                  f'ReplicaSet "{rs_name}" has timed out progressing.', now)
+                prog["lastUpdateTime"] = last_update if prev is None or prev.get("status") != "False" \
+                    else prev["lastUpdateTime"]
+            else:
+                prog = self._condition(prev, "Progressing", True, "ReplicaSetUpdated",
+                                  f'ReplicaSet "{rs_name}" is progressing.', now)
+                prog["lastUpdateTime"] = last_update
+        conds.append(prog)
+        status["conditions"] = conds
+        new = copy.deepcopy(d)
+        new["status"] = status
+        if new_rs:
+            new["metadata"].setdefault("annotations", {})[REVISION] = \
+                new_rs["metadata"].get("annotations", {}).get(REVISION, "1")
+        if new["metadata"] != d["metadata"]:
+            d = self.store.update(self.rt["Deployment"], {**new, "status": d.get("status")}, check_rv=False)
+            new["metadata"] = d["metadata"]
+        if new.get("status") != d.get("status"):
+            self.store.update(self.rt["Deployment"], new, subresource="status", check_rv=False)
+
+    @staticmethod
+    def _condition(prev: dict | None, type_: str, ok: bool, reason: str, message: str, now: str) -> dict:
+        status = "True" if ok else "False"
+        if prev and prev.get("status") == status and prev.get("reason") == reason:
+            return dict(prev, message=message)
+        return {"type": type_, "status": status, "lastUpdateTime": now,
+                "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == status else now,
+                "reason": reason, "message": message}
+
+    # ---- ReplicaSet --------------------------------------------------------
+
+    def sync_replicaset(self, ns: str, name: str) -> None:
+        rsrt, prt = self.rt["ReplicaSet"], self.rt["Pod"]
+        rs = self.store.find(rsrt, ns, name)
+        if rs is None:
+            return
+        uid = rs["metadata"]["uid"]
+        pods = [p for p in self.store.items(prt, ns) if _owned_by(p, uid) and _active(p)]
+        want = rs["spec"].get("replicas", 1)
+        if len(pods) < want:
+            created = parse_time(rs["metadata"]["creationTimestamp"]) if self.bootstrapping else None
+            for i in range(want - len(pods)):
+                pod = self._pod_from_template(rs, "ReplicaSet", f"{name}-", i + len(pods))
+                pod = self.store.create(prt, pod, created=created)
+                self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
+                           "replicaset-controller", at=created)
+                pods.append(pod)
+        elif len(pods) > want:
+            victims = sorted(pods, key=lambda p: (_pod_ready(p), p["metadata"]["creationTimestamp"]))
+            for p in victims[: len(pods) - want]:
+                self.store.delete(prt, ns, p["metadata"]["name"])
+                self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
+                           "replicaset-controller")
+                pods.remove(p)
+        ready = sum(1 for p in pods if _pod_ready(p))
+        status = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
+                  "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)}
+        status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
+        if status != rs.get("status"):
+            new = copy.deepcopy(rs)
+            new["status"] = status
+            self.store.update(rsrt, new, subresource="status", check_rv=False)
+
+    def _pod_from_template(self, owner: dict, kind: str, prefix: str, index: int, name: str | None = None,
+                           node: str | None = None) -> dict:
+        tpl = copy.deepcopy(owner["spec"]["template"])
+        meta = tpl.get("metadata") or {}
+        owner_meta = owner["metadata"]
+        pod_name = name or prefix + _suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": owner_meta["namespace"],
+                         "labels": meta.get("labels") or {},
+                         "ownerReferences": [_owner_ref(owner, kind, "apps/v1")]},
+            "spec": tpl.get("spec") or {},
+        }
+        if meta.get("annotations"):
+            pod["metadata"]["annotations"] = meta["annotations"]
+        if node:
+            pod["spec"]["nodeName"] = node
+        from .admission import apply_defaults
+
+        return apply_defaults(self.rt["Pod"], pod)
+
+    # ---- StatefulSet and DaemonSet -------------------------------------------
+
+    def sync_statefulset(self, ns: str, name: str) -> None:
+        srt, prt = self.registry.by_kind_any_version("StatefulSet"), self.rt["Pod"]
+        sts = self.store.find(srt, ns, name)
+        if sts is None:
+            return
+        uid = sts["metadata"]["uid"]
+        revision = f"{name}-{pod_template_hash(sts['spec']['template'])}"
+        pods = {p["metadata"]["name"]: p for p in self.store.items(prt, ns) if _owned_by(p, uid)}
+        want = sts["spec"].get("replicas", 1)
+        created = parse_time(sts["metadata"]["creationTimestamp"]) if self.bootstrapping else None
+        for i in range(want):
+            pname = f"{name}-{i}"
+            pod = pods.get(pname)
+            if pod and pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision:
+                self.store.delete(prt, ns, pname)
+                pods.pop(pname)
+                pod = None
+            if pod is None:
+                new = self._pod_from_template(sts, "StatefulSet", "", i, name=pname)
+                new["metadata"]["labels"] = {**new["metadata"]["labels"], "controller-revision-hash": revision,
+                                             "statefulset.kubernetes.io/pod-name": pname,
+                                             "apps.kubernetes.io/pod-index": str(i)}
+                new["spec"].setdefault("hostname", pname)
+                pods[pname] = self.store.create(prt, new, created=created)
+                self.event(sts, "Normal", "SuccessfulCreate",
+                           f"create Pod {pname} in StatefulSet {name} successful", "statefulset-controller",
+                           at=created)
+        for pname, p in list(pods.items()):
+            if int(pname.rsplit("-", 1)[-1]) >= want:
+                self.store.delete(prt, ns, pname)
+                pods.pop(pname)
+        ready = sum(1 for p in pods.values() if _pod_ready(p))
+        status = {"observedGeneration": sts["metadata"].get("generation", 1), "replicas": len(pods),
+                  "readyReplicas": ready, "currentReplicas": len(pods), "updatedReplicas": len(pods),
+                  "availableReplicas": ready, "currentRevision": revision, "updateRevision": revision,
+                  "collisionCount": 0}
+        if status != sts.get("status"):
+            new = copy.deepcopy(sts)
+            new["status"] = status
+            self.store.update(srt, new, subresource="status", check_rv=False)
+
+    def sync_daemonset(self, ns: str, name: str) -> None:
+        drt, prt = self.rt["DaemonSet"], self.rt["Pod"]
+        ds = self.store.find(drt, ns, name)
+        if ds is None:
+            return
+        uid = ds["metadata"]["uid"]
+        nodes = [n["metadata"]["name"] for n in self.store.items(self.rt["Node"])
+                 if not (n.get("spec") or {}).get("unschedulable")]
+        pods = [p for p in self.store.items(prt, ns) if _owned_by(p, uid)]
+        by_node = {p["spec"].get("nodeName"): p for p in pods}
+        created = parse_time(ds["metadata"]["creationTimestamp"]) if self.bootstrapping else None
+        for node in nodes:
+            if node not in by_node:
+                pod = self._pod_from_template(ds, "DaemonSet", f"{name}-", nodes.index(node), node=node)
+                by_node[node] = self.store.create(prt, pod, created=created)
+                self.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
+                           "daemonset-controller", at=created)
+        for node, p in list(by_node.items()):
+            if node not in nodes:
+                self.store.delete(prt, ns, p["metadata"]["name"])
+                del by_node[node]
+        ready = sum(1 for p in by_node.values() if _pod_ready(p))
+        status = {"currentNumberScheduled": len(by_node), "desiredNumberScheduled": len(nodes),
+                  "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
+                  "updatedNumberScheduled": len(by_node),
+                  "observedGeneration": ds["metadata"].get("generation", 1)}
+        if ready < len(nodes):
+            status["numberUnavailable"] = len(nodes) - ready
+        if status != ds.get("status"):
+            new = copy.deepcopy(ds)
+            new["status"] = status
+            self.store.update(drt, new, subresource="status", check_rv=False)
+
+    # ---- scheduler and kubelet ---------------------------------------------
+
+    def sync_pod(self, ns: str, name: str) -> None:
+        prt = self.rt["Pod"]
+        pod = self.store.find(prt, ns, name)
+        if pod is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        created = parse_time(pod["metadata"]["creationTimestamp"]) or self.now()
+        if not pod["spec"].get("nodeName"):
+            node = self._schedule(pod)
+            if node is None:
+                return
+            new = copy.deepcopy(pod)
+            new["spec"]["nodeName"] = node
+            pod = self.store.update(prt, new, check_rv=False)
+            self.event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}",
+                       "default-scheduler", at=created)
+        status = self.pod_status(pod, self.now())
+        if status != pod.get("status"):
+            first_start = not (pod.get("status") or {}).get("containerStatuses")
+            new = copy.deepcopy(pod)
+            new["status"] = status
+            pod = self.store.update(prt, new, subresource="status", check_rv=False)
+            if first_start:
+                self._start_events(pod, created)
+        self._failure_events(pod)
+
+    def _schedule(self, pod: dict) -> str | None:
+        nodes = [n for n in self.store.items(self.rt["Node"]) if not (n.get("spec") or {}).get("unschedulable")]
+        if not nodes:
+            return None
+        names = [n["metadata"]["name"] for n in nodes]
+        # spread deterministically by the pod name, like a scheduler balancing by count
+        return names[int(hashlib.sha256(pod["metadata"]["name"].encode()).hexdigest(), 16) % len(names)]
+
+    def _node_index(self, node: str) -> int:
+        digits = "".join(ch for ch in node if ch.isdigit())
+        return int(digits) if digits else 1
+
+    def pod_status(self, pod: dict, now: datetime) -> dict:
+        """What the kubelet would report for this pod at `now`."""
+        meta, spec = pod["metadata"], pod["spec"]
+        created = parse_time(meta["creationTimestamp"]) or now
+        started = created + timedelta(seconds=2)
+        node = spec.get("nodeName", "")
+        old = pod.get("status") or {}
+        fail = (meta.get("annotations") or {}).get(FAIL_ANNOTATION, "")
+        n = self._node_index(node)
+        ip = old.get("podIP") or f"10.244.{n}.{int(hashlib.sha256(meta['uid'].encode()).hexdigest(), 16) % 250 + 2}"
+        ts = rfc3339(started)
+        containers = []
+        all_ready = True
+        phase = "Running"
+        for c in spec.get("containers") or []:
+            cid = "containerd://" + hashlib.sha256(f"{meta['uid']}/{c['name']}".encode()).hexdigest()
+            image = c.get("image", "")
+            image_id = f"{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+            st = {"name": c["name"], "image": image, "imageID": image_id, "containerID": cid,
+                  "restartCount": 0, "started": True, "ready": True,
+                  "state": {"running": {"startedAt": ts}}, "lastState": {}}
+            if fail in ("CrashLoopBackOff", "OOMKilled"):
+                restarts, life_start, death, next_start = crash_history(started, now)
+                reason, code = ("OOMKilled", 137) if fail == "OOMKilled" else ("Error", 1)
+                st["restartCount"] = restarts
+                st["ready"] = False
+                if next_start is None:  # alive now; the previous life (if any) died
+                    st["state"] = {"running": {"startedAt": rfc3339(life_start)}}
+                    if restarts:
+                        prev_death = life_start - timedelta(seconds=min(BACKOFF_START * 2 ** (restarts - 1),
+                                                                          BACKOFF_MAX))
+                        st["lastState"] = {"terminated": {
+                            "exitCode": code, "reason": reason, "containerID": cid,
+                            "startedAt": rfc3339(prev_death - timedelta(seconds=CRASH_RUNTIME)),
+                            "finishedAt": rfc3339(prev_death)}}
+                else:
+                    backoff = int((next_start - death).total_seconds())
+                    pretty = f"{backoff // 60}m{backoff % 60}s" if backoff >= 60 else f"{backoff}s"
+                    st["started"] = False
+                    st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message":
+                                   f"back-off {pretty} restarting failed container={c['name']} "
+                                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})"}}
+                    st["lastState"] = {"terminated": {"exitCode": code, "reason": reason, "containerID": cid,
+                                                      "startedAt": rfc3339(life_start),
+                                                      "finishedAt": rfc3339(death)}}
+            elif fail == "ImagePullBackOff":
+                phase = "Pending"
+                st.update(started=False, ready=False, state={"waiting": {
+                    "reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}})
+                st.pop("containerID")
+                st["imageID"] = ""
+            elif fail == "NotReady":
+                st["ready"] = False
+            all_ready &= st["ready"]
+            containers.append(st)
+        cond_time = ts
+        conditions = [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": cond_time},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": rfc3339(created)},
+            {"type": "Ready", "status": "True" if all_ready else "False", "lastTransitionTime": cond_time},
+            {"type": "ContainersReady", "status": "True" if all_ready else "False", "lastTransitionTime": cond_time},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": rfc3339(created)},
+        ]
+        for cond in conditions[2:4]:
+            if not all_ready:
+                names = [c["name"] for c in containers if not c["ready"]]
+                cond["reason"] = "ContainersNotReady"
+                cond["message"] = f"containers with unready status: [{' '.join(names)}]"
+        # keep transition times stable across recomputations
+        old_conds = {c["type"]: c for c in old.get("conditions") or []}
+        for cond in conditions:
+            prev = old_conds.get(cond["type"])
+            if prev and prev.get("status") == cond["status"]:
+                cond["lastTransitionTime"] = prev["lastTransitionTime"]
+        return {"phase": phase, "conditions": conditions, "hostIP": f"192.168.0.{10 + n}",
+                "hostIPs": [{"ip": f"192.168.0.{10 + n}"}], "podIP": ip, "podIPs": [{"ip": ip}],
+                "startTime": rfc3339(created), "containerStatuses": containers,
+                "qosClass": old.get("qosClass", "BestEffort")}
+
+    def _start_events(self, pod: dict, at: datetime) -> None:
+        node = pod["spec"].get("nodeName", "")
+        fail = (pod["metadata"].get("annotations") or {}).get(FAIL_ANNOTATION, "")
+        image = pod["spec"]["containers"][0].get("image", "")
+        name = pod["spec"]["containers"][0]["name"]
+        src = f"kubelet,{node}"
+        self.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', src, at=at)
+        if fail == "ImagePullBackOff":
+            self.event(pod, "Warning", "Failed", f'Failed to pull image "{image}": rpc error: code = NotFound '
+                       f'desc = failed to pull and unpack image "{image}": not found', src, at=at)
+            self.event(pod, "Warning", "Failed", "Error: ErrImagePull", src, at=at)
+            return
+        self.event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in 1.2s', src, at=at)
+        self.event(pod, "Normal", "Created", f"Created container {name}", src, at=at)
+        self.event(pod, "Normal", "Started", f"Started container {name}", src, at=at)
+
+    def _failure_events(self, pod: dict) -> None:
+        fail = (pod["metadata"].get("annotations") or {}).get(FAIL_ANNOTATION, "")
+        if fail not in FAILURES:
+            return
+        node = pod["spec"].get("nodeName", "")
+        src = f"kubelet,{node}"
+        c = pod["spec"]["containers"][0]
+        st = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        if fail in ("CrashLoopBackOff", "OOMKilled"):
+            restarts = st.get("restartCount", 0)
+            if restarts and self._bumped(pod, "BackOff", restarts):
+                self.event(pod, "Warning", "BackOff", "Back-off restarting failed container "
+                           f"{c['name']} in pod {pod['metadata']['name']}_{pod['metadata']['namespace']}"
+                           f"({pod['metadata']['uid']})", src)
+        elif fail == "ImagePullBackOff":
+            self.event(pod, "Normal", "BackOff", f'Back-off pulling image "{c.get("image")}"', src)
+            self.event(pod, "Warning", "Failed", "Error: ImagePullBackOff", src)
+        elif fail == "NotReady":
+            self.event(pod, "Warning", "Unhealthy",
+                       "Readiness probe failed: HTTP probe failed with statuscode: 503", src)
+
+    def _bumped(self, pod: dict, reason: str, count: int) -> bool:
+        """Has the failure count moved since we last recorded an event for it?"""
+        key = (pod["metadata"]["uid"], reason)
+        seen = self._seen.get(key)
+        self._seen[key] = count
+        return seen != count
+
+
+    def on_tick(self) -> None:
+        """Advance time: crash loops restart, failing pods keep emitting events, deadlines pass."""
+        prt = self.rt["Pod"]
+        for pod in self.store.items(prt):
+            if (pod["metadata"].get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES:
+                self.sync_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for d in self.store.items(self.rt["Deployment"]):
+            conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
+            if conds.get("Progressing", {}).get("reason") == "ReplicaSetUpdated":
+                self.sync_deployment(d["metadata"]["namespace"], d["metadata"]["name"])
+
+    # ---- Services ------------------------------------------------------------
+
+    def sync_endpoints(self, ns: str, name: str) -> None:
+        srt, ert, esrt = self.rt["Service"], self.rt["Endpoints"], self.rt["EndpointSlice"]
+        svc = self.store.find(srt, ns, name)
+        if svc is None:
+            for rt, n in ((ert, name),):
+                if self.store.find(rt, ns, n):
+                    self.store.delete(rt, ns, n)
+            return
+        selector = (svc.get("spec") or {}).get("selector")
+        if not selector:
+            return
+        pods = [p for p in self.store.items(self.rt["Pod"], ns)
+                if _active(p) and (p.get("status") or {}).get("podIP")
+                and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+        ready = [p for p in pods if _pod_ready(p)]
+        not_ready = [p for p in pods if not _pod_ready(p)]
+        ports = []
+        for sp in svc["spec"].get("ports") or []:
+            target = sp.get("targetPort", sp.get("port"))
+            if isinstance(target, str) and pods:
+                target = next((cp.get("containerPort") for c in pods[0]["spec"].get("containers", [])
+                               for cp in c.get("ports") or [] if cp.get("name") == target), sp.get("port"))
+            port = {"port": target, "protocol": sp.get("protocol", "TCP")}
+            if sp.get("name"):
+                port["name"] = sp["name"]
+            ports.append(port)
+
+        def addr(p):
+            return {"ip": p["status"]["podIP"], "nodeName": p["spec"].get("nodeName"),
+                    "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
+                                  "uid": p["metadata"]["uid"]}}
+
+        subset = {}
+        if ready:
+            subset["addresses"] = [addr(p) for p in ready]
+        if not_ready:
+            subset["notReadyAddresses"] = [addr(p) for p in not_ready]
+        if subset:
+            subset["ports"] = ports
+        ep = {"apiVersion": "v1", "kind": "Endpoints",
+              "metadata": {"name": name, "namespace": ns, "labels": dict(svc["metadata"].get("labels") or {})},
+              "subsets": [subset] if subset else []}
+        old = self.store.find(ert, ns, name)
+        if old is None:
+            self.store.create(ert, ep)
+        elif old.get("subsets") != ep["subsets"]:
+            self.store.update(ert, {**copy.deepcopy(old), "subsets": ep["subsets"]}, check_rv=False)
+        slice_name = f"{name}-{_suffix(svc['metadata']['uid'])}"
+        es = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+              "metadata": {"name": slice_name, "namespace": ns,
+                           "labels": {"kubernetes.io/service-name": name,
+                                      "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                           "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name,
+                                                "uid": svc["metadata"]["uid"], "controller": True,
+                                                "blockOwnerDeletion": True}]},
+              "endpoints": [{"addresses": [p["status"]["podIP"]],
+                             "conditions": {"ready": _pod_ready(p), "serving": _pod_ready(p), "terminating": False},
+                             "nodeName": p["spec"].get("nodeName"),
+                             "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
+                                           "uid": p["metadata"]["uid"]}} for p in pods],
+              "ports": ports}
+        old_es = self.store.find(esrt, ns, slice_name)
+        if old_es is None:
+            self.store.create(esrt, es)
+        elif (old_es.get("endpoints"), old_es.get("ports")) != (es["endpoints"], es["ports"]):
+            self.store.update(esrt, {**copy.deepcopy(old_es), "endpoints": es["endpoints"], "ports": ports},
+                              check_rv=False)

@@ -1,0 +1,256 @@
+"""Start and stop the sandbox: in-process for tests, as a background process for people.
+
+`Sandbox` wires the pieces together (PKI, API server, controllers, scenario)
+and writes a kubeconfig whose context `sandbox` verifies the server's TLS
+certificate against the generated CA and authenticates with a bearer token,
+so every client is configured exactly as for a real cluster.
+The background process (`runbooks sandbox up`) records its pid, URL and
+kubeconfig in a state file; `down` stops only that pid.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from .controllers import Controllers
+from .resources import Registry
+from .server import ApiServer
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+CONTEXT = "sandbox"
+STATE_FILE = "state.json"
+
+
+class Sandbox:
+    """An embedded cluster on 127.0.0.1: `start()` it, use `.kubeconfig`, `stop()` it."""
+
+    def __init__(self, state_dir: Path | str, scenario: str | None = "default", port: int = 0,
+                 tick: float = 2.0, clock: Callable[[], datetime] | None = None):
+        self.state_dir = Path(state_dir)
+        self.scenario = scenario
+        self.port = port
+        self.registry = Registry()
+        self.store = Store(self.registry, clock)
+        self.api = ApiServer(self.registry, self.store)
+        self.controllers = Controllers(self.store, self.registry, tick=tick)
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.ca_file = self.state_dir / "ca.crt"
+        self.url = ""
+
+    @property
+    def token(self) -> str:
+        return self.api.token
+
+    def start(self) -> Sandbox:
+        from . import pki
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        now = self.store.clock()
+        ca = pki.new_ca("sandbox-kubernetes-ca", not_before=now - timedelta(hours=1),
+                        not_after=now + timedelta(days=3650))
+        serving = pki.serving_cert_for_loopback(ca, now=now)
+        cert, key = self.state_dir / "apiserver.crt", self.state_dir / "apiserver.key"
+        self.ca_file.write_bytes(ca.cert_pem)
+        cert.write_bytes(serving.cert_pem + ca.cert_pem)
+        _write_private(key, serving.key_pem)
+        try:
+            from .podlogs import render_logs
+            self.api.log_source = render_logs
+        except ImportError:  # pragma: no cover - during development only
+            pass
+        if self.scenario:
+            self.load(self.scenario, now)
+        self.url = self.api.serve(self.port, cert, key)
+        self.controllers.start()
+        write_kubeconfig(self.kubeconfig, self.url, ca.cert_pem, self.token)
+        return self
+
+    def load(self, scenario: str, now: datetime) -> None:
+        """Create the scenario's objects and let the controllers bring them to life, back-dated."""
+        from .scenario import load_scenario
+        from .server import Request
+
+        self.controllers.bootstrapping = True
+        try:
+            for obj in load_scenario(scenario, now=now):
+                rt = self.registry.by_kind(obj["apiVersion"], obj["kind"])
+                if rt is None:
+                    raise ValueError(f"scenario {scenario!r}: no such kind {obj['apiVersion']}/{obj['kind']}")
+                req = Request("POST", rt.path(), {"User-Agent": "sandbox-scenario"}, b"")
+                from .admission import prepare_create
+
+                created = datetime.strptime(obj["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ") \
+                    .replace(tzinfo=UTC) if obj["metadata"].get("creationTimestamp") else None
+                self.store.resolve_owner_uids(obj)
+                prepared = prepare_create(self.api, rt, obj, obj["metadata"].get("namespace"), req)
+                stored = self.store.create(rt, prepared, created=created)
+                if rt.kind == "CustomResourceDefinition":
+                    self.api.crd_established(stored)
+                if "status" in obj and rt.kind not in ("Pod",):
+                    # scenario status (e.g. cert-manager conditions) is what the owning controller reported
+                    stored = self.store.get(rt, stored["metadata"].get("namespace"), stored["metadata"]["name"])
+                    self.store.update(rt, {**stored, "status": obj["status"]}, subresource="status",
+                                      check_rv=False)
+            self.controllers.settle(rounds=200)
+        finally:
+            self.controllers.bootstrapping = False
+        self.controllers.settle(rounds=50)
+
+    def add_bulk_pods(self, count: int, namespace: str = "bulk") -> None:
+        """Add `count` running pods straight into the store (benchmarks of large lists)."""
+        ns_rt = self.registry.lookup("", "v1", "namespaces")
+        pod_rt = self.registry.lookup("", "v1", "pods")
+        assert ns_rt and pod_rt
+        if self.store.find(ns_rt, None, namespace) is None:
+            self.store.create(ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        nodes = [n["metadata"]["name"] for n in self.store.items(self.registry.lookup("", "v1", "nodes"))] \
+            or ["node-1"]
+        now = self.store.clock()
+        for i in range(count):
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": f"load-{i:06d}", "namespace": namespace,
+                                "labels": {"app": f"load-{i % 50}", "tier": "batch"},
+                                "annotations": {"example.com/owner": "benchmarks"}},
+                   "spec": {"nodeName": nodes[i % len(nodes)], "containers": [{
+                       "name": "app", "image": "registry.example.com/load/app:1.0.0",
+                       "ports": [{"containerPort": 8080, "name": "http"}],
+                       "env": [{"name": "MODE", "value": "batch"}, {"name": "SHARD", "value": str(i)}],
+                       "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                     "limits": {"memory": "256Mi"}}}]}}
+            from .admission import apply_defaults
+
+            pod = apply_defaults(pod_rt, pod)
+            pod["metadata"]["uid"] = f"00000000-0000-4000-8000-{i:012d}"
+            pod["metadata"]["creationTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            pod["status"] = self.controllers.pod_status(pod, now)
+            self.store.create(pod_rt, pod)
+        self.controllers.settle(rounds=10)
+
+    def stop(self) -> None:
+        self.controllers.stop()
+        self.api.shutdown()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def write_kubeconfig(path: Path, url: str, ca_pem: bytes, token: str, context: str = CONTEXT) -> None:
+    """A kubeconfig for the sandbox: CA data for TLS verification and a bearer token."""
+    config = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": {
+            "server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "users": [{"name": f"{context}-admin", "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": f"{context}-admin",
+                                                   "namespace": "default"}}],
+        "current-context": context,
+    }
+    _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+# ---- the background process ---------------------------------------------------
+
+
+def read_state(state_dir: Path) -> dict | None:
+    try:
+        return json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a recycled pid is not ours: check the command line
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"runbooks.sandbox" in cmdline
+    except OSError:
+        return True
+
+
+def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0) -> None:
+    """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`)."""
+    sandbox = Sandbox(state_dir, scenario, port).start()
+    if bulk_pods:
+        sandbox.add_bulk_pods(bulk_pods)
+    state = {"pid": os.getpid(), "url": sandbox.url, "kubeconfig": str(sandbox.kubeconfig.resolve()),
+             "scenario": scenario, "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    try:
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        sandbox.stop()
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
+                     bulk_pods: int = 0) -> dict:
+    """Start the sandbox as a detached process; return its state once it answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    current = read_state(state_dir)
+    if current and pid_alive(current["pid"]):
+        return {**current, "already_running": True}
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    log_file = open(state_dir / "sandbox.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runbooks.sandbox", "serve", "--state-dir", str(state_dir),
+         "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)],
+        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        state = read_state(state_dir)
+        if state and state.get("pid") == proc.pid:
+            return state
+        if proc.poll() is not None:
+            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the sandbox exited with code {proc.returncode} during start-up:\n{tail}")
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"the sandbox did not start within {wait:.0f}s (see {state_dir / 'sandbox.log'})")
+
+
+def stop_background(state_dir: Path, wait: float = 10.0) -> bool:
+    """Stop the process `start_background` started (by its recorded pid). False if none ran."""
+    state = read_state(state_dir)
+    if not state or not pid_alive(state["pid"]):
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        return False
+    os.kill(state["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and pid_alive(state["pid"]):
+        time.sleep(0.1)
+    if pid_alive(state["pid"]):
+        os.kill(state["pid"], signal.SIGKILL)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return True

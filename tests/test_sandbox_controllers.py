@@ -1,0 +1,185 @@
+"""Controllers: the sandbox cluster reacts to writes the way a real one does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from helpers import wait_for
+
+from runbooks import kube
+from runbooks.sandbox.controllers import crash_history
+from runbooks.sandbox.launch import Sandbox
+
+
+def web(name: str, replicas: int = 2, fail: str | None = None, image: str = "nginx:1.27") -> dict:
+    tpl_meta: dict = {"labels": {"app": name}}
+    if fail:
+        tpl_meta["annotations"] = {"sandbox.kube-runbooks.io/fail": fail}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": tpl_meta, "spec": {"containers": [
+                         {"name": "app", "image": image, "ports": [{"containerPort": 8080, "name": "http"}]}]}}}}
+
+
+class Clock:
+    """Real time plus an offset the test can push forward."""
+
+    def __init__(self):
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@pytest.fixture(scope="module")
+def live():
+    """A sandbox with three nodes, no scenario, and a clock the tests can advance."""
+    import tempfile
+
+    clock = Clock()
+    box = Sandbox(tempfile.mkdtemp(), None, tick=0.5, clock=clock).start()
+    cluster = kube.connect(str(box.kubeconfig), "sandbox")
+    for i in (1, 2, 3):
+        cluster.core.create_node({"metadata": {"name": f"node-{i}"}})
+    box.clock = clock
+    yield box, cluster
+    box.stop()
+
+
+@pytest.fixture
+def ns(live):
+    import uuid
+
+    _, cluster = live
+    name = f"c-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def pods(cluster, ns, selector=""):
+    return list(kube.iter_objects(cluster, "pods", ns, label_selector=selector))
+
+
+def test_scaling_creates_and_deletes_pods(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("api", replicas=2))
+    wait_for(lambda: len(pods(cluster, ns)) == 2, what="2 pods")
+    cluster.apps.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": 4}})
+    wait_for(lambda: len(pods(cluster, ns)) == 4, what="4 pods after scale up")
+    cluster.apps.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": 1}})
+    wait_for(lambda: len(pods(cluster, ns)) == 1, what="1 pod after scale down")
+    d = wait_for(lambda: (lambda d: d if (d.status.available_replicas or 0) == 1 and d.status.replicas == 1
+                          else None)(cluster.apps.read_namespaced_deployment("api", ns)), what="status")
+    assert d.status.observed_generation == d.metadata.generation
+    pod = pods(cluster, ns)[0]
+    assert pod["spec"]["nodeName"].startswith("node-") and pod["status"]["phase"] == "Running"
+    assert pod["metadata"]["labels"]["pod-template-hash"]
+    reasons = {e["reason"] for e in kube.events(cluster, ns)}
+    assert {"ScalingReplicaSet", "SuccessfulCreate", "SuccessfulDelete", "Scheduled", "Started"} <= reasons
+
+
+def test_template_change_rolls_out_a_new_replicaset(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("shop", replicas=3))
+    wait_for(lambda: len(pods(cluster, ns)) == 3, what="3 pods")
+    cluster.apps.patch_namespaced_deployment("shop", ns, {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "nginx:1.28"}]}}}})
+
+    def rolled():
+        rss = list(kube.iter_objects(cluster, "replicasets", ns))
+        by_rev = {r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]: r for r in rss}
+        if set(by_rev) != {"1", "2"}:
+            return None
+        new, old = by_rev["2"], by_rev["1"]
+        ok = (new["spec"]["replicas"] == 3 and old["spec"]["replicas"] == 0
+              and (new.get("status") or {}).get("availableReplicas") == 3)
+        return (new, old) if ok else None
+
+    new, old = wait_for(rolled, what="rollout to revision 2")
+    assert new["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
+    assert old["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"
+    assert new["metadata"]["name"] == "shop-" + new["metadata"]["labels"]["pod-template-hash"]
+    wait_for(lambda: all(p["spec"]["containers"][0]["image"] == "nginx:1.28" for p in pods(cluster, ns))
+             and len(pods(cluster, ns)) == 3, what="only new pods")
+    d = cluster.apps.read_namespaced_deployment("shop", ns)
+    assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
+    progressing = next(c for c in d.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "NewReplicaSetAvailable"
+
+
+def test_failing_template_crash_loops_with_growing_restarts(live, ns):
+    box, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("oom", replicas=1, fail="OOMKilled"))
+    pod = wait_for(lambda: next(iter(pods(cluster, ns)), None), what="a pod")
+    assert pod["status"]["containerStatuses"][0]["ready"] is False
+    before = pod["status"]["containerStatuses"][0]["restartCount"]
+    box.clock.offset += timedelta(minutes=10)
+    try:
+        def crashed():
+            p = pods(cluster, ns)[0]
+            st = p["status"]["containerStatuses"][0]
+            return p if st["restartCount"] > before + 3 else None
+
+        pod = wait_for(crashed, what="restarts to grow")
+    finally:
+        box.clock.offset -= timedelta(minutes=10)
+    st = pod["status"]["containerStatuses"][0]
+    assert st["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert st["lastState"]["terminated"]["exitCode"] == 137
+    assert pod["status"]["phase"] == "Running"
+    d = cluster.apps.read_namespaced_deployment("oom", ns)
+    assert not d.status.available_replicas
+    assert any(e["reason"] == "BackOff" and e["type"] == "Warning" for e in kube.events(cluster, ns))
+
+
+def test_image_pull_backoff(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("pull", replicas=1, fail="ImagePullBackOff"))
+    pod = wait_for(lambda: next(iter(pods(cluster, ns)), None), what="a pod")
+    st = pod["status"]["containerStatuses"][0]
+    assert pod["status"]["phase"] == "Pending"
+    assert st["state"]["waiting"]["reason"] == "ImagePullBackOff" and st["restartCount"] == 0
+
+
+def test_endpoints_follow_readiness(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("front", replicas=2))
+    cluster.core.create_namespaced_service(ns, {"metadata": {"name": "front"}, "spec": {
+        "selector": {"app": "front"}, "ports": [{"port": 80, "targetPort": "http"}]}})
+
+    def endpoints():
+        ep = kube.get_object(cluster, "endpoints", ns, "front")
+        subset = (ep.get("subsets") or [{}])[0]
+        return len(subset.get("addresses") or []), len(subset.get("notReadyAddresses") or []), subset
+
+    wait_for(lambda: endpoints()[:2] == (2, 0), what="2 ready endpoints")
+    assert endpoints()[2]["ports"][0]["port"] == 8080  # named targetPort resolved from the pod
+    # a rollout to a template that never becomes ready: the surge pod shows up as not ready
+    cluster.apps.patch_namespaced_deployment("front", ns, {"spec": {"template": {"metadata": {
+        "annotations": {"sandbox.kube-runbooks.io/fail": "NotReady"}}}}})
+    wait_for(lambda: endpoints()[:2] == (2, 1), what="2 ready + 1 not ready endpoints")
+    slices = list(kube.iter_objects(cluster, "endpointslices", ns, label_selector="kubernetes.io/service-name=front"))
+    assert len(slices) == 1
+    assert sorted(e["conditions"]["ready"] for e in slices[0]["endpoints"]) == [False, True, True]
+
+
+def test_deleting_a_deployment_collects_its_replicasets_and_pods(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_deployment(ns, web("gone", replicas=2))
+    wait_for(lambda: len(pods(cluster, ns)) == 2, what="2 pods")
+    cluster.apps.delete_namespaced_deployment("gone", ns)
+    wait_for(lambda: not pods(cluster, ns) and not list(kube.iter_objects(cluster, "replicasets", ns)),
+             what="garbage collection")
+
+
+def test_crash_history_follows_kubelet_backoff():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert crash_history(t0, t0 + timedelta(seconds=5))[0] == 0  # first life still running
+    restarts, _, _, next_start = crash_history(t0, t0 + timedelta(seconds=12))
+    assert restarts == 0 and next_start == t0 + timedelta(seconds=18)  # died at 8s, 10s back-off
+    counts = [crash_history(t0, t0 + timedelta(minutes=m))[0] for m in (1, 10, 60, 120)]
+    assert counts == sorted(counts) and counts[0] >= 2
+    # steady state: one restart per (8s run + 300s back-off)
+    assert 20 <= counts[3] <= 30
+    assert counts[3] - counts[2] == pytest.approx(3600 / 308, abs=1)
