@@ -8,9 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import wait_for
 
 from runbooks import kube
+
+from helpers import wait_for
 
 pytestmark = [pytest.mark.kubectl,
               pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import wait_for
 
 from runbooks import kube
 from runbooks.sandbox.controllers import crash_history
 from runbooks.sandbox.launch import Sandbox
+
+from helpers import wait_for
 
 
 def web(name: str, replicas: int = 2, fail: str | None = None, image: str = "nginx:1.27") -> dict:

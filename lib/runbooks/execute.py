@@ -37,7 +37,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -920,7 +919,7 @@ def format_summary(result: RunResult, limit: int = 15) -> str:
         lines.append(f"  ... and {len(shown) - limit} more in summary.json")
     plan = s.get("plan")
     if plan:
-        state = "applied" if plan.get("applied") else "not applied (dry run)"
+        state = "applied" if plan.get("applied") else "not applied"
         lines.append(f"plan {plan['id']}: {len(plan.get('changes') or [])} change(s), {state}")
     down = [k for k, v in (s.get("data_sources") or {}).items() if v.get("state") != "ok"]
     if down:
@@ -931,7 +930,3 @@ def format_summary(result: RunResult, limit: int = 15) -> str:
     if result.report:
         lines.append(f"report: {result.report}")
     return "\n".join(lines)
-
-
-def _now_monotonic() -> float:
-    return time.monotonic()

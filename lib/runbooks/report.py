@@ -184,12 +184,15 @@ body.jp-Notebook { max-width: 1200px; margin: 0 auto; }
 .kr-header { font-family: var(--jp-ui-font-family, sans-serif); margin: 1em 0 2em 0; }
 .kr-header h1 { margin-bottom: .2em; }
 .kr-meta { border-collapse: collapse; margin: .5em 0 1em 0; }
-.kr-meta th { text-align: left; padding: 2px 12px 2px 0; color: #555; font-weight: normal; }
+.kr-meta th { padding: 2px 12px 2px 0; color: #555; font-weight: normal !important; }
 .kr-meta td { padding: 2px 12px 2px 0; }
 .kr-status { display: inline-block; padding: 1px 10px; border-radius: 10px; font-weight: bold; }
 table.kr-table, table.kr-findings { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+table.kr-table th, table.kr-table td, table.kr-findings th, table.kr-findings td,
+table.kr-meta th, table.kr-meta td {
+  text-align: left !important; vertical-align: top !important; }
 table.kr-table th, table.kr-table td, table.kr-findings th, table.kr-findings td {
-  border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+  border: 1px solid #ddd; padding: 3px 8px; }
 table.kr-table caption, table.kr-findings caption { text-align: left; font-weight: bold; padding: 4px 0; }
 .kr-plot { width: 100%; min-height: 420px; }
 details.kr-evidence summary { cursor: pointer; color: #555; }

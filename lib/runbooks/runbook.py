@@ -1149,7 +1149,7 @@ class Run:
         base.mkdir(parents=True, exist_ok=True)
         return base / "audit.jsonl"
 
-    def _audit(self, plan_id: str, change: Change, result: str) -> dict[str, Any]:
+    def _audit(self, plan_id: str, change: Change, result: str, now: str) -> dict[str, Any]:
         line = {
             "time": _iso(_utcnow()),
             "user": _who(),
@@ -1158,7 +1158,7 @@ class Run:
             "run_id": self.run_id,
             "runbook": self.runbook,
             "plan_id": plan_id,
-            "change": change.public(),
+            "change": _materialize(change.public(), now),
             "result": result,
         }
         with self.audit_path().open("a", encoding="utf-8") as fh:
@@ -1193,13 +1193,14 @@ class Run:
         results = []
         for change in fresh.changes:
             self._backup(change)
+            now = _iso(_utcnow())
             try:
-                _send(cluster, change, dry_run=False, now=_iso(_utcnow()))
+                _send(cluster, change, dry_run=False, now=now)
             except RunbookError as exc:
-                line = self._audit(fresh.id, change, f"failed: {cut(str(exc))}")
+                line = self._audit(fresh.id, change, f"failed: {cut(str(exc))}", now)
                 record("change", line)
                 raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc
-            line = self._audit(fresh.id, change, "applied")
+            line = self._audit(fresh.id, change, "applied", now)
             record("change", line)
             results.append(line)
         fresh.validated = plan.validated

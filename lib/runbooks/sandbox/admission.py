@@ -12,7 +12,6 @@ import base64
 import copy
 import ipaddress
 import itertools
-import re
 from typing import TYPE_CHECKING
 
 from .resources import ResourceType
@@ -68,7 +67,7 @@ def prepare_update(api: ApiServer, rt: ResourceType, body: dict, old: dict, r: R
         obj = apply_defaults(rt, obj, old)
         _validate(api, rt, obj, req)
     if managed:
-        obj = _record(obj, old, req, rt, manager)
+        obj = _record(obj, old, req, rt, manager, r.sub)
     return obj
 
 
@@ -84,12 +83,14 @@ def _check_kind(rt: ResourceType, body: dict) -> None:
     body["kind"], body["apiVersion"] = rt.kind, rt.api_version
 
 
-def _record(obj: dict, old: dict | None, req: Request, rt: ResourceType, manager: str | None = None) -> dict:
+def _record(obj: dict, old: dict | None, req: Request, rt: ResourceType, manager: str | None = None,
+            subresource: str | None = None) -> dict:
     manager = manager or req.q("fieldManager") or default_manager(req.user_agent)
     try:
         from . import patch
 
-        return patch.record_update(old, obj, manager=manager, now=rfc3339(), api_version=rt.api_version)
+        return patch.record_update(old, obj, manager=manager, now=rfc3339(), api_version=rt.api_version,
+                                   subresource=subresource)
     except Exception:  # managed fields are bookkeeping; never fail a write over them
         return obj
 
@@ -275,5 +276,3 @@ _DEFAULTS = {
     ("", "Namespace"): _namespace,
     ("networking.k8s.io", "Ingress"): _ingress,
 }
-
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

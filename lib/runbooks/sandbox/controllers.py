@@ -140,6 +140,7 @@ class Controllers:
         self._thread: threading.Thread | None = None
         self.bootstrapping = False
         self._seen: dict[tuple[str, str], int] = {}
+        self._failing: set[tuple[str, str]] = set()  # pods whose status moves with time
         self.rt = {k: registry.by_kind_any_version(k) for k in (
             "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
             "EndpointSlice", "Event", "Node", "Namespace")}
@@ -172,6 +173,12 @@ class Controllers:
         if kind == "Pod":
             work.add(("Pod", ns, meta["name"]))
             work.add(("Endpoints*", ns, ""))
+            failing = (meta.get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES
+            with self._cond:
+                if failing and change.type != "DELETED":
+                    self._failing.add((ns, meta["name"]))
+                else:
+                    self._failing.discard((ns, meta["name"]))
         if kind == "Service":
             work.add(("Endpoints", ns, meta["name"]))
         if kind == "Node":
@@ -609,7 +616,7 @@ class Controllers:
                 self.event(sts, "Normal", "SuccessfulCreate",
                            f"create Pod {pname} in StatefulSet {name} successful", "statefulset-controller",
                            at=created)
-        for pname, p in list(pods.items()):
+        for pname in list(pods):
             if int(pname.rsplit("-", 1)[-1]) >= want:
                 self.store.delete(prt, ns, pname)
                 pods.pop(pname)
@@ -821,10 +828,10 @@ class Controllers:
 
     def on_tick(self) -> None:
         """Advance time: crash loops restart, failing pods keep emitting events, deadlines pass."""
-        prt = self.rt["Pod"]
-        for pod in self.store.items(prt):
-            if (pod["metadata"].get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES:
-                self.sync_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
+        with self._cond:
+            failing = sorted(self._failing)
+        for ns, name in failing:
+            self.sync_pod(ns, name)
         for d in self.store.items(self.rt["Deployment"]):
             conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
             if conds.get("Progressing", {}).get("reason") == "ReplicaSetUpdated":

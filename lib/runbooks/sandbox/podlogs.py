@@ -102,7 +102,7 @@ def render_logs(
     pod: dict,
     container: str,
     *,
-    now: datetime,
+    now: datetime | None = None,
     tail_lines: int | None = None,
     since_seconds: int | None = None,
     timestamps: bool = False,
@@ -111,6 +111,7 @@ def render_logs(
 ) -> str:
     """The text ``GET .../pods/NAME/log`` returns: one line per log line, newline-terminated.
 
+    ``now`` defaults to the current time; the sandbox passes its own clock.
     Raises LookupError (message as the real API server words it; the server
     answers 400) when the container is unknown, has not started, or
     ``previous`` is asked for a container that never restarted.
@@ -133,7 +134,7 @@ def log_lines(
     pod: dict,
     container: str,
     *,
-    now: datetime,
+    now: datetime | None = None,
     tail_lines: int | None = None,
     since_seconds: int | None = None,
     previous: bool = False,
@@ -144,6 +145,7 @@ def log_lines(
         raise ValueError(f"tail_lines must be >= 0, got {tail_lines}")
     if since_seconds is not None and since_seconds <= 0:
         raise ValueError(f"since_seconds must be greater than 0, got {since_seconds}")
+    now = now if now is not None else datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC), got naive {now.isoformat()}")
     templates = templates if templates is not None else load_log_templates()
@@ -250,8 +252,10 @@ def _generate_backwards(
     profile: dict, context: _Context, instance: _Instance, seed: str, end_ns: int
 ) -> Iterator[LogLine]:
     """Every line of the instance up to ``end_ns``, newest first, generated lazily."""
-    startup = _sequence(profile.get("startup", []), _STARTUP_GAP)
-    crash = _sequence(profile.get("crash", []), _CRASH_GAP) if instance.failed and instance.end_ns else []
+    startup = _sequence(profile.get("startup", []), _STARTUP_GAP, f"{seed}|startup")
+    crash = []
+    if instance.failed and instance.end_ns is not None:
+        crash = _sequence(profile.get("crash", []), _CRASH_GAP, f"{seed}|crash")
 
     startup_times = []
     t = instance.start_ns
@@ -286,12 +290,18 @@ def _generate_backwards(
         yield context.line(entry, t, random.Random(f"{seed}|startup|{t}"))
 
 
-def _sequence(entries: list, default_gap: float) -> list[tuple[int, dict]]:
-    """(gap before the line in ns, entry) for a startup or crash sequence."""
+def _sequence(entries: list, default_gap: float, seed: str) -> list[tuple[int, dict]]:
+    """(gap before the line in ns, entry) for a startup or crash sequence.
+
+    Gaps vary by up to 40% either way (deterministically) so that the times
+    do not look machine-made.
+    """
+    rng = random.Random(seed)
     out = []
     for entry in entries:
         entry = {"text": entry} if isinstance(entry, str) else entry
-        out.append((max(int(float(entry.get("after", default_gap)) * NS), 1), entry))
+        gap = float(entry.get("after", default_gap)) * rng.uniform(0.6, 1.4)
+        out.append((max(int(gap * NS), 1), entry))
     return out
 
 

@@ -22,8 +22,11 @@ ordinary objects:
 
 * Deployments get one ReplicaSet per revision (``sandbox.revisions`` lists
   older pod templates; ``spec.template`` is the newest), named and labelled
-  the way the Deployment controller names them.  Pods are left to the
-  controllers.
+  the way the Deployment controller names them.  As in Kubernetes, the
+  pod-template-hash is taken over the template *after* the API server's
+  defaulting, so Deployments and ReplicaSets are returned defaulted; the
+  controllers then recognise the planted ReplicaSets instead of rolling out
+  new ones.  Pods are left to the controllers.
 * ``kubernetes.io/tls`` Secrets described by ``sandbox.certificate`` get real
   certificates from :mod:`runbooks.sandbox.pki`, signed by the CA that a
   ClusterIssuer's ``sandbox.ca`` declares (or self-signed).
@@ -37,10 +40,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib.resources
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -48,8 +51,9 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from runbooks.sandbox import pki
+from runbooks.sandbox import admission, pki
 from runbooks.sandbox.controllers import pod_template_hash
+from runbooks.sandbox.resources import BUILTIN
 
 DEFAULT_AGE = "30d"
 
@@ -108,7 +112,7 @@ def rfc1123(moment: datetime) -> str:
 
 def list_scenarios() -> list[str]:
     """Names of the scenarios shipped with the package."""
-    root = resources.files("runbooks.sandbox").joinpath("scenarios")
+    root = importlib.resources.files("runbooks.sandbox").joinpath("scenarios")
     return sorted(item.name for item in root.iterdir() if item.joinpath("manifests").is_dir())
 
 
@@ -117,7 +121,7 @@ def scenario_dir(name: str) -> Traversable:
     available = list_scenarios()
     if name not in available:
         raise ValueError(f"unknown sandbox scenario {name!r}; available: {', '.join(available)}")
-    return resources.files("runbooks.sandbox").joinpath("scenarios", name)
+    return importlib.resources.files("runbooks.sandbox").joinpath("scenarios", name)
 
 
 def load_scenario(name: str = "default", *, now: datetime) -> list[dict]:
@@ -219,6 +223,7 @@ class _Build:
         if kind in ("CertificateRequest", "Order") and "csr" in sandbox:
             obj["spec"]["request"] = self.request(kind, sandbox["csr"])
         if kind == "Deployment":
+            obj = _server_defaults(obj)
             return [obj, *self.replica_sets(obj, sandbox, created)]
         return [obj]
 
@@ -233,7 +238,7 @@ class _Build:
         current = sandbox.get("revision", history[-1]["revision"] + 1 if history else 1)
         rollout_age = sandbox.get("rolloutAge", sandbox.get("age", DEFAULT_AGE))
         revisions = [
-            (entry["revision"], entry["age"], entry.get("replicas", 0), _resolve_times(entry["template"], self.now))
+            (entry["revision"], entry["age"], entry.get("replicas", 0), _defaulted_template(entry["template"], self.now))
             for entry in history
         ] + [(current, rollout_age, sandbox.get("replicas", replicas), spec["template"])]
 
@@ -424,6 +429,18 @@ def _ready_condition(not_after: datetime, now: datetime, created: str) -> dict:
         "lastTransitionTime": created,
         "observedGeneration": 1,
     }
+
+
+def _server_defaults(obj: dict) -> dict:
+    """``obj`` with the defaults the sandbox API server fills in on create."""
+    rt = next(t for t in BUILTIN if t.api_version == obj["apiVersion"] and t.kind == obj["kind"])
+    return admission.apply_defaults(rt, obj)
+
+
+def _defaulted_template(template: dict, now: datetime) -> dict:
+    """An old revision's pod template as the API server would have stored it."""
+    wrapper = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": _resolve_times(template, now)}}
+    return _server_defaults(wrapper)["spec"]["template"]
 
 
 def _need(spec: Any, keys: tuple[str, ...], what: str) -> None:

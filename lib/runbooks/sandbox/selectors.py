@@ -194,13 +194,12 @@ class LabelSelector:
         return ",".join(str(r) for r in self.requirements)
 
 
-def _new_requirement(key: str, operator: str, values: list[str], path: str = "") -> Requirement:
+def _new_requirement(key: str, operator: str, values: list[str]) -> Requirement:
     """Validate and build a requirement like labels.NewRequirement (errors aggregated)."""
-    prefix = path + "." if path else ""
     errors: list[str] = []
     if key_errors := label_key_errors(key):
-        errors.append(_invalid(prefix + "key", key, "; ".join(key_errors)))
-    values_path = prefix + "values"
+        errors.append(_invalid("key", key, "; ".join(key_errors)))
+    values_path = "values"
     if operator in _SET_OPS and not values:
         errors.append(
             _invalid(values_path, values, "for 'in', 'notin' operators, values set can't be empty")

@@ -28,7 +28,7 @@ import yaml
 
 from . import admission
 from .resources import SERVER_VERSION, Registry, ResourceType
-from .store import ApiError, Entry, Store, qualified, rfc3339
+from .store import ApiError, Store, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,8 @@ class ApiServer:
 
         try:
             ls = selectors.parse_label_selector(label) if label else None
-            fs = selectors.parse_field_selector(field, rt.kind) if field else None
+            fs = selectors.parse_field_selector(field, rt.kind, group=rt.group, custom=rt.crd,
+                                                 cluster_scoped=not rt.namespaced) if field else None
         except ValueError as e:
             raise ApiError(400, "BadRequest", str(e)) from None
         if ls is None and fs is None:
@@ -352,12 +353,11 @@ class ApiServer:
                 body["metadata"].setdefault("namespace", r.namespace)
             try:
                 merged = patches.server_side_apply(live, body, manager=manager, force=req.q_bool("force"),
-                                                   now=now, api_version=rt.api_version)
+                                                   now=now, api_version=rt.api_version, subresource=r.sub)
             except patches.ApplyConflict as e:
-                raise ApiError(409, "Conflict", str(e), {"causes": [
-                    {"reason": "FieldManagerConflict", "message": c} for c in e.conflicts]}) from None
-            except ValueError as e:
-                raise ApiError(422, "Invalid", str(e)) from None
+                raise ApiError(409, "Conflict", str(e), {"causes": e.causes}) from None
+            except patches.PatchError as e:
+                raise _patch_error(rt, r.name, e) from None
             if live is None:
                 if r.sub:
                     raise self.not_found(r)
@@ -372,14 +372,14 @@ class ApiServer:
             try:
                 if flavour == "json":
                     if not isinstance(body, list):
-                        raise ValueError("json patch must be a list of operations")
+                        raise patches.PatchError("json patch must be a list of operations", code=400)
                     merged = patches.apply_json_patch(live, body)
                 elif flavour == "merge":
                     merged = patches.apply_merge_patch(live, body)
                 else:
                     merged = patches.apply_strategic_merge_patch(live, body)
-            except ValueError as e:
-                raise ApiError(422, "Invalid", f"{rt.kind} \"{r.name}\" is invalid: {e}") from None
+            except patches.PatchError as e:
+                raise _patch_error(rt, r.name, e) from None
         assert live is not None
         if merged.get("metadata", {}).get("name") != live["metadata"]["name"]:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
@@ -551,6 +551,15 @@ class ApiServer:
             raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod '
                            f'"{r.name}" not found') from None
         return 200, text.encode(), "text/plain"
+
+
+def _patch_error(rt: ResourceType, name: str | None, e) -> ApiError:
+    """A PatchError as the Status the real server sends (400 malformed, 422 semantic)."""
+    if e.code == 400:
+        return ApiError(400, "BadRequest", str(e))
+    causes = [{"reason": "FieldValueInvalid", "message": str(e), **({"field": e.field} if e.field else {})}]
+    return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {e}',
+                    {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})
 
 
 def _opt_int(req: Request, name: str) -> int | None:

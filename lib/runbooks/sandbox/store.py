@@ -188,7 +188,8 @@ class Store:
         """Assign the next resourceVersion, store (or drop) the object and record the change."""
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        entry = Entry(obj)
+        # encode once at write time, as etcd stores bytes: lists then only concatenate
+        entry = Entry(obj, json.dumps(obj, separators=(",", ":")).encode())
         key = (obj["metadata"].get("namespace", "") if rt.namespaced else "", obj["metadata"]["name"])
         bucket = self._data.setdefault(rt.key, {})
         if kind == "DELETED":

@@ -1,0 +1,114 @@
+# kube-runbooks: the few commands a newcomer needs.
+#
+#   make test   set up .venv (and Debian packages when needed), run the test suite
+#   make demo   same set-up, start the sandbox, show the cluster, stop it again
+#   make lab    sandbox + JupyterLab on 127.0.0.1 with KUBECONFIG pointing at it
+#   make lint   ruff over lib/ and tests/
+#   make clean  remove .venv, .sandbox, caches and run outputs (keeps outputs/README.md)
+#
+# Every target is idempotent and says what it does.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pyproject.sha256
+SANDBOX_DIR := .sandbox
+SANDBOX_KUBECONFIG := $(SANDBOX_DIR)/kubeconfig
+LAB_PORT ?= 8888
+
+# Debian packages later features need (the real Prometheus and Alertmanager for the
+# sandbox). Installed only when missing, with a single `apt-get update` first.
+DEB_PACKAGES :=
+# Debian splits venv/ensurepip out of the interpreter: ask for it only where it is missing.
+VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv)
+
+.PHONY: help setup venv deps test demo lab lint clean
+
+help:
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make demo   start the sandbox, print a cluster summary and 'kubectl get pods -A', stop it"
+	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
+	@echo "make lint   ruff check"
+	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
+
+deps:
+	@missing=""; \
+	for pkg in $(VENV_DEB) $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo ">> Debian packages: nothing to install"; \
+	else \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; \
+	  else echo "!! need root to install Debian packages:$$missing" >&2; exit 1; fi; \
+	  echo ">> Debian packages missing:$$missing (apt-get update, then install)"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+venv: deps
+	@if [ -z "$(PYTHON)" ]; then echo "!! no python3.11 or python3 on PATH" >&2; exit 1; fi
+	@if [ ! -x $(BIN)/python ]; then \
+	  echo ">> creating $(VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(VENV); \
+	else \
+	  echo ">> $(VENV) exists"; \
+	fi
+	@want=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
+	if [ "$$(cat $(STAMP) 2>/dev/null)" = "$$want" ]; then \
+	  echo ">> Python packages: up to date with pyproject.toml"; \
+	else \
+	  echo ">> installing the project and its test tools into $(VENV) (pyproject.toml changed)"; \
+	  $(BIN)/python -m pip install --quiet --upgrade pip && \
+	  $(BIN)/python -m pip install --quiet -e '.[test]' && \
+	  echo "$$want" > $(STAMP); \
+	fi
+
+setup: venv
+
+test: setup
+	@echo ">> running the test suite"
+	$(BIN)/python -m pytest
+
+demo: setup
+	@echo ">> demo: start the sandbox, look at it through the library and kubectl, stop it"
+	@started=no; \
+	if ! $(BIN)/runbooks sandbox status >/dev/null 2>&1; then \
+	  started=yes; \
+	  trap 'echo ">> stopping the sandbox"; $(BIN)/runbooks sandbox down' EXIT; \
+	  trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; trap '' PIPE; \
+	fi; \
+	set -e; \
+	$(BIN)/runbooks sandbox up; \
+	echo ">> cluster summary (runbooks sandbox status)"; \
+	$(BIN)/runbooks sandbox status; \
+	if command -v kubectl >/dev/null; then \
+	  echo ">> KUBECONFIG=$(SANDBOX_KUBECONFIG) kubectl get pods -A"; \
+	  KUBECONFIG=$(SANDBOX_KUBECONFIG) kubectl get pods -A; \
+	else \
+	  echo ">> kubectl is not on PATH: skipping 'kubectl get pods -A'"; \
+	fi; \
+	if [ $$started = no ]; then echo ">> the sandbox was already running: leaving it up"; fi
+
+lab: setup
+	@echo ">> starting the sandbox (if needed) and JupyterLab on http://127.0.0.1:$(LAB_PORT)"
+	@$(BIN)/runbooks sandbox up
+	@echo ">> KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG); stop the sandbox later with: $(BIN)/runbooks sandbox down"
+	KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG) $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
+	  --no-browser --notebook-dir notebooks
+
+lint: setup
+	@echo ">> ruff check"
+	$(BIN)/ruff check
+
+clean:
+	@echo ">> stopping the sandbox if this checkout started one"
+	@if [ -x $(BIN)/runbooks ]; then $(BIN)/runbooks sandbox down || true; fi
+	@echo ">> removing $(VENV), $(SANDBOX_DIR), caches and run outputs"
+	rm -rf $(VENV) $(SANDBOX_DIR) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.egg-info' -type d -prune -exec rm -rf {} +
+	find outputs -mindepth 1 ! -name README.md -exec rm -rf {} + 2>/dev/null || true

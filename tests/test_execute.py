@@ -1,0 +1,217 @@
+"""`runbooks run` end to end on fixture notebooks: exit codes, run directory, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from runbooks import execute
+from runbooks.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
+
+SUMMARY_KEYS = {
+    "schema", "runbook", "env", "run_id", "start", "end", "duration_s", "status", "exit_code",
+    "fail_on", "kube_context", "server", "window", "parameters", "findings", "counts", "plan",
+    "data_sources", "error", "notebook", "report", "secret_scan",
+}
+FINDING_KEYS = {"id", "severity", "title", "detail", "resource", "evidence"}
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "project"
+    (root / "parameters" / "test").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    return root
+
+
+def invoke(project, *args, env=None):
+    runner = CliRunner()
+    started = time.monotonic()
+    result = runner.invoke(
+        main, ["--project-dir", str(project), "--notebooks-dir", str(FIXTURES), *args],
+        env=env, catch_exceptions=False,
+    )
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def run_dirs(project, name):
+    return sorted((project / "outputs" / "test" / name).glob("*/"))
+
+
+def summary_of(project, name):
+    (run_dir,) = run_dirs(project, name)
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+# ---- notebook runs (each starts a kernel: keep them few) --------------------------------
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_trivial_run_writes_the_run_directory(project):
+    result = invoke(project, "run", "trivial", "--env", "test", "-p", "greeting", "hi there")
+    assert result.exit_code == 0, result.output
+    run_dir, summary = summary_of(project, "trivial")
+    assert re.fullmatch(r"\d{8}T\d{6}Z", run_dir.name)
+    assert {p.name for p in run_dir.iterdir()} == {"trivial.ipynb", "report.html", "summary.json"}
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["status"] == "ok" and summary["exit_code"] == 0
+    assert summary["parameters"] == {"greeting": "hi there"}
+    assert summary["run_id"] == run_dir.name and summary["report"] == "report.html"
+    assert "hi there" in (run_dir / "trivial.ipynb").read_text()
+    assert f"run directory: {run_dir}" in result.output
+    assert (project / "outputs" / "index.html").exists()
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(180)
+def test_findings_decide_the_exit_code_and_fill_summary_and_report(project):
+    result = invoke(project, "run", "findings", "--env", "test", "-p", "worst", "critical")
+    assert result.exit_code == 1, result.output
+    assert "CRITICAL" in result.output and "a critical finding" in result.output
+    run_dir, summary = summary_of(project, "findings")
+    assert summary["status"] == "findings"
+    assert [f["id"] for f in summary["findings"]] == [
+        "demo/critical", "data-source-down/prometheus", "demo/warning", "demo/info", "demo/ok"]
+    assert all(set(f) == FINDING_KEYS for f in summary["findings"])
+    assert summary["counts"] == {"ok": 1, "info": 1, "warning": 2, "critical": 1}
+    assert summary["data_sources"]["prometheus"]["state"] == "down"
+    html = (run_dir / "report.html").read_text()
+    assert html.count("id=\"kr-plotly-js\"") + html.count("id='kr-plotly-js'") == 1
+    assert len(re.findall(r"class=.kr-plot.", html)) == 2
+    assert "rb.start(" not in html and "import plotly" not in html
+    assert len(html.encode()) < 5_000_000
+
+    # the worst finding (warning) is below the default --fail-on critical: exit 0
+    result = invoke(project, "run", "findings", "--env", "test", "-p", "worst", "warning",
+                    "-p", "figures", "0")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_kernel_death_exits_3_promptly(project):
+    result = invoke(project, "run", "kill-kernel", "--env", "test")
+    assert result.exit_code == 3, result.output
+    assert result.elapsed < 60
+    _, summary = summary_of(project, "kill-kernel")
+    assert summary["error"]["kind"] == "dead-kernel" and summary["error"]["cell_index"] == 2
+    assert "kernel died" in result.output
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_cell_timeout_exits_3_promptly(project):
+    result = invoke(project, "run", "sleep", "--env", "test", "--timeout", "2")
+    assert result.exit_code == 3, result.output
+    assert result.elapsed < 45
+    _, summary = summary_of(project, "sleep")
+    assert summary["error"]["kind"] == "cell-timeout" and summary["error"]["cell_index"] == 2
+    assert "2 s per-cell timeout" in result.output
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_truncated_run_is_not_a_silent_success(project):
+    """papermill alone returns normally when a cell calls sys.exit(0)."""
+    result = invoke(project, "run", "early-exit", "--env", "test")
+    assert result.exit_code == 3, result.output
+    _, summary = summary_of(project, "early-exit")
+    assert summary["error"]["kind"] == "truncated" and "SystemExit" in summary["error"]["message"]
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_leaking_run_exits_3_and_publishes_no_report(project):
+    token = "kr-test-token-5f1e9c0a"
+    result = invoke(project, "run", "leak", "--env", "test", env={"KR_TEST_API_TOKEN": token})
+    assert result.exit_code == 3, result.output
+    run_dir, summary = summary_of(project, "leak")
+    assert not (run_dir / "report.html").exists()
+    assert summary["status"] == "leaked" and summary["report"] is None
+    assert "PEM private key in executed notebook, cell 2 output" in result.output
+    assert "environment variable KR_TEST_API_TOKEN in executed notebook, cell 3 output" in result.output
+    for text in [result.output, *(p.read_text() for p in run_dir.iterdir())]:
+        assert token not in text and "PRIVATE KEY-----\n" not in text
+
+
+# ---- no kernel -------------------------------------------------------------------------
+
+
+def test_watchdog_kills_the_kernel_process_group():
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    client = SimpleNamespace(km=SimpleNamespace(provisioner=SimpleNamespace(process=proc)))
+    dog = execute._Watchdog(0.2, on_abort=lambda: None)
+    dog.client = client
+    dog.start()
+    try:
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert dog.expired
+    finally:
+        dog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("severities", "fail_on", "code"),
+    [
+        ([], "critical", 0), (["ok", "ok"], "info", 0), (["warning"], "critical", 0),
+        (["warning"], "warning", 1), (["info"], "info", 1), (["critical", "info"], "critical", 1),
+    ],
+)
+def test_exit_code_for_findings(severities, fail_on, code):
+    assert execute.exit_code_for([{"severity": s} for s in severities], fail_on) == code
+
+
+@pytest.mark.parametrize(
+    ("raw", "annotation", "value"),
+    [
+        ("14", int, 14), ("false", bool, False), ("[shop, web]", list, ["shop", "web"]),
+        ("007", str, "007"), ("true", str, "true"), ("1.5", float, 1.5), ("null", int | None, None),
+        ("x", int, "x"), ("007", str | None, "007"),
+    ],
+)
+def test_cli_values_parse_like_yaml_scalars_except_strings(raw, annotation, value):
+    assert execute.parse_value(raw, annotation) == value
+
+
+def test_env_yaml_schema(project):
+    p = project / "parameters" / "test" / "env.yaml"
+    p.write_text("kubeconfig: .sandbox/kubeconfig\nexpected_context: sandbox\n")
+    proj = execute.Project.discover(project, FIXTURES)
+    cfg = proj.load_env("test")
+    assert cfg.kubeconfig == str(project / ".sandbox" / "kubeconfig")
+    p.write_text("kubeconfig: x\ntoken: abc\n")
+    with pytest.raises(execute.InvalidInput, match="unknown key 'token'; allowed: description, kubeconfig"):
+        proj.load_env("test")
+    with pytest.raises(execute.InvalidInput, match="unknown env 'prod'; known envs: test"):
+        proj.load_env("prod")
+
+
+def test_repository_sandbox_env_is_valid():
+    root = Path(__file__).resolve().parents[1]
+    cfg = execute.Project(root, FIXTURES).load_env("sandbox")
+    assert cfg.kube_context == "sandbox" and cfg.expected_context == "sandbox"
+    assert cfg.kubeconfig == str(root / ".sandbox" / "kubeconfig")
+
+
+def test_fixture_notebooks_are_clean():
+    """Committed without outputs, with a cell tagged parameters."""
+    for path in FIXTURES.glob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c["outputs"] and c["execution_count"] is None for c in code), path.name
+        assert any("parameters" in c["metadata"].get("tags", []) for c in code), path.name

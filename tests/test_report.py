@@ -1,0 +1,126 @@
+"""runbooks.report: the HTML report and the table helpers (no kernel)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+
+import nbformat
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+import runbooks.runbook as rb
+from runbooks import report
+
+SUMMARY = {
+    "runbook": "cluster-health", "env": "sandbox", "run_id": "20250101T000000Z",
+    "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:09Z", "duration_s": 9.0,
+    "status": "findings", "exit_code": 1, "kube_context": "sandbox",
+    "server": "https://127.0.0.1:6443",
+    "window": {"start": "2024-12-31T00:00:00Z", "end": "2025-01-01T00:00:00Z"},
+    "findings": [
+        {"id": "node/n2", "severity": "critical", "title": "Node n2 is NotReady",
+         "detail": "kubelet stopped posting status", "resource": "Node/n2", "evidence": {"since": "1h"}},
+        {"id": "pod/x", "severity": "warning", "title": "<b>escaped</b>", "detail": "",
+         "resource": None, "evidence": None},
+    ],
+    "counts": {"ok": 0, "info": 0, "warning": 1, "critical": 1},
+    "plan": None, "data_sources": {"kubernetes": {"state": "ok", "detail": ""}}, "error": None,
+}
+
+
+def figure_output(title: str):
+    spec = json.loads(pio.to_json(go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout={"title": title})))
+    return nbformat.v4.new_output("display_data", data={report.PLOTLY_MIME: spec, "text/plain": title})
+
+
+def executed_notebook(figures: int = 2):
+    params = nbformat.v4.new_code_cell("SECRET_SOURCE_PARAMS = 1", metadata={"tags": ["parameters"]})
+    code = nbformat.v4.new_code_cell("UNIQUE_CODE_MARKER = run.something()")
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="narrative output line\n"),
+        nbformat.v4.new_output("display_data", data={
+            rb.RECORD_MIME: {"kind": "finding", "data": {"id": "RECORD_MARKER"}}, "text/plain": ""}),
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2,
+                                                         "version_minor": 0},
+            "text/plain": "Button(description='WIDGET_MARKER')"}),
+    ]
+    charts = nbformat.v4.new_code_cell("for f in figs: report.show_figure(f)")
+    charts.outputs = [figure_output(f"chart {i}") for i in range(figures)]
+    cells = [nbformat.v4.new_markdown_cell("# Cluster health\n\n**Meaning**: the daily check."),
+             params, code, nbformat.v4.new_markdown_cell("## Charts"), charts]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    return nbformat.reads(nbformat.writes(nb), as_version=4)
+
+
+@pytest.fixture(scope="module")
+def html():
+    return report.render_html(executed_notebook(), SUMMARY)
+
+
+def test_report_has_no_code_and_no_prompts(html):
+    for marker in ("UNIQUE_CODE_MARKER", "SECRET_SOURCE_PARAMS", "run.something", "show_figure"):
+        assert marker not in html
+    assert 'class="jp-InputPrompt' not in html and 'class="jp-OutputPrompt' not in html
+    assert "jp-CodeMirrorEditor" not in html.split("</style>")[-1]
+    assert "narrative output line" in html and "Meaning" in html
+
+
+def test_report_strips_records_and_widgets(html):
+    assert "RECORD_MARKER" not in html and rb.RECORD_MIME not in html
+    assert "WIDGET_MARKER" not in html
+
+
+def test_report_header_then_findings_then_narrative(html):
+    body = html[html.index("<body"):]
+    for text in ("cluster-health", "sandbox", "https://127.0.0.1:6443", "status: findings",
+                 "2024-12-31T00:00:00Z", "Node n2 is NotReady", "Node/n2", "1 critical, 1 warning"):
+        assert text in body
+    assert body.index("Node n2 is NotReady") < body.index("Cluster health")
+    assert "<b>escaped</b>" not in body and "&lt;b&gt;escaped&lt;/b&gt;" in body
+
+
+def test_plotly_is_embedded_once_offline_and_small(html):
+    assert len(re.findall(r"<script[^>]*id=.kr-plotly-js", html)) == 1
+    blob = re.search(r"<script[^>]*id=.kr-plotly-js.[^>]*>([^<]+)</script>", html).group(1)
+    code = gzip.decompress(base64.b64decode(blob)).decode()
+    assert "plotly.js" in code[:300] and len(code) > 1_000_000
+    assert len(re.findall(r"<div class=.kr-plot. id=.kr-plot-\d+.>", html)) == 2
+    assert "Plotly.newPlot" in html
+    assert not re.search(r"<script[^>]+src=", html)  # nothing from a CDN
+    assert len(html.encode()) < report.MAX_REPORT_BYTES
+
+
+def test_figure_json_is_script_safe():
+    nb = executed_notebook(figures=0)
+    out = figure_output("</script><script>alert(1)</script>")
+    nb.cells[-1].outputs = [out]
+    html = report.render_html(nb, SUMMARY)
+    assert "</script><script>alert(1)" not in html
+
+
+def test_no_plotly_without_figures():
+    html = report.render_html(executed_notebook(figures=0), SUMMARY)
+    assert "kr-plotly-js" not in html
+
+
+def test_table_helpers():
+    df = pd.DataFrame({"pod": [f"p{i}" for i in range(5)], "restarts": range(5)})
+    html = report.table(df, "pods", max_rows=3).to_html()
+    assert "kr-table" in html and "first 3 of 5 rows" in html and "p4" not in html
+    findings = [rb.Finding(id="a", severity="info", title="fyi"),
+                rb.Finding(id="b", severity="critical", title="bad")]
+    frame = report.findings_frame(findings)
+    assert list(frame["severity"]) == ["critical", "info"]
+    styled = report.findings_table(findings).to_html()
+    assert "#b71c1c" in styled
+
+
+def test_index_lists_runs():
+    html = report.index_html([("sandbox/cluster-health/20250101T000000Z", {**SUMMARY, "report": "report.html"})])
+    assert "sandbox/cluster-health/20250101T000000Z/report.html" in html and "findings (1)" in html

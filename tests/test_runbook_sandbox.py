@@ -1,0 +1,97 @@
+"""Plan, server-side dry run, approval and audit against the sandbox API (no kernel)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import runbooks.runbook as rb
+from runbooks.errors import NotFound
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def deployment(namespace: str, name: str = "web") -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": name, "image": "nginx:1.27"}]}},
+        },
+    }
+
+
+@pytest.fixture
+def web(cluster, namespace):
+    rb.api_request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                   body=deployment(namespace))
+    return namespace
+
+
+def restarted_at(cluster, namespace, name="web"):
+    obj = rb.api_request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return ((obj["spec"]["template"]["metadata"].get("annotations")) or {}).get(rb.RESTARTED_AT)
+
+
+@pytest.fixture(autouse=True)
+def _clean_records():
+    rb.local_records(clear=True)
+
+
+def test_preflight_against_the_sandbox(sandbox):
+    params = rb.RunbookParams(kubeconfig=str(sandbox.kubeconfig), expected_context="sandbox")
+    cluster = rb.preflight_kube(params)
+    assert cluster.context == "sandbox"
+
+
+def test_plan_is_stable_validated_and_changes_nothing(cluster, web):
+    run = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
+    plan = run.plan(rb.rollout_restart, namespace=web, name="web")
+    again = plan.recompute(cluster)
+    assert plan.validated and len(plan) == 1 and again.id == plan.id
+    assert restarted_at(cluster, web) is None  # the server-side dry run changed nothing
+    assert run.apply(plan) == []
+    assert restarted_at(cluster, web) is None
+    records = rb.fold_records(rb.local_records())
+    assert records["plan"]["id"] == plan.id and records["plan"]["applied"] is False
+
+
+def test_plan_for_a_missing_object_is_invalid(cluster, namespace):
+    run = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
+    with pytest.raises(rb.PlanInvalid) as info:
+        run.plan(rb.rollout_restart, namespace=namespace, name="nope")
+    assert isinstance(info.value.__cause__, NotFound)
+
+
+def test_approved_plan_applies_once_and_is_audited(cluster, web, tmp_path):
+    dry = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
+    plan_id = dry.plan(rb.rollout_restart, namespace=web, name="web").id
+
+    params = rb.MutatingParams(expected_context="sandbox", dry_run=False, approve_plan=plan_id,
+                               run_dir=str(tmp_path / "run1"))
+    run = rb.Run("restart", params, cluster)
+    plan = run.plan(rb.rollout_restart, namespace=web, name="web")
+    results = run.apply(plan)
+    stamp = restarted_at(cluster, web)
+    assert len(results) == 1 and stamp
+    lines = [json.loads(x) for x in (tmp_path / "run1" / "audit.jsonl").read_text().splitlines()]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["result"] == "applied" and line["plan_id"] == plan_id
+    assert line["context"] == "sandbox" and line["run_id"] == "run1" and line["user"]
+    assert line["change"]["resource"] == f"Deployment/{web}/web"
+    assert line["change"]["diff"][0]["to"] == stamp  # the value really sent, not the placeholder
+    assert (tmp_path / "run1" / "backups" / f"Deployment_{web}_web.json").exists()
+
+    # the same approval again: the object changed (generation), so nothing is applied
+    again = rb.Run("restart", params.model_copy(update={"run_dir": str(tmp_path / "run2")}), cluster)
+    replanned = again.plan(rb.rollout_restart, namespace=web, name="web")
+    assert replanned.id != plan_id
+    with pytest.raises(rb.PlanMismatch):
+        again.apply(replanned)
+    assert restarted_at(cluster, web) == stamp
+    assert not (tmp_path / "run2" / "audit.jsonl").exists()
