@@ -215,3 +215,21 @@ def test_fixture_notebooks_are_clean():
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(not c["outputs"] and c["execution_count"] is None for c in code), path.name
         assert any("parameters" in c["metadata"].get("tags", []) for c in code), path.name
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_records_work_under_plain_papermill(tmp_path):
+    """The recording mechanism needs no runbooks CLI: a plain papermill run carries it."""
+    import papermill
+
+    from runbooks import runbook as rb
+
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(FIXTURES / "findings.ipynb"), str(out), progress_bar=False,
+                               parameters={"worst": "critical", "figures": 1})
+    state = rb.read_records(execute.read_notebook(out))
+    assert [f["severity"] for f in state["findings"]] == [
+        "critical", "warning", "warning", "info", "ok"]
+    assert state["data_sources"]["prometheus"]["state"] == "down"
+    assert state["preflight"] == {"ok": True}

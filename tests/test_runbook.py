@@ -301,3 +301,21 @@ def test_apply_needs_expected_context():
 def test_exit_2_errors_are_the_invalid_input_family():
     for name in rb.EXIT_2_ERRORS:
         assert issubclass(getattr(rb, name), InvalidInput)
+
+
+def test_interactive_approval_is_a_button_naming_the_plan_id(monkeypatch):
+    import ipywidgets
+
+    shown = []
+    monkeypatch.setattr(rb, "_headless", lambda: False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    applied = []
+    monkeypatch.setattr(rb.Run, "_apply", lambda self, plan: applied.append(plan.id) or [{}])
+    plan = rb.Plan([_restart()])
+    run = rb.Run("demo", rb.MutatingParams(expected_context="sandbox"), _NoCalls())
+    assert run.apply(plan) == [] and applied == []  # showing the button applies nothing
+    (box,) = shown
+    button = next(w for w in box.children if isinstance(w, ipywidgets.Button))
+    assert button.description == f"Apply plan {plan.id}"
+    button.click()
+    assert applied == [plan.id] and button.disabled

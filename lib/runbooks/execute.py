@@ -378,13 +378,14 @@ def prepare(
         if "dry_run" in declared:
             given["dry_run"] = False
 
+    _refuse_known_secret_values(given)
     problems = [
         k for k in given if k not in declared and not rb.is_secret_name(k)
     ]
     if problems:
         raise InvalidInput(
             "; ".join(
-                f"unknown parameter {k!r} (value {given[k]!r}) for runbook {runbook!r}; "
+                f"unknown parameter {k!r} (value {rb.shown(given[k])}) for runbook {runbook!r}; "
                 f"known parameters: {', '.join(declared) or 'none'}"
                 for k in problems
             )
@@ -402,6 +403,24 @@ def prepare(
         declared=declared, given=given, validated=validated, cluster=cluster,
         fail_on=fail_on, timeout=timeout,
     )
+
+
+def _refuse_known_secret_values(given: Mapping[str, Any]) -> None:
+    """A parameter must not carry a credential we know (it would land in the notebook)."""
+    kubeconfig = given.get("kubeconfig") if isinstance(given.get("kubeconfig"), str) else None
+    secrets = sec.known_secrets(kubeconfig)
+    problems = []
+    for key, value in given.items():
+        text = json.dumps(value, default=str)
+        for secret in secrets:
+            if secret.value in text or json.dumps(secret.value)[1:-1] in text:
+                problems.append(
+                    f"parameter {key!r} holds the {secret.kind}: credentials never travel as "
+                    "parameters (they would be written into the output notebook)"
+                )
+                break
+    if problems:
+        raise InvalidInput("; ".join(problems))
 
 
 # --------------------------------------------------------------------------
@@ -575,6 +594,8 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         return Outcome(kind, "", None)
     except CellTimeoutError:
         return Outcome("cell-timeout", "", None)
+    except KeyboardInterrupt:
+        return Outcome("crashed", "interrupted (Ctrl-C or SIGINT): the run was stopped")
     except Exception as exc:  # kernel failed to start, papermill I/O ...
         if watchdog.expired:
             return Outcome("run-timeout", "", None)
@@ -820,7 +841,12 @@ def execute(
         outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
     finally:
         watchdog.cancel()
-    nb = read_notebook(output) if output.exists() else None
+    try:
+        nb = read_notebook(output) if output.exists() else None
+    except RunbookError as exc:
+        nb = None
+        if outcome.kind == "completed":
+            outcome = Outcome("crashed", f"the executed notebook cannot be read: {exc}")
     outcome = _classify(outcome, nb, prepared, deadline)
     summary = summary_for(outcome, nb)
     result = publish(run_dir, nb, summary, secrets)

@@ -247,6 +247,14 @@ def _secret_value_kind(value: Any) -> str | None:
     return None
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut, never a credential-looking one."""
+    if _secret_value_kind(value):
+        return "<redacted>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # --------------------------------------------------------------------------
 # Parameter models
 # --------------------------------------------------------------------------
@@ -423,7 +431,7 @@ def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> Param
             )
         elif key not in model.model_fields:
             problems.append(
-                f"unknown parameter {key!r} (value {value!r}); known parameters: "
+                f"unknown parameter {key!r} (value {shown(value)}); known parameters: "
                 + (", ".join(known) or "none")
             )
         else:
@@ -451,7 +459,7 @@ def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> Param
                 problems.append(msg)
             else:
                 problems.append(
-                    f"parameter {loc!r} = {value!r} is not allowed: {msg}"
+                    f"parameter {loc!r} = {shown(value)} is not allowed: {msg}"
                     + (f" (allowed: {allowed})" if allowed else "")
                 )
         raise InvalidInput("; ".join(problems)) from exc

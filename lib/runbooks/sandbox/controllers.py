@@ -477,6 +477,8 @@ class Controllers:
                 del status[k]
         old_conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
         now = rfc3339(self.now())
+        if self.bootstrapping and new_rs:  # scenario history: conditions date from the rollout
+            now = new_rs["metadata"]["creationTimestamp"]
         rs_name = new_rs["metadata"]["name"] if new_rs else ""
         available_ok = status.get("availableReplicas", 0) >= replicas - unavailable
         conds = [self._condition(old_conds.get("Available"), "Available", available_ok,
@@ -491,25 +493,28 @@ class Controllers:
             prog = self._condition(prev, "Progressing", True, "NewReplicaSetAvailable",
                               f'ReplicaSet "{rs_name}" has successfully progressed.', now)
         else:
-            changed = prev is None or (prev.get("reason") == "NewReplicaSetAvailable") or \
-                status != {k: v for k, v in (d.get("status") or {}).items() if k != "conditions"}
-            last_update = created if prev is None else (now if changed else prev.get("lastUpdateTime", created))
-            if prev and prev.get("reason") == "ProgressDeadlineExceeded" and not changed:
-                last_update = prev.get("lastUpdateTime", created)
+            # the deployment controller's DeploymentProgressing(): only real progress moves the clock
+            cur = d.get("status") or {}
+            progressed = (
+                status.get("updatedReplicas", 0) > cur.get("updatedReplicas", 0)
+                or status.get("replicas", 0) - status.get("updatedReplicas", 0)
+                < cur.get("replicas", 0) - cur.get("updatedReplicas", 0)
+                or status.get("readyReplicas", 0) > cur.get("readyReplicas", 0)
+                or status.get("availableReplicas", 0) > cur.get("availableReplicas", 0))
+            # a scenario's history: whatever progress there was happened when its ReplicaSet was created
+            stamp = created if self.bootstrapping else now
+            if prev is None or prev.get("reason") == "NewReplicaSetAvailable" or progressed:
+                last_update = stamp
+            else:
+                last_update = prev.get("lastUpdateTime", stamp)
             deadline = spec.get("progressDeadlineSeconds", 600)
-            timed_out = (self.now() - parse_time(last_update)).total_seconds() > deadline
-            if prev is None and self.bootstrapping:
-                last_update = created
-                timed_out = (self.now() - parse_time(created)).total_seconds() > deadline
-            if timed_out:
+            if (self.now() - parse_time(last_update)).total_seconds() > deadline:
                 prog = self._condition(prev, "Progressing", False, "ProgressDeadlineExceeded",
-                                  f'ReplicaSet "{rs_name}" has timed out progressing.', now)
-                prog["lastUpdateTime"] = last_update if prev is None or prev.get("status") != "False" \
-                    else prev["lastUpdateTime"]
+                                       f'ReplicaSet "{rs_name}" has timed out progressing.', now)
             else:
                 prog = self._condition(prev, "Progressing", True, "ReplicaSetUpdated",
-                                  f'ReplicaSet "{rs_name}" is progressing.', now)
-                prog["lastUpdateTime"] = last_update
+                                       f'ReplicaSet "{rs_name}" is progressing.', now)
+            prog["lastUpdateTime"] = last_update
         conds.append(prog)
         status["conditions"] = conds
         new = copy.deepcopy(d)

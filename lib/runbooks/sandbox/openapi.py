@@ -3,7 +3,7 @@
 Why this module exists: ``kubectl apply`` and ``kubectl create`` validate by
 default, and without OpenAPI they stop with "failed to download openapi ...
 turn validation off with --validate=false". A runbook must never need that flag
-(it does not exist in the real world's habits), so the sandbox publishes
+(nobody should learn to type it against a test bed), so the sandbox publishes
 OpenAPI v3 the way kube-apiserver does, generated from the resource registry and
 the real Kubernetes schemas (the ones ``kubernetes-validate`` ships, see
 ``validate.py``) plus each CRD's ``openAPIV3Schema``.
@@ -40,16 +40,28 @@ What kubectl 1.32 requests (observed with ``-v=8`` against the sandbox; the
        server-side apply; ``POST ...?fieldManager=kubectl-client-side-apply&
        fieldValidation=Strict`` or a strategic-merge ``PATCH`` for client-side
        apply; ``POST ...?fieldManager=kubectl-create&fieldValidation=Strict`` for create).
-* Client-side ``apply`` of an existing object computes a three-way strategic
-  merge patch. kubectl looks the kind up in the v3 document
-  (``components.schemas`` entry whose ``x-kubernetes-group-version-kind`` list
-  holds the GVK) to read ``x-kubernetes-patch-strategy`` /
-  ``x-kubernetes-patch-merge-key`` on lists (containers merge by ``name``), so
-  schemas keep those extensions, and ``$ref`` with siblings is wrapped as
-  ``allOf: [{$ref}]`` the way kube-openapi emits it. For built-in kinds kubectl
-  would fall back to its compiled-in types; for CRDs it falls back to JSON merge patch.
-* ``scale``, ``rollout status``, ``describe``, ``get``, ``logs``, ``delete``
-  fetch no OpenAPI at all (discovery, the object, ``/scale``, watches, events).
+* Client-side ``apply`` of an existing object (and ``kubectl diff``, ``set image``)
+  computes a three-way strategic merge patch. kubectl first checks that the
+  kind's PATCH operation accepts ``application/strategic-merge-patch+json``
+  (``gvkSupportsPatchOpenAPIV3``), then looks the kind up in the v3 document
+  (the ``components.schemas`` entry whose ``x-kubernetes-group-version-kind``
+  list holds the GVK) to read ``x-kubernetes-patch-strategy`` /
+  ``x-kubernetes-patch-merge-key`` on lists (containers merge by ``name``). So
+  schemas keep those extensions and ``$ref`` with siblings is wrapped as
+  ``allOf: [{$ref}]`` the way kube-openapi writes it. Custom resources list no
+  strategic merge patch (as on a real server); kubectl then tries
+  ``GET /openapi/v2`` (404 here, protobuf there: no SMP either way) and sends a
+  JSON merge patch.
+* ``apply --dry-run=server`` / ``create --dry-run=server``: the same verifier,
+  for the ``dryRun`` parameter, then the write with ``dryRun=All``.
+* No OpenAPI at all for ``get`` (a Table: ``Accept: application/json;as=Table;
+  v=v1;g=meta.k8s.io,...``, see tables.py), ``describe`` (the object with
+  ``Accept: application/vnd.kubernetes.protobuf,application/json`` — JSON is
+  fine — then events by ``involvedObject.name/namespace/kind/uid`` field
+  selector and the ReplicaSets by label selector), ``scale`` (GET the object,
+  merge-patch ``.../scale``; the answer must be an ``autoscaling/v1`` Scale),
+  ``rollout status`` (GET, then list + watch with ``fieldSelector=metadata.name=``),
+  ``logs``, ``delete``, ``label``, ``annotate``, ``patch``.
 * ``explain`` reads the same v3 documents (``components.schemas`` by GVK).
 
 Caching contract (kube-openapi ``handler3``): the index carries an ``Etag`` and

@@ -185,8 +185,8 @@ def format_timestamp(time_ns: int) -> str:
 
 
 def _container_spec(pod: dict, container: str) -> dict:
-    spec = pod.get("spec", {})
-    for item in spec.get("containers", []) + spec.get("initContainers", []):
+    spec = pod.get("spec") or {}
+    for item in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         if item.get("name") == container:
             return item
     raise LookupError(f"container {container} is not valid for pod {pod['metadata']['name']}")
@@ -195,10 +195,10 @@ def _container_spec(pod: dict, container: str) -> dict:
 def _instance(pod: dict, container: str, now: datetime, previous: bool) -> _Instance:
     """The container run whose logs are asked for, chosen the way the kubelet chooses."""
     name = pod["metadata"]["name"]
-    status = pod.get("status", {})
-    statuses = status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
     current = next((item for item in statuses if item.get("name") == container), None)
-    last = (current or {}).get("lastState", {}).get("terminated")
+    last = ((current or {}).get("lastState") or {}).get("terminated")
     if previous:
         if not last:
             raise LookupError(f'previous terminated container "{container}" in pod "{name}" not found')
@@ -206,7 +206,7 @@ def _instance(pod: dict, container: str, now: datetime, previous: bool) -> _Inst
     if current is None:  # no status reported yet: assume it runs since the pod was created
         started = status.get("startTime") or pod["metadata"].get("creationTimestamp")
         return _Instance(_ns(_parse_time(started) if started else now), None, False)
-    state = current.get("state", {})
+    state = current.get("state") or {}
     if "running" in state:
         started = state["running"].get("startedAt") or pod["metadata"].get("creationTimestamp")
         return _Instance(_ns(_parse_time(started)), None, False)
@@ -214,7 +214,7 @@ def _instance(pod: dict, container: str, now: datetime, previous: bool) -> _Inst
         return _terminated(state["terminated"], now)
     if last:  # waiting to restart (e.g. CrashLoopBackOff): the last run's logs
         return _terminated(last, now)
-    reason = state.get("waiting", {}).get("reason") or "ContainerCreating"
+    reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
     if reason in ("ErrImagePull", "ImagePullBackOff"):
         reason = "trying and failing to pull image"
     raise LookupError(f'container "{container}" in pod "{name}" is waiting to start: {reason}')

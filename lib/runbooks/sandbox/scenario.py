@@ -167,6 +167,7 @@ def _read_documents(root: Traversable) -> list[tuple[str, dict]]:
 
 
 def _check_document(where: str, doc: Any) -> None:
+    """ValueError unless ``doc`` is an object with a name and only allowed sandbox keys."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a mapping (a Kubernetes object), got {type(doc).__name__}")
     for field in ("apiVersion", "kind"):
@@ -237,6 +238,9 @@ class _Build:
         history = sorted(history, key=lambda entry: entry["revision"])
         current = sandbox.get("revision", history[-1]["revision"] + 1 if history else 1)
         rollout_age = sandbox.get("rolloutAge", sandbox.get("age", DEFAULT_AGE))
+        # ReplicaSet sizes are data: `sandbox.replicas` for the newest revision (default: all
+        # replicas) and `revisions[].replicas` for older ones (default 0, as the controller leaves
+        # superseded ReplicaSets). A stuck rollout states both; see checkout in 50-shop.yaml.
         revisions = [
             (entry["revision"], entry["age"], entry.get("replicas", 0), _defaulted_template(entry["template"], self.now))
             for entry in history

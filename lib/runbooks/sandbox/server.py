@@ -544,12 +544,11 @@ class ApiServer:
         if self.log_source is None:
             return 200, b"", "text/plain"
         try:
-            text = self.log_source(pod, container, tail_lines=_opt_int(req, "tailLines"),
-                                   since_seconds=_opt_int(req, "sinceSeconds"),
+            text = self.log_source(pod, container, now=self.store.clock(), tail_lines=_opt_int(req, "tailLines"),
+                                   since_seconds=_opt_int(req, "sinceSeconds", minimum=1),
                                    timestamps=req.q_bool("timestamps"), previous=previous)
-        except LookupError:
-            raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod '
-                           f'"{r.name}" not found') from None
+        except LookupError as e:  # the kubelet's own wording, e.g. previous terminated container not found
+            raise ApiError(400, "BadRequest", str(e).strip("'\"")) from None
         return 200, text.encode(), "text/plain"
 
 
@@ -562,14 +561,15 @@ def _patch_error(rt: ResourceType, name: str | None, e) -> ApiError:
                     {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})
 
 
-def _opt_int(req: Request, name: str) -> int | None:
+def _opt_int(req: Request, name: str, minimum: int = 0) -> int | None:
     value = req.q(name)
     if value == "":
         return None
     v = req.q_int(name)
-    if v < 0:
-        raise ApiError(422, "Invalid", f"PodLogOptions \"\" is invalid: {name}: Invalid value: {v}: "
-                       "must be greater than or equal to 0")
+    if v < minimum:
+        bound = "greater than 0" if minimum == 1 else "greater than or equal to 0"
+        raise ApiError(422, "Invalid", f'PodLogOptions "" is invalid: {name}: Invalid value: {v}: '
+                       f"must be {bound}")
     return v
 
 
