@@ -18,6 +18,8 @@ STAMP := $(VENV)/.pyproject.sha256
 SANDBOX_DIR := .sandbox
 SANDBOX_KUBECONFIG := $(SANDBOX_DIR)/kubeconfig
 LAB_PORT ?= 8888
+# JupyterLab refuses to run as root without being told (the Debian set-up here is root).
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Debian packages later features need (the real Prometheus and Alertmanager for the
 # sandbox). Installed only when missing, with a single `apt-get update` first.
@@ -98,7 +100,7 @@ lab: setup
 	@$(BIN)/runbooks sandbox up
 	@echo ">> KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG); stop the sandbox later with: $(BIN)/runbooks sandbox down"
 	KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG) $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
-	  --no-browser --notebook-dir notebooks
+	  --no-browser --notebook-dir notebooks $(LAB_ROOT)
 
 lint: setup
 	@echo ">> ruff check"

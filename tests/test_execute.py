@@ -233,3 +233,31 @@ def test_records_work_under_plain_papermill(tmp_path):
         "critical", "warning", "warning", "info", "ok"]
     assert state["data_sources"]["prometheus"]["state"] == "down"
     assert state["preflight"] == {"ok": True}
+
+
+def test_parameter_precedence(project, tmp_path, monkeypatch):
+    """env.yaml connections < parameters/ENV/NAME.yaml < -f FILE (in order) < -p < --approve."""
+    params = project / "parameters" / "test"
+    (params / "env.yaml").write_text(
+        "kubeconfig: kc/config\nkube_context: from-env\nexpected_context: from-env\n"
+        "prometheus_url: http://prom.example:9090\n")
+    (params / "restart.yaml").write_text("namespace: from-own\ndeployment: from-own\n")
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("deployment: from-first\nkube_context: from-first\n")
+    second.write_text("kube_context: from-second\n")
+    proj = execute.Project.discover(project, FIXTURES)
+    monkeypatch.chdir(tmp_path)
+    prepared = execute.prepare(
+        proj, "restart", "test", files=[str(first), str(second)],
+        pairs=[("expected_context", "from-p"), ("dry_run", "false")],
+        approve="0123456789ab", check_cluster=False,
+    )
+    assert prepared.given == {
+        "kubeconfig": str(project / "kc" / "config"),  # relative to the project root
+        "kube_context": "from-second", "expected_context": "from-p",
+        "namespace": "from-own", "deployment": "from-first",
+        "dry_run": False, "approve_plan": "0123456789ab",
+    }  # prometheus_url: not declared by the notebook, so not passed
+    prepared = execute.prepare(proj, "restart", "test", pairs=[("kubeconfig", "rel/kc")],
+                               check_cluster=False)
+    assert prepared.given["kubeconfig"] == str(tmp_path / "rel" / "kc")  # -p: relative to cwd

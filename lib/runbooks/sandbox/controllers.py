@@ -263,8 +263,12 @@ class Controllers:
         return self.store.update(rt, new, subresource="status" if status_only else None, check_rv=False)
 
     def event(self, obj: dict, type_: str, reason: str, message: str, component: str,
-              at: datetime | None = None, count_up: bool = True) -> None:
-        """Record an Event, folding repeats into count/lastTimestamp like the event recorder."""
+              at: datetime | None = None, count: int | None = None, first: datetime | None = None) -> None:
+        """Record an Event, folding repeats into count/lastTimestamp like the event recorder.
+
+        `count`/`first` set the series explicitly (a back-dated crash loop has been
+        backing off for hours, not since the sandbox started).
+        """
         rt = self.rt["Event"]
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
@@ -272,10 +276,8 @@ class Controllers:
         name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
         existing = self.store.find(rt, ns, name)
         if existing:
-            if not count_up:
-                return
             new = copy.deepcopy(existing)
-            new["count"] = existing.get("count", 1) + 1
+            new["count"] = count if count is not None else existing.get("count", 1) + 1
             new["lastTimestamp"] = rfc3339(at)
             self.store.update(rt, new, check_rv=False)
             return
@@ -287,9 +289,9 @@ class Controllers:
                                "name": meta["name"], "uid": meta.get("uid"),
                                "apiVersion": obj.get("apiVersion"),
                                "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type_, "count": 1,
+            "reason": reason, "message": message, "type": type_, "count": count or 1,
             "source": {"component": component.split(",")[0], **({"host": host} if host else {})},
-            "firstTimestamp": rfc3339(at), "lastTimestamp": rfc3339(at),
+            "firstTimestamp": rfc3339(first or at), "lastTimestamp": rfc3339(at),
             "reportingComponent": component.split(",")[0], "reportingInstance": host,
         }
         if obj.get("kind") == "Pod" and reason in ("Pulling", "Pulled", "Created", "Started", "BackOff",
@@ -813,9 +815,11 @@ class Controllers:
         if fail in ("CrashLoopBackOff", "OOMKilled"):
             restarts = st.get("restartCount", 0)
             if restarts and self._bumped(pod, "BackOff", restarts):
+                started = parse_time(pod["metadata"]["creationTimestamp"]) or self.now()
                 self.event(pod, "Warning", "BackOff", "Back-off restarting failed container "
                            f"{c['name']} in pod {pod['metadata']['name']}_{pod['metadata']['namespace']}"
-                           f"({pod['metadata']['uid']})", src)
+                           f"({pod['metadata']['uid']})", src, count=restarts,
+                           first=started + timedelta(seconds=CRASH_RUNTIME + 2))
         elif fail == "ImagePullBackOff":
             self.event(pod, "Normal", "BackOff", f'Back-off pulling image "{c.get("image")}"', src)
             self.event(pod, "Warning", "Failed", "Error: ImagePullBackOff", src)
