@@ -61,7 +61,7 @@ def kubeconfig(path: Path, server="https://127.0.0.1:9", current="prod") -> str:
 
 @pytest.fixture
 def registered_findings(monkeypatch):
-    monkeypatch.setattr(rb, "_REGISTRY", dict(rb._REGISTRY))
+    monkeypatch.setitem(rb._REGISTRY, "findings", None)  # removed again after the test
 
     @rb.register("findings")
     class FindingsParams(rb.ParamsBase):

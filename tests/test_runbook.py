@@ -25,7 +25,7 @@ def _clean_records():
 @pytest.fixture
 def registered(monkeypatch):
     """A registered model for the notebook name 'demo' (removed afterwards)."""
-    monkeypatch.setattr(rb, "_REGISTRY", dict(rb._REGISTRY))
+    monkeypatch.setitem(rb._REGISTRY, "demo", None)  # removed again after the test
 
     @rb.register("demo")
     class DemoParams(rb.MutatingParams):

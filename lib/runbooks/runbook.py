@@ -300,8 +300,11 @@ _BASE_FIELDS = MutatingParams.model_fields
 
 _REGISTRY: dict[str, type[ParamsBase]] = {}
 
-PARAM_MODULES: tuple[str, ...] = ()
-"""Modules imported before a registry look-up, for models registered outside this module."""
+PARAM_MODULES: dict[str, str] = {
+    "cluster-health": "runbooks.health",
+}
+"""Runbook name → module that registers its model (imported on first look-up), for
+models defined next to the checks they parameterise rather than in this module."""
 
 
 def register(name: str) -> Callable[[type[ParamsBase]], type[ParamsBase]]:
@@ -324,12 +327,18 @@ def register(name: str) -> Callable[[type[ParamsBase]], type[ParamsBase]]:
     return decorate
 
 
-def registered_models() -> dict[str, type[ParamsBase]]:
-    """Name → model for every registered runbook (imports :data:`PARAM_MODULES` first)."""
+def _import_models(names: Iterable[str]) -> None:
     import importlib
 
-    for module in PARAM_MODULES:
-        importlib.import_module(module)
+    for name in names:
+        module = PARAM_MODULES.get(name)
+        if module and name not in _REGISTRY:
+            importlib.import_module(module)
+
+
+def registered_models() -> dict[str, type[ParamsBase]]:
+    """Name → model for every registered runbook (imports :data:`PARAM_MODULES` first)."""
+    _import_models(PARAM_MODULES)
     return dict(_REGISTRY)
 
 
@@ -385,9 +394,9 @@ def params_model(name: str, parameters: Sequence[Any] | None = None) -> type[Par
     ``parameters`` (papermill's inspection of the notebook); else
     :class:`MutatingParams` (inside a kernel, which cannot see the notebook).
     """
-    models = registered_models()
-    if name in models:
-        return models[name]
+    _import_models([name])
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     if parameters is not None:
         return derive_model(name, parameters)
     return MutatingParams

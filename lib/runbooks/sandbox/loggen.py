@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -287,9 +288,18 @@ def _container_documents(plan: _Plan, start_ns: int, now_ns: int, every: int, se
             yield _document(line, kubernetes)
 
 
+_MINUTES: dict[int, str] = {}
+
+
 def _document(line: podlogs.LogLine, kubernetes: dict) -> dict:
     seconds, fraction = divmod(line.time_ns, NS)
-    stamp = f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
+    minute, second = divmod(seconds, 60)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = f"{datetime.fromtimestamp(minute * 60, UTC):%Y-%m-%dT%H:%M:}"
+    stamp = f"{prefix}{second:02d}"
     doc = {
         "@timestamp": f"{stamp}.{fraction // 1_000_000:03d}Z",
         "time": f"{stamp}.{fraction:09d}Z",
@@ -307,44 +317,109 @@ def _document(line: podlogs.LogLine, kubernetes: dict) -> dict:
 
 
 class _FastContext(podlogs._Context):
-    """podlogs' renderer with each template split once instead of a regex pass per line.
+    """podlogs' renderer, with each template compiled once instead of a regex pass per line.
 
-    The placeholders are filled left to right with the same random calls, so
-    the text is identical to what ``podlogs`` renders for the same line.
+    Placeholders are filled left to right with the same random calls as
+    ``podlogs._builtin`` makes, so the text is identical to what ``podlogs``
+    renders for the same line (tests/test_logs.py checks this on every
+    profile of the scenario).  Anything unusual goes to ``podlogs._builtin``.
     """
 
-    _parts_cache: dict[str, tuple] = {}
+    _compiled: dict[tuple[str, frozenset], tuple] = {}
+
+    def __init__(self, pod: dict, container: dict, fields: dict) -> None:
+        super().__init__(pod, container, fields)
+        self._shadow = frozenset(fields) & frozenset(podlogs._BUILTINS)
 
     def render(self, text: str, time_ns: int, rng: random.Random, picks: dict, depth: int = 0) -> str:
-        parts = self._parts_cache.get(text)
-        if parts is None:
-            parts = self._parts_cache[text] = _split(text)
-        if len(parts) == 1 and isinstance(parts[0], str):
-            return parts[0]
+        if "${" not in text:
+            return text
+        key = (text, self._shadow)
+        ops = self._compiled.get(key)
+        if ops is None:
+            ops = self._compiled[key] = _compile(text, self._shadow)
         out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            name, attr, arg = part
-            if name in self.fields:
-                out.append(self.field(name, attr, time_ns, rng, picks, depth))
+        for op, a, b in ops:
+            if op is _LIT:
+                out.append(a)
+            elif op is _INT:
+                out.append(str(rng.randint(a, b)))
+            elif op is _FIELD:
+                if a in self.fields:
+                    out.append(self.field(a, b[0], time_ns, rng, picks, depth))
+                else:  # unknown placeholder: podlogs raises the error that names it
+                    out.append(podlogs._builtin(a, b[1], time_ns, rng, self.values))
+            elif op is _VALUE:
+                out.append(self.values[a] if a in self.values else podlogs._builtin(a, b, time_ns, rng, self.values))
+            elif op is _TIME:
+                out.append(podlogs._format_time(time_ns, a))
+            elif op is _HEX:
+                out.append(f"{rng.getrandbits(4 * a):0{a}x}")
+            elif op is _CHOICE:
+                out.append(rng.choice(a))
+            elif op is _FLOAT:
+                out.append(f"{rng.uniform(a[0], a[1]):.{b}f}")
+            elif op is _UUID:
+                out.append(str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+            elif op is _IP:
+                out.append(f"10.244.{rng.randint(0, 2)}.{rng.randint(2, 254)}")
+            elif op is _CLIENT_IP:
+                out.append(f"{rng.choice(_CLIENT_NETS)}.{rng.randint(1, 254)}")
             else:
-                out.append(podlogs._builtin(name, arg, time_ns, rng, self.values))
+                out.append(podlogs._builtin(a, b, time_ns, rng, self.values))
         return "".join(out)
 
 
-def _split(text: str) -> tuple:
-    parts: list = []
+_LIT, _INT, _FIELD, _VALUE, _TIME, _HEX, _CHOICE, _FLOAT, _UUID, _IP, _CLIENT_IP, _OTHER = (
+    "lit", "int", "field", "value", "time", "hex", "choice", "float", "uuid", "ip", "client_ip", "other")
+_CLIENT_NETS = ("198.51.100", "203.0.113", "192.0.2")
+_CONTEXT_VALUES = ("pod", "namespace", "node", "container", "image_tag")
+
+
+def _compile(text: str, shadow: frozenset = frozenset()) -> tuple:
+    """A template as (op, a, b) steps; fields are resolved per context at render time."""
+    ops: list[tuple] = []
     last = 0
     for match in podlogs._PLACEHOLDER.finditer(text):
         if match.start() > last:
-            parts.append(text[last:match.start()])
-        parts.append(match.groups())
+            ops.append((_LIT, text[last:match.start()], None))
         last = match.end()
-    if last < len(text) or not parts:
-        parts.append(text[last:])
-    return tuple(parts)
+        name, attr, arg = match.groups()
+        ops.append(_compile_placeholder(name, attr, arg, shadow))
+    if last < len(text):
+        ops.append((_LIT, text[last:], None))
+    return tuple(ops)
+
+
+def _compile_placeholder(name: str, attr: str | None, arg: str | None, shadow: frozenset) -> tuple:
+    # a profile field wins over a builtin of the same name, as in podlogs
+    if name in shadow or name not in podlogs._BUILTINS:
+        return (_FIELD, name, (attr, arg))
+    if name in _CONTEXT_VALUES:
+        return (_VALUE, name, arg)
+    try:
+        if name == "int":
+            low, high = podlogs._range(arg, int)
+            return (_INT, low, high)
+        if name == "float":
+            low, high = podlogs._range(arg, float)
+            decimals = max(len(part.partition(".")[2]) for part in arg.split("-"))
+            return (_FLOAT, (low, high), decimals)
+    except ValueError:
+        return (_OTHER, name, arg)
+    if name == "time":
+        return (_TIME, arg or "iso", None)
+    if name == "hex":
+        return (_HEX, int(arg or 16), None)
+    if name == "choice":
+        return (_CHOICE, tuple((arg or "").split("|")), None)
+    if name == "uuid":
+        return (_UUID, None, None)
+    if name == "ip":
+        return (_IP, None, None)
+    if name == "client_ip":
+        return (_CLIENT_IP, None, None)
+    return (_OTHER, name, arg)
 
 
 def _ns(moment: datetime) -> int:

@@ -1,0 +1,167 @@
+"""Cluster-health rules on plain objects, and the whole set of checks on the default scenario."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runbooks import health, kube
+from runbooks.errors import InvalidInput
+from runbooks.runbook import validate_params
+from runbooks.sandbox import pki
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def node(name, ready=True, unschedulable=False, pressure=()):
+    conds = [{"type": "Ready", "status": "True" if ready else "False", "message": "kubelet stopped posting"}]
+    conds += [{"type": t, "status": "True"} for t in pressure]
+    return {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}, "status": {"conditions": conds}}
+
+
+def pod(name, *, waiting=None, restarts=0, ready=True, last=None, phase="Running", created=NOW, ns="app"):
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    st = {"name": "main", "ready": ready, "restartCount": restarts, "state": state,
+          "lastState": {"terminated": {"reason": last, "exitCode": 137}} if last else {}}
+    return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "labels": {"pod-template-hash": "abc"},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}]},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": phase, "containerStatuses": [] if phase == "Pending" else [st],
+                       "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                       "message": "0/3 nodes are available"}]}}
+
+
+def ids(check):
+    return sorted(f.id for f in check.findings)
+
+
+def test_nodes():
+    check = health.check_nodes([node("a"), node("b", ready=False), node("c", unschedulable=True),
+                                node("d", pressure=("DiskPressure",))])
+    assert ids(check) == ["node-cordoned/c", "node-not-ready/b", "node-pressure/d"]
+    assert {f.id: f.severity for f in check.findings}["node-not-ready/b"] == "critical"
+    assert len(check.table) == 4
+
+
+def test_pods_severity_by_state():
+    check = health.check_pods([
+        pod("ok"),
+        pod("crash", waiting="CrashLoopBackOff", restarts=12, ready=False, last="OOMKilled"),
+        pod("pull", waiting="ImagePullBackOff", ready=False),
+        pod("flappy", restarts=7),
+        pod("few", restarts=2),
+        pod("unready", ready=False),
+        pod("pending", phase="Pending", created=NOW - timedelta(minutes=30)),
+        pod("new-pending", phase="Pending", created=NOW - timedelta(minutes=1)),
+    ], restart_threshold=5, pending_minutes=10, now=NOW)
+    sev = {f.id: f.severity for f in check.findings}
+    assert sev == {
+        "pod-crashloopbackoff/app/crash/main": "critical",
+        "pod-imagepullbackoff/app/pull/main": "critical",
+        "pod-restarts/app/flappy/main": "warning",
+        "pod-not-ready/app/unready/main": "warning",
+        "pod-pending/app/pending": "warning",
+    }
+    crash = next(f for f in check.findings if "crash" in f.id)
+    assert "OOMKilled" in crash.title and "Deployment/web" in crash.title
+    assert crash.evidence["restarts"] == 12
+
+
+def test_deployments():
+    def dep(name, want, available, reason="NewReplicaSetAvailable"):
+        return {"metadata": {"name": name, "namespace": "app"}, "spec": {"replicas": want},
+                "status": {"availableReplicas": available, "updatedReplicas": want,
+                           "conditions": [{"type": "Progressing", "reason": reason, "message": "m"}]}}
+
+    check = health.check_deployments([dep("ok", 3, 3), dep("down", 2, 0), dep("half", 4, 2),
+                                      dep("stuck", 3, 3, "ProgressDeadlineExceeded")])
+    sev = {f.id: f.severity for f in check.findings}
+    assert sev == {"deployment-unavailable/app/down": "critical", "deployment-degraded/app/half": "warning",
+                   "deployment-rollout-stalled/app/stuck": "warning"}
+
+
+def test_services_and_ingresses():
+    svcs = [{"metadata": {"name": "web", "namespace": "app"}, "spec": {"selector": {"app": "web"}}},
+            {"metadata": {"name": "idle", "namespace": "app"}, "spec": {"selector": {"app": "idle"}}},
+            {"metadata": {"name": "ext", "namespace": "app"}, "spec": {"type": "ExternalName"}}]
+    eps = [{"metadata": {"name": "web", "namespace": "app"}, "subsets": [{"addresses": [{"ip": "1"}]}]},
+           {"metadata": {"name": "idle", "namespace": "app"}, "subsets": [{"notReadyAddresses": [{"ip": "2"}]}]}]
+    assert ids(health.check_services(svcs, eps)) == ["service-no-endpoints/app/idle"]
+    ing = {"metadata": {"name": "shop", "namespace": "app"}, "spec": {
+        "tls": [{"hosts": ["a.example.com"], "secretName": "gone-tls"}],
+        "rules": [{"host": "a.example.com", "http": {"paths": [
+            {"path": "/", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            {"path": "/api", "backend": {"service": {"name": "missing", "port": {"number": 80}}}}]}}]}}
+    check = health.check_ingresses([ing], svcs, [])
+    assert ids(check) == ["ingress-missing-service/app/shop/missing", "ingress-missing-tls-secret/app/shop/gone-tls"]
+
+
+def tls_secret(name, not_after, ns="app"):
+    leaf = pki.issue(None, common_name=f"{name}.example.com", dns_names=[f"{name}.example.com"],
+                     not_before=not_after - timedelta(days=90), not_after=not_after, key_type="ec")
+    return {"metadata": {"name": name, "namespace": ns}, "type": "kubernetes.io/tls",
+            "data": {"tls.crt": base64.b64encode(leaf.cert_pem).decode(),
+                     "tls.key": base64.b64encode(leaf.key_pem).decode()}}
+
+
+def test_tls_expiry_thresholds_and_no_key_material():
+    secrets = [tls_secret("fine", NOW + timedelta(days=60)), tls_secret("soon", NOW + timedelta(days=20)),
+               tls_secret("very-soon", NOW + timedelta(days=3)), tls_secret("gone", NOW - timedelta(days=1)),
+               {"metadata": {"name": "opaque", "namespace": "app"}, "type": "Opaque", "data": {}}]
+    check = health.check_tls_secrets(secrets, warning_days=30, critical_days=7, now=NOW)
+    sev = {f.id: f.severity for f in check.findings}
+    assert sev == {"tls-expiring/app/soon": "warning", "tls-expiring/app/very-soon": "critical",
+                   "tls-expired/app/gone": "critical"}
+    text = check.table.to_csv() + repr([f.to_json() for f in check.findings])
+    assert "PRIVATE KEY" not in text and secrets[0]["data"]["tls.key"] not in text
+
+
+def test_events_grouped_by_reason():
+    evs = [{"namespace": "app", "type": "Warning", "reason": "BackOff", "object": "Pod/a", "message": "m",
+            "count": 5, "last_seen": NOW},
+           {"namespace": "app", "type": "Warning", "reason": "BackOff", "object": "Pod/b", "message": "m",
+            "count": 2, "last_seen": NOW},
+           {"namespace": "app", "type": "Normal", "reason": "Pulled", "object": "Pod/a", "message": "m",
+            "count": 1, "last_seen": NOW}]
+    check = health.check_events(evs)
+    assert [(f.id, f.severity) for f in check.findings] == [("warning-events/BackOff", "info")]
+    assert "7 Warning events" in check.findings[0].title
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"namespaces": ["Bad_NS"]}, "Bad_NS"),
+    ({"restart_threshold": 0}, "restart_threshold"),
+    ({"cert_warning_days": -1}, "cert_warning_days"),
+    ({"cert_warning_days": 5, "cert_critical_days": 10}, "cert_critical_days"),
+    ({"namespace": "shop"}, "namespace"),
+])
+def test_parameter_model_refuses_bad_values(values, problem):
+    with pytest.raises(InvalidInput) as err:
+        validate_params(health.ClusterHealthParams, values)
+    assert problem in str(err.value)
+
+
+def test_default_scenario_findings_are_exactly_the_planted_ones(cluster):
+    pods = kube.list_objects(cluster, "pods")
+    services = kube.list_objects(cluster, "services")
+    tls = kube.list_objects(cluster, "secrets", field_selector="type=kubernetes.io/tls")
+    checks = [health.check_nodes(kube.list_objects(cluster, "nodes")),
+              health.check_deployments(kube.list_objects(cluster, "deployments")),
+              health.check_pods(pods), health.check_events(health.warning_events(cluster, [], 24)),
+              health.check_services(services, kube.list_objects(cluster, "endpoints")),
+              health.check_ingresses(kube.list_objects(cluster, "ingresses"), services, tls),
+              health.check_tls_secrets(tls)]
+    found = {(f.id.rsplit("/", 2)[0] if f.id.startswith("pod-") else f.id, f.severity)
+             for c in checks for f in c.findings}
+    assert found == {
+        ("pod-crashloopbackoff/shop", "critical"),  # the new checkout ReplicaSet's pod, OOMKilled
+        ("deployment-rollout-stalled/shop/checkout", "warning"),
+        ("tls-expired/shop/checkout-tls", "critical"),
+        ("tls-expiring/shop/cart-tls", "critical"),
+        ("warning-events/BackOff", "info"),
+    }
+    crash = next(f for c in checks for f in c.findings if f.id.startswith("pod-"))
+    assert crash.evidence["last_termination_reason"] == "OOMKilled" and crash.evidence["restarts"] > 10
