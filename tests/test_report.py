@@ -124,3 +124,17 @@ def test_table_helpers():
 def test_index_lists_runs():
     html = report.index_html([("sandbox/cluster-health/20250101T000000Z", {**SUMMARY, "report": "report.html"})])
     assert "sandbox/cluster-health/20250101T000000Z/report.html" in html and "findings (1)" in html
+
+
+def test_chart_helpers():
+    restarts = pd.DataFrame({"namespace": ["shop", "shop"], "workload": ["Deployment/a", "Deployment/b"],
+                             "restarts": [3, 12]})
+    fig = report.restarts_chart(restarts)
+    assert list(fig.data[0].x) == [3, 12] and fig.data[0].y[-1] == "shop/Deployment/b"
+    assert report.restarts_chart(restarts.iloc[0:0]).layout.annotations[0].text == "No container restarted."
+    certs = pd.DataFrame({"namespace": ["a", "b", "c", "d"], "name": ["x", "y", "z", "bad"],
+                          "days_left": [90.0, 20.0, -2.0, None], "not_after": ["", "", "", ""]})
+    fig = report.cert_expiry_chart(certs, warning_days=30, critical_days=7)
+    assert list(fig.data[0].x) == [90.0, 20.0, -2.0]
+    assert list(fig.data[0].marker.color) == ["#1b5e20", "#8a5300", "#b71c1c"]
+    assert report.cert_expiry_chart(certs.iloc[3:]).layout.annotations[0].text.startswith("No readable")

@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from runbooks import kube
 
-from helpers import wait_for
+from helpers import raw_request, wait_for
 
 
 def deployment(name: str, image: str = "nginx:1.27", replicas: int = 1, **labels) -> dict:
@@ -335,3 +335,15 @@ def test_pod_logs_honour_tail_and_since(cluster):
     with pytest.raises(Exception) as err:
         kube.pod_logs(cluster, "shop", name, previous=True)
     assert "previous terminated container" in str(err.value)
+
+
+def test_unknown_fields_warn_by_default_and_fail_when_strict(empty_cluster, empty_namespace):
+    path = f"/api/v1/namespaces/{empty_namespace}/configmaps"
+    status, headers, _ = raw_request(empty_cluster, "POST", path, {**configmap("unknown"), "bogus": 1})
+    assert status == 201
+    assert headers.get("Warning") == '299 - "unknown field \\"bogus\\""'
+    stored = json.loads(kube.get_raw(empty_cluster, f"{path}/unknown"))
+    assert "bogus" not in stored  # pruned, as the API server decodes into the typed object
+    status, _, text = raw_request(empty_cluster, "POST", path, {**configmap("strict"), "bogus": 1},
+                                  query=[("fieldValidation", "Strict")])
+    assert status == 400 and 'unknown field \\"bogus\\"' in text

@@ -80,6 +80,75 @@ def show_figure(fig: Any) -> None:
     _display({PLOTLY_MIME: spec, "text/plain": f"<figure {title}>"}, raw=True)
 
 
+def _empty_figure(title: str, text: str) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(layout={"title": {"text": title}, "height": 200,
+                            "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+def restarts_chart(df: Any, top: int = 20) -> Any:
+    """Bar chart of container restarts per workload, most first.
+
+    Args:
+        df: columns ``namespace``, ``workload``, ``restarts`` (e.g.
+            ``health.restarts_by_workload(pods)``).
+        top: how many workloads to show.
+    """
+    import plotly.graph_objects as go
+
+    title = "Container restarts by workload"
+    if df is None or len(df) == 0:
+        return _empty_figure(title, "No container restarted.")
+    rows = df.sort_values("restarts", ascending=False).head(top).iloc[::-1]
+    labels = [f"{ns}/{w}" for ns, w in zip(rows["namespace"], rows["workload"], strict=True)]
+    fig = go.Figure(go.Bar(x=list(rows["restarts"]), y=labels, orientation="h",
+                           marker_color=SEVERITY_COLOURS["warning"][0],
+                           hovertemplate="%{y}: %{x} restarts<extra></extra>"))
+    fig.update_layout(title={"text": title}, xaxis_title="restarts",
+                      height=max(250, 60 + 28 * len(rows)), margin={"l": 10})
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def cert_expiry_chart(df: Any, warning_days: int = 30, critical_days: int = 7) -> Any:
+    """Days left per TLS certificate, coloured by severity, with the two thresholds.
+
+    Args:
+        df: columns ``namespace``, ``name``, ``days_left`` and optionally
+            ``not_after`` (e.g. ``health.check_tls_secrets(...).table``); rows
+            without ``days_left`` (unreadable certificates) are left out.
+    """
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    title = "TLS certificates: days until expiry"
+    rows = df[pd.to_numeric(df["days_left"], errors="coerce").notna()] if df is not None and len(df) else df
+    if rows is None or len(rows) == 0:
+        return _empty_figure(title, "No readable TLS certificate.")
+    rows = rows.sort_values("days_left", ascending=False)
+    days = [float(d) for d in rows["days_left"]]
+
+    def colour(d: float) -> str:
+        level = "critical" if d <= critical_days else "warning" if d <= warning_days else "ok"
+        return SEVERITY_COLOURS[level][0]
+
+    labels = [f"{ns}/{n}" for ns, n in zip(rows["namespace"], rows["name"], strict=True)]
+    expiry = [str(x) for x in rows["not_after"]] if "not_after" in rows else [""] * len(rows)
+    fig = go.Figure(go.Bar(x=days, y=labels, orientation="h", marker_color=[colour(d) for d in days],
+                           customdata=expiry,
+                           hovertemplate="%{y}: %{x:.0f} days (until %{customdata})<extra></extra>"))
+    for limit, level in ((warning_days, "warning"), (critical_days, "critical")):
+        fig.add_vline(x=limit, line_dash="dash", line_color=SEVERITY_COLOURS[level][0],
+                      annotation_text=f"{level}: {limit} d", annotation_position="top")
+    fig.update_layout(title={"text": title}, xaxis_title="days left (negative: expired)",
+                      height=max(250, 80 + 28 * len(rows)), margin={"l": 10})
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
 def table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> Any:
     """A pandas Styler for a DataFrame: no index, a caption, at most ``max_rows`` rows."""
     shown = df.head(max_rows)
@@ -194,7 +263,7 @@ table.kr-meta th, table.kr-meta td {
 table.kr-table th, table.kr-table td, table.kr-findings th, table.kr-findings td {
   border: 1px solid #ddd; padding: 3px 8px; }
 table.kr-table caption, table.kr-findings caption { text-align: left; font-weight: bold; padding: 4px 0; }
-.kr-plot { width: 100%; min-height: 420px; }
+.kr-plot { width: 100%; }
 details.kr-evidence summary { cursor: pointer; color: #555; }
 </style>
 """

@@ -15,7 +15,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from .resources import ResourceType
-from .store import ApiError, invalid, rfc3339
+from .store import ApiError, rfc3339
 
 if TYPE_CHECKING:
     from .server import ApiServer, Request, Route
@@ -96,21 +96,37 @@ def _record(obj: dict, old: dict | None, req: Request, rt: ResourceType, manager
 
 
 def _validate(api: ApiServer, rt: ResourceType, obj: dict, req: Request) -> None:
+    """Schema and semantic validation (422), then field validation of unknown fields.
+
+    `fieldValidation`: Strict refuses unknown fields (400), Warn (the default) drops
+    them and answers with a `Warning` header per field, Ignore drops them silently.
+    """
     from . import validate
 
     name = obj.get("metadata", {}).get("name") or obj.get("metadata", {}).get("generateName", "")
     if rt.crd:
-        causes = validate.validate_custom(obj, rt.schema) if rt.schema else []
+        causes = validate.validate_custom(obj, rt.schema)
     else:
         causes = validate.validate(obj, rt.api_version, rt.kind)
     if causes:
-        raise invalid(rt, name, causes)
-    mode = req.q("fieldValidation")
-    if mode == "Strict" and not rt.crd:
-        unknown = validate.unknown_fields(obj, rt.api_version, rt.kind)
+        status = validate.invalid_status(rt.kind, rt.group, name, causes)
+        raise ApiError(422, "Invalid", status["message"], status.get("details"))
+    mode = req.q("fieldValidation") or "Warn"
+    if mode not in ("Strict", "Warn", "Ignore"):
+        raise ApiError(400, "BadRequest", f'fieldValidation must be one of "Ignore", "Warn" or "Strict", '
+                       f'got "{mode}"')
+    schema = rt.schema if rt.crd else None
+    if rt.crd and schema is None:
+        return
+    if mode == "Strict":
+        unknown = validate.unknown_fields(obj, rt.api_version, rt.kind, schema=schema)
         if unknown:
             raise ApiError(400, "BadRequest", "strict decoding error: " + ", ".join(
                 f'unknown field "{f}"' for f in unknown))
+        return
+    dropped = validate.prune(obj, rt.api_version, rt.kind, schema=schema)
+    if mode == "Warn":
+        req.warnings.extend(f'unknown field "{f}"' for f in dropped)
 
 
 # ---- defaults ---------------------------------------------------------------

@@ -51,6 +51,7 @@ class Request:
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.headers = headers
         self.body = body
+        self.warnings: list[str] = []  # sent back as `Warning: 299 - "..."` headers
 
     def q(self, name: str, default: str = "") -> str:
         return self.query.get(name, default)
@@ -181,6 +182,11 @@ class ApiServer:
         auth = req.headers.get("Authorization") or ""
         if not secrets.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        if req.method == "GET" and p.startswith("/openapi/"):
+            from . import openapi
+
+            code, headers, body = openapi.respond(self.registry, p, req.query, dict(req.headers.items()))
+            return code, body, headers.pop("Content-Type", JSON), headers
         if req.method == "GET":
             doc = self.discovery(p)
             if doc is not None:
@@ -195,8 +201,6 @@ class ApiServer:
             return self.registry.api_versions()
         if path == "/apis":
             return self.registry.api_group_list()
-        if path.startswith("/openapi/"):
-            return self.openapi(path)
         m = re.fullmatch(r"/api/([^/]+)", path)
         if m:
             return self.registry.resource_list("", m.group(1)) or _raise404()
@@ -207,19 +211,6 @@ class ApiServer:
         if m:
             return self.registry.resource_list(m.group(1), m.group(2)) or _raise404()
         return None
-
-    def openapi(self, path: str) -> dict:
-        from . import openapi
-
-        if path == "/openapi/v3":
-            return openapi.v3_index(self.registry)
-        m = re.fullmatch(r"/openapi/v3/(?:api/(v1)|apis/([^/]+)/([^/]+))", path)
-        if m:
-            group, version = (m.group(2), m.group(3)) if m.group(2) else ("", m.group(1))
-            doc = openapi.v3_document(self.registry, group, version)
-            if doc is not None:
-                return doc
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     # ---- resources -------------------------------------------------------
 
@@ -614,8 +605,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         started = time.monotonic()
         req = Request(self.command, self.path, self.headers, self._body())
+        extra: dict[str, str] = {}
         try:
-            code, body, ctype = self.api.handle(req)
+            answer = self.api.handle(req)
+            code, body, ctype = answer[:3]
+            if len(answer) > 3:
+                extra = answer[3]
         except ApiError as e:
             code, body, ctype = e.code, e.status(), JSON
         except Exception as e:  # a bug in the sandbox: say so like the real server would
@@ -628,6 +623,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Audit-Id", secrets.token_hex(8))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            for w in req.warnings:
+                self.send_header("Warning", f'299 - "{w}"' if '"' not in w else "299 - " + json.dumps(w))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
