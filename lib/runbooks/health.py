@@ -10,11 +10,10 @@ a warning, symptoms such as Warning events are info.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import re
 
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
