@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -33,6 +34,18 @@ log = logging.getLogger(__name__)
 
 CONTEXT = "sandbox"
 STATE_FILE = "state.json"
+
+
+class Addon(Protocol):
+    """A service beside the API (cert-manager controller, ingress endpoint, log store, Prometheus).
+
+    Built with the started-or-not Sandbox, `start()` returns the URLs it serves
+    (name -> URL) once the API and scenario are up; `stop()` stops only what it started.
+    """
+
+    def start(self) -> dict[str, str] | None: ...
+
+    def stop(self) -> None: ...
 
 
 class Sandbox:
@@ -50,6 +63,13 @@ class Sandbox:
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.ca_file = self.state_dir / "ca.crt"
         self.url = ""
+        self.urls: dict[str, str] = {}  # addon name -> URL (prometheus, logstore, ingress ...)
+        self.addons: list[Addon] = []
+
+    def add(self, addon: Addon) -> Addon:
+        """Attach a service that starts after the API (and stops before it); returns it."""
+        self.addons.append(addon)
+        return addon
 
     @property
     def token(self) -> str:
@@ -77,6 +97,8 @@ class Sandbox:
         self.url = self.api.serve(self.port, cert, key)
         self.controllers.start()
         write_kubeconfig(self.kubeconfig, self.url, ca.cert_pem, self.token)
+        for addon in self.addons:
+            self.urls.update(addon.start() or {})
         return self
 
     def load(self, scenario: str, now: datetime) -> None:
@@ -141,6 +163,11 @@ class Sandbox:
         self.controllers.settle(rounds=10)
 
     def stop(self) -> None:
+        for addon in reversed(self.addons):
+            try:
+                addon.stop()
+            except Exception:  # stopping must reach every addon and the API
+                log.exception("stopping %s failed", type(addon).__name__)
         self.controllers.stop()
         self.api.shutdown()
 
