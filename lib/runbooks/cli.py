@@ -16,6 +16,7 @@ import click
 
 from runbooks import __version__
 from runbooks.errors import InvalidInput, RunbookError
+from runbooks.sandbox.cli import sandbox
 
 EXIT_INVALID = 2
 
@@ -182,12 +183,7 @@ def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str
     click.echo(f"index: {index}")
 
 
-try:  # the lead's sandbox commands; the guard goes once lib/runbooks/sandbox/cli.py has landed
-    from runbooks.sandbox.cli import sandbox
-except ImportError:  # pragma: no cover
-    sandbox = None
-if sandbox is not None:
-    main.add_command(sandbox)
+main.add_command(sandbox)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,8 @@ import re
 import signal
 import sys
 import threading
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,9 +275,12 @@ def purpose(path: str | os.PathLike[str]) -> str:
 
 
 def _accepts_str(annotation: Any) -> bool:
+    """`str` or a union with `str` (`str | None`); not a container of strings (`list[str]`)."""
     if annotation is str:
         return True
-    return str in getattr(annotation, "__args__", ())
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return str in typing.get_args(annotation)
+    return False
 
 
 def parse_value(raw: str, annotation: Any) -> Any:

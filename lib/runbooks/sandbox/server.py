@@ -79,6 +79,14 @@ class Request:
 
     def json_body(self) -> dict:
         ctype = (self.headers.get("Content-Type") or JSON).split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":  # typed client-go clients (Helm, kubectl create)
+            from . import protobuf
+
+            try:
+                return protobuf.decode(self.body or b"")
+            except protobuf.ProtobufError as e:
+                reason = "UnsupportedMediaType" if e.code == 415 else "BadRequest"
+                raise ApiError(e.code, reason, str(e)) from None
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 data = yaml.safe_load(self.body or b"{}")
@@ -399,8 +407,9 @@ class ApiServer:
                            f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                            f"{obj['metadata']['resourceVersion']}")
         policy = req.q("propagationPolicy") or (body.get("propagationPolicy") if isinstance(body, dict) else "")
-        gone = self.store.delete(rt, r.namespace, r.name, dry_run=req.dry_run)
-        if not req.dry_run:
+        dry_run = req.dry_run or _options_dry_run(body)
+        gone = self.store.delete(rt, r.namespace, r.name, dry_run=dry_run)
+        if not dry_run:
             self.after_delete(rt, gone, policy or "Background")
         if rt.kind == "Pod":
             return gone
@@ -443,15 +452,18 @@ class ApiServer:
 
     def delete_collection(self, req: Request, r: Route) -> dict:
         result = self.store.list(r.rt, r.namespace, self.matcher(req, r.rt))
+        body = req.json_body() if req.body else {}
+        dry_run = req.dry_run or _options_dry_run(body)
+        policy = req.q("propagationPolicy") or (body.get("propagationPolicy") if isinstance(body, dict) else "")
         items = []
         for e in result.entries:
             meta = e.obj["metadata"]
             try:
-                items.append(self.store.delete(r.rt, meta.get("namespace"), meta["name"], dry_run=req.dry_run))
+                items.append(self.store.delete(r.rt, meta.get("namespace"), meta["name"], dry_run=dry_run))
             except ApiError:
                 continue
-            if not req.dry_run:
-                self.after_delete(r.rt, items[-1], req.q("propagationPolicy") or "Background")
+            if not dry_run:
+                self.after_delete(r.rt, items[-1], policy or "Background")
         return {"kind": r.rt.list_kind, "apiVersion": r.rt.api_version,
                 "metadata": {"resourceVersion": self.store.resource_version}, "items": items}
 
@@ -550,6 +562,16 @@ def _patch_error(rt: ResourceType, name: str | None, e) -> ApiError:
     causes = [{"reason": "FieldValueInvalid", "message": str(e), **({"field": e.field} if e.field else {})}]
     return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {e}',
                     {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})
+
+
+def _options_dry_run(body) -> bool:
+    """`DeleteOptions.dryRun` from the body: client-go sends it there, not in the query."""
+    values = body.get("dryRun") if isinstance(body, dict) else None
+    if not values:
+        return False
+    if values != ["All"]:
+        raise ApiError(400, "BadRequest", f'Invalid dryRun value: "{values}": supported values: "All"')
+    return True
 
 
 def _opt_int(req: Request, name: str, minimum: int = 0) -> int | None:

@@ -1,0 +1,112 @@
+"""cluster-health end to end, headless, the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runbooks import kube
+
+from helpers import wait_for
+
+pytestmark = pytest.mark.notebook
+ROOT = Path(__file__).resolve().parents[1]
+RUNBOOKS = [sys.executable, "-m", "runbooks.cli"]
+
+
+def runbooks(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RUNBOOKS_HOME=str(root))
+    return subprocess.run([*RUNBOOKS, "--project-dir", str(root), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def only_run(root: Path) -> Path:
+    runs = sorted((root / "outputs" / "sandbox" / "cluster-health").iterdir())
+    return runs[-1]
+
+
+def test_default_scenario_exits_1_with_exactly_the_planted_findings(sandbox_env):
+    proc = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run_dir = only_run(sandbox_env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] and summary["exit_code"] == 1 and summary["kube_context"] == "sandbox"
+    found = {(f["id"].rsplit("/", 2)[0] if f["id"].startswith("pod-") else f["id"], f["severity"])
+             for f in summary["findings"]}
+    assert found == {
+        ("pod-crashloopbackoff/shop", "critical"),
+        ("deployment-rollout-stalled/shop/checkout", "warning"),
+        ("tls-expired/shop/checkout-tls", "critical"),
+        ("tls-expiring/shop/cart-tls", "critical"),
+        ("warning-events/BackOff", "info"),
+    }
+    assert summary["data_sources"]["kubernetes"]["state"] == "ok"
+    html = (run_dir / "report.html").read_text()
+    assert "checkout-tls" in html and "CrashLoopBackOff" in html
+    assert len(re.findall(r"class=[\"']kr-plot[\"']", html)) == 2  # restarts and certificate expiry charts
+    assert "import runbooks" not in html  # no code cells in the shared report
+    assert str(run_dir) in proc.stdout
+
+
+@pytest.fixture
+def warnings_only_namespace(cluster):
+    """A namespace whose only problems are warnings: a rollout stuck on a never-ready pod."""
+    ns = f"warn-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace({"metadata": {"name": ns}})
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+           "spec": {"replicas": 2, "progressDeadlineSeconds": 1, "selector": {"matchLabels": {"app": "api"}},
+                    "template": {"metadata": {"labels": {"app": "api"}},
+                                 "spec": {"containers": [{"name": "api", "image": "example.com/api:1.0"}]}}}}
+    cluster.apps.create_namespaced_deployment(ns, dep)
+    wait_for(lambda: (cluster.apps.read_namespaced_deployment("api", ns).status.available_replicas or 0) == 2,
+             what="2 available")
+    cluster.apps.patch_namespaced_deployment("api", ns, {"spec": {"template": {"metadata": {"annotations": {
+        "sandbox.kube-runbooks.io/fail": "NotReady"}}}}})
+
+    def stalled():
+        d = kube.get_object(cluster, "deployments", ns, "api")
+        return any(c.get("reason") == "ProgressDeadlineExceeded" for c in d["status"].get("conditions", []))
+
+    wait_for(stalled, timeout=30, what="the rollout to exceed its deadline")
+    yield ns
+    cluster.core.delete_namespace(ns)
+
+
+def test_warnings_below_fail_on_exit_0(sandbox_env, warnings_only_namespace):
+    ns = warnings_only_namespace
+    proc = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress",
+                    "-p", "namespaces", f"[{ns}]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((only_run(sandbox_env) / "summary.json").read_text())
+    severities = {f["id"].split("/")[0]: f["severity"] for f in summary["findings"]}
+    assert severities["deployment-rollout-stalled"] == "warning"
+    assert severities["pod-not-ready"] == "warning"
+    assert "critical" not in severities.values()
+    assert all(f["resource"] is None or ns in f["resource"] for f in summary["findings"])
+    proc = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress",
+                    "-p", "namespaces", f"[{ns}]", "--fail-on", "warning")
+    assert proc.returncode == 1
+
+
+def test_plain_papermill_works(sandbox, tmp_path):
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "cluster-health.ipynb"), str(out),
+         "-p", "kubeconfig", str(sandbox.kubeconfig), "-p", "expected_context", "sandbox",
+         "-y", "namespaces: [shop]", "--no-progress-bar"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import nbformat
+
+    from runbooks.runbook import read_records
+
+    state = read_records(nbformat.read(out, as_version=4))
+    ids = {f["id"] for f in state["findings"]}
+    assert "tls-expired/shop/checkout-tls" in ids
