@@ -63,7 +63,7 @@ from runbooks.sandbox.controllers import BACKOFF_MAX, BACKOFF_START, CRASH_RUNTI
 
 NS = podlogs.NS
 DEFAULT_DAYS = 7
-DEFAULT_TARGET = 150_000
+DEFAULT_TARGET = 120_000
 INDEX_PREFIX = "logstash-"
 KINDS = ("Node", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "Pod")
 CRASHING = ("CrashLoopBackOff", "OOMKilled")

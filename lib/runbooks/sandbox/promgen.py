@@ -397,51 +397,65 @@ class NginxRoute(Group):
                          method=self.profile["method"], namespace=route["namespace"], path=route["path"],
                          service=route["service"])
 
-    def _incident_on(self, mid: np.ndarray) -> np.ndarray:
-        if self.incident is None:
-            return np.zeros(mid.shape, dtype=bool)
-        return mid >= self.incident.onset.timestamp()
+    def _incident_share(self, times: np.ndarray) -> np.ndarray:
+        """Per interval between samples: the share of it after the incident's onset (0..1)."""
+        n = max(len(times) - 1, 0)
+        if self.incident is None or n == 0:
+            return np.zeros(n)
+        onset = self.incident.onset.timestamp()
+        dt = np.maximum(np.diff(times).astype(float), 1.0)
+        return np.clip((times[1:] - onset) / dt, 0.0, 1.0)
 
-    def _latency(self, status: str, mid: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _latency(self, status: str, mid: np.ndarray, bad: bool) -> tuple[np.ndarray, np.ndarray]:
         p = self.profile
         load = 1.0 + 0.2 * daily(mid)
+        ones = np.ones(mid.shape)
         if status == "200":
-            median = p["median"] * load * np.where(bad, INCIDENT_SLOWDOWN, 1.0)
-            sigma = np.where(bad, p["sigma"] + 0.25, p["sigma"])
-        elif status == "404":
-            median, sigma = np.full(mid.shape, p["median"] * 0.3), np.full(mid.shape, 0.4)
-        else:
-            median = np.where(bad, INCIDENT_ERROR_LATENCY, p["median"] * 0.8 * load)
-            sigma = np.where(bad, 0.02, 0.8)
-        return median, sigma
+            return p["median"] * load * (INCIDENT_SLOWDOWN if bad else 1.0), ones * (p["sigma"] + (0.25 if bad else 0))
+        if status == "404":
+            return ones * p["median"] * 0.3, ones * 0.4
+        if bad:
+            return ones * INCIDENT_ERROR_LATENCY, ones * 0.02
+        return p["median"] * 0.8 * load, ones * 0.8
 
     def render(self, times, state, rng):
         p = self.profile
         mid = (times[:-1] + times[1:]) / 2.0
         dt = np.diff(times).astype(float)
-        bad = self._incident_on(mid)
+        share_bad = self._incident_share(times)
         share = 1.0 / self.n_ctrl
         noise = 1.0 + _smooth(self.key, mid, 0.08) + rng.normal(0, 0.03, mid.shape)
         rate = p["rps"] * share * daily(mid) * np.clip(noise, 0.5, None)
         n = rng.poisson(rate * dt)
-        err = np.where(bad, INCIDENT_ERROR_RATIO * np.clip(1 + rng.normal(0, 0.12, mid.shape), 0.5, 1.5), p["err"])
+        incident_err = INCIDENT_ERROR_RATIO * np.clip(1 + rng.normal(0, 0.12, mid.shape), 0.5, 1.5)
+        err = share_bad * incident_err + (1 - share_bad) * p["err"]
         n500 = rng.binomial(n, err)
         n404 = rng.binomial(n - n500, p["p404"]) if p["p404"] > 0 else np.zeros_like(n)
         counts = {"200": n - n500 - n404, "404": n404, "500": n500}
+        # the share of a status' requests that saw the incident (errors come almost only from it)
+        bad_of = {"200": share_bad, "404": share_bad,
+                  "500": np.where(err > 0, share_bad * incident_err / np.maximum(err, 1e-12), 0.0)}
         les = np.array(NGINX_BUCKETS)
         outs: list[Out] = []
         new_state: dict[str, Any] = {}
         for status in self.statuses:
             cnt = counts[status]
-            median, sigma = self._latency(status, mid, bad)
-            cdf = _lognormal_cdf(les[None, :], median[:, None], sigma[:, None])
-            masses = np.diff(np.concatenate([np.zeros((len(mid), 1)), cdf, np.ones((len(mid), 1))], axis=1), axis=1)
-            masses = np.clip(masses, 0, None)
-            masses /= masses.sum(axis=1, keepdims=True)
-            per_bucket = rng.multinomial(cnt, masses) if len(cnt) else np.zeros((0, len(les) + 1), dtype=np.int64)
+            w = bad_of[status][:, None]
+            masses, means, sds = [], [], []
+            for bad in (False, True):
+                median, sigma = self._latency(status, mid, bad)
+                cdf = _lognormal_cdf(les[None, :], median[:, None], sigma[:, None])
+                m = np.diff(np.concatenate([np.zeros((len(mid), 1)), cdf, np.ones((len(mid), 1))], axis=1), axis=1)
+                masses.append(np.clip(m, 0, None))
+                means.append(median * np.exp(sigma**2 / 2))
+                sds.append(median * np.sqrt(np.maximum((np.exp(sigma**2) - 1) * np.exp(sigma**2), 0)))
+            mass = (1 - w) * masses[0] + w * masses[1]
+            mass /= mass.sum(axis=1, keepdims=True)
+            per_bucket = rng.multinomial(cnt, mass) if len(cnt) else np.zeros((0, len(les) + 1), dtype=np.int64)
             cum_buckets = np.cumsum(per_bucket, axis=1)  # le-cumulative, last column is +Inf
-            mean = median * np.exp(sigma**2 / 2)
-            sd = median * np.sqrt(np.maximum((np.exp(sigma**2) - 1) * np.exp(sigma**2), 0))
+            wf = w[:, 0]
+            mean = (1 - wf) * means[0] + wf * means[1]
+            sd = (1 - wf) * sds[0] + wf * sds[1]
             sum_inc = np.clip(cnt * mean + np.sqrt(cnt) * sd * rng.normal(0, 1, mid.shape), 0, None)
             if state is not None:
                 init_b = np.asarray(state[f"{status}/b"], dtype=np.int64)
@@ -450,7 +464,7 @@ class NginxRoute(Group):
                 age = max(0.0, float(times[0]) - self.begin)
                 frac = {"200": 1 - p["err"] - p["p404"], "404": p["p404"], "500": p["err"]}[status]
                 total = p["rps"] * share * 0.65 * frac * age
-                m0, s0 = self._latency(status, np.array([times[0]], dtype=float), np.array([False]))
+                m0, s0 = self._latency(status, np.array([times[0]], dtype=float), False)
                 c0 = _lognormal_cdf(les, m0[0], s0[0])
                 init_b = np.round(np.concatenate([c0, [1.0]]) * total).astype(np.int64)
                 init_s = total * m0[0] * math.exp(s0[0] ** 2 / 2)

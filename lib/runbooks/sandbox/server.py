@@ -272,6 +272,7 @@ class ApiServer:
             fs is None or fs.matches(o))
 
     def list(self, req: Request, r: Route):
+        _send_initial_events(req, watch=False)
         result = self.store.list(r.rt, r.namespace, self.matcher(req, r.rt), req.q_int("limit"),
                                  req.q("continue"))
         if req.wants_table:
@@ -298,9 +299,10 @@ class ApiServer:
     def watch_stream(self, req: Request, r: Route) -> Iterator[bytes]:
         timeout = float(req.q_int("timeoutSeconds", 1800))
         match = self.matcher(req, r.rt)
+        initial = _send_initial_events(req, watch=True)
         try:
             events = self.store.watch(r.rt, r.namespace, match, req.q("resourceVersion"), timeout,
-                                      self.stop_event)
+                                      self.stop_event, send_initial_events=initial)
         except ApiError as e:
             if e.code != 410:
                 raise
@@ -562,6 +564,29 @@ def _patch_error(rt: ResourceType, name: str | None, e) -> ApiError:
     causes = [{"reason": "FieldValueInvalid", "message": str(e), **({"field": e.field} if e.field else {})}]
     return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {e}',
                     {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})
+
+
+def _send_initial_events(req: Request, watch: bool) -> bool | None:
+    """`sendInitialEvents` of a watch-list, validated as ListOptions validation does."""
+    if "sendInitialEvents" not in req.query:
+        return None
+    value = req.q_bool("sendInitialEvents")
+    problems = []
+    if not watch:
+        problems.append(("sendInitialEvents", "sendInitialEvents is forbidden for list"))
+    if req.q("resourceVersionMatch") != "NotOlderThan":
+        problems.append(("resourceVersionMatch",
+                         "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
+    if not req.q_bool("allowWatchBookmarks"):
+        problems.append(("allowWatchBookmarks",
+                         "sendInitialEvents requires setting allowWatchBookmarks to true"))
+    if problems:
+        causes = [{"reason": "FieldValueForbidden", "field": f, "message": f"Forbidden: {m}"}
+                  for f, m in problems]
+        text = ", ".join(f"{f}: Forbidden: {m}" for f, m in problems)
+        raise ApiError(422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {text}',
+                       {"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes})
+    return value
 
 
 def _options_dry_run(body) -> bool:

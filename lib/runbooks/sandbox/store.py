@@ -327,30 +327,53 @@ class Store:
     # ---- watching ----------------------------------------------------------
 
     def watch(self, rt: ResourceType, namespace: str | None, match: Callable[[dict], bool] | None,
-              since: str, timeout: float, stop: threading.Event | None = None) -> Iterator[tuple[str, Entry]]:
+              since: str, timeout: float, stop: threading.Event | None = None,
+              send_initial_events: bool | None = None) -> Iterator[tuple[str, Entry]]:
         """Changes after resourceVersion `since`, as (type, entry), for `timeout` seconds.
 
         Checks `since` before returning (a 410 must precede the response headers).
         An empty or "0" `since` first yields the current objects as ADDED, like the real server.
+        `send_initial_events=True` is a watch-list (the streaming list client-go uses): the
+        current objects as ADDED whatever `since` is (it is then a lower bound the snapshot
+        always satisfies), then a BOOKMARK annotated ``k8s.io/initial-events-end`` that
+        carries the snapshot's resourceVersion. `False` starts after the newest change.
         """
-        initial: list[Entry] = []
-        if since in ("", "0"):
+        initial: list[tuple[str, Entry]] = []
+        if send_initial_events or (send_initial_events is None and since in ("", "0")):
+            if since not in ("", "0"):
+                self._check_since(since)
             snapshot = self.list(rt, namespace, match)
-            initial, last = snapshot.entries, int(snapshot.resource_version)
-        else:
-            try:
-                last = int(since)
-            except ValueError:
-                raise ApiError(400, "BadRequest", f'invalid resource version: "{since}"') from None
+            initial, last = [("ADDED", e) for e in snapshot.entries], int(snapshot.resource_version)
+            if send_initial_events:
+                initial.append(("BOOKMARK", self._bookmark(rt, last, initial_events_end=True)))
+        elif send_initial_events is False and since in ("", "0"):
             with self._lock:
-                oldest = self._history[0].rv if self._history else self._rv + 1
-                if last < oldest - 1 and last < self._rv:
-                    raise ApiError(410, "Expired", f"too old resource version: {last} ({oldest - 1})")
+                last = self._rv
+        else:
+            last = self._check_since(since)
         return self._watch(rt, namespace, match, initial, last, time.monotonic() + timeout, stop)
 
+    def _check_since(self, since: str) -> int:
+        try:
+            last = int(since)
+        except ValueError:
+            raise ApiError(400, "BadRequest", f'invalid resource version: "{since}"') from None
+        with self._lock:
+            oldest = self._history[0].rv if self._history else self._rv + 1
+            if last < oldest - 1 and last < self._rv:
+                raise ApiError(410, "Expired", f"too old resource version: {last} ({oldest - 1})")
+        return last
+
+    @staticmethod
+    def _bookmark(rt: ResourceType, rv: int, initial_events_end: bool = False) -> Entry:
+        """A BOOKMARK event's object: only kind, apiVersion and metadata.resourceVersion."""
+        meta: dict = {"resourceVersion": str(rv), "creationTimestamp": None}
+        if initial_events_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return Entry({"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
+
     def _watch(self, rt, namespace, match, initial, last, deadline, stop) -> Iterator[tuple[str, Entry]]:
-        for e in initial:
-            yield "ADDED", e
+        yield from initial
         while True:
             with self._lock:
                 batch = [c for c in self._history if c.rv > last] if self._history and \

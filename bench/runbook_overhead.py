@@ -1,0 +1,79 @@
+"""Benchmark: a real runbook vs a trivial one-cell notebook through the same `runbooks run` path.
+
+Both run headless against the same background sandbox, alternately, so the
+difference is what cluster-health itself costs on top of the fixed price of
+a run (interpreter, kernel start, papermill, report rendering, secret scan).
+
+    .venv/bin/python bench/runbook_overhead.py [--repeat 3] [--runbook cluster-health]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from runbooks.sandbox import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project(tmp: Path, kubeconfig: str) -> Path:
+    """A throwaway project root: the real notebooks plus the trivial fixture, env.yaml at the sandbox."""
+    root = tmp / "project"
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copy(ROOT / "tests" / "fixtures" / "notebooks" / "trivial.ipynb", root / "notebooks")
+    (root / "parameters" / "sandbox").mkdir(parents=True)
+    (root / "parameters" / "sandbox" / "env.yaml").write_text(yaml.safe_dump(
+        {"kubeconfig": kubeconfig, "kube_context": "sandbox", "expected_context": "sandbox"}))
+    (root / "outputs").mkdir()
+    return root
+
+
+def timed_run(root: Path, name: str) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "runbooks.cli", "--project-dir", str(root), "run", name,
+                           "--env", "sandbox", "--no-progress"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{name} failed with exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return wall, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runbook", default="cluster-health")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runbook-"))
+    state = launch.start_background(tmp / "sandbox", "default")
+    try:
+        root = project(tmp, state["kubeconfig"])
+        times: dict[str, list[float]] = {"trivial": [], args.runbook: []}
+        for _ in range(args.repeat):
+            for name in times:
+                wall, code = timed_run(root, name)
+                times[name].append(wall)
+                print(f"  {name:24} {wall:6.2f} s (exit {code})", flush=True)
+    finally:
+        launch.stop_background(tmp / "sandbox")
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = statistics.median(times["trivial"])
+    print(f"\n`runbooks run` end to end, median of {args.repeat}:")
+    for name, rows in times.items():
+        med = statistics.median(rows)
+        print(f"  {name:24} {med:6.2f} s   {med / base:4.2f}x trivial")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
