@@ -320,7 +320,7 @@ def _frame(result: list[dict], instant: bool = False) -> pd.DataFrame:
             continue
         arr = np.array(pairs, dtype=object)
         part = pd.DataFrame({
-            "timestamp": pd.to_datetime(arr[:, 0].astype(float), unit="s", utc=True),
+            "timestamp": pd.to_datetime(arr[:, 0].astype(float), unit="s", utc=True).as_unit("ns"),
             "value": pd.to_numeric(pd.Series(arr[:, 1]), errors="coerce").to_numpy(dtype=float),
         })
         metric = r.get("metric", {})

@@ -214,6 +214,31 @@ def key_pem(key: PrivateKey) -> bytes:
     )
 
 
+# -- CA keys of the sandbox's issuers ------------------------------------------------
+
+_CAS: dict[bytes, CertKey] = {}
+_CAS_LOCK = threading.Lock()
+
+
+def remember_ca(ca: CertKey) -> None:
+    """Keep a CA (certificate and key) in this process, found again by :func:`known_ca`.
+
+    The scenario loader creates the CA behind a ClusterIssuer (its ``sandbox.ca``) but
+    only plants certificates in the cluster; the sandbox cert-manager controller
+    (:mod:`runbooks.sandbox.certmanager`) recognises the CA in an issued Secret's chain
+    and signs renewals with the same key, so old and new leaves chain to one root.
+    """
+    fingerprint = ca.cert.fingerprint(hashes.SHA256())
+    with _CAS_LOCK:
+        _CAS[fingerprint] = ca
+
+
+def known_ca(cert: x509.Certificate) -> CertKey | None:
+    """The CA remembered for this certificate (by SHA-256 fingerprint), if any."""
+    with _CAS_LOCK:
+        return _CAS.get(cert.fingerprint(hashes.SHA256()))
+
+
 def _certkey(cert: x509.Certificate, key: PrivateKey) -> CertKey:
     return CertKey(
         cert=cert,

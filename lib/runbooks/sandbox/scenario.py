@@ -322,6 +322,8 @@ class _Build:
         root = self.ca_cert(None, spec["root"])
         signer = self.ca_cert(root, spec["intermediate"]) if "intermediate" in spec else root
         self.cas[issuer] = (root, signer)
+        for ca in (root,) if signer is root else (root, signer):  # renewals are signed with these
+            pki.remember_ca(ca)
 
     def ca_cert(self, parent: pki.CertKey | None, spec: dict) -> pki.CertKey:
         _need(spec, ("commonName", "notBeforeAge", "validFor"), "a sandbox.ca root or intermediate")
