@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -359,11 +360,7 @@ def choose_interval(start: datetime, end: datetime, max_buckets: int = MAX_BUCKE
     for step in _INTERVALS:
         if seconds / step <= max_buckets:
             return _interval_text(step)
-    return f"{math_ceil(seconds / max_buckets / 86400)}d"
-
-
-def math_ceil(x: float) -> int:
-    return int(-(-x // 1))
+    return f"{math.ceil(seconds / max_buckets / 86400)}d"
 
 
 def _interval_text(seconds: int) -> str:
@@ -703,8 +700,7 @@ def scan(src: LogSource, query: dict, *, max_docs: int = MAX_SCAN, source: list[
                 resp = _call(src, "scanning log documents", src.client.search, index=src.index,
                              ignore_unavailable=True, allow_no_indices=True, **body)
             hits = resp["hits"]["hits"]
-            for hit in hits:
-                yield hit
+            yield from hits
             seen += len(hits)
             if len(hits) < body["size"]:
                 break
