@@ -59,7 +59,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -719,9 +719,17 @@ class Change(BaseModel):
     diff: list[dict[str, Any]] = []
     body: dict[str, Any] | None = None
     precondition: dict[str, Any] = {}
+    subresource: Literal["status", "scale"] | None = None
+    target: str = "kubernetes"
 
     @model_validator(mode="after")
     def _check(self) -> Change:
+        if self.target not in TARGETS:
+            raise ValueError(f"target {self.target!r} is not registered; registered: {', '.join(TARGETS)}")
+        if self.target != "kubernetes":
+            if self.operation != "delete" and self.body is None:
+                raise ValueError(f"a {self.operation} change needs a body")
+            return self
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not supported; supported: {', '.join(KINDS)}")
         if KINDS[self.kind].namespaced and not self.namespace:
@@ -747,7 +755,10 @@ class Change(BaseModel):
 
     def canonical(self) -> dict[str, Any]:
         """The stable form hashed into the plan id (keys sorted when serialised)."""
+        extra = {k: v for k, v in (("subresource", self.subresource), ("target", self.target))
+                 if v not in (None, "kubernetes")}
         return {
+            **extra,
             "operation": self.operation,
             "kind": self.kind,
             "namespace": self.namespace,
@@ -759,7 +770,10 @@ class Change(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """What summary.json, audit.jsonl and the report show (no body)."""
+        extra = {k: v for k, v in (("subresource", self.subresource), ("target", self.target))
+                 if v not in (None, "kubernetes")}
         return {
+            **extra,
             "operation": self.operation,
             "kind": self.kind,
             "namespace": self.namespace,
@@ -836,7 +850,8 @@ def _path(change: Change, *, with_name: bool = True) -> str:
     info = KINDS[change.kind]
     prefix = "/api/v1" if info.api_version == "v1" else f"/apis/{info.api_version}"
     ns = f"/namespaces/{change.namespace}" if info.namespaced else ""
-    return f"{prefix}{ns}/{info.plural}" + (f"/{change.name}" if with_name else "")
+    sub = f"/{change.subresource}" if with_name and change.subresource else ""
+    return f"{prefix}{ns}/{info.plural}" + (f"/{change.name}" if with_name else "") + sub
 
 
 def _materialize(value: Any, now: str) -> Any:
@@ -923,6 +938,46 @@ def _send(cluster: Any, change: Change, *, dry_run: bool, now: str) -> Any:
         body=body,
         content_type=_CONTENT_TYPES.get(change.operation, "application/json"),
     )
+
+
+class Target(Protocol):
+    """How the changes for one system are sent (a registry: :func:`register_target`).
+
+    ``send`` applies a change, or validates it without applying when
+    ``dry_run`` is true (the Kubernetes target uses the server's ``dryRun=All``);
+    ``current`` returns the object as it is now, for the backup taken before
+    applying (None when there is nothing to back up).
+    """
+
+    def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any: ...
+
+    def current(self, run: Run, change: Change) -> Any: ...
+
+
+class _KubernetesTarget:
+    def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
+        return _send(run._require_cluster(), change, dry_run=dry_run, now=now)
+
+    def current(self, run: Run, change: Change) -> Any:
+        if change.operation == "create":
+            return None
+        try:
+            return api_request(run._require_cluster(), "GET", _path(_main_resource(change)))
+        except NotFound:
+            return None
+
+
+def _main_resource(change: Change) -> Change:
+    """The same change addressed to the main resource (backups read the whole object)."""
+    return change.model_copy(update={"subresource": None}) if change.subresource else change
+
+
+TARGETS: dict[str, Target] = {"kubernetes": _KubernetesTarget()}
+
+
+def register_target(name: str, target: Target) -> None:
+    """Let plans change another system (e.g. ``alertmanager`` silences): ``Change(target=name)``."""
+    TARGETS[name] = target
 
 
 def rollout_restart(cluster: Any, namespace: str, name: str, kind: str = "Deployment") -> list[Change]:
@@ -1074,7 +1129,7 @@ class Run:
         now = _iso(_utcnow())
         for change in plan.changes:
             try:
-                _send(cluster, change, dry_run=True, now=now)
+                TARGETS[change.target].send(self, change, dry_run=True, now=now)
             except (InvalidInput, NotFound, Conflict) as exc:
                 raise PlanInvalid(
                     f"server-side dry run rejected {change.operation} {change.resource}: {exc}"
@@ -1183,11 +1238,8 @@ class Run:
         return line
 
     def _backup(self, change: Change) -> None:
-        if change.operation == "create":
-            return
-        try:
-            obj = api_request(self.cluster, "GET", _path(change))
-        except NotFound:
+        obj = TARGETS[change.target].current(self, change)
+        if obj is None:
             return
         folder = self.audit_path().parent / "backups"
         folder.mkdir(exist_ok=True)
@@ -1212,7 +1264,7 @@ class Run:
             self._backup(change)
             now = _iso(_utcnow())
             try:
-                _send(cluster, change, dry_run=False, now=now)
+                TARGETS[change.target].send(self, change, dry_run=False, now=now)
             except RunbookError as exc:
                 line = self._audit(fresh.id, change, f"failed: {cut(str(exc))}", now)
                 record("change", line)

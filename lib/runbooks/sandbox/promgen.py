@@ -32,9 +32,9 @@ creation). Everything else is healthy: a daily traffic pattern, slow drifts
 and seeded jitter (the same objects and "now" give the same data).
 
 Resolution: samples every ``step`` (30 s) for the last 6 hours, 2 minutes up
-to a day back and 4 minutes beyond (always within Prometheus' 5-minute
-lookback); constant-ish kube-state-metrics and certificate gauges every
-4 minutes. Counters are monotonic and reset only where a container restarts.
+to a day back and 150 s beyond, so ``rate(x[5m])`` works over the whole
+history; constant-ish kube-state-metrics and certificate gauges every 4 minutes
+(within Prometheus' 5-minute lookback). Counters are monotonic and reset only where a container restarts.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ DEFAULT_HISTORY = timedelta(days=4)
 DEFAULT_STEP = 30
 RECENT = 6 * 3600  # seconds at full resolution
 MIDDLE = 86400  # seconds at 4 x step (at most COARSE)
-COARSE = 240  # oldest tier and slow gauges: must stay under the 5 min lookback
+COARSE = 240  # slow gauges: must stay under the 5 min lookback
+RATE_SAFE = 150  # oldest tier of counters: rate(x[5m]) always sees two samples
 INCIDENT_DELAY = 60  # seconds between a failing rollout and its ingress error spike
 CRASH_FAILURES = ("OOMKilled", "CrashLoopBackOff")
 
@@ -822,9 +823,9 @@ class BlackboxProbe(Group):
 
 
 def time_grid(start: int, end: int, step: int = DEFAULT_STEP) -> np.ndarray:
-    """Sample times (seconds): `step` for the last 6 h, 4 x step to a day, COARSE beyond."""
-    mid_step = min(4 * step, COARSE)
-    tiers = ((end - RECENT, end, step), (end - MIDDLE, end - RECENT, mid_step), (start, end - MIDDLE, COARSE))
+    """Sample times (seconds): `step` for the last 6 h, 4 x step (at most 120 s) to a day, RATE_SAFE beyond."""
+    mid_step = min(4 * step, 120)
+    tiers = ((end - RECENT, end, step), (end - MIDDLE, end - RECENT, mid_step), (start, end - MIDDLE, RATE_SAFE))
     parts = []
     for lo, hi, s in tiers:
         lo = max(lo, start)
@@ -864,8 +865,8 @@ class Model:
 
     def __init__(self, objects: Iterable[dict], now: datetime, *, history: timedelta = DEFAULT_HISTORY,
                  step: int = DEFAULT_STEP, seed: int | str = 0):
-        if not 1 <= step <= COARSE:
-            raise ValueError(f"step must be between 1 and {COARSE} seconds, not {step}")
+        if not 1 <= step <= RATE_SAFE:
+            raise ValueError(f"step must be between 1 and {RATE_SAFE} seconds, not {step}")
         self.step = int(step)
         self.seed = seed
         self.end = int(now.timestamp()) // self.step * self.step  # never in the future
