@@ -95,3 +95,45 @@ def test_approved_plan_applies_once_and_is_audited(cluster, web, tmp_path):
         again.apply(replanned)
     assert restarted_at(cluster, web) == stamp
     assert not (tmp_path / "run2" / "audit.jsonl").exists()
+
+
+class Ledger:
+    """A target for plans that is not Kubernetes: a dict of entries, with a dry-run check."""
+
+    def __init__(self):
+        self.entries: dict[str, dict] = {}
+        self.dry_runs = 0
+
+    def send(self, run, change, *, dry_run, now):
+        if change.body.get("bad"):
+            raise rb.InvalidInput("the ledger refuses bad entries")
+        if dry_run:
+            self.dry_runs += 1
+            return None
+        self.entries[change.name] = {**change.body, "at": now}
+        return self.entries[change.name]
+
+    def current(self, run, change):
+        return self.entries.get(change.name)
+
+
+def test_changes_to_another_system_go_through_its_target(tmp_path):
+    ledger = Ledger()
+    rb.register_target("ledger", ledger)
+
+    def builder(_cluster, name, bad=False):
+        return [rb.Change(operation="create", target="ledger", kind="Entry", name=name,
+                          body={"value": 1, "bad": bad}, diff=[{"path": "value", "from": None, "to": 1}])]
+
+    run = rb.Run("ledger", rb.MutatingParams(expected_context="x", run_dir=str(tmp_path)), cluster=object())
+    plan = run.plan(builder, name="e1")
+    assert ledger.dry_runs == 1 and ledger.entries == {}
+    assert plan.public()["changes"][0]["target"] == "ledger"
+    with pytest.raises(rb.PlanInvalid, match="refuses bad entries"):
+        run.plan(builder, name="e2", bad=True)
+    approved = rb.Run("ledger", rb.MutatingParams(expected_context="x", dry_run=False, approve_plan=plan.id,
+                                                  run_dir=str(tmp_path)), cluster=object())
+    approved.apply(approved.plan(builder, name="e1"))
+    assert set(ledger.entries) == {"e1"}
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["result"] == "applied" and audit[-1]["change"]["target"] == "ledger"
