@@ -55,7 +55,7 @@ def _poll(fn, timeout=120.0, interval=1.0):
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
-        if value or time.monotonic() > deadline:
+        if (value is not None and value is not False) or time.monotonic() > deadline:
             return value
         time.sleep(interval)
 

@@ -96,16 +96,17 @@ class EsError(Exception):
     """An error answered in Elasticsearch's shape: ``{"error": {...}, "status": N}``."""
 
     def __init__(self, status: int, type_: str, reason: str, *, phase: bool = False,
-                 index: str | None = None, **extra):
+                 shard_index: str | None = None, **extra):
         super().__init__(reason)
-        self.status, self.type, self.reason, self.phase, self.index = status, type_, reason, phase, index
+        self.status, self.type, self.reason, self.phase = status, type_, reason, phase
+        self.shard_index = shard_index
         self.extra = extra
 
     def body(self) -> dict:
         cause = {"type": self.type, "reason": self.reason, **self.extra}
         if not self.phase:
             return {"error": {"root_cause": [cause], **cause}, "status": self.status}
-        shard = {"shard": 0, "index": self.index or "_na_", "node": NODE_ID, "reason": cause}
+        shard = {"shard": 0, "index": self.shard_index or "_na_", "node": NODE_ID, "reason": cause}
         return {"error": {"root_cause": [cause], "type": "search_phase_execution_exception",
                           "reason": "all shards failed", "phase": "query", "grouped": True,
                           "failed_shards": [shard], "caused_by": cause}, "status": self.status}
@@ -119,8 +120,8 @@ def _xcontent(reason: str) -> EsError:
     return EsError(400, "x_content_parse_exception", f"[1:1] {reason}")
 
 
-def _illegal(reason: str, *, phase: bool = False, index: str | None = None) -> EsError:
-    return EsError(400, "illegal_argument_exception", reason, phase=phase, index=index)
+def _illegal(reason: str, *, phase: bool = False, shard_index: str | None = None) -> EsError:
+    return EsError(400, "illegal_argument_exception", reason, phase=phase, shard_index=shard_index)
 
 
 def _index_not_found(name: str) -> EsError:
@@ -134,7 +135,7 @@ def _fielddata(field: str, index: str) -> EsError:
         "that require per-document field data like aggregations and sorting, so these operations are "
         f"disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on "
         f"[{field}] in order to load field data by uninverting the inverted index. Note that this can "
-        "use significant memory.", phase=True, index=index)
+        "use significant memory.", phase=True, shard_index=index)
 
 
 NODE_ID = "sandbox-node-0"
@@ -860,7 +861,7 @@ def _coerce_for(kind: str, value, now_ms: int, field: str):
 
 
 def _query_shard(reason: str, index: str | None = None) -> EsError:
-    return EsError(400, "query_shard_exception", reason, phase=True, index=index)
+    return EsError(400, "query_shard_exception", reason, phase=True, shard_index=index)
 
 
 class Term(Node):
@@ -1421,48 +1422,59 @@ class QueryStringParser:
     def parse(self) -> Node:
         if not self.tokens:
             return MatchNone()
-        node = self._or()
+        node = self._query()
         if self.pos != len(self.tokens):
             raise self.fail(f"unexpected [{self.peek()[1]}]")
         return node
 
-    def _or(self) -> Node:
-        groups = [[self._and()]]
+    def _query(self) -> Node:
+        """Clauses with Lucene's occur rules: AND makes both sides required, OR optional,
+        ``+``/``-``/``NOT`` mark one clause, bare clauses follow the default operator."""
+        clauses: list[list] = []
+        conj = None
         while True:
             kind, value = self.peek()
-            if kind == "OP" and value == "OR":
-                self.pos += 1
-                groups.append([self._and()])
-            elif kind in ("WORD", "PHRASE", "FIELD", "RANGE", "(") or (kind == "OP" and value in ("NOT", "MUST")):
-                node = self._and()  # juxtaposition: the default operator
-                if self.and_default:
-                    groups[-1].append(node)
-                else:
-                    groups.append([node])
-            else:
+            if kind is None or kind == ")":
                 break
-        nodes = [g[0] if len(g) == 1 else Bool(g, [], [], [], None) for g in groups]
-        return nodes[0] if len(nodes) == 1 else Bool([], [], nodes, [], None)
-
-    def _and(self) -> Node:
-        must, must_not = [], []
-        node, negated = self._unary()
-        (must_not if negated else must).append(node)
-        while self.peek() == ("OP", "AND"):
-            self.pos += 1
-            node, negated = self._unary()
-            (must_not if negated else must).append(node)
-        if len(must) == 1 and not must_not:
-            return must[0]
-        return Bool(must or [MatchAll()], [], [], must_not, None)
-
-    def _unary(self) -> tuple[Node, bool]:
-        kind, value = self.peek()
-        if kind == "OP" and value in ("NOT", "MUST"):
-            self.pos += 1
-            node, negated = self._unary()
-            return node, (not negated) if value == "NOT" else negated
-        return self._primary(self.fields), False
+            if kind == "OP" and value in ("AND", "OR"):
+                if not clauses:
+                    raise self.fail(f"{value} needs a clause before it")
+                conj = value
+                self.pos += 1
+                continue
+            modifier = None
+            while kind == "OP" and value in ("NOT", "MUST"):
+                modifier = modifier or value
+                self.pos += 1
+                kind, value = self.peek()
+            node = self._primary(self.fields)
+            if clauses and clauses[-1][0] != "must_not":
+                if conj == "AND":
+                    clauses[-1][0] = "must"
+                elif conj == "OR" and self.and_default:
+                    clauses[-1][0] = "should"
+            if modifier == "NOT":
+                occur = "must_not"
+            elif modifier == "MUST" or conj == "AND":
+                occur = "must"
+            elif conj == "OR":
+                occur = "should"
+            else:
+                occur = "must" if self.and_default else "should"
+            clauses.append([occur, node])
+            conj = None
+        if conj is not None:
+            raise self.fail(f"{conj} needs a clause after it")
+        if not clauses:
+            raise self.fail("empty group")
+        must = [n for o, n in clauses if o == "must"]
+        should = [n for o, n in clauses if o == "should"]
+        must_not = [n for o, n in clauses if o == "must_not"]
+        if len(clauses) == 1 and not must_not:
+            return clauses[0][1]
+        if not must and not should:
+            must = [MatchAll()]
+        return Bool(must, [], should, must_not, None)
 
     def _primary(self, fields: list[str]) -> Node:
         kind, value = self.peek()
@@ -1470,7 +1482,7 @@ class QueryStringParser:
             raise self.fail("unexpected end of query")
         self.pos += 1
         if kind == "(":
-            node = self._or()
+            node = self._query()
             if self.peek()[0] != ")":
                 raise self.fail("missing )")
             self.pos += 1
@@ -1805,7 +1817,8 @@ def filter_source(source: dict, includes: list[str] | None, excludes: list[str] 
         if isinstance(value, dict):
             if whole:
                 inner = filter_source(value, None, excludes, path + ".") if excludes else value
-                out[key] = inner
+                if inner or not value:
+                    out[key] = inner
             elif any(pattern.startswith(path + ".") or "*" in pattern for pattern in includes):
                 inner = filter_source(value, includes, excludes, path + ".")
                 if inner:
@@ -2058,7 +2071,7 @@ class DateHistogram(Agg):
                 continue
             if kind not in ("date", *_NUMERIC):
                 raise _illegal(f"Field [{self.field}] of type [{kind}] is not supported for aggregation "
-                               f"[date_histogram]", phase=True, index=ix.name)
+                               f"[date_histogram]", phase=True, shard_index=ix.name)
             path, _ = ix.field_type(self.field)
             if path == TIME_FIELD:
                 self._split_sorted(ix, positions, buckets)
@@ -2363,7 +2376,7 @@ class Metric(Agg):
                 continue
             if kind == "keyword" and not allow_keyword:
                 raise _illegal(f"Field [{self.field}] of type [keyword] is not supported for aggregation "
-                               f"[{self.type}]", phase=True, index=ix.name)
+                               f"[{self.type}]", phase=True, shard_index=ix.name)
             kind_seen = kind_seen or kind
             col = ix.column(self.field)
             for p in positions:
@@ -2448,7 +2461,7 @@ class Stats(Metric):
         if kind == "date":
             fmt = _DateFormatter(self.body.get("format"), UTC)
             out.update(min_as_string=fmt(out["min"]), max_as_string=fmt(out["max"]),
-                       avg_as_string=fmt(out["avg"]), sum_as_string=fmt(out["sum"]))
+                       avg_as_string=fmt(out["avg"]))
         return out
 
 
@@ -2844,8 +2857,8 @@ class LogStore:
                 try:
                     found = node.eval(ix, within) if len(ix) else set()
                 except EsError as e:
-                    if e.phase and e.index is None:
-                        e.index = ix.name
+                    if e.phase and e.shard_index is None:
+                        e.shard_index = ix.name
                     raise
                 matched.append((ix, _sorted_positions(found)))
             aggregations = None
