@@ -187,7 +187,7 @@ def test_custom_resources_match_their_crds(objects):
         for crd in of_kind(objects, "CustomResourceDefinition")
     }
     custom = [obj for obj in objects if obj["apiVersion"].split("/")[0] in ("cert-manager.io", "acme.cert-manager.io")]
-    assert len(custom) == 8
+    assert len(custom) == 9  # + shop/assets-tls (55-shop-assets.yaml)
     for obj in custom:
         schema = crds[(obj["apiVersion"].split("/")[0], obj["kind"])]
         jsonschema.validate(obj, schema)
@@ -272,6 +272,7 @@ def test_ingresses(objects):
         ("shop", "frontend"): ("shop.example.com", "shop-frontend-tls", True),
         ("shop", "cart"): ("cart.shop.example.com", "cart-tls", True),
         ("shop", "checkout"): ("checkout.shop.example.com", "checkout-tls", True),
+        ("shop", "assets"): ("assets.shop.example.com", "assets-tls", True),  # renewed but not served
         ("payments", "payments-api"): ("pay.example.com", "payments-tls", False),
     }
     ingresses = of_kind(objects, "Ingress")

@@ -1,29 +1,108 @@
-"""X.509 facts from TLS Secrets: what a certificate covers, who issued it, when it expires.
+"""TLS certificates across every layer: Secret, cert-manager Certificate, Ingress, and what is served.
 
-Parsing uses `cryptography` on the PEM in `tls.crt`; the private key in
-`tls.key` is only ever used to check that it matches the certificate, and
-nothing derived from it other than that yes/no leaves this module.
-Fingerprints (SHA-256) identify certificates in reports.
+Certificate outages come from the gaps between layers: cert-manager renewed
+but the ingress still serves the old certificate; the Secret is fine but an
+Ingress host is missing from its SANs; a hand-managed Secret nobody renews; a
+Certificate stuck on a DNS-01 challenge while its Secret runs out. No single
+object shows this, so this module links them:
+
+* **Parsing** (``cryptography``): the whole chain of each ``kubernetes.io/tls``
+  Secret (subject, SANs, issuer, serial, SHA-256 fingerprint, validity, key
+  type and size, signature algorithm), whether the key matches and whether
+  the chain is complete and in order.
+* **Inventory** (:func:`inventory`): TLS Secrets, cert-manager Certificates with
+  their latest CertificateRequest and failing ACME Challenge, and the Ingresses
+  that reference each Secret, listed with the raw paginated lister
+  (:func:`runbooks.kube.iter_objects`); each Secret is parsed as its page
+  arrives and only the facts are kept, so 10,000 Secrets fit in little memory.
+  :func:`build_inventory` does the same from plain objects (tests, replays).
+* **Served certificates** (:func:`probe_served`): a TLS handshake with SNI per
+  host against the ingress endpoint, concurrently with a bound and a timeout.
+* **Findings** (:meth:`Inventory.findings`): expired/expiring, not Ready (with
+  cert-manager's message and the failing challenge), renewal overdue, Secret
+  missing or not matching, key mismatch, broken chain, Ingress host not covered,
+  served ≠ stored, weak key or signature, self-signed on a public host.
+* **Rotation** through the runbook plan/approve/audit flow
+  (``run.plan(rotation_changes, ...)``, ``run.apply(plan)``, :func:`verify_rotation`):
+  cert-manager Certificates are renewed the way ``cmctl renew`` does it and
+  the apply waits for the new revision (the ``cert-manager-renewal`` runbook
+  target, :class:`CertManagerRenewal`); hand-managed Secrets are replaced from
+  validated files after an in-cluster backup (a copy with a timestamp suffix
+  and a label, restorable with ``rollback_backup``); then the workloads that
+  mount the Secret and the ingress controller are restarted, and verification
+  checks the new certificate is stored and served.
+
+Private keys never leave this module: they are parsed only to compare their
+public half with the certificate. New key material travels only in change
+bodies (hashed into the plan id, sent to the API server, never displayed,
+recorded or audited); reports show SHA-256 fingerprints.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
+import os
+import re
+import socket
+import ssl
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtensionOID
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import InvalidInput
+from . import kube
+from . import runbook as rb
+from .errors import InvalidInput, NotFound, RunbookError, Unavailable, cut
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TLS_TYPE = "kubernetes.io/tls"
+CM_CERTIFICATE_NAME = "cert-manager.io/certificate-name"
+CM_ISSUER_NAME = "cert-manager.io/issuer-name"
+BACKUP_OF = "kube-runbooks.io/backup-of"
+"""Label on a backup Secret: the name of the Secret it copies (same namespace)."""
+BACKUP_SHA = "kube-runbooks.io/backup-sha256"
+"""Annotation on a backup Secret: SHA-256 fingerprint of the leaf certificate it holds."""
+BACKUP_TIME = "kube-runbooks.io/backed-up-at"
+BACKUP_TYPE = "kube-runbooks.io/backup-of-type"
+ROTATED_AT = "kube-runbooks.io/rotated-at"
+"""Annotation set on a Secret whose data this module replaced (the apply time)."""
+CM_API = "/apis/cert-manager.io/v1"
+ACME_API = "/apis/acme.cert-manager.io/v1"
+RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
+WEAK_SIGNATURES = ("md5", "sha1")
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
+STUCK_AFTER_SECONDS = 30 * 60
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
 
 
 @dataclass
 class CertInfo:
+    """Facts about one X.509 certificate (nothing secret)."""
+
     subject: str
     issuer: str
     serial: str
@@ -43,58 +122,242 @@ class CertInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def common_name(self) -> str:
+        """The CN of the subject (for tables), else the whole subject."""
+        return _cn(self.subject)
+
+
+def _cn(rfc4514: str) -> str:
+    for part in rfc4514.split(","):
+        if part.startswith("CN="):
+            return part[3:]
+    return rfc4514
+
 
 def parse_chain(pem: bytes | str) -> list[CertInfo]:
     """Every certificate in a PEM bundle, in file order (leaf first in a well-formed chain)."""
+    return [describe(c) for c in load_chain(pem)]
+
+
+def load_chain(pem: bytes | str) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle; InvalidInput if there is none or it is not PEM."""
     data = pem.encode() if isinstance(pem, str) else pem
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise InvalidInput(f"not a PEM certificate bundle: {e}") from None
-    return [describe(c) for c in certs]
 
 
-def describe(cert: x509.Certificate) -> CertInfo:
+def _extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> Any:
     try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = list(sans.get_values_for_type(x509.DNSName))
+        return cert.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
-        dns = []
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        key_type, key_size = "RSA", key.key_size
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key_type, key_size = f"EC {key.curve.name}", key.curve.key_size
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key_type, key_size = "Ed25519", 256
-    else:
-        key_type, key_size = type(key).__name__, 0
+        return None
+
+
+class _Cert:
+    """A certificate with its extensions looked up once (the bulk inventory checks each several times)."""
+
+    __slots__ = ("cert", "ext")
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.cert = cert
+        self.ext = {e.oid: e.value for e in cert.extensions}
+
+    @property
+    def is_ca(self) -> bool:
+        basic = self.ext.get(ExtensionOID.BASIC_CONSTRAINTS)
+        return bool(basic is not None and basic.ca)
+
+    def issued_by(self, parent: _Cert) -> bool:
+        if self.cert.issuer != parent.cert.subject:
+            return False
+        aki = self.ext.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        ski = parent.ext.get(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        if aki is not None and ski is not None and aki.key_identifier is not None:
+            return bool(aki.key_identifier == ski.digest)
+        return True
+
+
+def key_facts(key: Any) -> tuple[str, int]:
+    """("RSA", 2048), ("EC secp256r1", 256), ("Ed25519", 256) ... of a public or private key."""
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name}", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey | ed448.Ed448PrivateKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey):
+        return "DSA", key.key_size
+    return type(key).__name__, 0
+
+
+def describe(cert: x509.Certificate, ext: Mapping[x509.ObjectIdentifier, Any] | None = None) -> CertInfo:
+    """The facts about one certificate (``ext``: its extensions by OID, when already looked up)."""
+    if ext is None:
+        ext = _Cert(cert).ext
+    sans = ext.get(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    basic = ext.get(ExtensionOID.BASIC_CONSTRAINTS)
+    key_type, key_size = key_facts(cert.public_key())
     sig = cert.signature_hash_algorithm
+    subject, issuer = cert.subject, cert.issuer
     return CertInfo(
-        subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
+        subject=subject.rfc4514_string(), issuer=issuer.rfc4514_string(),
         serial=format(cert.serial_number, "x"),
         sha256=cert.fingerprint(hashes.SHA256()).hex(),
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-        dns_names=dns, is_ca=is_ca, self_signed=cert.subject == cert.issuer,
-        key_type=key_type, key_size=key_size,
-        signature_algorithm=(sig.name if sig else "none"),
+        dns_names=list(sans.get_values_for_type(x509.DNSName)) if sans is not None else [],
+        is_ca=bool(basic.ca) if basic is not None else False, self_signed=subject == issuer,
+        key_type=key_type, key_size=key_size, signature_algorithm=(sig.name if sig else "none"),
     )
+
+
+def load_private_key(pem: bytes) -> Any:
+    """A private key from PEM (unencrypted); ValueError if it is not one.
+
+    RSA keys skip the expensive consistency check: the key is only used to
+    compare its public half with a certificate, never to sign.
+    """
+    try:
+        return serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+    except (TypeError, ValueError, binascii.Error) as e:
+        raise ValueError(f"not an unencrypted PEM private key ({type(e).__name__})") from None
 
 
 def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
     """Does the private key belong to the first certificate? (Only the answer leaves here.)"""
     try:
         cert = x509.load_pem_x509_certificates(cert_pem)[0]
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        key = load_private_key(key_pem)
     except (ValueError, TypeError, IndexError):
         return False
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
+    return _same_key(cert, key)
+
+
+def _same_key(cert: x509.Certificate, key: Any) -> bool:
+    try:
+        return bool(cert.public_key() == key.public_key())
+    except TypeError:  # different key kinds
+        return False
+
+
+def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Names chain (and key identifiers agree when both are present); no signature check."""
+    return _Cert(child).issued_by(_Cert(parent))
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    return _Cert(cert).is_ca
+
+
+@lru_cache(maxsize=1)
+def _system_roots() -> tuple[_Cert, ...]:
+    return tuple(_Cert(c) for c in system_roots())
+
+
+@lru_cache(maxsize=1)
+def system_roots() -> tuple[x509.Certificate, ...]:
+    """The system's trusted roots (OpenSSL's default CA file), for "is the chain complete"."""
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.exists(path):
+            try:
+                with warnings.catch_warnings():  # some system roots predate RFC 5280's serial rules
+                    warnings.simplefilter("ignore")
+                    return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+            except (OSError, ValueError):
+                continue
+    return ()
+
+
+@dataclass
+class ChainCheck:
+    """Is a chain in order (leaf first, each certificate issued by the next) and complete?"""
+
+    in_order: bool
+    complete: bool
+    problem: str = ""
+
+
+def check_chain(chain: list[x509.Certificate] | list[_Cert], roots: Iterable[x509.Certificate] = (),
+                verify_signatures: bool = False) -> ChainCheck:
+    """Check the order and completeness of a chain as a server would present it.
+
+    In order: the leaf comes first and each certificate is issued by the next
+    one. Complete: every certificate that is neither a CA nor self-signed has
+    its issuer in the chain or among ``roots`` (e.g. the Secret's ``ca.crt``,
+    the replacement's CA file, the system roots); clients hold the root, so a
+    chain may end at an intermediate. ``verify_signatures`` also checks each
+    signature (used for replacement files; the bulk inventory compares names
+    and key identifiers only).
+    """
+    if not chain:
+        return ChainCheck(False, False, "no certificate")
+    certs_ = [c if isinstance(c, _Cert) else _Cert(c) for c in chain]
+
+    def cn(c: _Cert) -> str:
+        return _cn(c.cert.subject.rfc4514_string())
+
+    for i, cert in enumerate(certs_[:-1]):
+        parent = certs_[i + 1]
+        if i == 0 and cert.is_ca and any(not c.is_ca for c in certs_[1:]):
+            return ChainCheck(False, True, f"certificate 1 of {len(chain)} is a CA ({cn(cert)}); "
+                                           "the leaf must come first")
+        if not cert.issued_by(parent):
+            elsewhere = any(cert.issued_by(c) for c in certs_ if c is not cert and c is not parent)
+            what = "comes later in the file" if elsewhere else "is not in the file"
+            return ChainCheck(False, True, f"certificate {i + 2} ({cn(parent)}) did not issue certificate "
+                                           f"{i + 1} ({cn(cert)}); its issuer {what}")
+        if verify_signatures:
+            try:
+                cert.cert.verify_directly_issued_by(parent.cert)
+            except (ValueError, TypeError, x509.InvalidSignature) as e:
+                return ChainCheck(False, True, f"the signature on certificate {i + 1} does not verify with "
+                                               f"certificate {i + 2}'s key ({type(e).__name__})")
+    for cert in certs_:
+        if cert.is_ca or cert.cert.subject == cert.cert.issuer:
+            continue
+        if any(cert.issued_by(c) for c in certs_ if c is not cert):
+            continue
+        if any(cert.issued_by(_Cert(r)) for r in roots) or any(cert.issued_by(r) for r in _system_roots()):
+            continue
+        return ChainCheck(True, False, f"{cn(cert)} was issued by {_cn(cert.cert.issuer.rfc4514_string())}, "
+                                       "whose certificate is missing (append the intermediate certificate "
+                                       "after the leaf)")
+    return ChainCheck(True, True)
+
+
+def weak_key(info: CertInfo) -> str:
+    """Why the key is weak ("" if it is not)."""
+    if info.key_type == "RSA" and info.key_size < MIN_RSA_BITS:
+        return f"RSA key of {info.key_size} bits (at least {MIN_RSA_BITS} expected)"
+    if info.key_type.startswith("EC ") and info.key_size < MIN_EC_BITS:
+        return f"EC key of {info.key_size} bits (at least {MIN_EC_BITS} expected)"
+    if info.key_type == "DSA":
+        return "DSA key (no longer accepted by browsers)"
+    return ""
+
+
+def host_covered(host: str, sans: Iterable[str]) -> bool:
+    """Does a SAN cover the host (``*.example.com`` covers exactly one more label)?"""
+    host = host.lower().rstrip(".")
+    for san in sans:
+        san = san.lower().rstrip(".")
+        if san == host:
+            return True
+        if san.startswith("*.") and host.endswith(san[1:]) and "." not in host[: -len(san) + 1]:
+            return True
+        if host.startswith("*.") and san == host:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------
+# TLS Secrets
+# --------------------------------------------------------------------------
 
 
 def _decode(secret: dict, key: str) -> bytes:
@@ -107,25 +370,1478 @@ def _decode(secret: dict, key: str) -> bytes:
         return b""
 
 
-def tls_secret_summary(secret: dict, now: datetime | None = None) -> dict:
-    """One row about a `kubernetes.io/tls` Secret: leaf facts, days left, problems. No key material."""
-    meta = secret["metadata"]
-    row: dict = {"namespace": meta.get("namespace"), "name": meta["name"], "hosts": [], "issuer": "",
-                 "not_after": None, "days_left": None, "self_signed": False, "sha256": "",
-                 "chain_length": 0, "key_matches": None, "error": ""}
+def _time(text: str | None) -> datetime | None:
+    try:
+        return kube.parse_time(text)
+    except ValueError:
+        return None
+
+
+def data_changed_at(secret: dict) -> datetime | None:
+    """When the Secret's data was last written: managedFields touching data, else rotated-at, else creation."""
+    meta = secret.get("metadata") or {}
+    times = [t for m in meta.get("managedFields") or []
+             if "f:data" in (m.get("fieldsV1") or {}) and (t := _time(m.get("time")))]
+    rotated = _time((meta.get("annotations") or {}).get(ROTATED_AT))
+    if rotated:
+        times.append(rotated)
+    return max(times) if times else _time(meta.get("creationTimestamp"))
+
+
+@dataclass
+class TlsSecret:
+    """One ``kubernetes.io/tls`` Secret: its certificate facts and how it is used (no key material)."""
+
+    namespace: str
+    name: str
+    leaf: CertInfo | None = None
+    intermediates: list[str] = field(default_factory=list)  # subjects after the leaf
+    chain_in_order: bool = True
+    chain_complete: bool = True
+    chain_problem: str = ""
+    key_matches: bool | None = None
+    error: str = ""
+    managed_by: str = "hand"  # "cert-manager" when a Certificate owns it
+    certificate: str = ""  # the cert-manager Certificate writing it
+    issuer_ref: str = ""  # cert-manager issuer named in its annotations
+    ingresses: list[str] = field(default_factory=list)  # "namespace/name" of Ingresses using it
+    ingress_hosts: list[str] = field(default_factory=list)
+    changed_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def sha256(self) -> str:
+        return self.leaf.sha256 if self.leaf else ""
+
+    def uncovered_hosts(self) -> list[str]:
+        if self.leaf is None:
+            return []
+        return [h for h in self.ingress_hosts if not host_covered(h, self.leaf.dns_names)]
+
+
+def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
+    """Parse a ``kubernetes.io/tls`` Secret into facts; problems go to ``error``, nothing raises."""
+    meta = secret.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    out = TlsSecret(namespace=meta.get("namespace") or "", name=meta.get("name", ""),
+                    certificate=annotations.get(CM_CERTIFICATE_NAME, ""),
+                    issuer_ref=annotations.get(CM_ISSUER_NAME, ""), changed_at=data_changed_at(secret))
+    if out.certificate:
+        out.managed_by = "cert-manager"
     crt = _decode(secret, "tls.crt")
     if not crt:
-        row["error"] = "tls.crt is missing or empty"
-        return row
+        out.error = "tls.crt is missing or empty"
+        return out
     try:
-        chain = parse_chain(crt)
-    except InvalidInput as e:
-        row["error"] = str(e)
-        return row
-    leaf = chain[0]
-    row.update(hosts=leaf.dns_names, issuer=leaf.issuer, not_after=leaf.not_after,
-               days_left=round(leaf.days_left(now), 1), self_signed=leaf.self_signed, sha256=leaf.sha256,
-               chain_length=len(chain))
-    key = _decode(secret, "tls.key")
-    row["key_matches"] = key_matches(crt, key) if key else None
+        chain = x509.load_pem_x509_certificates(crt)
+    except ValueError as e:
+        out.error = f"tls.crt is not a PEM certificate bundle: {cut(str(e), 120)}"
+        return out
+    wrapped = [_Cert(c) for c in chain]
+    out.leaf = describe(chain[0], wrapped[0].ext)
+    out.intermediates = [c.subject.rfc4514_string() for c in chain[1:]]
+    roots: list[x509.Certificate] = []
+    if not wrapped[-1].is_ca and chain[-1].subject != chain[-1].issuer:  # only then can ca.crt matter
+        ca = _decode(secret, "ca.crt")
+        try:
+            roots = x509.load_pem_x509_certificates(ca) if ca else []
+        except ValueError:
+            roots = []
+    check = check_chain(wrapped, roots)
+    out.chain_in_order, out.chain_complete, out.chain_problem = check.in_order, check.complete, check.problem
+    if check_key:
+        key = _decode(secret, "tls.key")
+        if key:
+            try:
+                out.key_matches = _same_key(chain[0], load_private_key(key))
+            except ValueError:
+                out.key_matches = False
+    return out
+
+
+def tls_secret_summary(secret: dict, now: datetime | None = None) -> dict:
+    """One row about a `kubernetes.io/tls` Secret: leaf facts, days left, problems. No key material."""
+    info = read_tls_secret(secret)
+    row: dict = {"namespace": info.namespace, "name": info.name, "hosts": [], "issuer": "",
+                 "not_after": None, "days_left": None, "self_signed": False, "sha256": "",
+                 "chain_length": 0, "key_matches": info.key_matches, "error": info.error}
+    if info.leaf is not None:
+        leaf = info.leaf
+        row.update(hosts=leaf.dns_names, issuer=leaf.issuer, not_after=leaf.not_after,
+                   days_left=round(leaf.days_left(now), 1), self_signed=leaf.self_signed, sha256=leaf.sha256,
+                   chain_length=1 + len(info.intermediates))
     return row
+
+
+def expiry_finding(namespace: str, name: str, days_left: float, not_after: datetime, sha256: str,
+                   hosts: list[str], *, warning_days: int, critical_days: int) -> rb.Finding | None:
+    """The expiry finding of a TLS Secret (shared with cluster-health): expired, or expiring soon."""
+    resource = f"Secret/{namespace}/{name}"
+    evidence = {"not_after": not_after.isoformat(), "days_left": days_left, "sha256": sha256, "hosts": hosts}
+    if days_left < 0:
+        return rb.Finding(id=f"tls-expired/{namespace}/{name}", severity="critical",
+                          title=f"TLS certificate {namespace}/{name} expired {abs(days_left):.0f} days ago",
+                          detail=f"Clients reject {', '.join(hosts)}.", resource=resource, evidence=evidence)
+    if days_left < critical_days or days_left < warning_days:
+        return rb.Finding(id=f"tls-expiring/{namespace}/{name}",
+                          severity="critical" if days_left < critical_days else "warning",
+                          title=f"TLS certificate {namespace}/{name} expires in {days_left:.0f} days",
+                          resource=resource, evidence=evidence)
+    return None
+
+
+# --------------------------------------------------------------------------
+# cert-manager Certificates and Ingresses
+# --------------------------------------------------------------------------
+
+
+def _condition(obj: dict, type_: str) -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+@dataclass
+class CmCertificate:
+    """A cert-manager Certificate, its latest CertificateRequest and any failing ACME challenge."""
+
+    namespace: str
+    name: str
+    secret_name: str
+    dns_names: list[str]
+    issuer: str  # "ClusterIssuer/letsencrypt-prod"
+    renew_before: str = ""
+    generation: int | None = None
+    ready: dict = field(default_factory=dict)  # the Ready condition
+    issuing: dict = field(default_factory=dict)  # the Issuing condition
+    conditions: list[dict] = field(default_factory=list)
+    not_after: datetime | None = None
+    renewal_time: datetime | None = None
+    revision: int = 0
+    failed_attempts: int = 0
+    last_failure: datetime | None = None
+    request: dict = field(default_factory=dict)  # name, revision, reason, message
+    challenge: dict = field(default_factory=dict)  # name, dns_name, state, reason
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.get("status") == "True"
+
+    @property
+    def is_issuing(self) -> bool:
+        return self.issuing.get("status") == "True"
+
+    def issuing_for(self, now: datetime) -> float:
+        """Seconds the Issuing condition has been True (0 when it is not)."""
+        since = _time(self.issuing.get("lastTransitionTime")) if self.is_issuing else None
+        return (now - since).total_seconds() if since else 0.0
+
+    def why_failing(self) -> str:
+        """cert-manager's own words: Issuing message, request state, challenge reason."""
+        parts = []
+        message = self.issuing.get("message", "")
+        if message and message != self.ready.get("message") and (self.issuing.get("reason") == "Failed"
+                                                                  or self.is_issuing):
+            parts.append(f"Issuing: {message}")
+        if self.request and self.request.get("reason") not in ("Issued", None, ""):
+            parts.append(f"CertificateRequest {self.request['name']}: {self.request.get('reason')}: "
+                         f"{self.request.get('message', '')}")
+        if self.challenge:
+            parts.append(f"{self.challenge.get('type', 'ACME')} challenge for {self.challenge['dns_name']} "
+                         f"({self.challenge.get('state') or 'pending'}): {self.challenge.get('reason', '')}")
+        return " — ".join(" ".join(p.split()) for p in parts)
+
+
+def read_certificate(cert: dict) -> CmCertificate:
+    meta, spec, status = cert["metadata"], cert.get("spec") or {}, cert.get("status") or {}
+    ref = spec.get("issuerRef") or {}
+    return CmCertificate(
+        namespace=meta.get("namespace", ""), name=meta["name"], secret_name=spec.get("secretName", ""),
+        dns_names=list(spec.get("dnsNames") or []), issuer=f"{ref.get('kind', 'Issuer')}/{ref.get('name', '')}",
+        renew_before=spec.get("renewBefore", ""), generation=meta.get("generation"),
+        ready=_condition(cert, "Ready"), issuing=_condition(cert, "Issuing"),
+        conditions=list(status.get("conditions") or []),
+        not_after=_time(status.get("notAfter")), renewal_time=_time(status.get("renewalTime")),
+        revision=int(status.get("revision") or 0), failed_attempts=int(status.get("failedIssuanceAttempts") or 0),
+        last_failure=_time(status.get("lastFailureTime")),
+    )
+
+
+@dataclass
+class IngressTls:
+    """One TLS entry of an Ingress: which hosts a Secret must cover."""
+
+    namespace: str
+    ingress: str
+    secret: str
+    hosts: list[str]
+
+
+def ingress_tls(ingress: dict) -> list[IngressTls]:
+    meta, spec = ingress["metadata"], ingress.get("spec") or {}
+    rule_hosts = [r.get("host") for r in spec.get("rules") or [] if r.get("host")]
+    return [IngressTls(meta.get("namespace", ""), meta["name"], t["secretName"], list(t.get("hosts") or rule_hosts))
+            for t in spec.get("tls") or [] if t.get("secretName")]
+
+
+# --------------------------------------------------------------------------
+# Served certificates
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """The certificate a TLS endpoint presents for one SNI host."""
+
+    host: str
+    sha256: str = ""
+    not_after: datetime | None = None
+    subject: str = ""
+    issuer: str = ""
+    error: str = ""
+
+
+def split_endpoint(endpoint: str, default_port: int = 443) -> tuple[str, int]:
+    """``host:port``, ``[::1]:port`` or ``host`` → (host, port)."""
+    if not _ENDPOINT.match(endpoint or ""):
+        raise InvalidInput(f"endpoint {endpoint!r} is not host[:port] (e.g. 127.0.0.1:8443 or lb.example.com)")
+    if endpoint.startswith("["):
+        host, _, rest = endpoint[1:].partition("]")
+        return host, int(rest[1:]) if rest else default_port
+    host, _, port = endpoint.partition(":")
+    return host, int(port) if port else default_port
+
+
+def served_certificate(host: str, endpoint: str = "", *, port: int = 443, timeout: float = 5.0) -> Served:
+    """Handshake with SNI ``host`` at ``endpoint`` (default: the host itself) and describe the leaf.
+
+    Verification is off on purpose: the point is to see whatever is served,
+    expired or self-signed included. Errors are returned, not raised.
+    """
+    address, dport = split_endpoint(endpoint, port) if endpoint else (host, port)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, dport), timeout=timeout) as sock, \
+                ctx.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as e:
+        return Served(host, error=f"{type(e).__name__}: {cut(str(e), 160)}")
+    if not der:
+        return Served(host, error="no certificate presented")
+    cert = x509.load_der_x509_certificate(der)
+    return Served(host, sha256=cert.fingerprint(hashes.SHA256()).hex(), not_after=cert.not_valid_after_utc,
+                  subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string())
+
+
+def probe_served(hosts: Iterable[str], endpoint: str = "", *, port: int = 443, timeout: float = 5.0,
+                 concurrency: int = 16) -> dict[str, Served]:
+    """:func:`served_certificate` for many hosts, at most ``concurrency`` handshakes at a time."""
+    todo = sorted({h for h in hosts if h and not h.startswith("*.")})
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo)))) as pool:
+        results = pool.map(lambda h: served_certificate(h, endpoint, port=port, timeout=timeout), todo)
+        return {s.host: s for s in results}
+
+
+# --------------------------------------------------------------------------
+# The inventory
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Inventory:
+    """TLS Secrets, cert-manager Certificates and Ingress TLS entries of a cluster, linked."""
+
+    now: datetime
+    secrets: dict[tuple[str, str], TlsSecret] = field(default_factory=dict)
+    certificates: dict[tuple[str, str], CmCertificate] = field(default_factory=dict)
+    ingresses: list[IngressTls] = field(default_factory=list)
+    served: dict[str, Served] = field(default_factory=dict)
+    probed: bool = False
+
+    # -- lookups -------------------------------------------------------------------
+
+    def certificate_for(self, namespace: str, secret: str) -> CmCertificate | None:
+        """The cert-manager Certificate writing this Secret, if any."""
+        found = [c for c in self.certificates.values() if c.namespace == namespace and c.secret_name == secret]
+        return found[0] if found else None
+
+    def hosts(self) -> list[str]:
+        """Every TLS host of the Ingresses (what :meth:`probe` handshakes with)."""
+        return sorted({h for t in self.ingresses for h in t.hosts})
+
+    def hosts_of(self, namespace: str, secret: str) -> list[str]:
+        return sorted({h for t in self.ingresses if (t.namespace, t.secret) == (namespace, secret) for h in t.hosts})
+
+    def served_mismatch(self, namespace: str, secret: str) -> dict[str, Served]:
+        """Hosts of this Secret whose served certificate is not the stored one."""
+        info = self.secrets.get((namespace, secret))
+        if info is None or info.leaf is None:
+            return {}
+        return {h: s for h in self.hosts_of(namespace, secret)
+                if (s := self.served.get(h)) is not None and s.sha256 and s.sha256 != info.sha256}
+
+    # -- served ----------------------------------------------------------------------
+
+    def probe(self, endpoint: str = "", *, timeout: float = 5.0, concurrency: int = 16) -> str:
+        """Handshake with every Ingress TLS host; Unavailable if the endpoint answers none of them."""
+        hosts = self.hosts()
+        served = probe_served(hosts, endpoint, timeout=timeout, concurrency=concurrency)
+        self.served, self.probed = served, True
+        ok = [s for s in served.values() if not s.error]
+        if served and not ok:
+            first = next(iter(served.values()))
+            raise Unavailable(f"no TLS host answered at {endpoint or 'their DNS names'}: {first.error}")
+        return f"{len(ok)}/{len(served)} TLS hosts answered at {endpoint or 'their DNS names, port 443'}"
+
+    # -- tables ------------------------------------------------------------------------
+
+    def table(self, labels: Mapping[tuple[str, str], list[str]] | None = None) -> pd.DataFrame:
+        """One row per certificate (TLS Secret, or Certificate without a Secret), worst first."""
+        labels = labels if labels is not None else self.states()
+        rows = []
+        for key, s in sorted(self.secrets.items()):
+            leaf = s.leaf
+            served = [self.served[h] for h in self.hosts_of(*key) if h in self.served]
+            rows.append({
+                "namespace": s.namespace, "name": s.name,
+                "hosts": ", ".join(leaf.dns_names if leaf else []),
+                "issuer": _cn(leaf.issuer) if leaf else "",
+                "managed_by": s.managed_by if not s.certificate else f"cert-manager ({s.certificate})",
+                "not_after": f"{leaf.not_after:%Y-%m-%d %H:%M} UTC" if leaf else "",
+                "days_left": round(leaf.days_left(self.now)) if leaf else None,
+                "state": ", ".join(labels.get(key) or ["valid"]),
+                "served": _served_text(served, s.sha256) if self.probed else "not probed",
+                "sha256": s.sha256[:16],
+            })
+        for _key, c in sorted(self.certificates.items()):
+            if (c.namespace, c.secret_name) in self.secrets:
+                continue
+            rows.append({"namespace": c.namespace, "name": c.secret_name, "hosts": ", ".join(c.dns_names),
+                         "issuer": c.issuer, "managed_by": f"cert-manager ({c.name})", "not_after": "",
+                         "days_left": None, "state": ", ".join(labels.get((c.namespace, c.secret_name)) or ["no Secret"]),
+                         "served": "", "sha256": ""})
+        cols = ["namespace", "name", "hosts", "issuer", "managed_by", "not_after", "days_left", "state", "served",
+                "sha256"]
+        df = _frame(rows, columns=cols)
+        df["days_left"] = df["days_left"].astype("Int64")
+        # certificates without a Secret first, then the soonest to expire
+        return df.sort_values(["days_left", "namespace", "name"], na_position="first").reset_index(drop=True)
+
+    def expiries(self, labels: Mapping[tuple[str, str], list[str]] | None = None) -> pd.DataFrame:
+        """Expiry dates for a timeline: one row per stored certificate, plus one per different served one."""
+        labels = labels if labels is not None else self.states()
+        rows = []
+        for key, s in sorted(self.secrets.items()):
+            if s.leaf is None:
+                continue
+            name = f"{key[0]}/{key[1]}"
+            state = ", ".join(labels.get(key) or ["valid"])
+            rows.append({"certificate": name, "kind": "stored", "not_after": s.leaf.not_after,
+                         "days_left": round(s.leaf.days_left(self.now), 1), "state": state})
+            for host, served in sorted(self.served_mismatch(*key).items()):
+                if served.not_after is not None:
+                    rows.append({"certificate": name, "kind": f"served on {host}", "not_after": served.not_after,
+                                 "days_left": round((served.not_after - self.now).total_seconds() / 86400, 1),
+                                 "state": "served ≠ stored"})
+        return _frame(rows, columns=["certificate", "kind", "not_after", "days_left", "state"])
+
+    def certificates_table(self) -> pd.DataFrame:
+        """cert-manager Certificates: readiness, renewal, revision and cert-manager's message."""
+        rows = []
+        for c in sorted(self.certificates.values(), key=lambda c: c.key):
+            rows.append({"namespace": c.namespace, "certificate": c.name, "secret": c.secret_name,
+                         "issuer": c.issuer, "ready": f"{c.ready.get('status', '?')} ({c.ready.get('reason', '')})",
+                         "issuing": (f"{c.issuing.get('status')} ({c.issuing.get('reason', '')})" if c.issuing else ""),
+                         "revision": c.revision, "not_after": c.not_after, "renewal_time": c.renewal_time,
+                         "message": cut(c.why_failing() or c.ready.get("message", ""), 240)})
+        cols = ["namespace", "certificate", "secret", "issuer", "ready", "issuing", "revision", "not_after",
+                "renewal_time", "message"]
+        return _frame(rows, columns=cols)
+
+    # -- findings ------------------------------------------------------------------------
+
+    def states(self, **kw: Any) -> dict[tuple[str, str], list[str]]:
+        """Short state labels per (namespace, secret name), from the findings."""
+        return evaluate(self, **kw)[1]
+
+    def findings(self, **kw: Any) -> list[rb.Finding]:
+        """Every finding (see :func:`evaluate` for the thresholds)."""
+        return evaluate(self, **kw)[0]
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd  # only tables need it (the bulk inventory does not)
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _served_text(served: list[Served], stored: str) -> str:
+    if not served:
+        return "no Ingress host"
+    out = []
+    for s in served:
+        if s.error:
+            out.append(f"{s.host}: {cut(s.error, 60)}")
+        elif s.sha256 == stored:
+            out.append(f"{s.host}: same")
+        else:
+            out.append(f"{s.host}: DIFFERENT ({s.sha256[:16]}, until {s.not_after:%Y-%m-%d})")
+    return "; ".join(out)
+
+
+def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), requests: Iterable[dict] = (),
+                    ingresses: Iterable[dict] = (), challenges: Iterable[dict] = (), *,
+                    now: datetime | None = None, check_keys: bool = True) -> Inventory:
+    """Link plain objects (as the API returns them) into an :class:`Inventory`.
+
+    ``secrets`` may be a generator over pages: each Secret is parsed and dropped.
+    Secrets that are not ``kubernetes.io/tls`` or carry the backup label are skipped.
+    """
+    inv = Inventory(now=now or datetime.now(UTC))
+    for s in secrets:
+        if s.get("type") != TLS_TYPE or ((s.get("metadata") or {}).get("labels") or {}).get(BACKUP_OF):
+            continue
+        info = read_tls_secret(s, check_key=check_keys)
+        inv.secrets[info.key] = info
+    for c in certificates:
+        info_c = read_certificate(c)
+        inv.certificates[info_c.key] = info_c
+    latest: dict[tuple[str, str], dict] = {}
+    for r in requests:
+        meta = r["metadata"]
+        annotations = meta.get("annotations") or {}
+        owner = annotations.get(CM_CERTIFICATE_NAME) or next(
+            (o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Certificate"), "")
+        revision = int(annotations.get("cert-manager.io/certificate-revision") or 0)
+        key = (meta.get("namespace", ""), owner)
+        if owner and (key not in latest or revision >= latest[key]["revision"]):
+            ready = _condition(r, "Ready")
+            latest[key] = {"name": meta["name"], "revision": revision, "reason": ready.get("reason", ""),
+                           "message": ready.get("message", ""), "created": meta.get("creationTimestamp")}
+    failing = [ch for ch in challenges if (ch.get("status") or {}).get("state") not in ("valid",)
+               and ((ch.get("status") or {}).get("reason"))]
+    for key, cert in inv.certificates.items():
+        cert.request = latest.get(key, {})
+        for ch in failing:
+            spec, st = ch.get("spec") or {}, ch.get("status") or {}
+            if ch["metadata"].get("namespace") == cert.namespace and spec.get("dnsName") in cert.dns_names:
+                cert.challenge = {"name": ch["metadata"]["name"], "dns_name": spec.get("dnsName"),
+                                  "type": spec.get("type", ""), "state": st.get("state", ""),
+                                  "reason": st.get("reason", "")}
+                break
+        secret = inv.secrets.get((cert.namespace, cert.secret_name))
+        if secret is not None:
+            secret.managed_by, secret.certificate = "cert-manager", cert.name
+    for ing in ingresses:
+        for tls in ingress_tls(ing):
+            inv.ingresses.append(tls)
+            secret = inv.secrets.get((tls.namespace, tls.secret))
+            if secret is not None:
+                ref = f"{tls.namespace}/{tls.ingress}"
+                if ref not in secret.ingresses:
+                    secret.ingresses.append(ref)
+                secret.ingress_hosts = sorted(set(secret.ingress_hosts) | set(tls.hosts))
+    return inv
+
+
+def _list(cluster: kube.Cluster, resource: str, namespaces: list[str] | None, **kw: Any) -> Iterable[dict]:
+    """Objects of a resource in the namespaces (all when empty); nothing if its API is not installed."""
+    for ns in namespaces or [None]:
+        try:
+            yield from kube.iter_objects(cluster, resource, ns, **kw)
+        except NotFound:
+            return
+
+
+def inventory(cluster: kube.Cluster, namespaces: list[str] | None = None, *, now: datetime | None = None,
+              page_size: int = kube.PAGE_SIZE) -> Inventory:
+    """The certificate inventory of a cluster (all namespaces when ``namespaces`` is empty).
+
+    Example:
+        >>> inv = inventory(cluster, ["shop"])  # doctest: +SKIP
+        >>> inv.table()[["name", "days_left", "state"]]  # doctest: +SKIP
+    """
+    return build_inventory(
+        _list(cluster, "secrets", namespaces, field_selector=f"type={TLS_TYPE}", page_size=page_size),
+        _list(cluster, "certificates", namespaces),
+        _list(cluster, "certificaterequests", namespaces),
+        _list(cluster, "ingresses", namespaces),
+        _list(cluster, "challenges", namespaces, api_path=ACME_API),
+        now=now,
+    )
+
+
+# --------------------------------------------------------------------------
+# Findings
+# --------------------------------------------------------------------------
+
+
+def _public_host(host: str, internal_domains: Iterable[str]) -> bool:
+    return not any(host == d.lstrip(".") or host.endswith(d if d.startswith(".") else "." + d)
+                   for d in internal_domains)
+
+
+def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
+             internal_domains: Iterable[str] = (".local", ".internal", ".svc", ".cluster.local", ".localhost"),
+             stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> tuple[list[rb.Finding], dict[tuple[str, str], list[str]]]:
+    """Findings for an inventory, and short state labels per (namespace, secret) for its table.
+
+    Args:
+        warning_days, critical_days: expiry thresholds (a served certificate
+            expiring within ``critical_days`` makes served ≠ stored critical).
+        internal_domains: hosts under these suffixes may use self-signed certificates.
+        stuck_after_seconds: an Issuing condition True for longer is "stuck".
+    """
+    now = inv.now
+    findings: list[rb.Finding] = []
+    labels: dict[tuple[str, str], list[str]] = {}
+    internal = list(internal_domains)
+
+    def add(key: tuple[str, str], label: str, finding: rb.Finding) -> None:
+        findings.append(finding)
+        labels.setdefault(key, [])
+        if label not in labels[key]:
+            labels[key].append(label)
+
+    for key, s in sorted(inv.secrets.items()):
+        ns, name = key
+        resource = f"Secret/{ns}/{name}"
+        if s.error or s.leaf is None:
+            add(key, "unreadable", rb.Finding(id=f"tls-unreadable/{ns}/{name}", severity="warning",
+                                              title=f"TLS Secret {ns}/{name} cannot be parsed", detail=s.error,
+                                              resource=resource))
+            continue
+        leaf = s.leaf
+        days = round(leaf.days_left(now), 1)
+        expiry = expiry_finding(ns, name, days, leaf.not_after, leaf.sha256, leaf.dns_names,
+                                warning_days=warning_days, critical_days=critical_days)
+        if expiry is not None:
+            add(key, "expired" if days < 0 else f"expiring ({days:.0f} d)", expiry)
+        if s.key_matches is False:
+            add(key, "key mismatch", rb.Finding(
+                id=f"tls-key-mismatch/{ns}/{name}", severity="critical",
+                title=f"TLS Secret {ns}/{name}: tls.key does not belong to the certificate",
+                detail="The ingress cannot serve this pair; it falls back to its default certificate.",
+                resource=resource, evidence={"sha256": leaf.sha256}))
+        if not s.chain_in_order:
+            add(key, "chain out of order", rb.Finding(
+                id=f"tls-chain-order/{ns}/{name}", severity="warning",
+                title=f"TLS Secret {ns}/{name}: certificate chain out of order", detail=s.chain_problem,
+                resource=resource, evidence={"chain": [leaf.subject, *s.intermediates]}))
+        elif not s.chain_complete:
+            add(key, "chain incomplete", rb.Finding(
+                id=f"tls-chain-incomplete/{ns}/{name}", severity="warning",
+                title=f"TLS Secret {ns}/{name}: certificate chain incomplete",
+                detail=f"{s.chain_problem}. Clients without the intermediate cached reject it.",
+                resource=resource, evidence={"chain": [leaf.subject, *s.intermediates]}))
+        weak = weak_key(leaf)
+        if weak:
+            add(key, "weak key", rb.Finding(id=f"tls-weak-key/{ns}/{name}", severity="warning",
+                                            title=f"TLS certificate {ns}/{name} has a weak key", detail=weak,
+                                            resource=resource))
+        if leaf.signature_algorithm in WEAK_SIGNATURES:
+            add(key, "weak signature", rb.Finding(
+                id=f"tls-weak-signature/{ns}/{name}", severity="warning",
+                title=f"TLS certificate {ns}/{name} is signed with {leaf.signature_algorithm.upper()}",
+                detail="Browsers reject SHA-1 and MD5 signatures; reissue with SHA-256.", resource=resource))
+        public = [h for h in s.ingress_hosts if _public_host(h, internal)]
+        if leaf.self_signed and public:
+            add(key, "self-signed", rb.Finding(
+                id=f"tls-self-signed/{ns}/{name}", severity="warning",
+                title=f"TLS certificate {ns}/{name} is self-signed but serves public hosts",
+                detail=f"Clients that verify certificates reject {', '.join(public)}; a public issuer is "
+                       "expected (e.g. a cert-manager Certificate from letsencrypt-prod).",
+                resource=resource, evidence={"hosts": public, "sha256": leaf.sha256}))
+        for t in inv.ingresses:
+            if (t.namespace, t.secret) != key:
+                continue
+            for host in t.hosts:
+                if not host_covered(host, leaf.dns_names):
+                    add(key, "host not covered", rb.Finding(
+                        id=f"tls-host-not-covered/{ns}/{t.ingress}/{host}", severity="critical",
+                        title=f"Ingress {ns}/{t.ingress}: {host} is not in the SANs of {name}",
+                        detail=f"The certificate covers {', '.join(leaf.dns_names) or 'no DNS name'}; clients "
+                               f"connecting to {host} get a name mismatch.",
+                        resource=f"Ingress/{ns}/{t.ingress}", evidence={"sans": leaf.dns_names}))
+        mismatch = inv.served_mismatch(ns, name)
+        if mismatch:
+            soonest = min((m.not_after for m in mismatch.values() if m.not_after), default=None)
+            served_days = (soonest - now).total_seconds() / 86400 if soonest else None
+            severity = "critical" if served_days is not None and served_days < critical_days else "warning"
+            when = f"; the served one expires in {served_days:.0f} days" if served_days is not None else ""
+            add(key, "served ≠ stored", rb.Finding(
+                id=f"tls-served-mismatch/{ns}/{name}", severity=severity,
+                title=f"{', '.join(sorted(mismatch))} serves another certificate than Secret {ns}/{name}{when}",
+                detail="The ingress controller has not loaded the current Secret (for example after a renewal): "
+                       "restart or reload it (this runbook's plan does), then check again.",
+                resource=resource,
+                evidence={"stored_sha256": leaf.sha256, "stored_not_after": leaf.not_after.isoformat(),
+                          "served": {h: {"sha256": m.sha256, "not_after": m.not_after.isoformat()
+                                         if m.not_after else None} for h, m in sorted(mismatch.items())}}))
+
+    for key, c in sorted(inv.certificates.items()):
+        ns, name = key
+        skey = (ns, c.secret_name)
+        resource = f"Certificate/{ns}/{name}"
+        secret = inv.secrets.get(skey)
+        evidence = {"revision": c.revision, "ready": c.ready, "issuing": c.issuing,
+                    "request": c.request or None, "challenge": c.challenge or None}
+        if not c.is_ready:
+            stuck = c.issuing_for(now)
+            if c.is_issuing and stuck > stuck_after_seconds:
+                what = f"stuck issuing for {_age(stuck)}"
+                label = "stuck: not issued" if secret is None else "stuck"
+            else:
+                what = c.ready.get("reason") or "not Ready"
+                label = "not ready"
+            detail = c.ready.get("message", "")
+            why = c.why_failing()
+            if secret is None:
+                detail = f"No Secret {c.secret_name} has been issued. " + detail
+            add(skey, label, rb.Finding(
+                id=f"certificate-not-ready/{ns}/{name}", severity="critical",
+                title=f"Certificate {ns}/{name} is not Ready: {what}",
+                detail=f"{detail}{' — ' + why if why else ''}", resource=resource, evidence=evidence))
+            continue
+        if c.renewal_time is not None and c.renewal_time <= now:
+            days = secret.leaf.days_left(now) if secret is not None and secret.leaf is not None else None
+            severity = "critical" if days is not None and days < critical_days else "warning"
+            add(skey, "renewal overdue", rb.Finding(
+                id=f"certificate-renewal-overdue/{ns}/{name}", severity=severity,
+                title=f"Certificate {ns}/{name}: renewal overdue since {c.renewal_time:%Y-%m-%d %H:%M} UTC"
+                      + (f" ({days:.0f} days left)" if days is not None else ""),
+                detail=(c.why_failing() or "cert-manager has not renewed it yet.")
+                + (f" Failed attempts: {c.failed_attempts}." if c.failed_attempts else ""),
+                resource=resource, evidence=evidence))
+        if secret is None:
+            add(skey, "Secret missing", rb.Finding(
+                id=f"certificate-secret-missing/{ns}/{name}", severity="critical",
+                title=f"Certificate {ns}/{name} is Ready but its Secret {c.secret_name} does not exist",
+                resource=resource, evidence=evidence))
+        elif secret.leaf is not None and sorted(secret.leaf.dns_names) != sorted(c.dns_names):
+            add(skey, "SANs differ from Certificate", rb.Finding(
+                id=f"certificate-secret-mismatch/{ns}/{name}", severity="warning",
+                title=f"Secret {ns}/{c.secret_name} does not match Certificate {name}'s dnsNames",
+                detail=f"Secret: {', '.join(secret.leaf.dns_names)}; Certificate: {', '.join(c.dns_names)}.",
+                resource=resource))
+    for host, s in sorted(inv.served.items()):
+        if s.error:
+            findings.append(rb.Finding(id=f"tls-served-error/{host}", severity="warning",
+                                       title=f"No TLS handshake with {host}", detail=s.error,
+                                       resource=f"Host/{host}"))
+    return findings, labels
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
+# --------------------------------------------------------------------------
+# Parameters of notebooks/certificate-rotation.ipynb
+# --------------------------------------------------------------------------
+
+
+class ReplacementFiles(BaseModel):
+    """New certificate files for one hand-managed Secret (paths, never contents)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    ca: str | None = None
+
+
+def _check_object(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _OBJECT.match(value):
+        raise ValueError(f"{what} {value!r} is not 'namespace/name' (lowercase RFC 1123 names)")
+    return value
+
+
+@rb.register("certificate-rotation")
+class CertificateRotationParams(rb.MutatingParams):
+    """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
+
+    namespaces: list[str] = Field(default_factory=list)
+    warning_days: int = Field(default=30, ge=0)
+    critical_days: int = Field(default=7, ge=0)
+    ingress_endpoint: str = ""
+    probe_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    probe_concurrency: int = Field(default=16, ge=1, le=256)
+    certificates: list[str] = Field(default_factory=list)
+    expiring_within_days: int | None = Field(default=None, ge=0)
+    replacement_files: dict[str, ReplacementFiles] = Field(default_factory=dict)
+    force_renewal: bool = False
+    ingress_controller: str = "ingress-nginx/ingress-nginx-controller"
+    renew_timeout_seconds: int = Field(default=180, ge=1, le=3600)
+    verify_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    rollback_backup: str = ""
+    internal_domains: list[str] = Field(default_factory=lambda: [".local", ".internal", ".svc", ".cluster.local"])
+
+    @field_validator("namespaces")
+    @classmethod
+    def _valid_namespaces(cls, value: list[str]) -> list[str]:
+        for ns in value:
+            if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
+                raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 label)")
+        return value
+
+    @field_validator("certificates")
+    @classmethod
+    def _valid_certificates(cls, value: list[str]) -> list[str]:
+        return [_check_object(v, "certificate") for v in value]
+
+    @field_validator("replacement_files")
+    @classmethod
+    def _valid_files(cls, value: dict[str, ReplacementFiles]) -> dict[str, ReplacementFiles]:
+        for k in value:
+            _check_object(k, "replacement_files key")
+        return value
+
+    @field_validator("ingress_controller", "rollback_backup")
+    @classmethod
+    def _valid_ref(cls, value: str, info: Any) -> str:
+        return _check_object(value, info.field_name) if value else value
+
+    @field_validator("ingress_endpoint")
+    @classmethod
+    def _valid_endpoint(cls, value: str) -> str:
+        if value and not _ENDPOINT.match(value):
+            raise ValueError(f"ingress_endpoint {value!r} is not host[:port] (e.g. 127.0.0.1:8443)")
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> CertificateRotationParams:
+        if self.critical_days > self.warning_days:
+            raise ValueError(f"critical_days={self.critical_days} must not exceed warning_days={self.warning_days}")
+        if self.rollback_backup and (self.certificates or self.replacement_files or self.expiring_within_days is not None):
+            raise ValueError("rollback_backup restores one backup: leave certificates, replacement_files and "
+                             "expiring_within_days empty in the same run")
+        return self
+
+
+# --------------------------------------------------------------------------
+# Rotation: what to do for each selected certificate
+# --------------------------------------------------------------------------
+
+
+def select_targets(inv: Inventory, certificates: Iterable[str] = (), expiring_within_days: int | None = None,
+                   replacement_files: Mapping[str, Any] | None = None, rollback_backup: str = "",
+                   cluster: kube.Cluster | None = None) -> list[str]:
+    """The TLS Secrets (``namespace/name``) to rotate.
+
+    Those named in ``certificates`` (a Secret, or a cert-manager Certificate
+    meaning its Secret), those with replacement files, and every one expiring
+    within ``expiring_within_days`` (expired included); or the Secret a
+    ``rollback_backup`` restores.
+
+    Raises:
+        rb.PlanInvalid: a name is not in the inventory (nothing is changed; exit code 2).
+    """
+    if rollback_backup:
+        if cluster is None:
+            raise rb.PlanInvalid("select_targets needs the cluster to read a rollback backup")
+        ns, name = rollback_backup.split("/", 1)
+        backup = _get_secret(cluster, ns, name)
+        if backup is None or not ((backup["metadata"].get("labels") or {}).get(BACKUP_OF)):
+            raise rb.PlanInvalid(f"rollback_backup {rollback_backup!r} is not a backup Secret (label {BACKUP_OF}); "
+                                 "see the Rollback section for the backups that exist")
+        return [f"{ns}/{backup['metadata']['labels'][BACKUP_OF]}"]
+    out: list[str] = []
+    known = {f"{ns}/{n}" for ns, n in inv.secrets} | {f"{c.namespace}/{c.secret_name}" for c in inv.certificates.values()}
+    for ref in [*certificates, *(replacement_files or {})]:
+        ns, name = ref.split("/", 1)
+        target = ref
+        if ref not in known:
+            cert = inv.certificates.get((ns, name))
+            if cert is None:
+                raise rb.PlanInvalid(f"certificate {ref!r} is neither a TLS Secret nor a cert-manager Certificate "
+                                     f"in the inventory; known: {', '.join(sorted(known)) or 'none'}")
+            target = f"{ns}/{cert.secret_name}"
+        if target not in out:
+            out.append(target)
+    if expiring_within_days is not None:
+        for (ns, name), s in sorted(inv.secrets.items()):
+            if s.leaf is not None and s.leaf.days_left(inv.now) <= expiring_within_days and f"{ns}/{name}" not in out:
+                out.append(f"{ns}/{name}")
+    return out
+
+
+@dataclass
+class Decision:
+    """What the plan does for one target Secret, and why."""
+
+    target: str
+    managed_by: str
+    action: str  # renew, replace, restore, reload, none
+    reason: str
+    current_sha256: str = ""
+    new_sha256: str = ""
+    new_not_after: datetime | None = None
+    backup: str = ""  # name of the backup to create ("" none)
+    restarts: list[str] = field(default_factory=list)  # "Kind/namespace/name"
+
+    def row(self) -> dict:
+        return {"certificate": self.target, "managed_by": self.managed_by, "action": self.action,
+                "reason": self.reason, "backup": self.backup, "restarts": ", ".join(self.restarts),
+                "current_sha256": self.current_sha256[:16], "new_sha256": self.new_sha256[:16],
+                "new_not_after": self.new_not_after}
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"{what} file {path!r} cannot be read: {e.strerror or e}") from None
+
+
+def validate_replacement(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, *, hosts: Iterable[str],
+                         current_not_after: datetime | None, now: datetime | None = None,
+                         target: str = "") -> tuple[CertInfo, list[x509.Certificate]]:
+    """Check replacement files before anything changes; InvalidInput names the failed check.
+
+    Checks, in order: ``PEM`` (certificate bundle and private key parse),
+    ``chain order`` (leaf first, each certificate issued by the next, signatures
+    verify), ``key matches``, ``chain complete``, ``not expired``, ``later notAfter``
+    (than the certificate it replaces) and ``SANs cover the hosts`` (of every Ingress
+    using the Secret).
+    """
+    now = now or datetime.now(UTC)
+    label = f"replacement files for {target}" if target else "replacement files"
+
+    def fail(check: str, detail: str) -> InvalidInput:
+        return InvalidInput(f"{label} failed the check '{check}': {detail}")
+
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise fail("PEM", "the certificate file holds no PEM certificate") from None
+    try:
+        key = load_private_key(key_pem)
+    except ValueError as e:
+        raise fail("PEM", f"the key file is {e}") from None
+    try:
+        roots = x509.load_pem_x509_certificates(ca_pem) if ca_pem else []
+    except ValueError:
+        raise fail("PEM", "the CA file holds no PEM certificate") from None
+    check = check_chain(chain, roots, verify_signatures=True)
+    if not check.in_order:
+        raise fail("chain order", check.problem)
+    if not _same_key(chain[0], key):
+        raise fail("key matches", "the private key does not belong to the first certificate of the file")
+    if not check.complete:
+        raise fail("chain complete", check.problem)
+    leaf = describe(chain[0])
+    if leaf.not_after <= now:
+        raise fail("not expired", f"the certificate expired on {leaf.not_after:%Y-%m-%d %H:%M} UTC")
+    if leaf.not_before > now:
+        raise fail("not expired", f"the certificate is not valid before {leaf.not_before:%Y-%m-%d %H:%M} UTC")
+    if current_not_after is not None and leaf.not_after <= current_not_after:
+        raise fail("later notAfter", f"it expires {leaf.not_after:%Y-%m-%d %H:%M} UTC, not later than the "
+                                     f"certificate it replaces ({current_not_after:%Y-%m-%d %H:%M} UTC)")
+    missing = [h for h in hosts if not host_covered(h, leaf.dns_names)]
+    if missing:
+        raise fail("SANs cover the hosts", f"{', '.join(missing)} not in its SANs "
+                                           f"({', '.join(leaf.dns_names) or 'none'})")
+    return leaf, chain
+
+
+def _get_secret(cluster: kube.Cluster, ns: str, name: str) -> dict | None:
+    try:
+        return kube.get_object(cluster, "secrets", ns, name)
+    except NotFound:
+        return None
+
+
+def backup_name(secret: dict) -> str:
+    """``<name>-backup-<time its data was written>``: stable for the same content, unique per version."""
+    when = data_changed_at(secret) or datetime.now(UTC)
+    name = secret["metadata"]["name"]
+    suffix = f"-backup-{when:%Y%m%dt%H%M%Sz}"
+    return name[: 253 - len(suffix)] + suffix
+
+
+def backups(cluster: kube.Cluster, namespaces: list[str] | None = None, of: str | None = None) -> list[dict]:
+    """Backup Secrets made by this module (metadata and fingerprints only)."""
+    selector = f"{BACKUP_OF}={of}" if of else BACKUP_OF
+    out = []
+    for s in _list(cluster, "secrets", namespaces, label_selector=selector):
+        meta = s["metadata"]
+        annotations = meta.get("annotations") or {}
+        leaf = None
+        try:
+            leaf = describe(load_chain(_decode(s, "tls.crt"))[0])
+        except (InvalidInput, IndexError):
+            pass
+        out.append({"namespace": meta.get("namespace"), "backup": meta["name"],
+                    "of": (meta.get("labels") or {}).get(BACKUP_OF), "sha256": annotations.get(BACKUP_SHA, ""),
+                    "not_after": leaf.not_after if leaf else None, "backed_up_at": annotations.get(BACKUP_TIME, ""),
+                    "restore_with": f"rollback_backup = \"{meta.get('namespace')}/{meta['name']}\""})
+    return out
+
+
+def backups_table(cluster: kube.Cluster, namespaces: list[str] | None = None) -> pd.DataFrame:
+    cols = ["namespace", "backup", "of", "sha256", "not_after", "backed_up_at", "restore_with"]
+    rows = backups(cluster, namespaces)
+    for r in rows:
+        r["sha256"] = r["sha256"][:16]
+    return _frame(rows, columns=cols)
+
+
+def workloads_using(cluster: kube.Cluster, namespace: str, secret: str) -> list[tuple[str, str, dict]]:
+    """(kind, name, object) of Deployments, StatefulSets and DaemonSets whose pods mount or read the Secret."""
+    out = []
+    for kind, resource in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")):
+        for obj in kube.iter_objects(cluster, resource, namespace):
+            if secret in _secrets_of_template(((obj.get("spec") or {}).get("template") or {}).get("spec") or {}):
+                out.append((kind, obj["metadata"]["name"], obj))
+    return out
+
+
+def _secrets_of_template(pod_spec: dict) -> set[str]:
+    names = set()
+    for v in pod_spec.get("volumes") or []:
+        if (v.get("secret") or {}).get("secretName"):
+            names.add(v["secret"]["secretName"])
+        for src in (v.get("projected") or {}).get("sources") or []:
+            if (src.get("secret") or {}).get("name"):
+                names.add(src["secret"]["name"])
+    for c in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        for e in c.get("env") or []:
+            ref = ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+            if ref:
+                names.add(ref)
+        for e in c.get("envFrom") or []:
+            if (e.get("secretRef") or {}).get("name"):
+                names.add(e["secretRef"]["name"])
+    return names
+
+
+def _oldest_pod(cluster: kube.Cluster, namespace: str, workload: dict) -> datetime | None:
+    labels = (((workload.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}
+    if not labels:
+        return None
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    times = [t for p in kube.iter_objects(cluster, "pods", namespace, label_selector=selector)
+             if not p["metadata"].get("deletionTimestamp") and (t := _time(p["metadata"].get("creationTimestamp")))]
+    return min(times) if times else None
+
+
+def decide(cluster: kube.Cluster, inv: Inventory, targets: list[str], *,
+           replacement_files: Mapping[str, Any] | None = None, expiring_within_days: int | None = None,
+           force_renewal: bool = False, ingress_controller: str = "", rollback_backup: str = "",
+           explicit: Iterable[str] = ()) -> list[Decision]:
+    """Decide, per target Secret, whether to renew, replace, restore or only reload, and what to restart.
+
+    Pure reading: the same state gives the same decisions (so the plan id is stable).
+
+    Raises:
+        InvalidInput: replacement files fail a check, or a hand-managed Secret named
+            in ``explicit`` has no replacement files.
+    """
+    files = {k: (v if isinstance(v, ReplacementFiles) else ReplacementFiles.model_validate(v))
+             for k, v in (replacement_files or {}).items()}
+    explicit = set(explicit)
+    now = inv.now
+    decisions = []
+    for target in targets:
+        ns, name = target.split("/", 1)
+        s = inv.secrets.get((ns, name))
+        cert = inv.certificate_for(ns, name)
+        hosts = inv.hosts_of(ns, name)
+        d = Decision(target, "cert-manager" if cert else "hand", "none", "", current_sha256=s.sha256 if s else "")
+        changes_data = False
+        if rollback_backup:
+            bns, bname = rollback_backup.split("/", 1)
+            backup = _get_secret(cluster, bns, bname)
+            assert backup is not None  # checked by select_targets
+            d.new_sha256 = (backup["metadata"].get("annotations") or {}).get(BACKUP_SHA, "")
+            if d.new_sha256 and d.new_sha256 == d.current_sha256:
+                d.reason = f"{name} already holds the certificate of {bname}"
+            else:
+                d.action, d.reason, changes_data = "restore", f"restore {name} from backup {bname}", True
+                if cert:
+                    d.reason += " (cert-manager will overwrite it at its next issuance)"
+        elif cert is not None:
+            days = s.leaf.days_left(now) if s and s.leaf else None
+            due = []
+            if force_renewal:
+                due.append("renewal forced")
+            if s is None or s.leaf is None:
+                due.append("no usable Secret")
+            if not cert.is_ready:
+                due.append(f"not Ready ({cert.ready.get('reason', '')})")
+            if cert.renewal_time and cert.renewal_time <= now:
+                due.append(f"renewal was due {cert.renewal_time:%Y-%m-%d}")
+            if expiring_within_days is not None and days is not None and days <= expiring_within_days:
+                due.append(f"{days:.0f} days left")
+            if cert.is_issuing:
+                d.reason = (f"already issuing since {cert.issuing.get('lastTransitionTime', '?')}: "
+                            f"{cert.why_failing() or cert.issuing.get('message', '')} — a renewal cannot help "
+                            "until that is fixed")
+            elif due:
+                d.action, d.reason, changes_data = "renew", "; ".join(due), True
+            else:
+                d.reason = f"not due (renews at {cert.renewal_time:%Y-%m-%d})" if cert.renewal_time else "not due"
+        elif target in files:
+            f = files[target]
+            cert_pem = read_file(f.cert, "certificate")
+            if s is not None and s.leaf is not None and _pem_sha(cert_pem) == s.sha256:
+                d.new_sha256, d.new_not_after = s.sha256, s.leaf.not_after
+                d.reason = "the Secret already holds the new certificate"
+            else:
+                leaf, _ = validate_replacement(
+                    cert_pem, read_file(f.key, "key"), read_file(f.ca, "CA") if f.ca else None, hosts=hosts,
+                    current_not_after=None if s is None or s.leaf is None else s.leaf.not_after, now=now,
+                    target=target)
+                d.new_sha256, d.new_not_after = leaf.sha256, leaf.not_after
+                d.action, d.reason, changes_data = "replace", f"new certificate until {leaf.not_after:%Y-%m-%d}", True
+        elif target in explicit:
+            raise InvalidInput(f"{target} is managed by hand: give its new certificate and key in "
+                               f"replacement_files[{target!r}] = {{'cert': PATH, 'key': PATH}}")
+        else:
+            d.reason = "managed by hand and no replacement_files entry: skipped"
+        if d.action in ("replace", "restore"):
+            secret = _get_secret(cluster, ns, name)
+            if secret is not None and not _has_backup(cluster, ns, name, d.current_sha256):
+                d.backup = backup_name(secret)
+        # restarts: workloads reading the Secret, and the ingress controller serving it
+        for kind, wname, obj in workloads_using(cluster, ns, name):
+            oldest = _oldest_pod(cluster, ns, obj)
+            if changes_data or (s and s.changed_at and oldest and oldest < s.changed_at):
+                d.restarts.append(f"{kind}/{ns}/{wname}")
+        mismatch = inv.served_mismatch(ns, name)
+        if ingress_controller and hosts and (changes_data or mismatch):
+            ins, iname = ingress_controller.split("/", 1)
+            d.restarts.append(f"Deployment/{ins}/{iname}")
+            if d.action == "none" and mismatch:
+                d.action = "reload"
+                d.reason = (f"{', '.join(sorted(mismatch))} serve(s) an old certificate"
+                            + (f"; {d.reason}" if d.reason else ""))
+        decisions.append(d)
+    return decisions
+
+
+def _pem_sha(pem: bytes) -> str:
+    try:
+        return x509.load_pem_x509_certificates(pem)[0].fingerprint(hashes.SHA256()).hex()
+    except (ValueError, IndexError):
+        return ""
+
+
+def _has_backup(cluster: kube.Cluster, ns: str, name: str, sha: str) -> bool:
+    return any(b["sha256"] == sha for b in backups(cluster, [ns], of=name)) if sha else False
+
+
+def rotation_preview(cluster: kube.Cluster, inv: Inventory, targets: list[str], params: Any) -> pd.DataFrame:
+    """The decisions as a table (what the plan will do and why); refusals are shown, not raised."""
+    cols = ["certificate", "managed_by", "action", "reason", "backup", "restarts", "current_sha256",
+            "new_sha256", "new_not_after"]
+    try:
+        rows = [d.row() for d in decide(cluster, inv, targets, **_decide_args(params))]
+    except InvalidInput as e:
+        rows = [{"certificate": ", ".join(targets), "action": "refused", "reason": str(e)}]
+    return _frame(rows, columns=cols)
+
+
+def _decide_args(p: Any) -> dict[str, Any]:
+    return {"replacement_files": {k: v.model_dump() for k, v in p.replacement_files.items()},
+            "expiring_within_days": p.expiring_within_days, "force_renewal": p.force_renewal,
+            "ingress_controller": p.ingress_controller, "rollback_backup": p.rollback_backup,
+            "explicit": list(p.certificates) + list(p.replacement_files)}
+
+
+def plan_arguments(p: CertificateRotationParams, targets: list[str]) -> dict[str, Any]:
+    """Keyword arguments of :func:`rotation_changes` for ``run.plan`` (plain data, so the plan recomputes)."""
+    return {"targets": list(targets), "namespaces": sorted({t.split("/", 1)[0] for t in targets}),
+            "ingress_endpoint": p.ingress_endpoint, "probe_timeout": p.probe_timeout_seconds,
+            "probe_concurrency": p.probe_concurrency, **_decide_args(p)}
+
+
+# --------------------------------------------------------------------------
+# Rotation: the plan builder
+# --------------------------------------------------------------------------
+
+RENEW_REASON = "ManuallyTriggered"
+RENEW_MESSAGE = "Certificate re-issuance manually triggered"
+
+
+def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: list[str],
+                     ingress_endpoint: str = "", probe_timeout: float = 5.0, probe_concurrency: int = 16,
+                     **decide_kw: Any) -> list[rb.Change]:
+    """Plan builder (``run.plan(certs.rotation_changes, **certs.plan_arguments(p, targets))``).
+
+    Reads the current state of the target namespaces, decides (:func:`decide`)
+    and returns the changes in the order they must happen:
+
+    1. renewals: the Certificate's ``Issuing`` condition set to True through the
+       status subresource, as ``cmctl renew`` does;
+    2. backups: a copy of each Secret about to be replaced (type Opaque, label
+       ``kube-runbooks.io/backup-of``), unless one of the same certificate exists;
+    3. replacements (or restores) of ``tls.crt``/``tls.key`` (and ``ca.crt``);
+    4. rollout restarts of the workloads reading the Secrets and of the ingress controller.
+
+    Every change is idempotent against the state it was planned on (preconditions
+    are part of the plan id): a re-run after an interruption plans only what is left.
+    """
+    inv = inventory(cluster, namespaces)
+    if targets and any(inv.hosts_of(*t.split("/", 1)) for t in targets):
+        inv.served = probe_served([h for t in targets for h in inv.hosts_of(*t.split("/", 1))], ingress_endpoint,
+                                  timeout=probe_timeout, concurrency=probe_concurrency)
+        inv.probed = True
+    decisions = decide(cluster, inv, targets, **decide_kw)
+    renew, backup, replace, restart = [], [], [], []
+    restarts_seen: list[str] = []
+    files = decide_kw.get("replacement_files") or {}
+    for d in decisions:
+        ns, name = d.target.split("/", 1)
+        if d.action == "renew":
+            cert = inv.certificate_for(ns, name)
+            assert cert is not None
+            renew.append(_renew_change(cluster, cert))
+        if d.action in ("replace", "restore"):
+            secret = _get_secret(cluster, ns, name)
+            assert secret is not None
+            if d.backup:
+                backup.append(_backup_change(secret, d.backup))
+            if d.action == "replace":
+                f = files[d.target]
+                f = f if isinstance(f, ReplacementFiles) else ReplacementFiles.model_validate(f)
+                data = {"tls.crt": read_file(f.cert, "certificate"), "tls.key": read_file(f.key, "key")}
+                if f.ca:
+                    data["ca.crt"] = read_file(f.ca, "CA")
+            else:
+                bns, bname = decide_kw["rollback_backup"].split("/", 1)
+                source = _get_secret(cluster, bns, bname) or {}
+                data = {k: base64.b64decode(v) for k, v in (source.get("data") or {}).items()}
+            replace.append(_replace_change(secret, data, d))
+        for ref in d.restarts:
+            if ref not in restarts_seen:
+                restarts_seen.append(ref)
+    for ref in restarts_seen:
+        kind, ns, name = ref.split("/", 2)
+        restart.extend(rb.rollout_restart(cluster, ns, name, kind))
+    return renew + backup + replace + restart
+
+
+def _renew_change(cluster: kube.Cluster, cert: CmCertificate) -> rb.Change:
+    conditions = [c for c in cert.conditions if c.get("type") != "Issuing"]
+    issuing = {"type": "Issuing", "status": "True", "reason": RENEW_REASON, "message": RENEW_MESSAGE,
+               "lastTransitionTime": rb.APPLY_TIME}
+    if cert.generation is not None:
+        issuing["observedGeneration"] = cert.generation
+    old = f"{cert.issuing.get('status')} ({cert.issuing.get('reason', '')})" if cert.issuing else None
+    return rb.Change(
+        target=RENEWAL_TARGET, operation="patch", kind="Certificate", namespace=cert.namespace, name=cert.name,
+        subresource="status",
+        diff=[{"path": "status.conditions[Issuing]", "from": old, "to": f"True ({RENEW_REASON})"},
+              {"path": "status.revision", "from": cert.revision, "to": f"{cert.revision + 1} (issued by cert-manager)"}],
+        body={"status": {"conditions": [*conditions, issuing]}},
+        precondition={"revision": cert.revision,
+                      "notAfter": cert.not_after.isoformat() if cert.not_after else None},
+    )
+
+
+def _backup_change(secret: dict, name: str) -> rb.Change:
+    meta = secret["metadata"]
+    info = read_tls_secret(secret, check_key=False)
+    sha = info.sha256
+    until = f", not after {info.leaf.not_after:%Y-%m-%d}" if info.leaf else ""
+    return rb.Change(
+        target=SECRET_TARGET, operation="create", kind="Secret", namespace=meta["namespace"], name=name,
+        diff=[{"path": f"new Secret: copy of {meta['name']} (certificate sha256 {sha[:16]}{until}), "
+                       f"label {BACKUP_OF}={meta['name']}"}],
+        body={"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": name, "namespace": meta["namespace"], "labels": {BACKUP_OF: meta["name"]},
+                           "annotations": {BACKUP_SHA: sha, BACKUP_TIME: rb.APPLY_TIME,
+                                           BACKUP_TYPE: secret.get("type", TLS_TYPE)}},
+              "data": dict(secret.get("data") or {})},
+        precondition={"sha256": sha},
+    )
+
+
+def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> rb.Change:
+    meta = secret["metadata"]
+    until = f" (not after {d.new_not_after:%Y-%m-%d})" if d.new_not_after else ""
+    what = "restored from backup" if d.action == "restore" else "replaced from files"
+    diff = [{"path": f"data[tls.crt]: certificate sha256 {d.current_sha256[:16] or 'none'} → "
+                     f"{d.new_sha256[:16] or '?'}{until}, {what}"},
+            {"path": "data[tls.key]: replaced by the key of the new certificate"}]
+    if "ca.crt" in data:
+        diff.append({"path": "data[ca.crt]: replaced"})
+    return rb.Change(
+        target=SECRET_TARGET, operation="patch", kind="Secret", namespace=meta["namespace"], name=meta["name"],
+        diff=diff,
+        body={"metadata": {"annotations": {ROTATED_AT: rb.APPLY_TIME}},
+              "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())
+                       if k in ("tls.crt", "tls.key", "ca.crt")}},
+        precondition={"sha256": d.current_sha256},
+    )
+
+
+# --------------------------------------------------------------------------
+# Rotation: how the changes are sent (runbook targets), waiting for cert-manager
+# --------------------------------------------------------------------------
+
+RENEWAL_TARGET = "cert-manager-renewal"
+SECRET_TARGET = "tls-secret"
+
+
+def _with_apply_time(value: Any, now: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _with_apply_time(v, now) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_apply_time(v, now) for v in value]
+    return now if value == rb.APPLY_TIME else value
+
+
+class RenewalFailed(Unavailable):
+    """cert-manager did not issue the renewal (it failed, or not within the timeout)."""
+
+
+class CertManagerRenewal:
+    """Runbook target ``cert-manager-renewal``: renew a Certificate the way ``cmctl renew`` does.
+
+    Sending the change sets the ``Issuing`` condition through the status
+    subresource (with ``dryRun=All`` when validating), then waits until
+    cert-manager has written a new revision and Secret, or reports why not:
+    issuance failed, or nothing happened within ``renew_timeout_seconds`` (a
+    parameter of the run). A renewal that does not come records a critical
+    ``renewal-failed`` finding with cert-manager's message and stops the apply
+    (later changes, such as restarts, would only restart onto the old certificate).
+    """
+
+    poll = 1.0
+
+    def send(self, run: rb.Run, change: rb.Change, *, dry_run: bool, now: str) -> Any:
+        cluster = run.cluster
+        path = f"{CM_API}/namespaces/{change.namespace}/certificates/{change.name}/status"
+        out = rb.api_request(cluster, "PATCH", path, query=[("dryRun", "All")] if dry_run else [],
+                             body=_with_apply_time(change.body, now), content_type="application/merge-patch+json")
+        if dry_run:
+            return out
+        timeout = float(getattr(run.params, "renew_timeout_seconds", 180))
+        result = wait_for_renewal(cluster, change.namespace or "", change.name,
+                                  int(change.precondition.get("revision") or 0), timeout=timeout, poll=self.poll)
+        if not result["ok"]:
+            run.finding(f"renewal-failed/{change.namespace}/{change.name}", "critical",
+                        f"Certificate {change.namespace}/{change.name} was not renewed",
+                        detail=result["problem"], resource=f"Certificate/{change.namespace}/{change.name}")
+            raise RenewalFailed(result["problem"])
+        return result
+
+    def current(self, run: rb.Run, change: rb.Change) -> Any:
+        try:
+            return kube.get_object(run.cluster, "certificates", change.namespace, change.name)
+        except NotFound:
+            return None
+
+
+class TlsSecretWrites:
+    """Runbook target ``tls-secret``: Kubernetes writes to TLS Secrets that keep keys out of the run directory.
+
+    Sent exactly like the ``kubernetes`` target (``dryRun=All`` when
+    validating, merge patch or create), but the copy of the Secret taken
+    before the change (``backups/*.json`` in the run directory) holds SHA-256
+    fingerprints of the values instead of the values: the restorable backup is
+    the backup Secret in the cluster, and run outputs never hold private keys.
+    """
+
+    def send(self, run: rb.Run, change: rb.Change, *, dry_run: bool, now: str) -> Any:
+        base = f"/api/v1/namespaces/{change.namespace}/secrets"
+        query = [("dryRun", "All")] if dry_run else []
+        body = _with_apply_time(change.body, now)
+        if change.operation == "create":
+            return rb.api_request(run.cluster, "POST", base, query=query, body=body)
+        if change.operation == "patch":
+            return rb.api_request(run.cluster, "PATCH", f"{base}/{change.name}", query=query, body=body,
+                                  content_type="application/merge-patch+json")
+        return rb.api_request(run.cluster, "DELETE", f"{base}/{change.name}", query=query)
+
+    def current(self, run: rb.Run, change: rb.Change) -> Any:
+        if change.operation == "create":
+            return None
+        secret = _get_secret(run.cluster, change.namespace or "", change.name)
+        if secret is None:
+            return None
+        redacted = json.loads(json.dumps(secret))
+        for section in ("data", "stringData"):
+            if isinstance(redacted.get(section), dict):
+                redacted[section] = {k: f"<sha256 {hashlib.sha256(str(v).encode()).hexdigest()}>"
+                                     for k, v in redacted[section].items()}
+        return redacted
+
+
+rb.register_target(RENEWAL_TARGET, CertManagerRenewal())
+rb.register_target(SECRET_TARGET, TlsSecretWrites())
+
+
+def wait_for_renewal(cluster: kube.Cluster, namespace: str, name: str, old_revision: int, *,
+                     timeout: float = 180.0, poll: float = 1.0) -> dict:
+    """Wait until cert-manager has issued a revision after ``old_revision``, failed, or the time is up.
+
+    Returns ``certificate``, ``ok``, ``revision``, ``not_after``, ``sha256`` and,
+    when it did not work, ``problem`` in cert-manager's words (the Issuing
+    condition, the CertificateRequest, the ACME challenge), so that a stuck
+    issuance is reported instead of waited on forever.
+    """
+    started = datetime.now(UTC) - timedelta(seconds=5)  # tolerate a little clock skew with the cluster
+    deadline = time.monotonic() + timeout
+    ref = f"{namespace}/{name}"
+    while True:
+        cert = read_certificate(kube.get_object(cluster, "certificates", namespace, name))
+        secret = _get_secret(cluster, namespace, cert.secret_name)
+        info = read_tls_secret(secret, check_key=False) if secret else None
+        if cert.revision > old_revision and info is not None and info.leaf is not None:
+            return {"certificate": ref, "ok": True, "revision": cert.revision, "not_after": info.leaf.not_after,
+                    "sha256": info.sha256, "problem": ""}
+        if cert.issuing.get("status") == "False" and cert.issuing.get("reason") == "Failed" \
+                and cert.last_failure is not None and cert.last_failure >= started:
+            return {"certificate": ref, "ok": False, "revision": cert.revision,
+                    "problem": f"cert-manager failed to issue it: {cert.why_failing()}"}
+        if time.monotonic() > deadline:
+            break
+        time.sleep(poll)
+    inv = build_inventory([], [kube.get_object(cluster, "certificates", namespace, name)],
+                          _list(cluster, "certificaterequests", [namespace]), (),
+                          _list(cluster, "challenges", [namespace], api_path=ACME_API))
+    cert = inv.certificates[(namespace, name)]
+    return {"certificate": ref, "ok": False, "revision": cert.revision,
+            "problem": f"cert-manager issued no new revision within {timeout:.0f} s (still revision "
+                       f"{old_revision}): {cert.why_failing() or cert.ready.get('message', '')}"}
+
+
+def phase_of(change: rb.Change) -> str:
+    """renew, backup, replace or restart."""
+    if change.kind == "Certificate":
+        return "renew"
+    if change.kind == "Secret":
+        return "backup" if change.operation == "create" else "replace"
+    return "restart"
+
+
+class VerificationFailed(RunbookError):
+    """The rotation was applied but did not take (see the verification findings)."""
+
+
+def _rollout_done(cluster: kube.Cluster, kind: str, ns: str, name: str) -> bool:
+    resource = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}[kind]
+    obj = kube.get_object(cluster, resource, ns, name)
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if status.get("observedGeneration", 0) < (obj["metadata"].get("generation") or 0):
+        return False
+    if kind == "DaemonSet":
+        return status.get("updatedNumberScheduled", 0) >= status.get("desiredNumberScheduled", 0) \
+            and status.get("numberAvailable", 0) >= status.get("desiredNumberScheduled", 0)
+    want = spec.get("replicas", 1)
+    return status.get("updatedReplicas", 0) >= want and status.get("availableReplicas", 0) >= want \
+        and status.get("replicas", 0) <= want
+
+
+def verify_rotation(cluster: kube.Cluster, applied: list[dict], plan: rb.Plan, before: Inventory, *,
+                    ingress_endpoint: str = "", timeout: float = 120.0, poll: float = 1.0,
+                    probe_timeout: float = 5.0) -> list[rb.Finding]:
+    """Prove an applied rotation took: new certificate stored and served, workloads restarted.
+
+    ``applied`` is what ``run.apply(plan)`` returned (empty: nothing was
+    applied, nothing to verify). One finding per rotated Secret
+    (``rotation-verified/…`` ok, or ``rotation-failed/…`` critical naming what
+    did not happen) and one per restarted workload (``restart-done``, or
+    ``restart-incomplete`` critical). Waits up to ``timeout`` seconds for the
+    rollouts to finish and the ingress to serve the new certificates.
+    """
+    if not applied:
+        return []
+    secrets: dict[str, str] = {}  # target Secret -> what happened to it
+    for c in plan.changes:
+        phase = phase_of(c)
+        if phase == "renew":
+            cert = before.certificates.get((c.namespace or "", c.name))
+            if cert is not None:
+                secrets[f"{c.namespace}/{cert.secret_name}"] = "renewed"
+        elif phase == "replace":
+            secrets[f"{c.namespace}/{c.name}"] = "restored" if plan.kwargs.get("rollback_backup") else "replaced"
+    restarts = [(c.kind, c.namespace or "", c.name) for c in plan.changes if phase_of(c) == "restart"]
+    if restarts:  # Secrets whose only problem was served ≠ stored: the restart reloads them
+        for target in plan.kwargs.get("targets") or []:
+            if target not in secrets and before.served_mismatch(*target.split("/", 1)):
+                secrets[target] = "reloaded"
+    deadline = time.monotonic() + timeout
+    now_inv = Inventory(now=datetime.now(UTC))
+    not_served: set[str] = set()
+    while True:
+        pending_rollouts = [r for r in restarts if not _rollout_done(cluster, *r)]
+        if secrets:
+            now_inv = inventory(cluster, sorted({t.split("/", 1)[0] for t in secrets}))
+            hosts = [h for t in secrets for h in now_inv.hosts_of(*t.split("/", 1))]
+            now_inv.served = probe_served(hosts, ingress_endpoint, timeout=probe_timeout)
+            now_inv.probed = True
+            not_served = {t for t in secrets if now_inv.served_mismatch(*t.split("/", 1))
+                          or any(now_inv.served.get(h, Served(h, error="not probed")).error
+                                 for h in now_inv.hosts_of(*t.split("/", 1)))}
+        if (not pending_rollouts and not not_served) or time.monotonic() > deadline:
+            break
+        time.sleep(poll)
+    findings: list[rb.Finding] = []
+    for target, how in sorted(secrets.items()):
+        ns, name = target.split("/", 1)
+        old, new = before.secrets.get((ns, name)), now_inv.secrets.get((ns, name))
+        problems = []
+        if new is None or new.leaf is None:
+            problems.append("the Secret has no readable certificate")
+        elif how != "reloaded" and old is not None and old.leaf is not None:
+            if new.sha256 == old.sha256:
+                problems.append("the Secret still holds the certificate it had before")
+            elif how != "restored" and new.leaf.not_after <= old.leaf.not_after:
+                problems.append(f"the new certificate does not expire later ({new.leaf.not_after:%Y-%m-%d})")
+        if target in not_served:
+            mismatch = now_inv.served_mismatch(ns, name)
+            errors = [now_inv.served[h].error for h in now_inv.hosts_of(ns, name)
+                      if h in now_inv.served and now_inv.served[h].error]
+            problems.append(f"{', '.join(sorted(mismatch))} still serve(s) another certificate" if mismatch
+                            else f"the served certificate could not be read: {errors[0] if errors else '?'}")
+        evidence = {"before_sha256": old.sha256 if old else "", "after_sha256": new.sha256 if new else "",
+                    "before_not_after": old.leaf.not_after.isoformat() if old and old.leaf else None,
+                    "after_not_after": new.leaf.not_after.isoformat() if new and new.leaf else None,
+                    "hosts": now_inv.hosts_of(ns, name)}
+        if problems:
+            findings.append(rb.Finding(id=f"rotation-failed/{ns}/{name}", severity="critical",
+                                       title=f"{target} was {how} but the rotation did not take",
+                                       detail="; ".join(problems) + ".", resource=f"Secret/{ns}/{name}",
+                                       evidence=evidence))
+        else:
+            hosts_text = ", ".join(now_inv.hosts_of(ns, name)) or "no Ingress host"
+            until = f" until {new.leaf.not_after:%Y-%m-%d}" if new and new.leaf else ""
+            findings.append(rb.Finding(id=f"rotation-verified/{ns}/{name}", severity="ok",
+                                       title=f"{target} {how}: certificate{until} stored and served on {hosts_text}",
+                                       resource=f"Secret/{ns}/{name}", evidence=evidence))
+    for kind, ns, name in restarts:
+        if (kind, ns, name) in pending_rollouts:
+            findings.append(rb.Finding(id=f"restart-incomplete/{ns}/{name}", severity="critical",
+                                       title=f"{kind} {ns}/{name}: the restart did not finish within {timeout:.0f} s",
+                                       resource=f"{kind}/{ns}/{name}"))
+        else:
+            findings.append(rb.Finding(id=f"restart-done/{ns}/{name}", severity="ok",
+                                       title=f"{kind} {ns}/{name} restarted: all its pods are new and available",
+                                       resource=f"{kind}/{ns}/{name}"))
+    return findings
+
+
+def fail_unless_verified(findings: Iterable[rb.Finding]) -> None:
+    """Raise :class:`VerificationFailed` if any verification finding is critical."""
+    bad = [f for f in findings if f.severity == "critical"]
+    if bad:
+        raise VerificationFailed("verification failed: " + "; ".join(f"{f.title} ({f.detail})" if f.detail
+                                                                    else f.title for f in bad))

@@ -40,7 +40,6 @@ Design choices:
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import hashlib
 import http.client
 import json
@@ -70,7 +69,6 @@ __all__ = [
     "ApplyResult",
     "Helm",
     "HelmFailed",
-    "HelmMissing",
     "ProvisionParams",
     "ReleaseSpec",
     "VaultValues",
@@ -97,6 +95,7 @@ HELM_INSTALL_HINT = (
 )
 REDACTED = "[REDACTED]"
 SECRET_DATA = "<redacted>"
+CERTIFICATE_APPEARS = 10.0  # seconds verification waits for cert-manager to create the Certificate
 IGNORED_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid",
                 "selfLink")
 
@@ -106,20 +105,12 @@ IGNORED_META = ("managedFields", "resourceVersion", "generation", "creationTimes
 # --------------------------------------------------------------------------
 
 
-class HelmMissing(InvalidInput):
-    """No usable Helm 4 binary: nothing was done (the message says how to install it)."""
-
-
 class HelmFailed(RunbookError):
     """A helm command failed; the message is Helm's (redacted of secret values)."""
 
     def __init__(self, message: str, returncode: int | None = None) -> None:
         super().__init__(message)
         self.returncode = returncode
-
-
-class VaultError(InvalidInput):
-    """The vault file cannot be read or decrypted with the password given."""
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +285,7 @@ def find_helm(binary: str | None = None) -> str:
     """The path of a Helm 4 binary: ``binary``, else next to this Python (the venv), else on PATH.
 
     Raises:
-        HelmMissing: none found, or it is older than Helm 4, with how to install it.
+        rb.PreflightFailed: none found, or it is older than Helm 4, with how to install it (exit 2).
     """
     candidates = [binary] if binary else [str(Path(sys.executable).with_name("helm")), "helm"]
     for candidate in candidates:
@@ -306,16 +297,16 @@ def find_helm(binary: str | None = None) -> str:
             proc = subprocess.run([path, "version", "--template", "{{.Version}}"], capture_output=True,
                                   text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise HelmMissing(f"{path} does not run ({exc}); {HELM_INSTALL_HINT}") from exc
+            raise rb.PreflightFailed(f"{path} does not run ({exc}); {HELM_INSTALL_HINT}") from exc
         version = proc.stdout.strip()
         m = re.match(r"v?(\d+)\.", version)
         if proc.returncode != 0 or not m:
-            raise HelmMissing(f"{path} did not report a version ({cut(proc.stderr)}); {HELM_INSTALL_HINT}")
+            raise rb.PreflightFailed(f"{path} did not report a version ({cut(proc.stderr)}); {HELM_INSTALL_HINT}")
         if int(m[1]) < HELM_MIN_MAJOR:
-            raise HelmMissing(f"{path} is Helm {version}; this runbook needs Helm {HELM_MIN_MAJOR} "
+            raise rb.PreflightFailed(f"{path} is Helm {version}; this runbook needs Helm {HELM_MIN_MAJOR} "
                               f"(server-side apply, --wait=watcher): {HELM_INSTALL_HINT}")
         return path
-    raise HelmMissing(f"Helm is not installed (no `helm` next to {sys.executable} or on PATH): "
+    raise rb.PreflightFailed(f"Helm is not installed (no `helm` next to {sys.executable} or on PATH): "
                       f"{HELM_INSTALL_HINT}")
 
 
@@ -349,6 +340,10 @@ class Helm:
     def __repr__(self) -> str:
         return f"Helm({self.binary!r}, context={self.context!r})"
 
+    def hide(self, secrets: VaultValues) -> None:
+        """Redact these secret values too from everything helm prints from now on."""
+        self.secrets.extend(secrets.values.values())
+
     def _argv(self, args: Sequence[str]) -> list[str]:
         argv = [self.binary, *args]
         if self.kubeconfig:
@@ -358,8 +353,11 @@ class Helm:
         return argv
 
     def run(self, *args: str, stdin: bytes | None = None, timeout: float | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one helm command; stdout/stderr come back redacted.
+            check: bool = True, parse: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run one helm command; stderr comes back redacted, and stdout unless ``parse``.
+
+        ``parse=True`` is for output this module parses and never shows (manifests, release
+        JSON): redacting it would corrupt Secret data and hide secret changes from the plan id.
 
         Raises:
             HelmFailed: non-zero exit (with ``check``) or the timeout passed (the process is killed).
@@ -370,7 +368,8 @@ class Helm:
                                   check=False, env=_helm_env())
         except subprocess.TimeoutExpired as exc:
             raise HelmFailed(f"helm {args[0]} did not finish within {limit:.0f}s and was stopped") from exc
-        out = redact(proc.stdout.decode("utf-8", "replace"), self.secrets)
+        out = proc.stdout.decode("utf-8", "replace")
+        out = out if parse else redact(out, self.secrets)
         err = redact(proc.stderr.decode("utf-8", "replace"), self.secrets)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and proc.returncode != 0:
@@ -419,7 +418,7 @@ class Helm:
         args = ["get", "manifest", release, "--namespace", namespace]
         if revision is not None:
             args += ["--revision", str(revision)]
-        return self.run(*args).stdout
+        return self.run(*args, parse=True).stdout
 
 
 def _helm_env() -> dict[str, str]:
@@ -492,19 +491,20 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
         keys: container env var name → key in the vault; empty: every key, as named.
 
     Raises:
-        VaultError: missing file or variable, wrong password, not a mapping, missing keys.
+        rb.PreflightFailed: missing file or variable, wrong password, not a mapping, missing keys
+            (exit 2: nothing was applied). Messages never contain a value from the vault.
     """
     if not path:
         return NO_SECRETS
     environ = os.environ if environ is None else environ
     password = environ.get(password_env)
     if not password:
-        raise VaultError(f"environment variable {password_env} (vault_password_env) is not set or "
+        raise rb.PreflightFailed(f"environment variable {password_env} (vault_password_env) is not set or "
                          f"empty: export the vault password there to decrypt {str(path)!r}")
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise VaultError(f"vault file {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise rb.PreflightFailed(f"vault file {str(path)!r} cannot be read: {exc.strerror}") from None
     from ansible.errors import AnsibleError
 
     vault = _vault_lib(password)
@@ -515,24 +515,24 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
         else:
             data = yaml.load(raw, Loader=_vault_loader(vault))  # noqa: S506 - SafeLoader + !vault only
     except AnsibleError:
-        raise VaultError(f"cannot decrypt vault file {str(path)!r} with the password in ${password_env}: "
+        raise rb.PreflightFailed(f"cannot decrypt vault file {str(path)!r} with the password in ${password_env}: "
                          "wrong password, or not an Ansible Vault file") from None
     except (yaml.YAMLError, UnicodeDecodeError):
-        raise VaultError(f"vault file {str(path)!r} does not hold YAML once decrypted") from None
+        raise rb.PreflightFailed(f"vault file {str(path)!r} does not hold YAML once decrypted") from None
     if not isinstance(data, dict):
-        raise VaultError(f"vault file {str(path)!r} must hold a mapping of names to values")
+        raise rb.PreflightFailed(f"vault file {str(path)!r} must hold a mapping of names to values")
     wanted = dict(keys) if keys else {str(k): str(k) for k in data}
     missing = sorted(v for v in wanted.values() if v not in data)
     if missing:
-        raise VaultError(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
+        raise rb.PreflightFailed(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
     bad = sorted(k for k in wanted if not _ENV_NAME.match(k))
     if bad:
-        raise VaultError(f"vault keys {bad} are not environment variable names: map them with vault_keys")
+        raise rb.PreflightFailed(f"vault keys {bad} are not environment variable names: map them with vault_keys")
     values = {}
     for env_name, key in wanted.items():
         value = data[key]
         if isinstance(value, dict | list) or value is None:
-            raise VaultError(f"vault key {key!r} must hold a string or number, not {type(value).__name__}")
+            raise rb.PreflightFailed(f"vault key {key!r} must hold a string or number, not {type(value).__name__}")
         values[env_name] = str(value).lower() if isinstance(value, bool) else str(value)
     return VaultValues(str(path), values)
 
@@ -614,10 +614,12 @@ class ReleaseSpec:
 
 
 def _resolve(path: str, base: Path) -> str:
+    """A local path relative to ``base``; repository (``repo/chart``) and ``oci://`` references as given."""
     if "://" in path or Path(path).is_absolute():
         return path
     candidate = base / path
-    return str(candidate) if candidate.exists() or path.startswith((".", "charts")) else path
+    local = candidate.exists() or path.startswith((".", "charts" + os.sep)) or path.endswith(".tgz")
+    return str(candidate) if local else path
 
 
 def helm_for(p: Any, secrets: VaultValues = NO_SECRETS) -> Helm:
@@ -658,7 +660,7 @@ def render(helm: Helm, spec: ReleaseSpec, secrets: VaultValues = NO_SECRETS) -> 
     Raises:
         HelmFailed: the chart does not render (schema violation, ``fail`` in a template).
     """
-    proc = helm.run("template", *spec.chart_args(), stdin=spec.values_document(secrets))
+    proc = helm.run("template", *spec.chart_args(), stdin=spec.values_document(secrets), parse=True)
     return parse_manifest(proc.stdout, spec.namespace)
 
 
@@ -831,11 +833,25 @@ def _revision(history: list[dict[str, Any]]) -> int:
     return int(history[-1]["revision"]) if history else 0
 
 
+def as_helm_applies(obj: Mapping[str, Any], release: str, namespace: str) -> dict[str, Any]:
+    """``obj`` with the ownership metadata Helm adds when it applies (its ``setMetadataVisitor``).
+
+    Without them a dry run as field manager ``helm`` would remove what Helm's last apply set.
+    """
+    out = json.loads(json.dumps(obj))
+    meta = out.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), "app.kubernetes.io/managed-by": "Helm"}
+    meta["annotations"] = {**(meta.get("annotations") or {}), "meta.helm.sh/release-name": release,
+                           "meta.helm.sh/release-namespace": namespace}
+    return out
+
+
 def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[dict[str, Any]],
                    precondition: dict[str, Any], *, namespace_exists: bool = True,
                    ) -> tuple[list[rb.Change], list[dict[str, Any]]]:
     """Changes that turn the live objects into ``desired`` (and drop what only ``current`` has).
 
+    ``desired`` objects are what Helm sends (see :func:`as_helm_applies`).
     Returns the changes and one status row per object (for :func:`plan_table`).
     """
     changes: list[rb.Change] = []
@@ -920,11 +936,12 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
     if spec.create_namespace:
         args.append("--create-namespace")
     try:
-        proc = helm.run(*args, stdin=spec.values_document(secrets))
+        proc = helm.run(*args, stdin=spec.values_document(secrets), parse=True)
     except HelmFailed as exc:
         raise rb.PlanInvalid(f"helm upgrade --dry-run=server refused the release: {exc}") from exc
     release = json.loads(proc.stdout)
-    desired = parse_manifest(release.get("manifest") or "", spec.namespace)
+    desired = [as_helm_applies(o, spec.release, spec.namespace)
+               for o in parse_manifest(release.get("manifest") or "", spec.namespace)]
     current = parse_manifest(helm.manifest(spec.release, spec.namespace), spec.namespace) if history else []
     precondition = {"release": spec.release, "revision": _revision(history)}
     changes, rows = object_changes(cluster, desired, current, precondition, namespace_exists=ns_ok)
@@ -1001,15 +1018,11 @@ def last_good_revision(history: list[dict[str, Any]]) -> int | None:
 def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> list[rb.Change]:
     """Plan builder: the changes ``helm rollback RELEASE <to>`` would make (diff against that manifest)."""
     history = helm.history(spec.release, spec.namespace)
-    target = parse_manifest(helm.manifest(spec.release, spec.namespace, to), spec.namespace)
+    target = [as_helm_applies(o, spec.release, spec.namespace)
+              for o in parse_manifest(helm.manifest(spec.release, spec.namespace, to), spec.namespace)]
     current = parse_manifest(helm.manifest(spec.release, spec.namespace), spec.namespace)
     precondition = {"release": spec.release, "revision": _revision(history), "rollback_to": to}
     changes, rows = object_changes(cluster, target, current, precondition)
-    if not changes:  # the objects match already: the rollback still records a good revision
-        changes = [rb.Change(operation="patch", kind="Secret", namespace=spec.namespace,
-                             name=f"sh.helm.release.v1.{spec.release}.v{_revision(history) + 1}",
-                             diff=[{"path": "release", "from": None, "to": f"revision {to}"}],
-                             body={"rollback_to": to}, precondition=precondition)]
     detail = PlanDetail(spec.release, spec.namespace, _revision(history), history[-1]["status"],
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         [f"server-side apply dry run of revision {to}'s manifest: every object accepted"],
@@ -1022,7 +1035,8 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
     """The rollback plan when the release needs one: its latest revision failed or its rollout is stuck.
 
     With ``force`` a plan is made whenever a good earlier revision exists.
-    Returns None when there is nothing to roll back to (or no need).
+    Returns None when there is nothing to roll back to, no need, or the live
+    objects are that revision's already.
     """
     history = helm.history(spec.release, spec.namespace)
     if not history:
@@ -1035,6 +1049,8 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
         return None
     plan = rb.Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
                    {"helm": helm, "spec": spec, "to": to})
+    if not plan.changes:
+        return None  # the live objects are revision `to` already
     plan.validated = True
     plan.validation = list((_DETAILS.get(plan.id) or PlanDetail("", "", 0, "", pd.DataFrame())).validation)
     return plan
@@ -1045,7 +1061,7 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
 # --------------------------------------------------------------------------
 
 
-def preflight(cluster: Any, spec: ReleaseSpec, p: Any) -> list[rb.Finding]:
+def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[rb.Finding]:
     """Cluster-side checks before anything is planned; a blocking problem raises.
 
     Namespace exists or will be created, the host is not another Ingress's,
@@ -1084,12 +1100,9 @@ def preflight(cluster: Any, spec: ReleaseSpec, p: Any) -> list[rb.Finding]:
             names = [i["metadata"]["name"] for i in _list(cluster, "/apis/cert-manager.io/v1/clusterissuers")]
             problems.append(f"ClusterIssuer {issuer!r} does not exist (cert-manager could not issue the "
                             f"certificate); existing: {', '.join(names) or 'none'}")
-    chart = spec.chart
-    if "://" not in chart and not Path(chart).exists() and (os.sep in chart or chart.startswith(".")):
-        problems.append(f"chart {p.chart!r} does not exist (looked for {chart}); give a chart directory, "
-                        "a packaged .tgz or an oci:// reference")
-    elif "://" not in chart and Path(chart).is_dir() and not (Path(chart) / "Chart.yaml").exists():
-        problems.append(f"chart {p.chart!r} is a directory without Chart.yaml")
+    problem = check_chart(helm, spec)
+    if problem:
+        problems.append(problem)
     for f in spec.values_files:
         if not Path(f).is_file():
             problems.append(f"values file {f!r} does not exist")
@@ -1098,6 +1111,25 @@ def preflight(cluster: Any, spec: ReleaseSpec, p: Any) -> list[rb.Finding]:
     if problems:
         raise rb.PreflightFailed("preflight of provision-service: " + "; ".join(problems))
     return findings
+
+
+def check_chart(helm: Helm, spec: ReleaseSpec) -> str | None:
+    """Why the chart cannot be used, or None: a local directory needs Chart.yaml; a repository or
+    OCI reference must resolve (``helm show chart``)."""
+    chart = Path(spec.chart)
+    if chart.is_dir():
+        return None if (chart / "Chart.yaml").is_file() else f"chart {spec.chart!r} is a directory without Chart.yaml"
+    if chart.is_file():
+        return None
+    if "://" not in spec.chart and (chart.is_absolute() or spec.chart.startswith(".") or spec.chart.endswith(".tgz")
+                                    or (chart.parent.exists() and str(chart.parent) not in ("", "."))):
+        return (f"chart {spec.chart!r} does not exist; give a chart directory, a packaged .tgz, a "
+                "repository reference (repo/chart) or an oci:// reference")
+    args = ["show", "chart", spec.chart] + (["--version", spec.chart_version] if spec.chart_version else [])
+    proc = helm.run(*args, timeout=60, check=False)
+    if proc.returncode != 0:
+        return f"chart {spec.chart!r} cannot be found: {_helm_error(proc.stderr)}"
+    return None
 
 
 def _list(cluster: Any, path: str) -> list[dict[str, Any]]:
@@ -1152,6 +1184,7 @@ def _guard(run: Any, plan: rb.Plan) -> rb.Plan:
     fresh = plan.recompute(run.cluster)
     if fresh.id != plan.id:
         raise rb.PlanMismatch(f"plan {plan.id} changed to {fresh.id} just before applying: nothing was applied")
+    fresh.validated, fresh.validation = plan.validated, plan.validation
     return fresh
 
 
@@ -1315,7 +1348,9 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
             last = (st.get("lastState") or {}).get("terminated") or {}
             if st.get("ready"):
                 continue
-            reason = waiting.get("reason") or last.get("reason") or "NotReady"
+            reason = waiting.get("reason") or (
+                f"{last['reason']} (restarting)" if last.get("reason") and st.get("restartCount") else
+                last.get("reason")) or "NotReady"
             bad.append({"container": st["name"], "reason": reason, "restarts": st.get("restartCount", 0),
                         "last_exit": last.get("exitCode"), "last_termination": last.get("reason", ""),
                         "message": cut(waiting.get("message", ""), 160)})
@@ -1323,7 +1358,8 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
             continue
         events = _list_selected(cluster, f"/api/v1/namespaces/{spec.namespace}/events",
                                 fields=f"involvedObject.name={meta['name']}")
-        events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        # warnings last, so that the newest ones are kept
+        events.sort(key=lambda e: (e.get("type") == "Warning", e.get("lastTimestamp") or e.get("eventTime") or ""))
         lines = [f"{e.get('type', '')} {e.get('reason', '')}: {cut(e.get('message', ''), 140)}"
                  + (f" (x{e['count']})" if (e.get("count") or 1) > 1 else "")
                  for e in events[-events_per_pod:]]
@@ -1338,6 +1374,69 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
             evidence={"containers": bad, "events": lines}))
     cols = ["pod", "container", "reason", "restarts", "last_exit", "last_termination", "message", "events"]
     return pd.DataFrame(rows, columns=cols), findings
+
+
+def rollback_after(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult,
+                   before: rb.Plan | None) -> rb.Plan | None:
+    """The rollback plan to offer now: computed again when this run's upgrade failed, else ``before``."""
+    if result.applied and not result.ok:
+        return plan_rollback(run, helm, spec, force=True)
+    return before
+
+
+def outcome_findings(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult, rolled: ApplyResult,
+                     rollback: rb.Plan | None, stuck: Sequence[rb.Finding] = ()) -> list[rb.Finding]:
+    """Findings for what happened to the release in this run (the last record of an id wins).
+
+    - ``rollout/…``: this run's upgrade completed (ok) or failed (critical, even if rolled back:
+      the requested change did not happen);
+    - ``rollback/…``: a rollback applied (ok / critical), or one is available (warning, with the
+      command that approves it);
+    - ``release-status/…``: the release's latest revision is failed or pending (critical);
+    - ``stuck`` pods from :func:`diagnose`, kept critical unless a rollback then succeeded.
+    """
+    res = f"Release/{spec.namespace}/{spec.release}"
+    out: list[rb.Finding] = []
+    if result.applied:
+        if result.ok:
+            out.append(rb.Finding(id=f"rollout/{spec.namespace}/{spec.release}", severity="ok",
+                                  title=f"release {spec.release} revision {result.revision} rolled out in "
+                                  f"{result.seconds:.0f}s", resource=res, evidence=result.rollout))
+        else:
+            out.append(rb.Finding(
+                id=f"rollout/{spec.namespace}/{spec.release}", severity="critical",
+                title=f"the rollout of release {spec.release} revision {result.revision} failed within "
+                f"{spec.timeout}s", detail=result.message, resource=res, evidence=result.rollout))
+    if rolled.applied:
+        out.append(rb.Finding(
+            id=f"rollback/{spec.namespace}/{spec.release}", severity="ok" if rolled.ok else "critical",
+            title=f"{rolled.action}: release {spec.release} is at revision {rolled.revision} "
+            f"({rolled.status})" + ("" if rolled.ok else f": {rolled.message}"), resource=res,
+            evidence=rolled.rollout))
+    elif rollback is not None:
+        detail = plan_detail(rollback)
+        to = detail.target_revision if detail else rollback.kwargs.get("to")
+        out.append(rb.Finding(
+            id=f"rollback/{spec.namespace}/{spec.release}", severity="warning",
+            title=f"rollback plan {rollback.id} restores revision {to} of release {spec.release}",
+            detail=f"approve it: runbooks run {run.runbook} --env ENV --approve {rollback.id} "
+            "(or set auto_rollback=True before an approved upgrade)", resource=res,
+            evidence={"plan_id": rollback.id, "rollback_to": to,
+                      "changes": [c.public() for c in rollback.changes]}))
+    history = helm.history(spec.release, spec.namespace)
+    if history:
+        last = history[-1]
+        bad = last.get("status") not in ("deployed", "superseded")
+        out.append(rb.Finding(
+            id=f"release-status/{spec.namespace}/{spec.release}", severity="critical" if bad else "ok",
+            title=f"release {spec.release} revision {last.get('revision')} is {last.get('status')}",
+            detail=cut(last.get("description", ""), 300), resource=res))
+    recovered = rolled.applied and rolled.ok
+    for f in stuck:
+        if recovered:
+            f = f.model_copy(update={"severity": "warning", "title": f.title + f" (before the {rolled.action})"})
+        out.append(f)
+    return out
 
 
 def release_history(helm: Helm, spec: ReleaseSpec) -> pd.DataFrame:
@@ -1424,8 +1523,9 @@ def ingress_address(cluster: Any, spec: ReleaseSpec) -> str | None:
     return None
 
 
-def verify(cluster: Any, spec: ReleaseSpec, *, ingress_url: str | None = None, ca_file: str | None = None,
-           timeout: float = 60.0, path: str = "/") -> tuple[pd.DataFrame, list[rb.Finding]]:
+def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | None = None,
+           ca_file: str | None = None, timeout: float = 60.0, path: str = "/",
+           ) -> tuple[pd.DataFrame, list[rb.Finding]]:
     """Prove the service works: Deployment available, Service endpoints ready, a request through the
     ingress answered, and (where cert-manager runs) the host's certificate issued and served.
 
@@ -1442,6 +1542,10 @@ def verify(cluster: Any, spec: ReleaseSpec, *, ingress_url: str | None = None, c
                      ("not checked" if severity == "info" else "FAILED"), "detail": title})
         findings.append(rb.Finding(id=f"verify/{check}/{spec.namespace}/{spec.release}", severity=severity,
                                    title=title, detail=detail, resource=res, evidence=evidence))
+
+    if not helm.history(spec.release, spec.namespace):
+        add("release", "info", f"release {spec.release} is not installed: nothing to verify yet")
+        return pd.DataFrame(rows, columns=["check", "result", "detail"]), findings
 
     status = _wait(lambda: rollout_status(cluster, spec), lambda s: s["complete"], deadline)
     if status["complete"]:
@@ -1497,7 +1601,11 @@ def _verify_certificate(cluster: Any, spec: ReleaseSpec, probe: Probe | None, de
             return None
         return cert if _cond(cert, "Ready").get("status") == "True" else {"pending": cert}
 
-    cert = _wait(ready, lambda c: c is not None and "pending" not in c, deadline)
+    # ingress-shim creates the Certificate within seconds of the Ingress: wait briefly for it to
+    # appear (it never will without cert-manager), then up to the deadline for it to be issued
+    cert = _wait(ready, lambda c: c is not None, min(deadline, time.monotonic() + CERTIFICATE_APPEARS))
+    if cert is not None:
+        cert = _wait(ready, lambda c: c is not None and "pending" not in c, deadline)
     if cert is None:
         add("certificate", "info", f"certificate not checked: no cert-manager Certificate {spec.tls_secret} "
             "(cert-manager is not running here, or has not seen the Ingress)")
@@ -1523,6 +1631,3 @@ def _wait(fetch: Callable[[], Any], good: Callable[[Any], bool], deadline: float
         value = fetch()
     return value
 
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)

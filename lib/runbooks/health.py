@@ -289,22 +289,10 @@ def check_tls_secrets(secrets: Iterable[dict], *, warning_days: int = 30, critic
                                     title=f"TLS Secret {ns}/{name} cannot be parsed", detail=row["error"],
                                     resource=resource))
             continue
-        days = row["days_left"]
-        evidence = {"not_after": row["not_after"].isoformat(), "days_left": days, "sha256": row["sha256"],
-                    "hosts": row["hosts"]}
-        if days < 0:
-            findings.append(Finding(id=f"tls-expired/{ns}/{name}", severity="critical",
-                                    title=f"TLS certificate {ns}/{name} expired {abs(days):.0f} days ago",
-                                    detail=f"Clients reject {', '.join(row['hosts'])}.", resource=resource,
-                                    evidence=evidence))
-        elif days < critical_days:
-            findings.append(Finding(id=f"tls-expiring/{ns}/{name}", severity="critical",
-                                    title=f"TLS certificate {ns}/{name} expires in {days:.0f} days",
-                                    resource=resource, evidence=evidence))
-        elif days < warning_days:
-            findings.append(Finding(id=f"tls-expiring/{ns}/{name}", severity="warning",
-                                    title=f"TLS certificate {ns}/{name} expires in {days:.0f} days",
-                                    resource=resource, evidence=evidence))
+        expiry = certs.expiry_finding(ns, name, row["days_left"], row["not_after"], row["sha256"], row["hosts"],
+                                      warning_days=warning_days, critical_days=critical_days)
+        if expiry is not None:
+            findings.append(expiry)
     cols = ["namespace", "name", "hosts", "issuer", "not_after", "days_left", "self_signed", "sha256", "error"]
     return Check(_frame(rows, cols), findings)
 

@@ -402,6 +402,7 @@ def volume_histogram(
         interval = choose_interval(start, end)
     else:
         step = parse_duration(interval, "interval")
+        interval = _interval_text(int(step.total_seconds()))  # fixed_interval knows s, m, h, d
         if (end - start) / step > 10 * MAX_BUCKETS:
             raise InvalidInput(f"interval {interval!r} makes {int((end - start) / step)} buckets for this window; "
                                f"use a larger interval (at most {10 * MAX_BUCKETS} buckets)")
@@ -794,7 +795,9 @@ def check(src: LogSource, *, max_age: str | timedelta = "15m", now: datetime | N
         out["version"] = (info.get("version") or {}).get("number")
         rows = _call(src, "listing indices", src.client.cat.indices, index=src.index, format="json",
                      h="index,docs.count")
-        rows = list(rows.body if hasattr(rows, "body") else rows)
+        rows = rows.body if hasattr(rows, "body") else rows
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Unavailable(f"listing indices: unexpected answer from {src.url}: {cut(repr(rows))}")
         out["indices"] = len(rows)
         out["docs"] = sum(int(r.get("docs.count") or 0) for r in rows)
         if not rows:

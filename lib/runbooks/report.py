@@ -511,3 +511,170 @@ def index_html(summaries: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         "<th>status (exit)</th><th>critical</th><th>warning</th><th>plan</th><th>run</th></tr>"
         "</thead><tbody>" + "".join(rows) + "</tbody></table></body></html>"
     )
+
+
+# --------------------------------------------------------------------------
+# Kernel side: deploys (provision-service)
+# --------------------------------------------------------------------------
+
+
+def rollout_progress(title: str = "Rollout") -> Any:
+    """A progress display for a rollout: returns ``callback(status)`` for ``deploy.apply_release``.
+
+    ``status`` is a ``deploy.rollout_status`` dict (desired, updated, ready,
+    available, complete, reason, seconds). Interactively a progress bar
+    follows the available pods; headless (the executed notebook, the report)
+    one line is printed each time the counts change, so the record stays short.
+    """
+    from runbooks.runbook import _headless
+
+    last: list[tuple[Any, ...]] = []
+    bar: dict[str, Any] = {}
+
+    def line(s: Mapping[str, Any]) -> str:
+        state = "complete" if s.get("complete") else (s.get("reason") or "progressing")
+        return (f"{title}: {s.get('available', 0)}/{s.get('desired', 0)} available, "
+                f"{s.get('updated', 0)} updated, {s.get('ready', 0)} ready — {state} "
+                f"({s.get('seconds', 0):.0f}s)")
+
+    def callback(s: Mapping[str, Any]) -> None:
+        key = (s.get("desired"), s.get("updated"), s.get("ready"), s.get("available"), s.get("complete"))
+        if _headless():
+            if not last or last[-1] != key:
+                print(line(s))
+            last.append(key)
+            return
+        import ipywidgets as widgets
+
+        if not bar:
+            bar["progress"] = widgets.IntProgress(min=0, max=max(1, int(s.get("desired") or 1)),
+                                                  description=title, layout=widgets.Layout(width="50%"))
+            bar["label"] = widgets.Label()
+            _display(widgets.VBox([bar["progress"], bar["label"]]))
+        bar["progress"].max = max(1, int(s.get("desired") or 1))
+        bar["progress"].value = min(int(s.get("available") or 0), bar["progress"].max)
+        bar["progress"].bar_style = "success" if s.get("complete") else ""
+        bar["label"].value = line(s)
+        last.append(key)
+
+    return callback
+
+
+def approval_button(plan: Any, apply: Any, label: str = "Apply plan") -> None:
+    """A button naming the plan id; clicking it calls ``apply()`` once and prints the outcome.
+
+    For plans that are not applied through ``Run.apply`` (a Helm release): the
+    caller keeps the approval rules (``deploy.apply_release``).
+    """
+    import ipywidgets as widgets
+
+    button = widgets.Button(description=f"{label} {plan.id}", button_style="danger",
+                            tooltip=f"Apply the {len(plan.changes)} change(s) of plan {plan.id}",
+                            layout=widgets.Layout(width="auto"))
+    out = widgets.Output()
+
+    def on_click(_: Any) -> None:
+        button.disabled = True
+        with out:
+            try:
+                result = apply()
+                print(f"Applied plan {plan.id}: {result}")
+            except Exception as exc:  # shown to the person who clicked; nothing more is applied
+                print(f"Plan {plan.id} was not applied: {type(exc).__name__}: {exc}")
+
+    button.on_click(on_click)
+    _display(widgets.VBox([button, out]))
+
+
+def show_rollout(result: Any) -> None:
+    """A short account of a helm upgrade or rollback (``deploy.ApplyResult``)."""
+    if not getattr(result, "applied", False):
+        _display_markdown("*Nothing was applied.*")
+        return
+    verdict = "succeeded" if result.ok else "**failed**"
+    r = result.rollout or {}
+    text = (f"Helm {result.action} {verdict} in {result.seconds:.0f}s: release revision "
+            f"{result.revision} is *{result.status}*; {r.get('available', 0)}/{r.get('desired', 0)} pods "
+            f"available, {r.get('updated', 0)} updated.")
+    if result.message:
+        text += f"\n\n```\n{result.message}\n```"
+    _display_markdown(text)
+
+
+def show_rollback(plan: Any, hint: str = "") -> None:
+    """A rollback plan (see :func:`show_plan`), or a line saying that none is needed."""
+    if plan is None:
+        _display_markdown("*No rollback is needed (or there is no earlier good revision to go back to).*")
+        return
+    show_plan(plan, hint)
+
+
+# --------------------------------------------------------------------------
+# Certificate rotation (notebooks/certificate-rotation.ipynb)
+# --------------------------------------------------------------------------
+
+
+def cert_timeline_chart(df: Any, days: int = 90, warning_days: int = 30, critical_days: int = 7,
+                        now: Any = None) -> Any:
+    """When each certificate expires over the next ``days`` days, with the thresholds and today.
+
+    Args:
+        df: columns ``certificate``, ``kind`` ("stored" or "served on HOST"),
+            ``not_after``, ``days_left``, ``state`` (``certs.Inventory.expiries()``).
+            Certificates beyond the window sit at its right edge (▶), long-expired
+            ones at its left edge (◀); a served certificate that differs from the
+            stored one is an open marker on the same row.
+    """
+    import datetime as dt
+
+    import plotly.graph_objects as go
+
+    title = f"TLS certificates expiring in the next {days} days"
+    if df is None or len(df) == 0:
+        return _empty_figure(title, "No readable TLS certificate.")
+    now = now or dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(days=7), now + dt.timedelta(days=days)
+    order = (df[df["kind"] == "stored"].sort_values("not_after", ascending=False)["certificate"].tolist()
+             or df["certificate"].unique().tolist())
+
+    def level(d: float) -> str:
+        return "critical" if d <= critical_days else "warning" if d <= warning_days else "ok"
+
+    fig = go.Figure()
+    for kind, symbol_in, opacity in (("stored", "circle", 1.0), ("served", "circle-open", 1.0)):
+        rows = df[df["kind"] == "stored"] if kind == "stored" else df[df["kind"] != "stored"]
+        if not len(rows):
+            continue
+        xs, symbols, colours, texts = [], [], [], []
+        inside = (rows["not_after"] >= start) & (rows["not_after"] <= end)
+        rows = rows.assign(_inside=inside).sort_values("_inside", ascending=False)  # the legend shows the first
+        for _, r in rows.iterrows():
+            when = r["not_after"].to_pydatetime() if hasattr(r["not_after"], "to_pydatetime") else r["not_after"]
+            x, symbol = when, symbol_in
+            if when > end:
+                x, symbol = end, "triangle-right" if kind == "stored" else "triangle-right-open"
+            elif when < start:
+                x, symbol = start, "triangle-left" if kind == "stored" else "triangle-left-open"
+            xs.append(x)
+            symbols.append(symbol)
+            colours.append(SEVERITY_COLOURS[level(float(r["days_left"]))][0])
+            texts.append(f"{r['kind']}: until {when:%Y-%m-%d %H:%M} UTC ({float(r['days_left']):.0f} days); "
+                         f"{r['state']}")
+        fig.add_trace(go.Scatter(
+            x=xs, y=list(rows["certificate"]), mode="markers", name=kind,
+            marker={"symbol": symbols, "size": 13, "color": colours, "opacity": opacity,
+                    "line": {"width": 2, "color": colours}},
+            customdata=texts, hovertemplate="%{y}<br>%{customdata}<extra></extra>"))
+    for offset, label, colour in ((0, "today", "#555555"),
+                                  (critical_days, f"critical: {critical_days} d", SEVERITY_COLOURS["critical"][0]),
+                                  (warning_days, f"warning: {warning_days} d", SEVERITY_COLOURS["warning"][0])):
+        x = now + dt.timedelta(days=offset)
+        fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper",
+                      line={"dash": "dash" if offset else "solid", "color": colour, "width": 1})
+        fig.add_annotation(x=x, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom",
+                           font={"color": colour, "size": 11})
+    fig.update_layout(title={"text": title}, height=max(260, 110 + 32 * len(order)), margin={"l": 10, "t": 70},
+                      legend={"orientation": "h", "y": -0.15}, xaxis={"range": [start, end], "title": "expires"})
+    fig.update_yaxes(categoryorder="array", categoryarray=order, automargin=True)  # soonest on top
+    return fig
+

@@ -20,7 +20,7 @@
 {{- define "web-service.labels" -}}
 helm.sh/chart: {{ include "web-service.chart" . }}
 {{ include "web-service.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/version: {{ default (.Values.image.digest | trimPrefix "sha256:") .Values.image.tag | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
@@ -32,4 +32,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "web-service.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "web-service.fullname" .)) .Values.ingress.tlsSecretName }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{- define "web-service.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- end }}
 {{- end }}

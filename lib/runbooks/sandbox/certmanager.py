@@ -140,7 +140,9 @@ class CertManager:
     # ---- add-on interface ----------------------------------------------------
 
     def _rt(self, kind: str) -> Any:
-        return self.registry.by_kind_any_version(kind)
+        group = {"Certificate": "cert-manager.io", "CertificateRequest": "cert-manager.io",
+                 "Challenge": "acme.cert-manager.io", "Secret": ""}.get(kind)
+        return self.registry.by_kind_any_version(kind, group)
 
     def start(self) -> None:
         if self._rt("Certificate") is None:

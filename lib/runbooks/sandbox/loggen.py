@@ -39,27 +39,37 @@ mapping: treat documents as read-only.
 Volume: a week of every line would be millions of documents, so ordinary
 output is *sampled*: a healthy container's body lines are generated at
 ``rate / every`` lines per minute with the same templates (``every`` is
-chosen so that the whole cluster comes to about ``target_docs``).  Startup
-and crash sequences, and every line of a pod running a ``failing`` profile
-(the incident's evidence), are kept whole, and those are line for line what
-``kubectl logs`` / ``kubectl logs --previous`` show for that container
-instance.  A crash-looping container contributes every one of its lives in
-the window, on the kubelet's back-off schedule that the controllers use.
-Pods that no longer exist left no logs: history starts when the current
-pods started.
+chosen so that the whole cluster comes to about ``target_docs``; the
+default, about 120,000 documents, takes about 3 s).  Startup and crash
+sequences, and every line of a pod running a ``failing`` profile (the
+incident's evidence), are kept whole: those are line for line, to the
+nanosecond, what ``kubectl logs`` / ``kubectl logs --previous`` show for that
+container instance (with the default ``seed``).  A crash-looping container
+contributes every one of its lives in the window, on the kubelet's back-off
+schedule that the controllers use.  Pods that no longer exist left no logs:
+history starts when the current pods started.
+
+Serving: :func:`serve` starts a :class:`~runbooks.sandbox.logstore.LogStore`
+holding a running sandbox's documents and, with ``follow``, appends the
+lines written since, so the newest document stays minutes old.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from runbooks.sandbox import podlogs
 from runbooks.sandbox.controllers import BACKOFF_MAX, BACKOFF_START, CRASH_RUNTIME, FAIL_ANNOTATION
+
+log = logging.getLogger(__name__)
 
 NS = podlogs.NS
 DEFAULT_DAYS = 7
@@ -88,7 +98,8 @@ def generate_documents(
         objects: the cluster's objects (pods are used; other kinds are ignored,
             so passing the whole store is fine).
         now: the sandbox's clock; nothing is generated after it.
-        seed: varies which body slots are sampled (not the text of kept lines).
+        seed: 0 keeps podlogs' random draws; another value varies the sampled lines of
+            healthy containers (not the incident's lines).
         days: retention window; ``start`` overrides it (e.g. to append the lines
             written since the last call, with the same ``every``).
         target_docs: about how many documents to produce; sets ``every``.
@@ -112,6 +123,14 @@ def generate_documents(
         raise ValueError(f"every must be >= 1, got {every}")
     for plan in plans:
         yield from _container_documents(plan, start_ns, now_ns, every, seed)
+
+
+def sampling_step(objects: Iterable[dict], now: datetime, *, days: float = DEFAULT_DAYS,
+                  target_docs: int = DEFAULT_TARGET, templates: dict | None = None) -> int:
+    """The ``every`` that :func:`generate_documents` would choose for these objects."""
+    templates = templates if templates is not None else podlogs.load_log_templates()
+    start_ns, now_ns = _ns(now - timedelta(days=days)), _ns(now)
+    return choose_every(list(_plan(objects, templates, start_ns, now_ns)), start_ns, now_ns, target_docs)
 
 
 def choose_every(plans: list[_Plan], start_ns: int, now_ns: int, target_docs: int) -> int:
@@ -153,6 +172,82 @@ def populate(store, objects: Iterable[dict], now: datetime, **options) -> int:
     Returns how many documents were added.
     """
     return store.add(generate_documents(objects, now, **options))
+
+
+class SandboxLogs:
+    """A log store serving a sandbox's logs; with ``follow``, new lines keep arriving.
+
+    Attributes: ``store`` (the :class:`~runbooks.sandbox.logstore.LogStore`),
+    ``url``, ``documents`` (generated at start), ``every`` (the sampling step),
+    ``seconds`` (generation and loading time).
+    """
+
+    def __init__(self, store, sandbox, every: int, seed: int, documents: int, seconds: float, since: datetime,
+                 templates: dict | None = None):
+        self.store, self.sandbox, self.every, self.seed = store, sandbox, every, seed
+        self.templates = templates
+        self.documents, self.seconds, self.url = documents, seconds, store.url
+        self._since = since
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def follow(self, interval: float) -> None:
+        """Append, every ``interval`` seconds, the lines written since the previous append."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, args=(interval,), name="loggen-follow", daemon=True)
+            self._thread.start()
+
+    def step(self) -> int:
+        """Append the lines written since the last call (or start); returns how many."""
+        now = self.sandbox.store.clock()
+        if now <= self._since:
+            return 0
+        docs = generate_documents(sandbox_objects(self.sandbox), now, start=self._since + timedelta(microseconds=1),
+                                  every=self.every, seed=self.seed, templates=self.templates)
+        self._since = now
+        return self.store.add(docs)
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.step()
+            except Exception:  # keep following; the next step retries
+                log.exception("appending sandbox log documents failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.stop()
+
+
+def serve(sandbox, port: int = 0, *, follow: float | None = 30.0, seed: int = 0, **options) -> SandboxLogs:
+    """Start a log store on 127.0.0.1:``port`` holding ``sandbox``'s logs (``options`` go to
+    :func:`generate_documents`); with ``follow`` seconds, newly written lines are appended
+    that often, so the newest document stays recent.  ``stop()`` it with the sandbox.
+
+    Example:
+        >>> box = Sandbox(state_dir, "default").start()        # doctest: +SKIP
+        >>> logs = serve(box, 9200)                             # doctest: +SKIP
+        >>> logs.url
+        'http://127.0.0.1:9200'
+    """
+    from runbooks.sandbox.logstore import LogStore
+
+    started = time.perf_counter()
+    now = sandbox.store.clock()
+    objects = sandbox_objects(sandbox)
+    every = options.pop("every", None) or sampling_step(
+        objects, now, days=options.get("days", DEFAULT_DAYS), target_docs=options.pop("target_docs", DEFAULT_TARGET),
+        templates=options.get("templates"))
+    store = LogStore(clock=sandbox.store.clock)
+    count = store.add(generate_documents(objects, now, every=every, seed=seed, **options))
+    store.start(port)
+    served = SandboxLogs(store, sandbox, every, seed, count, time.perf_counter() - started, now,
+                         options.get("templates"))
+    if follow:
+        served.follow(follow)
+    return served
 
 
 def parse_level(text: str) -> tuple[str | None, str | None]:
@@ -276,9 +371,9 @@ def _container_documents(plan: _Plan, start_ns: int, now_ns: int, every: int, se
     key = podlogs._pod_key(plan.pod)
     kubernetes = plan.kubernetes
     for inst in plan.instances:
-        line_seed = f"{key}|{plan.container}|{inst.start_ns}"
-        if profile is not plan.profile:
-            line_seed = f"{line_seed}|every={every}|{seed}"
+        line_seed = f"{key}|{plan.container}|{inst.start_ns}"  # podlogs' seed: the same startup/crash lines
+        if seed and profile is not plan.profile:
+            line_seed = f"{line_seed}|seed={seed}"
         end_ns = min(inst.end_ns, now_ns) if inst.end_ns is not None else now_ns
         for line in podlogs._generate_backwards(profile, plan.context, inst, line_seed, end_ns):
             if line.time_ns > end_ns:

@@ -796,16 +796,15 @@ class Bool(Node):
 
     def eval(self, ix, within):
         cur = within
-        for node in self.required:
+        # cheap clauses (postings, bisects) first, so expensive ones test fewer documents
+        steps = [(n, False) for n in self.required if n.cheap] + [(n, True) for n in self.must_not if n.cheap] \
+            + [(n, False) for n in self.required if not n.cheap] + [(n, True) for n in self.must_not if not n.cheap]
+        for node, negate in steps:
             if not cur:
                 return set()
-            cur = node.eval(ix, cur)
+            cur = _diff(cur, node.eval(ix, cur)) if negate else node.eval(ix, cur)
         if not cur:
             return set()
-        for node in sorted(self.must_not, key=lambda n: not n.cheap):
-            cur = _diff(cur, node.eval(ix, cur))
-            if not cur:
-                return set()
         if self.should:
             need = _resolve_msm(self.msm, len(self.should), default=0 if self.required else 1)
             if need > len(self.should):
@@ -1103,10 +1102,19 @@ class Match(Node):
             return out
         need = len(tokens) if self.and_ else _resolve_msm(self.msm, len(tokens), default=1)
         wanted = set(tokens)
+        words = tuple(sorted(wanted))
+
+        def maybe(low: str) -> bool:  # a cheap pre-check: substring search is C-fast
+            for word in words:
+                if word in low:
+                    return True
+            return False
+
         for p in within:
-            for text in _values(col[p]):
+            value = col[p]
+            for text in (value,) if isinstance(value, str) else _values(value):
                 low = text.lower()
-                if need == 1 and not any(t in low for t in wanted):
+                if not maybe(low):
                     continue
                 if len(wanted & set(analyze(low))) >= need:
                     out.add(p)
@@ -1153,11 +1161,6 @@ class Not(Node):
 
     def eval(self, ix, within):
         return _diff(within, self.node.eval(ix, within))
-
-
-_QUERY_TYPES = ("bool", "match_all", "match_none", "term", "terms", "ids", "exists", "prefix", "wildcard",
-                "regexp", "range", "match", "match_phrase", "match_phrase_prefix", "multi_match",
-                "query_string", "simple_query_string", "constant_score")
 
 
 def compile_query(query, ctx: Ctx) -> Node:
@@ -1773,23 +1776,30 @@ def _candidates(docs: Docs, specs: list[SortSpec], want: int, after: list | None
         first_real = bisect.bisect_right(positions, _NO_TS, key=key)
         out.extend((ix, p) for p in positions[:first_real])  # no @timestamp: kept for the full sort
         lo, hi = first_real, len(positions)
+        # Documents tied with the search_after value may or may not come after it (the
+        # tie-breakers decide), so they are candidates on top of the `want` strictly after it.
         if after is not None and after[0] is not None:
             if head.desc:
                 hi = bisect.bisect_right(positions, after[0], lo, hi, key=key)
+                strict = bisect.bisect_left(positions, after[0], lo, hi, key=key)
             else:
                 lo = bisect.bisect_left(positions, after[0], lo, hi, key=key)
-        if hi - lo <= want:
-            out.extend((ix, p) for p in positions[lo:hi])
-            continue
+                strict = bisect.bisect_right(positions, after[0], lo, hi, key=key)
+        else:
+            strict = hi if head.desc else lo
         if head.desc:
-            cut = hi - want
-            edge = ts[positions[cut]]
-            cut = bisect.bisect_left(positions, edge, lo, hi, key=key)
+            cut = strict - want
+            if cut <= lo:
+                out.extend((ix, p) for p in positions[lo:hi])
+                continue
+            cut = bisect.bisect_left(positions, ts[positions[cut]], lo, hi, key=key)  # keep ties
             out.extend((ix, p) for p in positions[cut:hi])
         else:
-            cut = lo + want
-            edge = ts[positions[cut - 1]]
-            cut = bisect.bisect_right(positions, edge, lo, hi, key=key)
+            cut = strict + want
+            if cut >= hi:
+                out.extend((ix, p) for p in positions[lo:hi])
+                continue
+            cut = bisect.bisect_right(positions, ts[positions[cut - 1]], lo, hi, key=key)  # keep ties
             out.extend((ix, p) for p in positions[lo:cut])
     return out
 
@@ -2000,7 +2010,7 @@ class DateHistogram(Agg):
     type = "date_histogram"
     metric = False
     params = {"field", "fixed_interval", "calendar_interval", "min_doc_count", "extended_bounds",
-              "hard_bounds", "offset", "format", "time_zone", "keyed", "order", "missing"}
+              "hard_bounds", "offset", "format", "time_zone", "keyed", "order"}
     _CALENDAR = {"1m": "m", "minute": "m", "1h": "h", "hour": "h", "1d": "d", "day": "d", "1w": "w",
                  "week": "w", "1M": "M", "month": "M", "1q": "q", "quarter": "q", "1y": "y", "year": "y"}
 
@@ -2276,7 +2286,7 @@ class Terms(Agg):
         actx.count_buckets(len(top))
         buckets = []
         for key, count, parts, subs in top:
-            bucket = {"key": _bucket_key(key, kind_seen), "doc_count": count}
+            bucket = {"key": 1 if key is True else 0 if key is False else key, "doc_count": count}
             if kind_seen == "date" and isinstance(key, int):
                 bucket["key_as_string"] = fmt_ms(key)
             elif kind_seen == "boolean" and isinstance(key, bool):
@@ -2306,12 +2316,6 @@ class Terms(Agg):
         if value is None and result and "doc_count" in result and not metric:
             value = result["doc_count"]
         return (0, 0) if value is None else (1, value)
-
-
-def _bucket_key(key, kind):
-    if isinstance(key, bool):
-        return 1 if key else 0
-    return key
 
 
 def _term_filter(spec):
@@ -2865,6 +2869,8 @@ class LogStore:
             if aggs:
                 aggregations = run_aggs(aggs, matched, AggCtx(ctx, _bool_param(params.get("typed_keys"), False)))
             hit_docs = matched
+            if body.get("min_score") is not None and float(body["min_score"]) > 1.0:  # every hit scores 1.0
+                hit_docs = [(ix, []) for ix, _ in matched]
             if post is not None:
                 hit_docs = [(ix, _sorted_positions(post.eval(ix, ps if isinstance(ps, range) else set(ps))))
                             for ix, ps in matched]
@@ -3069,6 +3075,8 @@ class LogStore:
         return {"acknowledged": True, "shards_acknowledged": True, "index": name}
 
     def delete_index(self, expr: str, params: dict) -> dict:
+        if "*" in expr or expr == "_all":  # action.destructive_requires_name defaults to true
+            raise _illegal("Wildcard expressions or all indices are not allowed")
         with self._lock:
             for ix in self._resolve(expr, params):
                 del self._indices[ix.name]
@@ -3270,6 +3278,7 @@ _ROUTES: list[tuple[set[str], re.Pattern, str]] = [(set(m.split("|")), re.compil
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     server_version = "sandbox-logstore"
     store: LogStore
 
@@ -3399,6 +3408,9 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, self.store.bulk(raw, index, params), None
 
     def h_search(self, params, raw, index=None):
+        if "scroll" in params:
+            raise _illegal("[scroll] is not supported by the sandbox log store: page with search_after "
+                           "(and a point in time) instead")
         self._check_params(params, _SEARCH_PARAMS, "/_search")
         body = self._json(raw)
         if body is not None and not isinstance(body, dict):
@@ -3429,7 +3441,7 @@ class _Handler(BaseHTTPRequestHandler):
         if params.get("h"):
             columns = [aliases.get(c.strip(), c.strip()) for c in params["h"].split(",")]
             for column in columns:
-                if column not in rows[0] if rows else False:
+                if rows and column not in rows[0]:
                     raise _illegal(f"header [{column}] is not supported; use one of {', '.join(rows[0])}")
         if params.get("s"):
             for spec in reversed(params["s"].split(",")):

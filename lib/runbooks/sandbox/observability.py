@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..errors import Unavailable
@@ -284,37 +285,36 @@ class Observability:
     def _backfill(self, promtool: str, prom_dir: Path) -> None:
         """Write the history as two OpenMetrics files and backfill them with two promtool processes.
 
-        promtool parses on one core; splitting the families in halves (disjoint series,
-        overlapping time ranges, which the TSDB merges) uses both cores of small machines.
+        promtool parses on one core; splitting the history at the time that halves the
+        samples gives two blocks that do not overlap (nothing for the TSDB to merge) and
+        uses both cores of small machines: the older half is backfilled while the newer
+        half is written.
         """
         assert self.model is not None
         t0 = time.monotonic()
         work = prom_dir / "backfill"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        outs: dict[str, list[promgen.Out]] = {}
-        for out in self.model.iter_history():
-            outs.setdefault(out.family, []).append(out)
+        outs = [o for o in self.model.iter_history() if len(o.times)]
         self.timings["generate"] = round(time.monotonic() - t0, 3)
-        # balance the two files by sample count, biggest families first
-        sizes = sorted(((sum(len(o.times) for o in v), k) for k, v in outs.items()), reverse=True)
-        parts: list[list[str]] = [[], []]
-        totals = [0, 0]
-        for size, fam in sizes:
-            i = 0 if totals[0] <= totals[1] else 1
-            parts[i].append(fam)
-            totals[i] += size
+        cut = int(np.median(np.concatenate([o.times for o in outs]))) if outs else 0
+        halves: list[dict[str, list[promgen.Out]]] = [{}, {}]
+        for o in outs:
+            i = int(np.searchsorted(o.times, cut, side="left"))
+            for half, sl in ((0, slice(None, i)), (1, slice(i, None))):
+                if len(o.times[sl]):
+                    halves[half].setdefault(o.family, []).append(
+                        promgen.Out(o.family, o.kind, o.name, o.labels, o.times[sl], o.values[sl]))
         procs = []
-        series = samples = 0
+        series: set[tuple[str, tuple]] = {(o.name, o.labels) for o in outs}
+        samples = 0
         t1 = time.monotonic()
-        for i, fams in enumerate(parts):
-            if not fams:
+        for i, families in enumerate(halves):
+            if not families:
                 continue
             path = work / f"history-{i}.om"
             with path.open("w", encoding="utf-8") as fp:
-                st = promgen.write_families(fp, {f: outs[f] for f in sorted(fams)})
-            series += st["series"]
-            samples += st["samples"]
+                samples += promgen.write_families(fp, families)["samples"]
             out_dir = work / f"blocks-{i}"
             procs.append((path, out_dir, subprocess.Popen(
                 [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
@@ -330,7 +330,7 @@ class Observability:
                 if block.is_dir():
                     block.rename(prom_dir / "data" / block.name)
         shutil.rmtree(work, ignore_errors=True)
-        self.stats = {"series": series, "samples": samples}
+        self.stats = {"series": len(series), "samples": samples}
         self.timings["backfill"] = round(time.monotonic() - t0, 3)
 
     def _spawn(self, name: str, argv: list[str], log_path: Path) -> None:
@@ -359,29 +359,38 @@ class Observability:
         ], am_dir / "alertmanager.log")
         return port
 
+    def _prometheus_config(self, prom_dir: Path, am_port: int, with_rules: bool) -> None:
+        assert self.exporter is not None
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": f"{self.step}s", "scrape_timeout": f"{min(self.step, 10)}s",
+                       "evaluation_interval": f"{self.evaluation_interval}s"},
+            "alerting": {"alertmanagers": [{"api_version": "v2",
+                                            "static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+            "scrape_configs": [{"job_name": "sandbox-exporter", "honor_labels": True,
+                                "static_configs": [{"targets": [f"127.0.0.1:{self.exporter.port}"]}]}],
+        }
+        if with_rules:
+            config["rule_files"] = [str(prom_dir / "rules" / "*.yaml")]
+        tmp = prom_dir / "prometheus.yml.tmp"
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.replace(prom_dir / "prometheus.yml")
+
     def _start_prometheus(self, binary: str, prom_dir: Path, am_port: int) -> None:
         rules = prom_dir / "rules"
         shutil.rmtree(rules, ignore_errors=True)
         rules.mkdir()
         for f in sorted(RULES_DIR.glob("*.yaml")):
             shutil.copy(f, rules / f.name)
-        assert self.exporter is not None
-        config = {
-            "global": {"scrape_interval": f"{self.step}s", "scrape_timeout": f"{min(self.step, 10)}s",
-                       "evaluation_interval": f"{self.evaluation_interval}s"},
-            "rule_files": [str(rules / "*.yaml")],
-            "alerting": {"alertmanagers": [{"api_version": "v2",
-                                            "static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": "sandbox-exporter", "honor_labels": True,
-                                "static_configs": [{"targets": [f"127.0.0.1:{self.exporter.port}"]}]}],
-        }
-        (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self._prometheus_config(prom_dir, am_port, with_rules=True)
         port = free_port()
         self.urls["prometheus"] = f"http://127.0.0.1:{port}"
         self._spawn("prometheus", [
             binary, f"--config.file={prom_dir / 'prometheus.yml'}", f"--storage.tsdb.path={prom_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",
             "--web.enable-lifecycle", f"--web.external-url=http://127.0.0.1:{port}",
+            # the first evaluations run before the notifier has discovered Alertmanager (its
+            # service discovery updates every 5 s) and their alerts are dropped: resend soon
+            f"--rules.alert.resend-delay={self.evaluation_interval}s",
         ], prom_dir / "prometheus.log")
 
     def _wait_ready(self, name: str) -> None:

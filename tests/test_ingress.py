@@ -1,0 +1,138 @@
+"""The sandbox ingress endpoint: certificates by SNI as of the last reload, requests routed by Host."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import uuid
+
+import pytest
+
+import runbooks.runbook as rb
+from runbooks import certs, kube
+from runbooks.sandbox.ingress import FAKE_CN, IngressEndpoint, host_matches
+from runbooks.sandbox.launch import Sandbox
+
+from helpers import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    sandbox = Sandbox(tmp_path_factory.mktemp("ingress"), "default", tick=0.5)
+    endpoint = sandbox.add(IngressEndpoint(sandbox, poll=0.1))
+    sandbox.start()
+    yield sandbox, endpoint
+    sandbox.stop()
+
+
+@pytest.fixture(scope="module")
+def api(box):
+    return kube.connect(str(box[0].kubeconfig), "sandbox")
+
+
+def stored(api, ns, name):
+    return certs.read_tls_secret(kube.get_object(api, "secrets", ns, name)).sha256
+
+
+def https(endpoint, host, path="/"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", int(endpoint.address.split(":")[1]), context=ctx, timeout=5)
+    conn.request("GET", path, headers={"Host": host})
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read()), resp
+
+
+def test_host_matching():
+    assert host_matches("*.example.com", "a.example.com")
+    assert not host_matches("*.example.com", "a.b.example.com") and not host_matches("*.example.com", "example.com")
+    assert host_matches("Shop.Example.com", "shop.example.com.")
+
+
+def test_each_host_gets_its_secret_and_unknown_hosts_the_fake(box, api):
+    _, endpoint = box
+    for ns, name, host in (("shop", "shop-frontend-tls", "shop.example.com"),
+                           ("shop", "cart-tls", "cart.shop.example.com"),
+                           ("payments", "payments-tls", "pay.example.com")):
+        assert certs.served_certificate(host, endpoint.address).sha256 == stored(api, ns, name)
+    fake = certs.served_certificate("nobody.example.com", endpoint.address)
+    assert FAKE_CN in fake.subject
+
+
+def test_planted_previous_certificate_is_served(box, api):
+    _, endpoint = box
+    served = certs.served_certificate("assets.shop.example.com", endpoint.address)
+    info = certs.read_tls_secret(kube.get_object(api, "secrets", "shop", "assets-tls"))
+    assert served.sha256 != info.sha256
+    assert 2 < (served.not_after - info.leaf.not_before).days < 31  # issued one renewal interval earlier
+    assert "R11 (sandbox)" in served.issuer  # same issuer as the stored one
+
+
+def test_requests_route_to_a_ready_pod_of_the_backend(box):
+    _, endpoint = box
+    status, body, _ = https(endpoint, "cart.shop.example.com", "/api/items?x=1")
+    assert status == 200 and body["service"] == "shop/cart" and body["pod"].startswith("cart-")
+    assert body["host"] == "cart.shop.example.com" and body["path"] == "/api/items"
+    pods = {https(endpoint, "shop.example.com")[1]["pod"] for _ in range(6)}
+    assert len(pods) == 3  # round-robin over the 3 frontend pods
+    assert https(endpoint, "nobody.example.com")[0] == 404
+
+
+def test_plain_http_redirects_tls_hosts(box):
+    _, endpoint = box
+    port = int(endpoint.http_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/cart", headers={"Host": "shop.example.com"})
+    resp = conn.getresponse()
+    assert resp.status == 308 and resp.getheader("Location") == "https://shop.example.com/cart"
+
+
+def test_service_without_endpoints_answers_503(box, api):
+    _, endpoint = box
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    rb.api_request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    rb.api_request(api, "POST", f"/api/v1/namespaces/{ns}/services", body={
+        "metadata": {"name": "idle"}, "spec": {"selector": {"app": "idle"}, "ports": [{"port": 80}]}})
+    rb.api_request(api, "POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses", body={
+        "metadata": {"name": "idle"}, "spec": {"ingressClassName": "nginx", "rules": [{
+            "host": f"{ns}.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                "service": {"name": "idle", "port": {"number": 80}}}}]}}]}})
+    status, body, _ = https(endpoint, f"{ns}.example.com")
+    assert status == 503 and "no ready endpoints" in body["error"]
+
+
+def test_renewed_secret_is_served_only_after_a_controller_restart(box, api):
+    _, endpoint = box
+    before = certs.served_certificate("shop.example.com", endpoint.address).sha256
+    # change the Secret behind the controller's back (cart's pair: any other certificate will do)
+    frontend = kube.get_object(api, "secrets", "shop", "shop-frontend-tls")
+    cart = kube.get_object(api, "secrets", "shop", "cart-tls")
+    rb.api_request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
+                   body={"data": cart["data"]}, content_type="application/merge-patch+json")
+    assert certs.served_certificate("shop.example.com", endpoint.address).sha256 == before  # not reloaded
+    reloads = endpoint.reloads
+    rb.api_request(api, "PATCH", "/apis/apps/v1/namespaces/ingress-nginx/deployments/ingress-nginx-controller",
+                   body={"spec": {"template": {"metadata": {"annotations": {rb.RESTARTED_AT: "now"}}}}},
+                   content_type="application/merge-patch+json")
+    wait_for(lambda: endpoint.reloads > reloads, what="a reload after the controller restart")
+    assert certs.served_certificate("shop.example.com", endpoint.address).sha256 == stored(api, "shop", "cart-tls")
+    assert certs.served_certificate("assets.shop.example.com", endpoint.address).sha256 == \
+        stored(api, "shop", "assets-tls")  # the planted stale certificate is gone too
+    rb.api_request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
+                   body={"data": frontend["data"]}, content_type="application/merge-patch+json")
+
+
+def test_no_sni_gets_the_fake_certificate(box):
+    _, endpoint = box
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", int(endpoint.address.split(":")[1])), timeout=5) as sock, \
+            ctx.wrap_socket(sock) as tls:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(tls.getpeercert(True))
+    assert FAKE_CN in cert.subject.rfc4514_string()
