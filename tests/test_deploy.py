@@ -206,3 +206,28 @@ def test_secret_diffs_are_redacted_by_change():
 def test_missing_helm_says_how_to_install_it(tmp_path):
     with pytest.raises(rb.PreflightFailed, match="conda-forge kubernetes-helm.*tools/install_helm.py"):
         deploy.find_helm(str(tmp_path / "no-helm"))
+
+
+def test_auto_rollback_only_follows_a_failed_upgrade_of_this_run():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(params=SimpleNamespace(approve_plan=None, expected_context="sandbox"), cluster=None)
+    plan = rb.Plan([rb.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
+    spec = deploy.ReleaseSpec("web", "a", "charts/web-service", {})
+    ok = deploy.ApplyResult(applied=True, ok=True)
+    # nothing to roll back after a successful upgrade, nor without auto_rollback or an approval
+    assert deploy.apply_rollback(run, plan, None, spec, auto=True, after=ok) is deploy.NOT_APPLIED
+    assert deploy.apply_rollback(run, plan, None, spec, auto=False,
+                                 after=deploy.ApplyResult(applied=True, ok=False)) is deploy.NOT_APPLIED
+    assert deploy.apply_rollback(run, None, None, spec, auto=True) is deploy.NOT_APPLIED
+
+
+def test_an_approval_naming_no_plan_of_this_run_is_refused():
+    from types import SimpleNamespace
+
+    plan = rb.Plan([rb.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
+    run = SimpleNamespace(params=SimpleNamespace(approve_plan="0123456789ab"))
+    with pytest.raises(rb.PlanMismatch, match="0123456789ab"):
+        deploy.check_approval(run, plan, None)
+    run.params.approve_plan = plan.id
+    deploy.check_approval(run, plan, None)

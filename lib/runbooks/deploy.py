@@ -719,7 +719,7 @@ def resource_for(cluster: Any, api_version: str, kind: str) -> Resource:
         InvalidInput: the cluster does not serve that kind (e.g. a CRD that is not installed).
     """
     key = (id(cluster.api_client), api_version)
-    if key not in _DISCOVERY:
+    if key not in _DISCOVERY or kind not in _DISCOVERY[key]:  # unknown kind: a CRD may be new
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
             doc = rb.api_request(cluster, "GET", path)
@@ -1264,18 +1264,20 @@ def _watch(run: Any, helm: Helm, spec: ReleaseSpec, args: list[str], stdin: byte
 
 
 def apply_rollback(run: Any, plan: rb.Plan | None, helm: Helm, spec: ReleaseSpec, *, auto: bool = False,
+                   after: ApplyResult = NOT_APPLIED,
                    progress: Callable[[dict[str, Any]], None] | None = None) -> ApplyResult:
     """``helm rollback`` to the plan's revision when the rollback plan is approved.
 
-    Approved means ``approve_plan`` equals the rollback plan's id, or
-    ``auto`` (the caller passes ``auto_rollback and <the release plan was
-    approved and applied in this run>``). Same guards and audit as
+    Approved means ``approve_plan`` equals the rollback plan's id, or ``auto``
+    (the ``auto_rollback`` parameter) when ``after``, the upgrade approved and
+    applied in this run, failed its rollout. Same guards and audit as
     :func:`apply_release`.
     """
     if plan is None:
         return NOT_APPLIED
     approve = getattr(run.params, "approve_plan", None)
-    if approve != plan.id and not auto:
+    automatic = auto and after.applied and not after.ok
+    if approve != plan.id and not automatic:
         return NOT_APPLIED
     fresh = _guard(run, plan)
     to = fresh.kwargs["to"]
@@ -1378,9 +1380,10 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
 
 def rollback_after(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult,
                    before: rb.Plan | None) -> rb.Plan | None:
-    """The rollback plan to offer now: computed again when this run's upgrade failed, else ``before``."""
-    if result.applied and not result.ok:
-        return plan_rollback(run, helm, spec, force=True)
+    """The rollback plan to offer now: computed again when this run's upgrade failed, none when it
+    succeeded (the release is healthy at a new revision), else ``before``."""
+    if result.applied:
+        return plan_rollback(run, helm, spec, force=True) if not result.ok else None
     return before
 
 

@@ -609,18 +609,22 @@ def _runs(mask: np.ndarray, min_points: int) -> list[tuple[int, int]]:
 
 def find_anomaly(prom: Any, name: str, start: Any, end: Any, step: Any = None, *,
                  baseline: str = "previous", queries: Mapping[str, str] | None = None, rate_window: Any = None,
-                 detector: Mapping[str, Any] | None = None, **params: Any) -> Anomaly | None:
+                 detector: Mapping[str, Any] | None = None, values: pd.DataFrame | None = None,
+                 **params: Any) -> Anomaly | None:
     """Query a signal over [start, end] and find its anomaly window.
 
     `baseline`: "previous" (the window of the same length just before `start`), "day"
     (the same window a day earlier) or "leading" (the first third of the window).
     `detector` overrides :func:`detect_anomaly` settings (defaults per signal in
     :data:`DETECTION_DEFAULTS`). Other keyword arguments fill the query template.
+    `values`: the signal over the window when already queried (e.g. a slice of :func:`red`),
+    so only the baseline is queried.
     """
     t0, t1 = to_datetime(start), to_datetime(end)
     plan = plan_chunks(t0, t1, step)
     st = plan[0][2]
-    values = signal(prom, name, t0, t1, st, queries=queries, rate_window=rate_window, **params)
+    if values is None:
+        values = signal(prom, name, t0, t1, st, queries=queries, rate_window=rate_window, **params)
     if baseline == "leading":
         base = None
     elif baseline in ("previous", "day"):

@@ -678,3 +678,171 @@ def cert_timeline_chart(df: Any, days: int = 90, warning_days: int = 30, critica
     fig.update_yaxes(categoryorder="array", categoryarray=order, automargin=True)  # soonest on top
     return fig
 
+
+
+# ---- incident investigation ------------------------------------------------------------
+
+LANE_COLOURS = {"rollout": "#1f77b4", "scaling": "#17becf", "config": "#9467bd", "event": "#ff7f0e",
+                "alert": "#d62728", "anomaly": "#8c564b"}
+
+
+def _shade(fig: Any, anomaly: Any, rows: int = 1) -> None:
+    """Shade the anomaly window (start to end, or to the right edge while it is ongoing)."""
+    if anomaly is None:
+        return
+    end = anomaly.end if anomaly.end is not None else None
+    for r in range(1, rows + 1):
+        kw = {"row": r, "col": 1} if rows > 1 else {}
+        if end is not None:
+            fig.add_vrect(x0=anomaly.start, x1=end, fillcolor="#d62728", opacity=0.12, line_width=0, **kw)
+        else:
+            fig.add_vline(x=anomaly.start, line_color="#d62728", line_dash="dot", **kw)
+            fig.add_vrect(x0=anomaly.start, x1=anomaly.peak_time if anomaly.peak_time > anomaly.start
+                          else anomaly.start, fillcolor="#d62728", opacity=0.12, line_width=0, **kw)
+
+
+def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden signals") -> Any:
+    """Request rate, 5xx error ratio and latency quantiles, stacked, with the anomaly shaded.
+
+    Args:
+        red: the long frame of :func:`runbooks.metrics.red` (timestamp, signal, labels, value).
+        anomaly: a :class:`runbooks.metrics.Anomaly` (or None).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if red is None or len(red) == 0:
+        return _empty_figure(title, "Prometheus returned no ingress traffic for this service.")
+    panels = [("request_rate", "requests/s"), ("error_ratio", "5xx ratio"), ("latency", "latency (s)")]
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[p[1] for p in panels])
+    for i, (sig, _) in enumerate(panels, 1):
+        if sig == "latency":  # one line per quantile (latency_p50, latency_p95, latency_p99)
+            groups = list(red[red["signal"].str.startswith("latency")].groupby("signal"))
+        else:
+            groups = [(sig, red[red["signal"] == sig])]
+        for name, g in groups:
+            series = g.groupby("timestamp")["value"].max()
+            fig.add_trace(go.Scatter(x=series.index, y=series.values, mode="lines",
+                                     name=str(name).replace("latency_", ""), showlegend=sig == "latency"),
+                          row=i, col=1)
+    _shade(fig, anomaly, rows=3)
+    fig.update_yaxes(tickformat=".0%", row=2, col=1)
+    fig.update_layout(title={"text": title}, height=620, margin={"l": 10}, legend={"orientation": "h"})
+    return fig
+
+
+def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation") -> Any:
+    """CPU throttling ratio, memory working set / limit, and restarts per pod."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if use is None or len(use) == 0:
+        return _empty_figure(title, "Prometheus returned no container metrics for this workload.")
+    panels = [("cpu_throttling", "CPU throttled (share of CFS periods)"), ("memory_ratio", "memory / limit"),
+              ("restarts", "restarts")]
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[p[1] for p in panels])
+    for i, (sig, _) in enumerate(panels, 1):
+        rows = use[use["signal"] == sig]
+        if not len(rows):
+            continue
+        key = "pod" if "pod" in rows else "signal"
+        for pod, g in rows.groupby(key):
+            series = g.groupby("timestamp")["value"].max()
+            fig.add_trace(go.Scatter(x=series.index, y=series.values, mode="lines", name=str(pod),
+                                     legendgroup=str(pod), showlegend=i == 2), row=i, col=1)
+    fig.add_hline(y=1.0, line_dash="dash", line_color="#d62728", row=2, col=1)
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", row=2, col=1)
+    _shade(fig, anomaly, rows=3)
+    fig.update_layout(title={"text": title}, height=620, margin={"l": 10}, legend={"orientation": "h"})
+    return fig
+
+
+def timeline_chart(events: Any, anomaly: Any = None, window: tuple[Any, Any] | None = None,
+                   title: str = "Timeline: changes, alerts and the anomaly") -> Any:
+    """One lane per kind (rollout, scaling, config, event, alert, anomaly); hover for details."""
+    import plotly.graph_objects as go
+
+    if events is None or len(events) == 0:
+        fig = _empty_figure(title, "Nothing changed and no alert fired in the window.")
+    else:
+        fig = go.Figure()
+        for lane, g in events.groupby("lane", sort=False):
+            fig.add_trace(go.Scatter(
+                x=g["time"], y=[lane] * len(g), mode="markers+text", name=lane, text=g["label"],
+                textposition="top center", marker={"size": 13, "color": LANE_COLOURS.get(lane, "#7f7f7f"),
+                                                   "symbol": "diamond" if lane in ("rollout", "config") else
+                                                   "circle"},
+                customdata=g["detail"], hovertemplate="%{x}<br>%{text}<br>%{customdata}<extra></extra>"))
+        fig.update_layout(height=140 + 45 * events["lane"].nunique(), showlegend=False, title={"text": title},
+                          margin={"l": 10})
+    _shade(fig, anomaly)
+    if window is not None:
+        fig.update_xaxes(range=list(window))
+    return fig
+
+
+def log_volume_chart(hist: Any, by: str = "level", title: str = "Log lines") -> Any:
+    """Stacked bars of log lines per time bucket, by level (or pod)."""
+    import plotly.graph_objects as go
+
+    if hist is None or len(hist) == 0:
+        return _empty_figure(title, "No log lines for this workload in the window.")
+    fig = go.Figure()
+    colours = {"error": "#d62728", "fatal": "#7f0000", "warn": "#ff7f0e", "warning": "#ff7f0e", "info": "#1f77b4",
+               "debug": "#7f7f7f"}
+    for key, g in hist.groupby(by):
+        series = g.groupby("time")["count"].sum()
+        fig.add_trace(go.Bar(x=series.index, y=series.values, name=str(key),
+                             marker_color=colours.get(str(key).lower())))
+    fig.update_layout(barmode="stack", title={"text": f"{title} by {by}"}, height=320, margin={"l": 10},
+                      legend={"orientation": "h"})
+    return fig
+
+
+def service_picker(run: Any, choices: Mapping[str, Sequence[str]]) -> None:
+    """Interactive only: pick namespace and workload; the cells below read `run.params`.
+
+    Headless runs (papermill, `runbooks run`) show nothing: the parameters decide.
+    """
+    from runbooks.runbook import _headless
+
+    if _headless() or not choices:
+        return
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    params = run.params
+    namespaces = sorted(choices)
+    ns = widgets.Dropdown(options=namespaces, value=params.namespace if params.namespace in choices
+                          else namespaces[0], description="namespace")
+    svc = widgets.Dropdown(options=list(choices[ns.value]), description="workload")
+    if params.service in choices[ns.value]:
+        svc.value = params.service
+    note = widgets.HTML()
+
+    def update(_: Any = None) -> None:
+        if svc.value:
+            run.params = run.params.model_copy(update={"namespace": ns.value, "service": svc.value})
+            note.value = f"Investigating <b>{ns.value}/{svc.value}</b>: run the cells below."
+
+    def on_namespace(_: Any) -> None:
+        svc.options = list(choices[ns.value])
+        update()
+
+    ns.observe(on_namespace, names="value")
+    svc.observe(update, names="value")
+    update()
+    display(widgets.VBox([widgets.HBox([ns, svc]), note]))
+
+
+def table_frame(rows: Any, columns: Sequence[str] | None = None) -> Any:
+    """A DataFrame from a list of dicts (all columns, or the named ones), for show_table."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    if columns is not None:
+        df = df.reindex(columns=list(columns))
+    return df

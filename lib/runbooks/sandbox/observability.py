@@ -199,7 +199,7 @@ class Observability:
 
     def __init__(self, state_dir: Path | str, objects: Iterable[dict] | Callable[[], Iterable[dict]],
                  now: datetime | None = None, *, history: timedelta = promgen.DEFAULT_HISTORY,
-                 step: int = promgen.DEFAULT_STEP, evaluation_interval: int = 10, seed: int | str = 0):
+                 step: int = promgen.DEFAULT_STEP, evaluation_interval: int = 5, seed: int | str = 0):
         self.state_dir = Path(state_dir).resolve()
         self._objects_fn = objects if callable(objects) else None
         self._objects = None if callable(objects) else list(objects)
@@ -229,17 +229,17 @@ class Observability:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
         objects = list(self._objects_fn()) if self._objects_fn else self._objects or []
-        now = self.now or datetime.now(UTC)
+        # never past the real clock: Prometheus would refuse live samples older than the history's end
+        real_now = datetime.now(UTC)
+        now = min(self.now, real_now) if self.now else real_now
         self.model = promgen.Model(objects, now, history=self.history, step=self.step, seed=self.seed)
         self._backfill(bins["promtool"], prom_dir)
         try:
             self.exporter = _Exporter(self.model, self._objects_fn)
             self.exporter.start()
             t1 = time.monotonic()
-            am_port = self._start_alertmanager(bins["alertmanager"], am_dir)
-            self._start_prometheus(bins["prometheus"], prom_dir, am_port)
-            self._wait_ready("alertmanager")
-            self._wait_ready("prometheus")
+            am_port = self._launch("alertmanager", lambda: self._start_alertmanager(bins["alertmanager"], am_dir))
+            self._launch("prometheus", lambda: self._start_prometheus(bins["prometheus"], prom_dir, am_port))
             self.timings["servers_ready"] = round(time.monotonic() - t1, 3)
         except BaseException:
             self.stop()
@@ -333,8 +333,22 @@ class Observability:
         self.stats = {"series": len(series), "samples": samples}
         self.timings["backfill"] = round(time.monotonic() - t0, 3)
 
+    def _launch(self, name: str, starter: Callable[[], Any]) -> Any:
+        """Start a server and wait until it is ready; on a port taken meanwhile, pick another."""
+        for attempt in range(3):
+            result = starter()
+            try:
+                self._wait_ready(name)
+                return result
+            except Unavailable as exc:
+                if attempt == 2 or "address already in use" not in str(exc):
+                    raise
+                log.info("%s: port taken before it could bind it, retrying", name)
+                self.procs.pop(name, None)
+        raise AssertionError("unreachable")
+
     def _spawn(self, name: str, argv: list[str], log_path: Path) -> None:
-        log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child
         main = threading.current_thread() is threading.main_thread()
         try:
             self.procs[name] = subprocess.Popen(
@@ -375,7 +389,7 @@ class Observability:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         tmp.replace(prom_dir / "prometheus.yml")
 
-    def _start_prometheus(self, binary: str, prom_dir: Path, am_port: int) -> None:
+    def _start_prometheus(self, binary: str, prom_dir: Path, am_port: int) -> int:
         rules = prom_dir / "rules"
         shutil.rmtree(rules, ignore_errors=True)
         rules.mkdir()
@@ -392,6 +406,7 @@ class Observability:
             # service discovery updates every 5 s) and their alerts are dropped: resend soon
             f"--rules.alert.resend-delay={self.evaluation_interval}s",
         ], prom_dir / "prometheus.log")
+        return port
 
     def _wait_ready(self, name: str) -> None:
         url, proc = self.urls[name], self.procs[name]
@@ -399,7 +414,10 @@ class Observability:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+                tail = ""
+                if log_path.exists():
+                    tail = log_path.read_text(errors="replace")[-1500:]
+                    log_path.replace(log_path.with_suffix(".failed.log"))
                 raise Unavailable(f"{name} exited with {proc.returncode} while starting; its log ends:\n{tail}")
             try:
                 status, _ = _get(f"{url}/-/ready", timeout=1.0)

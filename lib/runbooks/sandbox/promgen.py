@@ -53,7 +53,7 @@ import numpy as np
 
 from .controllers import BACKOFF_MAX, BACKOFF_START, CRASH_RUNTIME, FAIL_ANNOTATION, REVISION
 
-DEFAULT_HISTORY = timedelta(days=4)
+DEFAULT_HISTORY = timedelta(days=3)
 DEFAULT_STEP = 30
 RECENT = 6 * 3600  # seconds at full resolution
 MIDDLE = 86400  # seconds at 4 x step (at most COARSE)
