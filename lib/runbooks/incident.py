@@ -271,9 +271,10 @@ def likely_causes(params: IncidentParams, *, history: list[dict], pods: list[dic
                                "evidence": {"object": row.what, "time": row.time.isoformat()}})
     if top_errors is not None and len(top_errors):
         top = top_errors.iloc[0]
+        pods_text = ", ".join(top["pods"]) if isinstance(top["pods"], (list, tuple)) else str(top["pods"])
         causes.append({"score": 0.3, "cause": "errors in the logs",
                        "sentence": f"the most frequent error is \"{top['pattern']}\" ({int(top['count'])} times, "
-                                   f"from {top['pods']})",
+                                   f"from {pods_text})",
                        "evidence": {"pattern": top["pattern"], "count": int(top["count"])}})
     firing = alerts_df[alerts_df["state"] == "active"] if len(alerts_df) else alerts_df
     if len(firing):
