@@ -159,11 +159,18 @@ def _extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> Any:
 class _Cert:
     """A certificate with its extensions looked up once (the bulk inventory checks each several times)."""
 
-    __slots__ = ("cert", "ext")
+    __slots__ = ("_subject", "cert", "ext")
 
     def __init__(self, cert: x509.Certificate) -> None:
         self.cert = cert
         self.ext = {e.oid: e.value for e in cert.extensions}
+        self._subject = ""
+
+    @property
+    def subject_text(self) -> str:
+        if not self._subject:
+            self._subject = self.cert.subject.rfc4514_string()
+        return self._subject
 
     @property
     def is_ca(self) -> bool:
@@ -436,13 +443,13 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
         out.error = "tls.crt is missing or empty"
         return out
     try:
-        chain = x509.load_pem_x509_certificates(crt)
+        wrapped = _load_bundle(crt)
     except ValueError as e:
         out.error = f"tls.crt is not a PEM certificate bundle: {cut(str(e), 120)}"
         return out
-    wrapped = [_Cert(c) for c in chain]
+    chain = [c.cert for c in wrapped]
     out.leaf = describe(chain[0], wrapped[0].ext)
-    out.intermediates = [c.subject.rfc4514_string() for c in chain[1:]]
+    out.intermediates = [c.subject_text for c in wrapped[1:]]
     roots: list[x509.Certificate] = []
     if not wrapped[-1].is_ca and chain[-1].subject != chain[-1].issuer:  # only then can ca.crt matter
         ca = _decode(secret, "ca.crt")
@@ -459,6 +466,29 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
                 out.key_matches = _same_key(chain[0], load_private_key(key))
             except ValueError:
                 out.key_matches = False
+    return out
+
+
+_PEM_END = b"-----END CERTIFICATE-----"
+_SHARED: dict[bytes, _Cert] = {}  # intermediates by PEM block: the same few appear in thousands of Secrets
+
+
+def _load_bundle(pem: bytes) -> list[_Cert]:
+    """The certificates of a bundle; certificates after the first are parsed once per process."""
+    head, sep, rest = pem.partition(_PEM_END)
+    if not sep or b"-----BEGIN CERTIFICATE-----" not in rest:
+        return [_Cert(c) for c in x509.load_pem_x509_certificates(pem)]
+    out = [_Cert(x509.load_pem_x509_certificates(head + sep)[0])]
+    for block in rest.split(_PEM_END)[:-1]:
+        block = block.strip() + b"\n" + _PEM_END
+        cert = _SHARED.get(block)
+        if cert is None:
+            cert = _Cert(x509.load_pem_x509_certificates(block)[0])
+            if len(_SHARED) < 1024:
+                _SHARED[block] = cert
+        out.append(cert)
+    if rest.split(_PEM_END)[-1].strip():  # trailing garbage: let the strict parser say what is wrong
+        x509.load_pem_x509_certificates(pem)
     return out
 
 
