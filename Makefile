@@ -23,7 +23,7 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Debian packages later features need (the real Prometheus and Alertmanager for the
 # sandbox). Installed only when missing, with a single `apt-get update` first.
-DEB_PACKAGES :=
+DEB_PACKAGES := prometheus prometheus-alertmanager
 # Debian splits venv/ensurepip out of the interpreter: ask for it only where it is missing.
 VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv)
 
@@ -68,6 +68,7 @@ venv: deps
 	  $(BIN)/python -m pip install --quiet -e '.[test]' && \
 	  echo "$$want" > $(STAMP); \
 	fi
+	@$(BIN)/python tools/install_helm.py
 
 setup: venv
 

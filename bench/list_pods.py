@@ -64,7 +64,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     print(f"starting a sandbox with {args.pods} extra pods ...", flush=True)
     t = time.perf_counter()
-    info = launch.start_background(state, "default", bulk_pods=args.pods, wait=600)
+    info = launch.start_background(state, "default", bulk_pods=args.pods, wait=600, api_only=True)
     print(f"  ready in {time.perf_counter() - t:.1f}s at {info['url']}")
     kubeconfig = info["kubeconfig"]
     env = dict(os.environ, KUBECONFIG=kubeconfig, KUBECACHEDIR=str(state / "kube-cache"))

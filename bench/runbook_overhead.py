@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--runbook", default="cluster-health")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-runbook-"))
-    state = launch.start_background(tmp / "sandbox", "default")
+    state = launch.start_background(tmp / "sandbox", "default", api_only=True)
     try:
         root = project(tmp, state["kubeconfig"])
         times: dict[str, list[float]] = {"trivial": [], args.runbook: []}

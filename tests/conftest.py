@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from runbooks import kube
+from runbooks.sandbox import stack
 from runbooks.sandbox.launch import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,7 @@ def sandbox_env(sandbox, tmp_path):
     for f in src.glob("*.yaml"):
         if f.name != "env.yaml":
             shutil.copy(f, root / "parameters" / "sandbox" / f.name)
-    env = yaml.safe_load((src / "env.yaml").read_text()) if (src / "env.yaml").exists() else {}
-    env.update({"kubeconfig": str(sandbox.kubeconfig), "kube_context": "sandbox",
-                "expected_context": "sandbox"})
+    env = {"description": "the test session's sandbox", **stack.env_settings(sandbox)}
     (root / "parameters" / "sandbox" / "env.yaml").write_text(yaml.safe_dump(env))
     (root / "outputs").mkdir()
     return root

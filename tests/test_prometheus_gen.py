@@ -254,6 +254,8 @@ def test_live_samples_continue_the_history(objects, now):
             assert value >= last[key]
             seen += 1
     assert seen > 50
+    parser = pytest.importorskip("prometheus_client.parser")
+    assert len(list(parser.text_string_to_metric_families(text))) > 20  # valid text format
     # scraped twice in the same second: the same samples again
     assert model.exposition(model.end + 30) == text
 

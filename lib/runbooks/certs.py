@@ -262,7 +262,9 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 @lru_cache(maxsize=1)
 def _system_roots() -> tuple[_Cert, ...]:
-    return tuple(_Cert(c) for c in system_roots())
+    with warnings.catch_warnings():  # some system roots predate RFC 5280's serial rules
+        warnings.simplefilter("ignore")
+        return tuple(_Cert(c) for c in system_roots())
 
 
 @lru_cache(maxsize=1)

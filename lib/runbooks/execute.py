@@ -84,13 +84,15 @@ class EnvConfig(BaseModel):
     prometheus_url: str | None = None
     alertmanager_url: str | None = None
     elasticsearch_url: str | None = None
+    ingress_url: str | None = None
+    ingress_ca_file: str | None = None
 
     def connections(self) -> dict[str, Any]:
         """The settings that become parameters (everything but the description)."""
         return {k: v for k, v in self.model_dump(exclude={"description"}).items() if v is not None}
 
 
-PATH_PARAMETERS = ("kubeconfig",)
+PATH_PARAMETERS = ("kubeconfig", "ingress_ca_file")
 
 
 @dataclass

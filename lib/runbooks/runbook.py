@@ -303,6 +303,7 @@ _REGISTRY: dict[str, type[ParamsBase]] = {}
 PARAM_MODULES: dict[str, str] = {
     "cluster-health": "runbooks.health",
     "incident-investigation": "runbooks.incident",
+    "provision-service": "runbooks.deploy",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""

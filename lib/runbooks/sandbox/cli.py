@@ -30,7 +30,9 @@ def sandbox() -> None:
 @state_option
 @click.option("--scenario", default="default", show_default=True, help="Scenario to load.")
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="API port (0 picks a free one).")
-def up(state_dir: str | None, scenario: str, port: int) -> None:
+@click.option("--api-only", is_flag=True, help="Only the Kubernetes API: no Prometheus, Alertmanager, "
+              "log store, cert-manager or ingress endpoint.")
+def up(state_dir: str | None, scenario: str, port: int, api_only: bool) -> None:
     """Start the sandbox in the background and write its kubeconfig."""
     from .scenario import list_scenarios
 
@@ -39,12 +41,14 @@ def up(state_dir: str | None, scenario: str, port: int) -> None:
                                  param_hint="--scenario")
     d = _state_dir(state_dir)
     try:
-        state = launch.start_background(d, scenario, port)
+        state = launch.start_background(d, scenario, port, api_only=api_only)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     verb = "already running" if state.get("already_running") else "started"
     click.echo(f"sandbox {verb}: {state['url']} (pid {state['pid']}, scenario {state['scenario']})")
     click.echo(f"kubeconfig: {state['kubeconfig']}   (context {launch.CONTEXT})")
+    for name, url in sorted((state.get("services") or {}).items()):
+        click.echo(f"{name}: {url}")
     click.echo(f"try: KUBECONFIG={state['kubeconfig']} kubectl get pods -A")
 
 
@@ -89,7 +93,8 @@ def kubeconfig(state_dir: str | None) -> None:
 @click.option("--scenario", default="default")
 @click.option("--port", default=0, type=int)
 @click.option("--bulk-pods", default=0, type=click.IntRange(0), help="Extra pods for benchmarks.")
-def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int) -> None:
+@click.option("--api-only", is_flag=True)
+def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods)
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only)

@@ -222,13 +222,19 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0) -> None:
+def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`)."""
-    sandbox = Sandbox(state_dir, scenario, port).start()
+    from . import stack
+
+    sandbox = Sandbox(state_dir, scenario, port)
+    if not api_only:
+        stack.attach(sandbox, stack.StackOptions(ports=dict(stack.PORTS)))
+    sandbox.start()
     if bulk_pods:
         sandbox.add_bulk_pods(bulk_pods)
     state = {"pid": os.getpid(), "url": sandbox.url, "kubeconfig": str(sandbox.kubeconfig.resolve()),
-             "scenario": scenario, "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+             "scenario": scenario, "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "services": sandbox.urls}
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -242,7 +248,7 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0)
 
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
-                     bulk_pods: int = 0) -> dict:
+                     bulk_pods: int = 0, api_only: bool = False) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -252,7 +258,8 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
     log_file = open(state_dir / "sandbox.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runbooks.sandbox", "serve", "--state-dir", str(state_dir),
-         "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)],
+         "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)]
+        + (["--api-only"] if api_only else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -43,7 +43,7 @@ import base64
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -359,13 +359,6 @@ def _lab(**kw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in kw.items() if v is not None and v != "")
 
 
-def _counter_family(name: str) -> tuple[str, str]:
-    """OpenMetrics family name and type for a counter sample name (``_total`` or not)."""
-    if name.endswith("_total"):
-        return name[: -len("_total")], "counter"
-    return name, "unknown"  # OpenMetrics counters need _total; ingress-nginx's do not have it
-
-
 class Group:
     """Series that are generated together (one pod's container, one ingress route ...)."""
 
@@ -569,8 +562,8 @@ class CrashingContainer(Group):
         lo, hi = int(times[0]), int(times[-1])
         if state is not None:  # live: a sample only when `hi` falls inside a life
             lives = crash_lives(self.pod.started, hi)
-            s, d = lives[-1]
-            ts = np.array([hi], dtype=np.int64) if s <= hi <= d else np.zeros(0, dtype=np.int64)
+            inside = bool(lives) and lives[-1][0] <= hi <= lives[-1][1]
+            ts = np.array([hi] if inside else [], dtype=np.int64)
         else:
             ts = self.sample_times(lo, hi)
         starts = np.array([s for s, _ in crash_lives(self.pod.started, hi)], dtype=np.int64)
@@ -998,7 +991,8 @@ class Model:
             kind = families[family][0].kind
             if kind == "unknown":  # the text format has no _total rule: say what it is
                 kind = "counter" if family == "nginx_ingress_controller_requests" else "untyped"
-            lines.append(f"# TYPE {family} {kind}")
+            # in the text format a TYPE line names the metric itself (with _total for counters)
+            lines.append(f"# TYPE {family if kind == 'histogram' else families[family][0].name} {kind}")
             for out in families[family]:
                 lines.append(f"{out.name}{_fmt_labels(out.labels)} {_fmt_values(out.values)[0]}")
         return "\n".join(lines) + "\n"
@@ -1020,10 +1014,6 @@ def write_families(fp: IO[str], families: dict[str, list[Out]]) -> dict[str, int
             samples += len(ts)
     fp.write("# EOF\n")
     return {"series": series, "samples": samples}
-
-
-def build_model(objects: Iterable[dict], now: datetime, **kw: Any) -> Model:
-    return Model(objects, now, **kw)
 
 
 def generate_openmetrics(objects: Iterable[dict], now: datetime, *, history: timedelta = DEFAULT_HISTORY,
@@ -1051,5 +1041,3 @@ def incidents(objects: Iterable[dict]) -> list[Incident]:
     """The planted incidents the generated metrics show (failing rollouts behind ingresses)."""
     return Facts(objects).incidents
 
-
-ObjectsSource = Callable[[], Iterable[dict]]

@@ -1,0 +1,117 @@
+"""The whole sandbox stack: the API plus every service a runbook reads or writes.
+
+`runbooks sandbox up` and the tests that exercise a runbook end to end build
+the same stack: cert-manager's controller, the TLS ingress endpoint, the
+Elasticsearch-compatible log store holding the cluster's logs, and the real
+Prometheus and Alertmanager backfilled from the cluster. Each is an addon of
+:class:`~runbooks.sandbox.launch.Sandbox`, started after the API (its data is
+generated from the cluster's objects) and stopped before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .launch import Sandbox
+
+# Default ports of `runbooks sandbox up`, which parameters/sandbox/env.yaml names; tests use free ports.
+PORTS = {"prometheus": 19090, "alertmanager": 19093, "elasticsearch": 19200, "ingress_https": 18443,
+         "ingress_http": 18080}
+
+
+class LogStoreAddon:
+    """The log store, filled with Fluent-bit-shaped documents of the cluster (and following it)."""
+
+    def __init__(self, sandbox: Sandbox, port: int = 0, follow: float | None = 30.0):
+        self.sandbox, self.port, self.follow = sandbox, port, follow
+        self.served: Any = None
+
+    def start(self) -> dict[str, str]:
+        from . import loggen
+
+        self.served = loggen.serve(self.sandbox, self.port, follow=self.follow)
+        return {"elasticsearch": self.served.url}
+
+    def stop(self) -> None:
+        if self.served is not None:
+            self.served.stop()
+
+
+class ObservabilityAddon:
+    """The real Prometheus and Alertmanager, backfilled from the cluster's objects."""
+
+    def __init__(self, sandbox: Sandbox, prometheus_port: int = 0, alertmanager_port: int = 0):
+        self.sandbox = sandbox
+        self.ports = {"prometheus_port": prometheus_port, "alertmanager_port": alertmanager_port}
+        self.obs: Any = None
+
+    def start(self) -> dict[str, str]:
+        from .observability import Observability, sandbox_objects
+
+        self.obs = Observability(self.sandbox.state_dir / "observability", lambda: sandbox_objects(self.sandbox),
+                                 self.sandbox.store.clock(), **self.ports)
+        return self.obs.start()
+
+    def stop(self) -> None:
+        if self.obs is not None:
+            self.obs.stop()
+
+
+class IngressCAFile:
+    """Writes the sandbox Let's Encrypt root (from a cert-manager TLS Secret's ca.crt) for HTTPS clients."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.path = sandbox.state_dir / "ingress-ca.crt"
+
+    def start(self) -> dict[str, str]:
+        import base64
+
+        rt = self.sandbox.registry.by_kind_any_version("Secret")
+        for secret in self.sandbox.store.items(rt):
+            ann = secret["metadata"].get("annotations") or {}
+            ca = (secret.get("data") or {}).get("ca.crt")
+            if ann.get("cert-manager.io/issuer-name") == "letsencrypt-prod" and ca:
+                self.path.write_bytes(base64.b64decode(ca))
+                return {"ingress_ca_file": str(self.path)}
+        return {}
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class StackOptions:
+    """Which services to run beside the API, and on which ports (0: any free port)."""
+
+    observability: bool = True
+    logs: bool = True
+    certificates: bool = True
+    ports: dict[str, int] | None = None
+
+
+def attach(box: Sandbox, options: StackOptions | None = None) -> Sandbox:
+    """Add the stack's services to a not-yet-started sandbox; `box.urls` has their URLs once started."""
+    from .certmanager import CertManager
+    from .ingress import IngressEndpoint
+
+    options = options or StackOptions()
+    ports = {k: 0 for k in PORTS} | (options.ports or {})
+    if options.certificates:
+        box.add(CertManager(box))
+        box.add(IngressEndpoint(box, https_port=ports["ingress_https"], http_port=ports["ingress_http"]))
+        box.add(IngressCAFile(box))
+    if options.logs:
+        box.add(LogStoreAddon(box, ports["elasticsearch"]))
+    if options.observability:
+        box.add(ObservabilityAddon(box, ports["prometheus"], ports["alertmanager"]))
+    return box
+
+
+def env_settings(box: Sandbox) -> dict[str, str]:
+    """The env.yaml settings that reach this sandbox's services (what a test's env file holds)."""
+    names = {"prometheus": "prometheus_url", "alertmanager": "alertmanager_url",
+             "elasticsearch": "elasticsearch_url", "ingress": "ingress_url", "ingress_ca_file": "ingress_ca_file"}
+    out = {"kubeconfig": str(box.kubeconfig), "kube_context": "sandbox", "expected_context": "sandbox"}
+    return out | {names[k]: v for k, v in box.urls.items() if k in names}
