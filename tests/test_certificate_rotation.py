@@ -116,7 +116,7 @@ def runbooks(project: Path, box, *args: str, params: dict | None = None) -> subp
         extra = ["-f", str(pfile)]
     env = dict(os.environ, RUNBOOKS_HOME=str(project))
     return subprocess.run([sys.executable, "-m", "runbooks.cli", "--project-dir", str(project), "run", RUNBOOK,
-                           "--env", "sandbox", "--no-progress", "-p", "ingress_endpoint", box.endpoint.address,
+                           "--env", "sandbox", "--no-progress", "-p", "ingress_url", box.endpoint.url,
                            *extra, *args], capture_output=True, text=True, timeout=240, env=env,
                           stdin=subprocess.DEVNULL)
 
@@ -277,7 +277,7 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     params = {"replacement_files": {"payments/payments-tls": {k: files[k] for k in ("cert", "key", "ca")}}}
     current = stored(api, "payments", "payments-tls")
     # the first attempt made its backup, then died before replacing the Secret
-    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_endpoint=box.endpoint.address, **params)
+    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url, **params)
     run = rb.Run(RUNBOOK, p, api)
     inv = certs.inventory(api)
     first = rb.Plan(certs.rotation_changes(api, **certs.plan_arguments(p, certs.select_targets(
@@ -302,7 +302,7 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
 def test_rollback_restores_the_backup(box, api):
     target = f"payments/{STATE['newer_backup']}"
     before = stored(api, "payments", "payments-tls")
-    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_endpoint=box.endpoint.address,
+    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url,
                                         rollback_backup=target)
     dry_run = rb.Run(RUNBOOK, p, api)
     inv = certs.inventory(api)

@@ -298,7 +298,7 @@ def test_table_and_findings_hold_no_key_material(planted):
     ({"certificates": ["shop"]}, "not 'namespace/name'"),
     ({"replacement_files": {"Bad/x": {"cert": "a", "key": "b"}}}, "replacement_files key"),
     ({"replacement_files": {"a/b": {"cert": "a"}}}, "key"),
-    ({"ingress_endpoint": "http://x"}, "ingress_endpoint"),
+    ({"ingress_url": "http://x"}, "ingress_url"),
     ({"warning_days": 5, "critical_days": 10}, "critical_days"),
     ({"rollback_backup": "a/b", "certificates": ["a/c"]}, "rollback_backup"),
     ({"private_key": "x"}, "credential"),
@@ -321,6 +321,7 @@ def test_split_endpoint():
     assert certs.split_endpoint("127.0.0.1:8443") == ("127.0.0.1", 8443)
     assert certs.split_endpoint("lb.example.com") == ("lb.example.com", 443)
     assert certs.split_endpoint("[::1]:9443") == ("::1", 9443)
+    assert certs.split_endpoint("https://127.0.0.1:18443/") == ("127.0.0.1", 18443)
     with pytest.raises(InvalidInput):
         certs.split_endpoint("https://x")
 

@@ -90,6 +90,10 @@ def test_render_query_defaults_and_overrides():
         metrics.render_query("error_rate", namespace="shop", service="cart")
     with pytest.raises(InvalidInput, match="not a Kubernetes name"):
         metrics.render_query("error_ratio", namespace='shop"} or vector(1) #', service="cart")
+    with pytest.raises(InvalidInput, match="label names"):
+        metrics.render_query("error_ratio", namespace="shop", service="cart", by="ingress) or vector(1")
+    with pytest.raises(InvalidInput, match="between 0 and 1"):
+        metrics.render_query("latency_quantile", namespace="shop", service="cart", quantile="99")
     q = metrics.render_query("request_rate", namespace="shop", service='a"b')
     assert 'service=~"a\\"b"' in q  # values are escaped for PromQL strings
 

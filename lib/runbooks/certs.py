@@ -91,7 +91,7 @@ MIN_EC_BITS = 256
 STUCK_AFTER_SECONDS = 30 * 60
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
-_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+_ENDPOINT = re.compile(r"^(https://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?$")
 
 
 # --------------------------------------------------------------------------
@@ -639,9 +639,11 @@ class Served:
 
 
 def split_endpoint(endpoint: str, default_port: int = 443) -> tuple[str, int]:
-    """``host:port``, ``[::1]:port`` or ``host`` → (host, port)."""
+    """``https://host:port``, ``host:port``, ``[::1]:port`` or ``host`` → (host, port)."""
     if not _ENDPOINT.match(endpoint or ""):
-        raise InvalidInput(f"endpoint {endpoint!r} is not host[:port] (e.g. 127.0.0.1:8443 or lb.example.com)")
+        raise InvalidInput(f"endpoint {endpoint!r} is not [https://]host[:port] (e.g. https://127.0.0.1:18443 "
+                           "or lb.example.com)")
+    endpoint = endpoint.removeprefix("https://").rstrip("/")
     if endpoint.startswith("["):
         host, _, rest = endpoint[1:].partition("]")
         return host, int(rest[1:]) if rest else default_port
@@ -1109,7 +1111,7 @@ class CertificateRotationParams(rb.MutatingParams):
     namespaces: list[str] = Field(default_factory=list)
     warning_days: int = Field(default=30, ge=0)
     critical_days: int = Field(default=7, ge=0)
-    ingress_endpoint: str = ""
+    ingress_url: str = ""
     probe_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     probe_concurrency: int = Field(default=16, ge=1, le=256)
     certificates: list[str] = Field(default_factory=list)
@@ -1147,11 +1149,11 @@ class CertificateRotationParams(rb.MutatingParams):
     def _valid_ref(cls, value: str, info: Any) -> str:
         return _check_object(value, info.field_name) if value else value
 
-    @field_validator("ingress_endpoint")
+    @field_validator("ingress_url")
     @classmethod
     def _valid_endpoint(cls, value: str) -> str:
         if value and not _ENDPOINT.match(value):
-            raise ValueError(f"ingress_endpoint {value!r} is not host[:port] (e.g. 127.0.0.1:8443)")
+            raise ValueError(f"ingress_url {value!r} is not https://host[:port] (e.g. https://127.0.0.1:18443)")
         return value
 
     @model_validator(mode="after")
@@ -1498,7 +1500,7 @@ def _decide_args(p: Any) -> dict[str, Any]:
 def plan_arguments(p: CertificateRotationParams, targets: list[str]) -> dict[str, Any]:
     """Keyword arguments of :func:`rotation_changes` for ``run.plan`` (plain data, so the plan recomputes)."""
     return {"targets": list(targets), "namespaces": sorted({t.split("/", 1)[0] for t in targets}),
-            "ingress_endpoint": p.ingress_endpoint, "probe_timeout": p.probe_timeout_seconds,
+            "ingress_endpoint": p.ingress_url, "probe_timeout": p.probe_timeout_seconds,
             "probe_concurrency": p.probe_concurrency, **_decide_args(p)}
 
 

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from . import alerts, kube, logs, metrics
 from .errors import InvalidInput, RunbookError, Unavailable
-from .runbook import Change, Finding, MutatingParams, Run, register, register_target
+from .runbook import Change, Finding, MutatingParams, Run, _who, register, register_target
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -546,7 +546,7 @@ def plan_mitigation(run: Run, alerts_df: pd.DataFrame) -> Any:
         return run.plan(silence, alertmanager=p.alertmanager_url,
                         matchers=silence_matchers(alerts_df, p.namespace, p.service, p.alert_name),
                         duration=p.silence_duration, comment=p.silence_comment,
-                        created_by=f"runbooks/incident-investigation ({run.run_id})")
+                        created_by=f"{_who()} via runbooks incident-investigation")  # stable: part of the plan id
     return None
 
 

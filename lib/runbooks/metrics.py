@@ -393,6 +393,14 @@ def render_query(name: str, queries: Mapping[str, str] | None = None, **params: 
     p.setdefault("by", RED_BY if "service" in p else USE_BY)
     if "namespace" in p:
         _check_name("namespace", p["namespace"])
+    if not re.fullmatch(r"\s*[a-zA-Z_][a-zA-Z0-9_]*(\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*)*\s*", str(p["by"])):
+        raise InvalidInput(f"by {p['by']!r} is not a comma-separated list of label names")
+    try:
+        quantile = float(p["quantile"])
+    except (TypeError, ValueError):
+        quantile = -1.0
+    if not 0 <= quantile <= 1:
+        raise InvalidInput(f"quantile {p['quantile']!r} is not a number between 0 and 1")
     if p.get("workload") and not p.get("pod_regex"):
         p["pod_regex"] = default_pod_regex(p["workload"])
     if "service" in p and "ingress_selector" not in p:

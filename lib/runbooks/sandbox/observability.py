@@ -199,7 +199,8 @@ class Observability:
 
     def __init__(self, state_dir: Path | str, objects: Iterable[dict] | Callable[[], Iterable[dict]],
                  now: datetime | None = None, *, history: timedelta = promgen.DEFAULT_HISTORY,
-                 step: int = promgen.DEFAULT_STEP, evaluation_interval: int = 5, seed: int | str = 0):
+                 step: int = promgen.DEFAULT_STEP, evaluation_interval: int = 5, seed: int | str = 0,
+                 prometheus_port: int = 0, alertmanager_port: int = 0):
         self.state_dir = Path(state_dir).resolve()
         self._objects_fn = objects if callable(objects) else None
         self._objects = None if callable(objects) else list(objects)
@@ -208,6 +209,7 @@ class Observability:
         self.step = step
         self.evaluation_interval = evaluation_interval
         self.seed = seed
+        self.ports = {"prometheus": prometheus_port, "alertmanager": alertmanager_port}  # 0: a free port
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
         self.exporter: _Exporter | None = None
@@ -364,7 +366,7 @@ class Observability:
             "receivers": [{"name": "null"}],
         }
         (am_dir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        port = free_port()
+        port = self.ports["alertmanager"] or free_port()
         self.urls["alertmanager"] = f"http://127.0.0.1:{port}"
         self._spawn("alertmanager", [
             binary, f"--config.file={am_dir / 'alertmanager.yml'}", f"--storage.path={am_dir / 'data'}",
@@ -396,7 +398,7 @@ class Observability:
         for f in sorted(RULES_DIR.glob("*.yaml")):
             shutil.copy(f, rules / f.name)
         self._prometheus_config(prom_dir, am_port, with_rules=True)
-        port = free_port()
+        port = self.ports["prometheus"] or free_port()
         self.urls["prometheus"] = f"http://127.0.0.1:{port}"
         self._spawn("prometheus", [
             binary, f"--config.file={prom_dir / 'prometheus.yml'}", f"--storage.tsdb.path={prom_dir / 'data'}",

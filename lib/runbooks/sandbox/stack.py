@@ -51,7 +51,9 @@ class ObservabilityAddon:
 
         self.obs = Observability(self.sandbox.state_dir / "observability", lambda: sandbox_objects(self.sandbox),
                                  self.sandbox.store.clock(), **self.ports)
-        return self.obs.start()
+        urls = self.obs.start()
+        wait_for_alerts(urls["alertmanager"])
+        return urls
 
     def stop(self) -> None:
         if self.obs is not None:
@@ -79,6 +81,28 @@ class IngressCAFile:
 
     def stop(self) -> None:
         pass
+
+
+def wait_for_alerts(alertmanager: str, timeout: float = 60.0) -> bool:
+    """Wait until the first rule evaluation reached Alertmanager (Watchdog always fires).
+
+    Rules over the backfilled history fire at their first evaluation; Alertmanager
+    shows them after its group_wait. A sandbox is ready when its alerts are there.
+    """
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=2) as resp:
+                if any(a.get("labels", {}).get("alertname") == "Watchdog" for a in json.load(resp)):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 @dataclass
