@@ -31,7 +31,7 @@ VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || ech
 
 help:
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make demo   start the sandbox, show it, run the cluster-health runbook on it, stop it"
+	@echo "make demo   start the sandbox, show it, run cluster-health and incident-investigation on it, stop it"
 	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
 	@echo "make lint   ruff check"
 	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
@@ -77,7 +77,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health, stop it"
+	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health and"
+	@echo ">>       incident-investigation (the checkout incident) on it, stop it"
 	@started=no; \
 	if ! $(BIN)/runbooks sandbox status >/dev/null 2>&1; then \
 	  started=yes; \
@@ -94,10 +95,12 @@ demo: setup
 	else \
 	  echo ">> kubectl is not on PATH: skipping 'kubectl get pods -A'"; \
 	fi; \
-	echo ">> runbooks run cluster-health --env sandbox (exit 1 = critical findings, as planted)"; \
-	set +e; $(BIN)/runbooks run cluster-health --env sandbox; code=$$?; set -e; \
-	if [ $$code -gt 1 ]; then echo "!! cluster-health failed (exit $$code)" >&2; exit $$code; fi; \
-	echo ">> open the report above in a browser; all runs: outputs/index.html"; \
+	for rb in cluster-health incident-investigation; do \
+	  echo ">> runbooks run $$rb --env sandbox (exit 1 = findings, as planted in the sandbox)"; \
+	  set +e; $(BIN)/runbooks run $$rb --env sandbox; code=$$?; set -e; \
+	  if [ $$code -gt 1 ]; then echo "!! $$rb failed (exit $$code)" >&2; exit $$code; fi; \
+	done; \
+	echo ">> open the report paths above in a browser; all runs: outputs/index.html"; \
 	if [ $$started = no ]; then echo ">> the sandbox was already running: leaving it up"; fi
 
 lab: setup

@@ -5,6 +5,7 @@ difference is what cluster-health itself costs on top of the fixed price of
 a run (interpreter, kernel start, papermill, report rendering, secret scan).
 
     .venv/bin/python bench/runbook_overhead.py [--repeat 3] [--runbook cluster-health]
+    .venv/bin/python bench/runbook_overhead.py --runbook incident-investigation
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from pathlib import Path
 
 import yaml
 
-from runbooks.sandbox import launch
+from runbooks.sandbox import launch, stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def project(tmp: Path, kubeconfig: str) -> Path:
+def project(tmp: Path, state: dict) -> Path:
     """A throwaway project root: the real notebooks plus the trivial fixture, env.yaml at the sandbox."""
     root = tmp / "project"
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copy(ROOT / "tests" / "fixtures" / "notebooks" / "trivial.ipynb", root / "notebooks")
     (root / "parameters" / "sandbox").mkdir(parents=True)
-    (root / "parameters" / "sandbox" / "env.yaml").write_text(yaml.safe_dump(
-        {"kubeconfig": kubeconfig, "kube_context": "sandbox", "expected_context": "sandbox"}))
+    env = stack.env_from_urls(state["kubeconfig"], state.get("services") or {})
+    (root / "parameters" / "sandbox" / "env.yaml").write_text(yaml.safe_dump(env))
     (root / "outputs").mkdir()
     return root
 
@@ -55,9 +56,11 @@ def main() -> None:
     ap.add_argument("--runbook", default="cluster-health")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-runbook-"))
-    state = launch.start_background(tmp / "sandbox", "default", api_only=True)
+    needs_stack = args.runbook != "cluster-health"  # the others read Prometheus, Alertmanager, logs
+    print(f"starting a sandbox{' with its full stack' if needs_stack else ''} ...", flush=True)
+    state = launch.start_background(tmp / "sandbox", "default", api_only=not needs_stack, wait=300)
     try:
-        root = project(tmp, state["kubeconfig"])
+        root = project(tmp, state)
         times: dict[str, list[float]] = {"trivial": [], args.runbook: []}
         for _ in range(args.repeat):
             for name in times:

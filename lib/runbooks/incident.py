@@ -135,18 +135,21 @@ class Signals:
 
 def signals(prom: Any, params: IncidentParams, start: datetime, end: datetime) -> Signals:
     """Query RED for the service's ingress traffic and USE for its pods; detect anomalies."""
+    from concurrent.futures import ThreadPoolExecutor
+
     queries = params.queries or None
-    red = metrics.red(prom, params.namespace, params.service, start, end, queries=queries, ingress=params.ingress)
-    use = metrics.use(prom, params.namespace, params.service, start, end, queries=queries)
-    found: dict[str, metrics.Anomaly] = {}
     common = {"namespace": params.namespace, "service": params.service, "ingress": params.ingress,
               "by": metrics.RED_BY}
-    for name, extra in (("error_ratio", {}), ("latency_p99", {"quantile": 0.99})):
-        query_name = "latency_quantile" if name.startswith("latency") else name
-        anomaly = metrics.find_anomaly(prom, query_name, start, end, queries=queries, **common, **extra)
-        if anomaly is not None:
-            found[name] = anomaly
-    return Signals(red, use, found)
+    watched = {"error_ratio": ("error_ratio", {}), "latency_p99": ("latency_quantile", {"quantile": 0.99})}
+    # independent queries: run them concurrently (Prometheus answers each in its own goroutine)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        red = pool.submit(metrics.red, prom, params.namespace, params.service, start, end, queries=queries,
+                          ingress=params.ingress)
+        use = pool.submit(metrics.use, prom, params.namespace, params.service, start, end, queries=queries)
+        anomalies = {name: pool.submit(metrics.find_anomaly, prom, query, start, end, queries=queries,
+                                       **common, **extra) for name, (query, extra) in watched.items()}
+        found = {name: f.result() for name, f in anomalies.items() if f.result() is not None}
+        return Signals(red.result(), use.result(), found)
 
 
 def saturation_facts(use: pd.DataFrame) -> dict[str, float]:

@@ -135,7 +135,12 @@ def attach(box: Sandbox, options: StackOptions | None = None) -> Sandbox:
 
 def env_settings(box: Sandbox) -> dict[str, str]:
     """The env.yaml settings that reach this sandbox's services (what a test's env file holds)."""
+    return env_from_urls(str(box.kubeconfig), box.urls)
+
+
+def env_from_urls(kubeconfig: str, urls: dict[str, str]) -> dict[str, str]:
+    """env.yaml settings from a kubeconfig and the service URLs of a sandbox (its state file's `services`)."""
     names = {"prometheus": "prometheus_url", "alertmanager": "alertmanager_url",
              "elasticsearch": "elasticsearch_url", "ingress": "ingress_url", "ingress_ca_file": "ingress_ca_file"}
-    out = {"kubeconfig": str(box.kubeconfig), "kube_context": "sandbox", "expected_context": "sandbox"}
-    return out | {names[k]: v for k, v in box.urls.items() if k in names}
+    out = {"kubeconfig": kubeconfig, "kube_context": "sandbox", "expected_context": "sandbox"}
+    return out | {names[k]: v for k, v in urls.items() if k in names}
