@@ -119,6 +119,8 @@ class Sandbox:
                     .replace(tzinfo=UTC) if obj["metadata"].get("creationTimestamp") else None
                 self.store.resolve_owner_uids(obj)
                 prepared = prepare_create(self.api, rt, obj, obj["metadata"].get("namespace"), req)
+                for entry in prepared["metadata"].get("managedFields") or []:  # written when created, not now
+                    entry["time"] = obj["metadata"].get("creationTimestamp") or entry.get("time")
                 stored = self.store.create(rt, prepared, created=created)
                 if rt.kind == "CustomResourceDefinition":
                     self.api.crd_established(stored)
