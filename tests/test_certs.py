@@ -323,7 +323,7 @@ def test_split_endpoint():
     assert certs.split_endpoint("[::1]:9443") == ("::1", 9443)
     assert certs.split_endpoint("https://127.0.0.1:18443/") == ("127.0.0.1", 18443)
     with pytest.raises(InvalidInput):
-        certs.split_endpoint("https://x")
+        certs.split_endpoint("http://x")  # plain HTTP cannot serve a certificate
 
 
 def test_probe_reports_unreachable_hosts_quickly():
