@@ -65,8 +65,8 @@ def warnings_only_namespace(cluster):
                     "template": {"metadata": {"labels": {"app": "api"}},
                                  "spec": {"containers": [{"name": "api", "image": "example.com/api:1.0"}]}}}}
     cluster.apps.create_namespaced_deployment(ns, dep)
-    wait_for(lambda: (cluster.apps.read_namespaced_deployment("api", ns).status.available_replicas or 0) == 2,
-             what="2 available")
+    wait_for(lambda: (kube.get_object(cluster, "deployments", ns, "api").get("status") or {})
+             .get("availableReplicas") == 2, timeout=60, what="2 available")
     cluster.apps.patch_namespaced_deployment("api", ns, {"spec": {"template": {"metadata": {"annotations": {
         "sandbox.kube-runbooks.io/fail": "NotReady"}}}}})
 

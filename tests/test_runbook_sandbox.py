@@ -137,3 +137,21 @@ def test_changes_to_another_system_go_through_its_target(tmp_path):
     assert set(ledger.entries) == {"e1"}
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["result"] == "applied" and audit[-1]["change"]["target"] == "ledger"
+
+
+def test_backups_of_secrets_hold_hashes_not_data(cluster, namespace, tmp_path):
+    rb.api_request(cluster, "POST", f"/api/v1/namespaces/{namespace}/secrets", body={
+        "metadata": {"name": "creds"}, "stringData": {"password": "hunter2-but-longer"}})
+
+    def label(_cluster, ns):
+        return [rb.Change(operation="patch", kind="Secret", namespace=ns, name="creds",
+                          body={"metadata": {"labels": {"rotated": "yes"}}},
+                          diff=[{"path": "metadata.labels.rotated", "from": None, "to": "yes"}])]
+
+    params = dict(expected_context="sandbox", run_dir=str(tmp_path))
+    plan = rb.Run("secret", rb.MutatingParams(**params), cluster).plan(label, ns=namespace)
+    run = rb.Run("secret", rb.MutatingParams(**params, dry_run=False, approve_plan=plan.id), cluster)
+    run.apply(run.plan(label, ns=namespace))
+    backup = (tmp_path / "backups" / f"Secret_{namespace}_creds.json").read_text()
+    assert "hunter2" not in backup and "aHVudGVyM" not in backup  # neither plain nor base64
+    assert json.loads(backup)["data"]["password"].startswith("sha256:")

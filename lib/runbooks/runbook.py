@@ -304,6 +304,7 @@ PARAM_MODULES: dict[str, str] = {
     "cluster-health": "runbooks.health",
     "incident-investigation": "runbooks.incident",
     "provision-service": "runbooks.deploy",
+    "certificate-rotation": "runbooks.certs",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""
@@ -964,9 +965,26 @@ class _KubernetesTarget:
         if change.operation == "create":
             return None
         try:
-            return api_request(run._require_cluster(), "GET", _path(_main_resource(change)))
+            obj = api_request(run._require_cluster(), "GET", _path(_main_resource(change)))
         except NotFound:
             return None
+        return redact_secret(obj)
+
+
+def redact_secret(obj: Any) -> Any:
+    """A Secret with each value replaced by its SHA-256 (backups on disk never hold secret data)."""
+    if not isinstance(obj, dict) or obj.get("kind") != "Secret":
+        return obj
+    out = dict(obj)
+    for key in ("data", "stringData"):
+        if isinstance(obj.get(key), dict):
+            out[key] = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest() for k, v in obj[key].items()}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        out["metadata"] = {**obj["metadata"], "annotations": {
+            k: ("<redacted>" if k == "kubectl.kubernetes.io/last-applied-configuration" else v)
+            for k, v in annotations.items()}}
+    return out
 
 
 def _main_resource(change: Change) -> Change:
