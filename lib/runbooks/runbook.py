@@ -301,7 +301,7 @@ _BASE_FIELDS = MutatingParams.model_fields
 _REGISTRY: dict[str, type[ParamsBase]] = {}
 
 PARAM_MODULES: dict[str, str] = {
-    "cluster-health": "runbooks.health",
+    "cluster-health": "runbooks.params",
     "incident-investigation": "runbooks.incident",
     "provision-service": "runbooks.deploy",
     "certificate-rotation": "runbooks.certs",
