@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runbooks import health, kube
+from runbooks import health, kube, params
 from runbooks.errors import InvalidInput
 from runbooks.runbook import validate_params
 from runbooks.sandbox import pki
@@ -140,7 +140,7 @@ def test_events_grouped_by_reason():
 ])
 def test_parameter_model_refuses_bad_values(values, problem):
     with pytest.raises(InvalidInput) as err:
-        validate_params(health.ClusterHealthParams, values)
+        validate_params(params.ClusterHealthParams, values)
     assert problem in str(err.value)
 
 
