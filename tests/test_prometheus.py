@@ -187,10 +187,11 @@ def test_alerts_come_through_the_real_pipeline(stack):
     def firing():
         got = alerts.alert_dicts(stack.am)
         names = {(a["alertname"], a["labels"].get("ingress") or a["labels"].get("pod", "")) for a in got}
-        want = {("Watchdog", ""), ("NginxIngressHigh5xxRatio", "checkout")}
+        want = {("Watchdog", ""), ("NginxIngressHigh5xxRatio", "checkout"), ("NginxIngressHighLatency", "checkout")}
         crash = any(a["alertname"] == "KubePodCrashLooping" and a["labels"]["pod"].startswith(rs["metadata"]["name"])
                     for a in got)
-        return got if want <= names and crash else None
+        others = {"KubeDeploymentRolloutStuck", "CertManagerCertExpirySoon", "CertManagerCertNotReady"}
+        return got if want <= names and crash and others <= {a["alertname"] for a in got} else None
 
     got = _poll(firing, timeout=120)
     assert got, f"alerts never arrived: {alerts.alert_dicts(stack.am)}"
@@ -303,6 +304,18 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+@needs_servers
+def test_rules_pass_promtool_check():
+    import subprocess
+
+    files = sorted(str(f) for f in observability.RULES_DIR.glob("*.yaml"))
+    assert len(files) >= 4
+    out = subprocess.run([observability.find_binary("promtool"), "check", "rules", *files],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Watchdog" in "".join(open(f).read() for f in files)
 
 
 def test_missing_binaries_are_named_with_their_package(monkeypatch, tmp_path):
