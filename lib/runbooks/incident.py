@@ -15,88 +15,14 @@ import copy
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
 
 from . import alerts, kube, logs, metrics
 from .errors import InvalidInput, RunbookError, Unavailable
-from .runbook import Change, Finding, MutatingParams, Run, _who, register, register_target
-
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-@register("incident-investigation")
-class IncidentParams(MutatingParams):
-    """Parameters of notebooks/incident-investigation.ipynb."""
-
-    namespace: str = "shop"
-    service: str = "checkout"
-    lookback: str = "6h"
-    start: str | None = None
-    end: str | None = None
-    alert_name: str | None = None
-    prometheus_url: str | None = None
-    alertmanager_url: str | None = None
-    elasticsearch_url: str | None = None
-    log_index: str = "logstash-*"
-    verify_tls: bool = True
-    ingress: str = ".+"
-    queries: dict[str, str] = Field(default_factory=dict)
-    rollout_window_minutes: int = Field(default=30, ge=1, le=24 * 60)
-    mitigation: Literal["none", "rollback", "silence"] = "none"
-    rollback_to_revision: int | None = Field(default=None, ge=1)
-    silence_duration: str = "2h"
-    silence_comment: str = "Investigating with the incident-investigation runbook"
-
-    @field_validator("namespace", "service")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not _NAME.match(value or "") or len(value) > 63:
-            raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
-        return value
-
-    @field_validator("lookback", "silence_duration")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        seconds = metrics.parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"{value!r} must be a positive duration such as 30m, 6h or 2d")
-        return value
-
-    @field_validator("queries")
-    @classmethod
-    def _known_queries(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(metrics.DEFAULT_QUERIES))
-        if unknown:
-            raise ValueError(f"unknown query names {unknown}; known: {', '.join(sorted(metrics.DEFAULT_QUERIES))}")
-        return value
-
-    @model_validator(mode="after")
-    def _window(self) -> IncidentParams:
-        resolve_window(self, datetime.now(UTC))  # raises on a bad start/end
-        return self
-
-
-def resolve_window(params: IncidentParams, now: datetime) -> tuple[datetime, datetime]:
-    """The investigated window: `start`..`end` when given, else the last `lookback` up to now."""
-    def parse(text: str, what: str) -> datetime:
-        try:
-            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput(f"{what}={text!r} is not an ISO 8601 time (e.g. 2026-01-31T14:00:00Z)") from None
-        return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-    end = parse(params.end, "end") if params.end else now
-    start = parse(params.start, "start") if params.start else end - timedelta(
-        seconds=metrics.parse_duration(params.lookback))
-    if start >= end:
-        raise InvalidInput(f"start {start.isoformat()} must be before end {end.isoformat()}")
-    if end - start > timedelta(days=31):
-        raise InvalidInput(f"the window {start.isoformat()}..{end.isoformat()} is longer than 31 days")
-    return start, end
-
+from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
+from .runbook import Change, Finding, Run, _who, register_target
 
 # ---- alerts -------------------------------------------------------------------------
 

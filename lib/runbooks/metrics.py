@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .durations import parse_duration
 from .errors import Forbidden, InvalidInput, Unavailable, cut
 
 MAX_POINTS = 11_000
@@ -231,21 +232,6 @@ def to_datetime(value: Any) -> datetime:
         except ValueError:
             pass
     raise InvalidInput(f"{value!r} is not a time (use a datetime, epoch seconds or ISO 8601 text)")
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number, a timedelta or a Prometheus duration ("30s", "5m", "1h30m")."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        if text and _DURATION.sub("", text) == "":
-            return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-    raise InvalidInput(f"{value!r} is not a duration (use seconds, a timedelta or text like 30s, 5m, 1h)")
 
 
 def format_duration(seconds: float) -> str:

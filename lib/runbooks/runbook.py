@@ -302,7 +302,7 @@ _REGISTRY: dict[str, type[ParamsBase]] = {}
 
 PARAM_MODULES: dict[str, str] = {
     "cluster-health": "runbooks.params",
-    "incident-investigation": "runbooks.incident",
+    "incident-investigation": "runbooks.params",
     "provision-service": "runbooks.deploy",
     "certificate-rotation": "runbooks.certs",
 }
