@@ -91,10 +91,11 @@ def saturation_facts(use: pd.DataFrame) -> dict[str, float]:
 # ---- what changed --------------------------------------------------------------------
 
 
-def changes(cluster: kube.Cluster, namespace: str, service: str, start: datetime, end: datetime) -> pd.DataFrame:
+def changes(cluster: kube.Cluster, namespace: str, service: str, start: datetime, end: datetime,
+            history: list[dict] | None = None) -> pd.DataFrame:
     """Rollouts, scaling, config changes and Warning events of the workload within the window."""
     rows: list[dict] = []
-    history = kube.rollout_history(cluster, namespace, service)
+    history = history if history is not None else kube.rollout_history(cluster, namespace, service)
     for prev, rev in zip([None, *history[:-1]], history, strict=True):
         if rev["created"] and start <= rev["created"] <= end:
             images = ", ".join(rev["images"])

@@ -412,10 +412,14 @@ def rollout_history(cluster: Cluster, namespace: str, deployment: str) -> list[d
     return rows
 
 
-def workload_pods(cluster: Cluster, namespace: str, deployment: str) -> list[dict]:
-    """The pods of a Deployment (by its selector), each with its ReplicaSet's revision."""
+def workload_pods(cluster: Cluster, namespace: str, deployment: str, history: list[dict] | None = None) -> list[dict]:
+    """The pods of a Deployment (by its selector), each with its ReplicaSet's revision.
+
+    Pass the Deployment's `history` (from :func:`rollout_history`) when you have it already.
+    """
     d = get_object(cluster, "deployments", namespace, deployment)
-    revisions = {r["pod_template_hash"]: r["revision"] for r in rollout_history(cluster, namespace, deployment)}
+    history = history if history is not None else rollout_history(cluster, namespace, deployment)
+    revisions = {r["pod_template_hash"]: r["revision"] for r in history}
     out = []
     for pod in iter_objects(cluster, "pods", namespace,
                             label_selector=_selector_string((d.get("spec") or {}).get("selector"))):
