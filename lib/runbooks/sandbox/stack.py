@@ -52,7 +52,7 @@ class ObservabilityAddon:
         self.obs = Observability(self.sandbox.state_dir / "observability", lambda: sandbox_objects(self.sandbox),
                                  self.sandbox.store.clock(), **self.ports)
         urls = self.obs.start()
-        wait_for_alerts(urls["alertmanager"])
+        wait_for_alerts(urls["prometheus"], urls["alertmanager"])
         return urls
 
     def stop(self) -> None:
@@ -83,23 +83,35 @@ class IngressCAFile:
         pass
 
 
-def wait_for_alerts(alertmanager: str, timeout: float = 60.0) -> bool:
-    """Wait until the first rule evaluation reached Alertmanager (Watchdog always fires).
+def wait_for_alerts(prometheus: str, alertmanager: str, timeout: float = 90.0) -> bool:
+    """Wait until every rule group has been evaluated and Alertmanager holds every firing alert.
 
-    Rules over the backfilled history fire at their first evaluation; Alertmanager
-    shows them after its group_wait. A sandbox is ready when its alerts are there.
+    Rules over the backfilled history fire at their first evaluation, but each
+    rule group evaluates on its own schedule and Alertmanager shows an alert
+    only after its group_wait: a sandbox is ready when the two agree.
     """
     import json
     import time
     import urllib.request
+    from datetime import datetime
 
+    def get(url: str):
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.load(resp)
+
+    started = time.time()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=2) as resp:
-                if any(a.get("labels", {}).get("alertname") == "Watchdog" for a in json.load(resp)):
-                    return True
-        except OSError:
+            groups = get(f"{prometheus}/api/v1/rules")["data"]["groups"]
+            evaluated = all(datetime.fromisoformat(g["lastEvaluation"][:19] + "+00:00").timestamp() >= started - 1
+                            for g in groups)
+            firing = {a["labels"]["alertname"] for a in get(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+                      if a.get("state") == "firing"}
+            held = {a["labels"]["alertname"] for a in get(f"{alertmanager}/api/v2/alerts")}
+            if groups and evaluated and firing and firing <= held:
+                return True
+        except (OSError, KeyError, ValueError):
             pass
         time.sleep(0.5)
     return False
