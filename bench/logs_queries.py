@@ -15,25 +15,17 @@ through the official elasticsearch client over HTTP.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections import Counter
 from datetime import timedelta
 
+from timing import timed
+
 from runbooks import logs
 from runbooks.sandbox import loggen
 from runbooks.sandbox.launch import Sandbox
 from runbooks.sandbox.logstore import LogStore
-
-
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def naive_counts(src: logs.LogSource, namespace: str | None, start, end) -> Counter:

@@ -13,24 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from timing import timed
+
 from runbooks import alerts, metrics
 from runbooks.sandbox.launch import Sandbox
 from runbooks.sandbox.observability import Observability, sandbox_objects
-
-
-def _timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -69,11 +61,11 @@ def main() -> None:
                                    ("3 days @ auto step", end - timedelta(days=3), None),
                                    ("6 hours @ auto step", end - timedelta(hours=6), None)):
             plan = metrics.plan_chunks(start, end, step)
-            sec, df = _timed(lambda s=start, st=step: metrics.range_query(prom, q, s, end, st), args.repeat)
+            sec, df = timed(lambda s=start, st=step: metrics.range_query(prom, q, s, end, st), args.repeat)
             rows.append((label, len(plan), plan[0][2], len(df), sec))
-        sec, df = _timed(lambda: metrics.red(prom, "shop", "checkout", end - timedelta(hours=6), end), args.repeat)
+        sec, df = timed(lambda: metrics.red(prom, "shop", "checkout", end - timedelta(hours=6), end), args.repeat)
         rows.append(("RED checkout 6h (5 queries)", 5, 15, len(df), sec))
-        sec, df = _timed(lambda: metrics.use(prom, "shop", "checkout", end - timedelta(hours=6), end), args.repeat)
+        sec, df = timed(lambda: metrics.use(prom, "shop", "checkout", end - timedelta(hours=6), end), args.repeat)
         rows.append(("USE checkout 6h (6 queries)", 6, 15, len(df), sec))
         print(f"{'query':<30} {'requests':>8} {'step':>5} {'rows':>8} {'time':>8}")
         for label, n, st, nrows, sec in rows:
