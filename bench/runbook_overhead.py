@@ -75,6 +75,9 @@ def main() -> None:
     for name, rows in times.items():
         med = statistics.median(rows)
         print(f"  {name:24} {med:6.2f} s   {med / base:4.2f}x trivial")
+    pairs = [r / t for r, t in zip(times[args.runbook], times["trivial"], strict=True)]
+    print(f"  ratio within each pair of runs: {min(pairs):.2f}x to {max(pairs):.2f}x "
+          f"(median {statistics.median(pairs):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ from runbooks.sandbox.launch import Sandbox
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    """The suite and the runs it starts keep derived files (compressed plotly.js) in a throwaway cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RUNBOOKS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     """The default scenario, served over HTTPS on a free port for the whole session."""

@@ -261,3 +261,35 @@ def test_parameter_precedence(project, tmp_path, monkeypatch):
     prepared = execute.prepare(proj, "restart", "test", pairs=[("kubeconfig", "rel/kc")],
                                check_cluster=False)
     assert prepared.given["kubeconfig"] == str(tmp_path / "rel" / "kc")  # -p: relative to cwd
+
+
+def _disk_statuses(path: Path) -> list[str]:
+    return [c["metadata"]["papermill"]["status"] for c in json.loads(path.read_text())["cells"]]
+
+
+def test_the_output_notebook_is_written_paced_and_always_at_the_end(tmp_path, monkeypatch):
+    import nbformat
+
+    from runbooks import engine
+
+    def manager(path: Path) -> engine.PacedManager:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(str(i)) for i in range(20)],
+                                      metadata={"papermill": {}})  # as papermill.execute_notebook sets it
+        man = engine.PacedManager(nb, output_path=str(path), progress_bar=False)
+        man.notebook_start()
+        return man
+
+    paced = manager(tmp_path / "paced.ipynb")
+    assert _disk_statuses(tmp_path / "paced.ipynb") == ["pending"] * 20  # the first write happens at once
+    for i, cell in enumerate(paced.nb.cells):  # 20 quick cells: no write in between
+        paced.cell_start(cell, i)
+        paced.cell_complete(cell, i)
+    assert _disk_statuses(tmp_path / "paced.ipynb") == ["pending"] * 20
+    paced.notebook_complete()
+    assert _disk_statuses(tmp_path / "paced.ipynb") == ["completed"] * 20  # the final write always happens
+
+    monkeypatch.setattr(engine, "SAVE_EVERY", 0.0)  # once the interval has passed, progress reaches the disk
+    slow = manager(tmp_path / "slow.ipynb")
+    slow.cell_start(slow.nb.cells[0], 0)
+    slow.cell_complete(slow.nb.cells[0], 0)
+    assert _disk_statuses(tmp_path / "slow.ipynb")[:2] == ["completed", "pending"]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from runbooks import alerts, kube
-from runbooks.sandbox import stack
+from runbooks.sandbox import promgen, stack
 from runbooks.sandbox.launch import Sandbox
 from runbooks.sandbox.observability import missing_binaries
 
@@ -78,7 +78,8 @@ def test_checkout_incident_is_explained(full, project):
     found = by_id(summary)
     incident = found["incident/shop/checkout"]
     onset = datetime.fromisoformat(incident["evidence"]["anomaly"]["start"])
-    assert abs(onset - rollout) <= timedelta(minutes=3), (onset, rollout)  # planted: 1-3 min after the rollout
+    planted = rollout + timedelta(seconds=promgen.INCIDENT_DELAY)  # when the scenario's error spike starts
+    assert abs(onset - planted) <= timedelta(minutes=2), (onset, planted)
     causes = sorted((f for f in summary["findings"] if f["id"].startswith("likely-cause/")),
                     key=lambda f: int(f["id"].split("/")[1]))
     assert causes[0]["id"] == "likely-cause/1/bad-rollout" and "revision 7" in causes[0]["title"]

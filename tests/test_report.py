@@ -96,6 +96,32 @@ def test_plotly_is_embedded_once_offline_and_small(html):
     assert len(html.encode()) < report.MAX_REPORT_BYTES
 
 
+
+def test_compressed_plotly_js_is_cached_per_version_and_checked(tmp_path, monkeypatch):
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    monkeypatch.setenv("RUNBOOKS_CACHE_DIR", str(tmp_path / "cache"))
+    report.plotly_js_blob.cache_clear()
+    blob = report.plotly_js_blob()
+    cached = tmp_path / "cache" / f"plotly-{plotly.__version__}.min.js.gz.b64"
+    assert cached.read_text() == blob
+    assert gzip.decompress(base64.b64decode(blob)) == get_plotlyjs().encode()
+
+    stale = base64.b64encode(gzip.compress(b"not plotly")).decode()  # another build, or a damaged file
+    cached.write_text(stale)
+    report.plotly_js_blob.cache_clear()
+    assert report.plotly_js_blob() == blob and cached.read_text() == blob  # rebuilt and rewritten
+
+    cached.write_text("%%% not base64 %%%")
+    report.plotly_js_blob.cache_clear()
+    assert report.plotly_js_blob() == blob
+
+    monkeypatch.setenv("RUNBOOKS_CACHE_DIR", str(cached / "under-a-file"))  # cannot be created
+    report.plotly_js_blob.cache_clear()
+    assert report.plotly_js_blob() == blob
+    report.plotly_js_blob.cache_clear()
+
 def test_figure_json_is_script_safe():
     nb = executed_notebook(figures=0)
     out = figure_output("</script><script>alert(1)</script>")
@@ -138,3 +164,39 @@ def test_chart_helpers():
     assert list(fig.data[0].x) == [90.0, 20.0, -2.0]
     assert list(fig.data[0].marker.color) == ["#1b5e20", "#8a5300", "#b71c1c"]
     assert report.cert_expiry_chart(certs.iloc[3:]).layout.annotations[0].text.startswith("No readable")
+
+
+def _signal_frame(signal_values: dict[str, list[float]], start="2025-01-01T00:00:00Z", pod=None):
+    times = pd.date_range(start, periods=4, freq="15s", tz="UTC")
+    rows = [{"timestamp": t, "signal": sig, "value": v, **({"pod": pod} if pod else {})}
+            for sig, values in signal_values.items() for t, v in zip(times, values, strict=True)]
+    return pd.DataFrame(rows), times
+
+
+def test_signal_charts_put_epoch_ms_on_a_date_axis_and_shade_the_anomaly():
+    from runbooks.metrics import Anomaly
+
+    red, times = _signal_frame({"request_rate": [5, 5, 4, 4], "error_ratio": [0, 0, .2, .3],
+                                "latency_p50": [.1] * 4, "latency_p99": [.2, .2, 3, 3]})
+    anomaly = Anomaly(start=times[2], end=None, peak_time=times[3], peak=.3, baseline=0, threshold=.05,
+                      direction="up")
+    fig = report.golden_signals_chart(red, anomaly)
+    assert [t.name for t in fig.data] == ["request_rate", "error_ratio", "p50", "p99"]
+    assert [t.yaxis for t in fig.data] == ["y", "y2", "y3", "y3"]  # one panel per signal, quantiles together
+    assert list(fig.data[1].x) == [t.value / 1e6 for t in times] and list(fig.data[1].y) == [0, 0, .2, .3]
+    assert {fig.layout[a].type for a in ("xaxis", "xaxis2", "xaxis3")} == {"date"}
+    spec = json.loads(pio.to_json(fig))
+    assert "bdata" in spec["data"][0]["x"]  # a compact binary block, not a list of strings
+    shaded = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(shaded) == 3  # every panel; ongoing, so from the onset to the end of the data
+    assert {(pd.Timestamp(s.x0), pd.Timestamp(s.x1)) for s in shaded} == {(times[2], times[3])}
+
+    use, _ = _signal_frame({"cpu_throttling": [0, 0, .5, .7], "memory_ratio": [.5, .6, .9, 1.0]}, pod="p-1")
+    fig = report.saturation_chart(use, Anomaly(start=times[1], end=times[2], peak_time=times[2], peak=1,
+                                               baseline=.5, threshold=.8, direction="up"))
+    assert [(t.name, t.yaxis) for t in fig.data] == [("p-1", "y"), ("p-1", "y2")]
+    assert list(fig.data[0].x) == [t.value / 1e6 for t in times]
+    assert {(pd.Timestamp(s.x0), pd.Timestamp(s.x1)) for s in fig.layout.shapes if s.type == "rect"} \
+        == {(times[1], times[2])}
+    assert not [s for s in fig.layout.shapes if s.type == "line" and s.line.dash == "dot"]  # ended: no onset line
+    assert report.golden_signals_chart(red.iloc[0:0]).layout.annotations[0].text.startswith("Prometheus returned")

@@ -57,7 +57,6 @@ KERNEL_START_TIMEOUT = 60
 WATCHDOG_GRACE = 30
 FAIL_ON_CHOICES = ("info", "warning", "critical")
 SUMMARY_SCHEMA = 1
-ENGINE_NAME = "runbooks"
 
 
 # --------------------------------------------------------------------------
@@ -500,39 +499,6 @@ class _Watchdog:
                 os._exit(EXIT_FAILED)
 
 
-def _register_engine() -> None:
-    """A papermill engine that hands its notebook client to the watchdog and sets the kernel env."""
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
-    from papermill.utils import merge_kwargs, remove_args
-
-    class WatchedEngine(NBClientEngine):
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                                     stderr_file=None, start_timeout=60, execution_timeout=None,
-                                     watchdog=None, kernel_env=None, **kwargs):
-            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
-            final = merge_kwargs(
-                kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
-                kernel_name=kernel_name, log=nb_man_logger(), log_output=log_output,
-                stdout_file=stdout_file, stderr_file=stderr_file,
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-                shutdown_kernel="immediate",
-            )
-            client = PapermillNotebookClient(nb_man, **final)
-            if watchdog is not None:
-                watchdog.client = client
-            return client.execute(env=kernel_env) if kernel_env else client.execute()
-
-    papermill_engines.register(ENGINE_NAME, WatchedEngine)
-
-
-def nb_man_logger() -> Any:
-    from papermill.log import logger
-
-    return logger
-
-
 @dataclass
 class Outcome:
     """How the execution itself ended (before findings and the secret scan)."""
@@ -577,7 +543,9 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    _register_engine()
+    from runbooks import engine
+
+    engine.register()
     kernel_env = dict(os.environ)
     kernel_env.update(
         RUNBOOKS_HEADLESS="1",
@@ -588,7 +556,7 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
     try:
         pm.execute_notebook(
             str(prepared.notebook), str(output), parameters=parameters,
-            engine_name=ENGINE_NAME, progress_bar=progress, log_output=False,
+            engine_name=engine.NAME, progress_bar=progress, log_output=False,
             start_timeout=KERNEL_START_TIMEOUT, execution_timeout=prepared.timeout,
             cwd=str(prepared.project.root), request_save_on_cell_execute=True,
             watchdog=watchdog, kernel_env=kernel_env,

@@ -60,22 +60,27 @@ class Signals:
 
 
 def signals(prom: Any, params: IncidentParams, start: datetime, end: datetime) -> Signals:
-    """Query RED for the service's ingress traffic and USE for its pods; detect anomalies."""
+    """Query RED for the service's ingress traffic and USE for its pods; detect anomalies.
+
+    Independent queries run at once: USE alongside RED, each signal of them
+    concurrently, then the baselines of the watched signals (their values over
+    the window are RED's own series, not queried twice).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     queries = params.queries or None
     common = {"namespace": params.namespace, "service": params.service, "ingress": params.ingress,
               "by": metrics.RED_BY}
     watched = {"error_ratio": ("error_ratio", {}), "latency_p99": ("latency_quantile", {"quantile": 0.99})}
-    # independent queries: run them concurrently (Prometheus answers each in its own goroutine)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        red = pool.submit(metrics.red, prom, params.namespace, params.service, start, end, queries=queries,
-                          ingress=params.ingress)
+    with ThreadPoolExecutor(max_workers=3) as pool:
         use = pool.submit(metrics.use, prom, params.namespace, params.service, start, end, queries=queries)
+        red = metrics.red(prom, params.namespace, params.service, start, end, queries=queries,
+                          ingress=params.ingress)
         anomalies = {name: pool.submit(metrics.find_anomaly, prom, query, start, end, queries=queries,
-                                       **common, **extra) for name, (query, extra) in watched.items()}
+                                       values=red[red["signal"] == name] if len(red) else red, **common, **extra)
+                     for name, (query, extra) in watched.items()}
         found = {name: f.result() for name, f in anomalies.items() if f.result() is not None}
-        return Signals(red.result(), use.result(), found)
+        return Signals(red, use.result(), found)
 
 
 def saturation_facts(use: pd.DataFrame) -> dict[str, float]:

@@ -39,9 +39,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -436,14 +438,14 @@ def red(prom: Any, namespace: str, service: str, start: Any, end: Any, step: Any
     ``error_ratio`` and ``latency_p50``/``latency_p95``/``latency_p99`` (per `quantiles`).
     """
     prom = _prom(prom)
-    common = {"namespace": namespace, "service": service, "ingress": ingress, "by": by}
-    frames = [signal(prom, "request_rate", start, end, step, queries=queries, rate_window=rate_window, **common),
-              signal(prom, "error_ratio", start, end, step, queries=queries, rate_window=rate_window, **common)]
-    for q in quantiles:
-        f = signal(prom, "latency_quantile", start, end, step, queries=queries, rate_window=rate_window,
-                   quantile=q, **common)
+    common = {"namespace": namespace, "service": service, "ingress": ingress, "by": by,
+              "queries": queries, "rate_window": rate_window}
+    calls = [partial(signal, prom, "request_rate", start, end, step, **common),
+             partial(signal, prom, "error_ratio", start, end, step, **common)]
+    calls += [partial(signal, prom, "latency_quantile", start, end, step, quantile=q, **common) for q in quantiles]
+    frames = concurrently(calls)
+    for q, f in zip(quantiles, frames[2:], strict=True):
         f["signal"] = _quantile_name(q)
-        frames.append(f)
     return _concat(frames)
 
 
@@ -458,8 +460,19 @@ def use(prom: Any, namespace: str, workload: str, start: Any, end: Any, step: An
     prom = _prom(prom)
     common = {"namespace": namespace, "workload": workload, "pod_regex": pod_regex or default_pod_regex(workload),
               "container": container, "by": by}
-    return _concat([signal(prom, s, start, end, step, queries=queries, rate_window=rate_window, **common)
-                    for s in signals])
+    return _concat(concurrently([partial(signal, prom, s, start, end, step, queries=queries,
+                                         rate_window=rate_window, **common) for s in signals]))
+
+
+def concurrently(calls: Sequence[Callable[[], pd.DataFrame]], workers: int = 8) -> list[pd.DataFrame]:
+    """Run independent queries at once (Prometheus answers each in its own goroutine), results in order.
+
+    The first failure is raised, as it would be one query after another.
+    """
+    if len(calls) <= 1:
+        return [c() for c in calls]
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
+        return list(pool.map(lambda call: call(), calls))
 
 
 def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:

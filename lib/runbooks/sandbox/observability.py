@@ -144,6 +144,7 @@ class _Exporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # TCP_NODELAY: no stall between headers and body
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
