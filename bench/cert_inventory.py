@@ -1,6 +1,6 @@
 """Benchmark: certificate inventory of 10,000 TLS Secrets, side by side with the shell pipeline.
 
-1. ``runbooks.certs.inventory``: raw JSON pages (limit/continue), each Secret's
+1. ``runbooks.rotation.inventory``: raw JSON pages (limit/continue), each Secret's
    whole chain parsed with ``cryptography``, the key checked against the
    certificate, chain order/completeness checked, findings computed;
 2. what an SRE would otherwise write::
@@ -46,10 +46,10 @@ NAMESPACE = "bulk-tls"
 INVENTORY = """
 import json, sys, time
 t0 = time.perf_counter()
-from runbooks import certs, kube
+from runbooks import kube, rotation
 c = kube.connect(sys.argv[1], "sandbox")
 t = time.perf_counter()
-inv = certs.inventory(c, [sys.argv[2]])
+inv = rotation.inventory(c, [sys.argv[2]])
 findings = inv.findings()
 dates = sorted(s.leaf.not_after.strftime("%Y-%m-%dT%H:%M:%S") for s in inv.secrets.values() if s.leaf)
 print(json.dumps({"count": len(inv.secrets), "findings": len(findings), "seconds": time.perf_counter() - t,
@@ -124,13 +124,13 @@ def main() -> None:
         env = dict(os.environ, KUBECONFIG=str(box.kubeconfig), KUBECACHEDIR=str(state / "kube-cache"),
                    WORK=str(state))
         ours = [sys.executable, "-c", INVENTORY, str(box.kubeconfig), NAMESPACE]
-        results: dict[str, list[tuple[float, float]]] = {"runbooks.certs.inventory": []}
+        results: dict[str, list[tuple[float, float]]] = {"runbooks.rotation.inventory": []}
         inventory_seconds: list[float] = []
         dates_ours: list[str] = []
         for _ in range(args.repeat):
             wall, rss, out = run_child(ours, env)
             data = json.loads(out)
-            results["runbooks.certs.inventory"].append((wall, rss))
+            results["runbooks.rotation.inventory"].append((wall, rss))
             inventory_seconds.append(data["seconds"])
             dates_ours = data["dates"]
             assert data["count"] == args.secrets, data["count"]
@@ -161,7 +161,7 @@ def main() -> None:
               f"{statistics.median(inventory_seconds):.2f} s; {len(dates_ours)} certificates, "
               f"same expiry dates as the pipeline: {bool(dates_pipe) and dates_pipe == dates_ours})")
         if pipeline_name in best:
-            print(f"  speed-up: {best[pipeline_name] / best['runbooks.certs.inventory']:.1f}x")
+            print(f"  speed-up: {best[pipeline_name] / best['runbooks.rotation.inventory']:.1f}x")
     finally:
         box.stop()
         shutil.rmtree(state, ignore_errors=True)

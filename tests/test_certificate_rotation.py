@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import runbooks.runbook as rb
-from runbooks import certs, kube
+from runbooks import certs, kube, rotation
 from runbooks.sandbox import pki
 from runbooks.sandbox.certmanager import CertManager
 from runbooks.sandbox.ingress import IngressEndpoint
@@ -158,7 +158,7 @@ STATE: dict = {}
 
 
 def test_inventory_reports_each_planted_state_exactly(api, box):
-    inv = certs.inventory(api)
+    inv = rotation.inventory(api)
     inv.probe(box.endpoint.address)
     states = inv.states()
     table = {(r.namespace, r.name): r.state for r in inv.table(states).itertuples()}
@@ -242,7 +242,7 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     # hand-managed: replaced from the files, the old content kept in a labelled backup
     new_pay = stored(api, "payments", "payments-tls")
     assert new_pay.sha256 == files["sha256"]
-    [backup] = certs.backups(api, ["payments"], of="payments-tls")
+    [backup] = rotation.backups(api, ["payments"], of="payments-tls")
     assert backup["sha256"] == old_pay.sha256 and backup["backup"].startswith("payments-tls-backup-")
     copy = kube.get_object(api, "secrets", "payments", backup["backup"])
     assert copy["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy["type"] == "Opaque"
@@ -277,12 +277,12 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     params = {"replacement_files": {"payments/payments-tls": {k: files[k] for k in ("cert", "key", "ca")}}}
     current = stored(api, "payments", "payments-tls")
     # the first attempt made its backup, then died before replacing the Secret
-    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url, **params)
+    p = rotation.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url, **params)
     run = rb.Run(RUNBOOK, p, api)
-    inv = certs.inventory(api)
-    first = rb.Plan(certs.rotation_changes(api, **certs.plan_arguments(p, certs.select_targets(
+    inv = rotation.inventory(api)
+    first = rb.Plan(rotation.rotation_changes(api, **rotation.plan_arguments(p, rotation.select_targets(
         inv, [], None, p.replacement_files))))
-    backup_change = next(c for c in first.changes if certs.phase_of(c) == "backup")
+    backup_change = next(c for c in first.changes if rotation.phase_of(c) == "backup")
     rb.TARGETS[backup_change.target].send(run, backup_change, dry_run=False, now="2026-01-01T00:00:00Z")
     assert stored(api, "payments", "payments-tls").sha256 == current.sha256
 
@@ -293,7 +293,7 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     proc = runbooks(project, box, "--approve", plan_id(dry), params=params)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert stored(api, "payments", "payments-tls").sha256 == files["sha256"]
-    copies = [b for b in certs.backups(api, ["payments"], of="payments-tls") if b["sha256"] == current.sha256]
+    copies = [b for b in rotation.backups(api, ["payments"], of="payments-tls") if b["sha256"] == current.sha256]
     assert len(copies) == 1
     assert served(box, "pay.example.com").sha256 == files["sha256"]
     STATE["newer_backup"] = copies[0]["backup"]
@@ -302,27 +302,27 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
 def test_rollback_restores_the_backup(box, api):
     target = f"payments/{STATE['newer_backup']}"
     before = stored(api, "payments", "payments-tls")
-    p = certs.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url,
+    p = rotation.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url,
                                         rollback_backup=target)
     dry_run = rb.Run(RUNBOOK, p, api)
-    inv = certs.inventory(api)
-    targets = certs.select_targets(inv, [], None, {}, p.rollback_backup, api)
+    inv = rotation.inventory(api)
+    targets = rotation.select_targets(inv, [], None, {}, p.rollback_backup, api)
     assert targets == ["payments/payments-tls"]
-    plan = dry_run.plan(certs.rotation_changes, **certs.plan_arguments(p, targets))
-    assert [certs.phase_of(c) for c in plan.changes] == ["backup", "replace", "restart", "restart"]
+    plan = dry_run.plan(rotation.rotation_changes, **rotation.plan_arguments(p, targets))
+    assert [rotation.phase_of(c) for c in plan.changes] == ["backup", "replace", "restart", "restart"]
     approved = p.model_copy(update={"dry_run": False, "approve_plan": plan.id})
     run = rb.Run(RUNBOOK, approved, api)
-    applied = run.apply(run.plan(certs.rotation_changes, **certs.plan_arguments(approved, targets)))
+    applied = run.apply(run.plan(rotation.rotation_changes, **rotation.plan_arguments(approved, targets)))
     assert len(applied) == 4
     restored = stored(api, "payments", "payments-tls")
-    backup = next(b for b in certs.backups(api, ["payments"]) if b["backup"] == STATE["newer_backup"])
+    backup = next(b for b in rotation.backups(api, ["payments"]) if b["backup"] == STATE["newer_backup"])
     assert restored.sha256 == backup["sha256"] != before.sha256
-    findings = certs.verify_rotation(api, applied, plan, inv, ingress_endpoint=box.endpoint.address, timeout=30)
+    findings = rotation.verify_rotation(api, applied, plan, inv, ingress_endpoint=box.endpoint.address, timeout=30)
     assert {f.id: f.severity for f in findings}["rotation-verified/payments/payments-tls"] == "ok"
 
 
 def test_a_stuck_renewal_is_reported_not_waited_for(api):
-    result = certs.wait_for_renewal(api, "shop", "legacy-api-tls", 0, timeout=1, poll=0.2)
+    result = rotation.wait_for_renewal(api, "shop", "legacy-api-tls", 0, timeout=1, poll=0.2)
     assert result["ok"] is False
     assert "no new revision within 1 s" in result["problem"] and "AccessDenied" in result["problem"]
 

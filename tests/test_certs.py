@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import runbooks.runbook as rb
-from runbooks import certs, health
+from runbooks import certs, health, rotation
 from runbooks.errors import InvalidInput
 from runbooks.runbook import validate_params
 from runbooks.sandbox import pki
@@ -139,7 +139,7 @@ def test_health_uses_the_same_expiry_rule(ca):
 def test_good_replacement_passes(ca):
     root, inter = ca
     new = leaf(inter, "pay.example.com", days_left=300)
-    info, chain = certs.validate_replacement(new.cert_pem + inter.cert_pem, new.key_pem, root.cert_pem,
+    info, chain = rotation.validate_replacement(new.cert_pem + inter.cert_pem, new.key_pem, root.cert_pem,
                                              hosts=["pay.example.com"], current_not_after=NOW + 10 * DAY, now=NOW)
     assert info.sha256 == new.cert.fingerprint(hashes.SHA256()).hex() and len(chain) == 2
 
@@ -179,7 +179,7 @@ def test_bad_replacement_names_the_failed_check(ca, case, check):
         wrong = leaf(inter, "other.example.com", days_left=300)
         cert_pem, key_pem = wrong.cert_pem + inter.cert_pem, wrong.key_pem
     with pytest.raises(InvalidInput) as info:
-        certs.validate_replacement(cert_pem, key_pem, ca_pem, hosts=["pay.example.com"], current_not_after=current,
+        rotation.validate_replacement(cert_pem, key_pem, ca_pem, hosts=["pay.example.com"], current_not_after=current,
                                    now=NOW, target="payments/payments-tls")
     assert f"failed the check '{check}'" in str(info.value)
     assert "PRIVATE KEY" not in str(info.value)
@@ -305,15 +305,15 @@ def test_table_and_findings_hold_no_key_material(planted):
 ])
 def test_parameter_model_refuses_bad_values(values, problem):
     with pytest.raises(InvalidInput) as info:
-        validate_params(certs.CertificateRotationParams, values)
+        validate_params(rotation.CertificateRotationParams, values)
     assert problem in str(info.value)
 
 
 def test_select_targets(planted):
-    assert certs.select_targets(planted, ["app/late"]) == ["app/soon-tls"]  # a Certificate means its Secret
-    assert certs.select_targets(planted, [], expiring_within_days=25) == ["app/gone-tls", "app/soon-tls"]
+    assert rotation.select_targets(planted, ["app/late"]) == ["app/soon-tls"]  # a Certificate means its Secret
+    assert rotation.select_targets(planted, [], expiring_within_days=25) == ["app/gone-tls", "app/soon-tls"]
     with pytest.raises(rb.PlanInvalid) as info:
-        certs.select_targets(planted, ["app/nope"])
+        rotation.select_targets(planted, ["app/nope"])
     assert "app/nope" in str(info.value) and "app/ok-tls" in str(info.value)
 
 

@@ -212,3 +212,16 @@ def test_tidy_frame_with_several_series_is_reduced():
     assert metrics.detect_anomaly(pd.DataFrame({"timestamp": [], "value": []})) is None
     with pytest.raises(InvalidInput):
         metrics.detect_anomaly(pd.DataFrame({"t": [1]}))
+
+
+def test_one_duration_parser_names_the_value_it_rejects():
+    from runbooks.durations import parse_duration, positive_timedelta
+
+    assert parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25 and parse_duration(90) == 90
+    assert positive_timedelta("2d", "lookback") == timedelta(days=2)
+    with pytest.raises(InvalidInput, match=r"lookback '6 hours' is not a duration .*30s, 5m"):
+        positive_timedelta("6 hours", "lookback")
+    with pytest.raises(InvalidInput, match="interval must be positive, got '0s'"):
+        positive_timedelta("0s", "interval")
+    with pytest.raises(InvalidInput, match="step True is not a duration"):
+        parse_duration(True, "step")

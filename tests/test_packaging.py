@@ -89,3 +89,33 @@ def test_gitignore_keeps_outputs_readme_only():
     for entry in ("outputs/*", "!outputs/README.md", ".venv/", ".sandbox/", "__pycache__/"):
         assert entry in lines
     assert (ROOT / "outputs" / "README.md").is_file()
+
+
+BACKENDS = ("kube", "metrics", "alerts", "logs", "certs", "deploy")
+DISPLAY = ("plotly", "IPython", "ipywidgets", "matplotlib")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (relative ones as runbooks.X)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ("runbooks." if node.level else "") + (node.module or "")
+            found.add(base.rstrip("."))
+            found.update(f"{base}.{a.name}".replace("runbooks..", "runbooks.") for a in node.names
+                         if node.level and not node.module)
+    return found
+
+
+def test_backends_import_no_other_backend_and_nothing_that_draws():
+    """DESIGN.md's module boundaries: backends return plain data; jobs and `report` combine and draw."""
+    lib = Path(__file__).resolve().parents[1] / "lib" / "runbooks"
+    for name in BACKENDS:
+        imports = _imports(lib / f"{name}.py")
+        others = {f"runbooks.{b}" for b in BACKENDS if b != name}
+        assert not imports & others, f"{name}.py imports {sorted(imports & others)}"
+        assert not {m for m in imports if m.split(".")[0] in DISPLAY or m == "runbooks.report"}, name

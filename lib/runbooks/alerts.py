@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from .durations import parse_duration
 from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut
 
 MAX_SILENCE = timedelta(days=30)
@@ -300,19 +301,6 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", value.strip())
-        if parts and "".join(n + u for n, u in parts) == value.strip():
-            units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-            return timedelta(seconds=sum(float(n) * units[u] for n, u in parts))
-    raise InvalidInput(f"silence duration {value!r} is not a duration (e.g. 2h, 30m, 1d or a timedelta)")
-
-
 def build_silence(matchers: Any, duration: Any, comment: str, created_by: str, *,
                   starts_at: datetime | None = None, max_duration: timedelta = MAX_SILENCE) -> dict[str, Any]:
     """The API body of a silence: `matchers` for `duration` (e.g. "2h") from `starts_at` (default now).
@@ -325,7 +313,7 @@ def build_silence(matchers: Any, duration: Any, comment: str, created_by: str, *
         raise InvalidInput("a silence needs at least one matcher (it would silence everything)")
     if all(m["isRegex"] and m["value"] in (".*", ".+", "") for m in ms):
         raise InvalidInput("a silence whose matchers match every alert is refused; name the alert")
-    d = _duration(duration)
+    d = timedelta(seconds=parse_duration(duration, "silence duration"))
     if d <= timedelta(0) or d > max_duration:
         raise InvalidInput(f"silence duration {duration!r} must be positive and at most {max_duration}")
     if not isinstance(comment, str) or not comment.strip():
@@ -375,7 +363,7 @@ def silence_plan_entry(matchers: Any, duration: Any, comment: str, created_by: s
     """
     probe = build_silence(matchers, duration, comment, created_by)  # validates everything
     ms = probe["matchers"]
-    seconds = int(_duration(duration).total_seconds())
+    seconds = int(parse_duration(duration, "silence duration"))
     canon = {"matchers": _canonical_matchers(ms), "duration_seconds": seconds, "comment": probe["comment"],
              "createdBy": probe["createdBy"]}
     digest = hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:12]

@@ -16,8 +16,11 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number, a timedelta or a Prometheus duration ("30s", "5m", "1h30m")."""
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from a number, a timedelta or a Prometheus duration ("30s", "5m", "1h30m").
+
+    `what` names the value in the error (e.g. "lookback", "silence duration").
+    """
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -28,4 +31,13 @@ def parse_duration(value: Any) -> float:
             return float(text)
         if text and _DURATION.sub("", text) == "":
             return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-    raise InvalidInput(f"{value!r} is not a duration (use seconds, a timedelta or text like 30s, 5m, 1h)")
+    raise InvalidInput(f"{what} {value!r} is not a duration (use seconds, a timedelta or text like 30s, 5m, "
+                       "1h30m, 2d)")
+
+
+def positive_timedelta(value: Any, what: str = "duration") -> timedelta:
+    """A duration that must be longer than zero (a window, an interval), as a timedelta."""
+    seconds = parse_duration(value, what)
+    if seconds <= 0:
+        raise InvalidInput(f"{what} must be positive, got {value!r}")
+    return timedelta(seconds=seconds)

@@ -67,6 +67,7 @@ from elasticsearch import (
     UnsupportedProductError,
 )
 
+from .durations import positive_timedelta
 from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
 
 DEFAULT_INDEX = "logstash-*"
@@ -84,7 +85,6 @@ _INTERVALS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _BAD_INDEX = re.compile(r'[\s\\/?"<>|#]')
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -228,19 +228,6 @@ def _call(src: LogSource, what: str, fn, **kwargs):
 # -- parameters -------------------------------------------------------------------------------
 
 
-def parse_duration(text: str | timedelta, what: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``6h``, ``2d``, ``1w`` (or a timedelta) as a timedelta."""
-    if isinstance(text, timedelta):
-        if text <= timedelta(0):
-            raise InvalidInput(f"{what} must be positive, got {text}")
-        return text
-    m = _DURATION.match(str(text).strip())
-    if not m or int(m.group(1)) <= 0:
-        raise InvalidInput(f"{what} {text!r} must look like 30s, 15m, 6h, 2d or 1w")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(seconds=n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit])
-
-
 def window(start: datetime | None = None, end: datetime | None = None, lookback: str | timedelta = "6h",
            now: datetime | None = None) -> tuple[datetime, datetime]:
     """The (start, end) a function works on: explicit times, or ``lookback`` before ``end``/now."""
@@ -248,7 +235,7 @@ def window(start: datetime | None = None, end: datetime | None = None, lookback:
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise InvalidInput(f"{name} must be a timezone-aware datetime (UTC), got {value!r}")
     end = end or now or datetime.now(UTC)
-    start = start or end - parse_duration(lookback, "lookback")
+    start = start or end - positive_timedelta(lookback, "lookback")
     if start >= end:
         raise InvalidInput(f"window start {start.isoformat()} must be before end {end.isoformat()}")
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -401,7 +388,7 @@ def volume_histogram(
     if interval is None:
         interval = choose_interval(start, end)
     else:
-        step = parse_duration(interval, "interval")
+        step = positive_timedelta(interval, "interval")
         interval = _interval_text(int(step.total_seconds()))  # fixed_interval knows s, m, h, d
         if (end - start) / step > 10 * MAX_BUCKETS:
             raise InvalidInput(f"interval {interval!r} makes {int((end - start) / step)} buckets for this window; "
@@ -738,7 +725,7 @@ def sample_lines(
         raise InvalidInput(f"around must be a timezone-aware datetime (UTC), got {around!r}")
     if not isinstance(n, int) or n < 1 or n > 1000:
         raise InvalidInput(f"n must be between 1 and 1000, got {n!r}")
-    span = parse_duration(within, "within")
+    span = positive_timedelta(within, "within")
     f = src.fields
     base = _filters(src, namespace, workload, labels, pod, None, None)
     if errors_only:
@@ -784,7 +771,7 @@ def check(src: LogSource, *, max_age: str | timedelta = "15m", now: datetime | N
     ``indices``, ``docs``, ``newest``, ``newest_age_s``, ``fields`` (the
     exact variants used for matching).
     """
-    limit = parse_duration(max_age, "max_age")
+    limit = positive_timedelta(max_age, "max_age")
     now = now or datetime.now(UTC)
     out: dict[str, Any] = {"url": src.url, "index": src.index, "reachable": False, "ok": False,
                            "version": None, "indices": 0, "docs": 0, "newest": None, "newest_age_s": None,

@@ -114,8 +114,6 @@ DETECTION_DEFAULTS: dict[str, dict[str, Any]] = {
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SAFE = "[b-df-hj-np-tv-z2-9]"  # the alphabet of Kubernetes generated name suffixes (no vowels)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 # ---- connection --------------------------------------------------------------------
@@ -272,7 +270,7 @@ def plan_chunks(start: Any, end: Any, step_hint: Any = None, *, max_points: int 
     if step_hint is None:
         step = auto_step(window, min(target_points, max_points), min_step)
     else:
-        step = parse_duration(step_hint)
+        step = parse_duration(step_hint, "step")
         if step < 1:
             raise InvalidInput(f"step {step_hint!r} is below one second")
         step = int(round(step))
@@ -411,7 +409,7 @@ def render_query(name: str, queries: Mapping[str, str] | None = None, **params: 
 
 def _rate_window(step: int, rate_window: Any) -> str:
     if rate_window:
-        return format_duration(parse_duration(rate_window))
+        return format_duration(parse_duration(rate_window, "rate_window"))
     return format_duration(max(300, 4 * step))
 
 

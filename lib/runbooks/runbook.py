@@ -304,7 +304,7 @@ PARAM_MODULES: dict[str, str] = {
     "cluster-health": "runbooks.params",
     "incident-investigation": "runbooks.params",
     "provision-service": "runbooks.deploy",
-    "certificate-rotation": "runbooks.certs",
+    "certificate-rotation": "runbooks.rotation",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""
