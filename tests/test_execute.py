@@ -288,6 +288,16 @@ def test_the_output_notebook_is_written_paced_and_always_at_the_end(tmp_path, mo
     paced.notebook_complete()
     assert _disk_statuses(tmp_path / "paced.ipynb") == ["completed"] * 20  # the final write always happens
 
+    hung = manager(tmp_path / "hung.ipynb")  # a run the watchdog must end: it writes what the run got to
+    hung.cell_start(hung.nb.cells[0], 0)
+    hung.cell_complete(hung.nb.cells[0], 0)
+    hung.cell_start(hung.nb.cells[1], 1)
+    assert _disk_statuses(tmp_path / "hung.ipynb")[:2] == ["pending", "pending"]
+    dog = execute._Watchdog(60, on_abort=lambda: None)
+    dog.client = SimpleNamespace(nb_man=hung)
+    dog.flush_notebook()
+    assert _disk_statuses(tmp_path / "hung.ipynb")[:3] == ["completed", "running", "pending"]
+
     monkeypatch.setattr(engine, "SAVE_EVERY", 0.0)  # once the interval has passed, progress reaches the disk
     slow = manager(tmp_path / "slow.ipynb")
     slow.cell_start(slow.nb.cells[0], 0)

@@ -339,6 +339,9 @@ def test_parameters_are_validated(env):
         logs.volume_histogram(env.src, "shop", start=env.now, end=env.now - timedelta(hours=1))
     with pytest.raises(InvalidInput, match="interval"):
         logs.volume_histogram(env.src, "shop", lookback="7d", interval="1s", now=env.now)
+    for bad in ("500ms", "1.5s"):  # Elasticsearch's fixed_interval takes whole units
+        with pytest.raises(InvalidInput, match=f"interval '{bad}' must be a whole number of seconds"):
+            logs.volume_histogram(env.src, "shop", interval=bad, now=env.now)
 
 
 @pytest.mark.parametrize("message,pattern", [

@@ -225,3 +225,6 @@ def test_one_duration_parser_names_the_value_it_rejects():
         positive_timedelta("0s", "interval")
     with pytest.raises(InvalidInput, match="step True is not a duration"):
         parse_duration(True, "step")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(InvalidInput, match="lookback .* is not a duration"):
+            positive_timedelta(bad, "lookback")

@@ -113,6 +113,12 @@ def test_compressed_plotly_js_is_cached_per_version_and_checked(tmp_path, monkey
     report.plotly_js_blob.cache_clear()
     assert report.plotly_js_blob() == blob and cached.read_text() == blob  # rebuilt and rewritten
 
+    raw = bytearray(base64.b64decode(blob))
+    raw[len(raw) // 2] ^= 0xFF  # damaged in the middle, trailer intact
+    cached.write_text(base64.b64encode(bytes(raw)).decode())
+    report.plotly_js_blob.cache_clear()
+    assert report.plotly_js_blob() == blob and cached.read_text() == blob
+
     cached.write_text("%%% not base64 %%%")
     report.plotly_js_blob.cache_clear()
     assert report.plotly_js_blob() == blob

@@ -13,6 +13,7 @@ from runbooks.sandbox.patch import (
     record_update,
     server_side_apply,
 )
+from runbooks.sandbox.resources import Registry
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"
@@ -674,3 +675,62 @@ def test_status_writes_are_tracked_per_subresource():
         "status",
         {"f:status": {"f:replicas": {}}},
     )
+
+
+class _RacingStore:
+    """A sandbox Store where another writer (a controller) changes the object right after each read."""
+
+    @staticmethod
+    def make(races: int):
+        from runbooks.sandbox.store import Store
+
+        class RacingStore(Store):
+            def find(self, rt, namespace, name):
+                live = super().find(rt, namespace, name)
+                if live is not None and self.races > 0 and rt.kind == "ConfigMap":
+                    self.races -= 1
+                    bumped = copy.deepcopy(live)
+                    bumped["metadata"].setdefault("labels", {})[f"controller-{self.races}"] = "wrote"
+                    super().update(rt, bumped)
+                return live
+
+        store = RacingStore(Registry())
+        store.races = races
+        return store
+
+
+def _call(api, method, path, body, ctype="application/json"):
+    import json
+
+    from runbooks.sandbox.server import Request
+    from runbooks.sandbox.store import ApiError
+
+    headers = {"Authorization": f"Bearer {api.token}", "Content-Type": ctype}
+    try:
+        code, out, _ = api.handle(Request(method, path, headers, json.dumps(body).encode()))
+    except ApiError as e:
+        return e.code, e.status()
+    return code, out
+
+
+def test_a_patch_applies_to_the_latest_object_when_another_writer_comes_in_between():
+    """As the real API server's GuaranteedUpdate: no 409 for a write we never saw, unless the patch pins a version."""
+    from runbooks.sandbox.server import ApiServer
+
+    store = _RacingStore.make(races=0)
+    api = ApiServer(store.registry, store)
+    assert _call(api, "POST", "/api/v1/namespaces", {"metadata": {"name": "default"}})[0] == 201
+    path = "/api/v1/namespaces/default/configmaps"
+    assert _call(api, "POST", path, {"metadata": {"name": "cm"}, "data": {"a": "1"}})[0] == 201
+    stale = store.find(store.registry.by_kind("v1", "ConfigMap"), "default", "cm")["metadata"]["resourceVersion"]
+    store.races = 2  # two writes by someone else while this patch is being computed
+    code, out = _call(api, "PATCH", f"{path}/cm", {"data": {"b": "2"}}, "application/merge-patch+json")
+    assert code == 200, out
+    assert out["data"] == {"a": "1", "b": "2"}
+    assert set(out["metadata"]["labels"]) == {"controller-0", "controller-1"}  # nothing the others wrote is lost
+
+    store.races = 1  # a patch that names the version it was computed from is a precondition: 409
+    code, out = _call(api, "PATCH", f"{path}/cm", {"metadata": {"resourceVersion": stale}, "data": {"c": "3"}},
+                      "application/merge-patch+json")
+    assert code == 409 and out["reason"] == "Conflict"
+    assert "c" not in store.find(store.registry.by_kind("v1", "ConfigMap"), "default", "cm")["data"]

@@ -61,7 +61,7 @@ CM_ISSUER_NAME = "cert-manager.io/issuer-name"
 BACKUP_OF = "kube-runbooks.io/backup-of"
 """Label on a backup Secret: the name of the Secret it copies (same namespace)."""
 ROTATED_AT = "kube-runbooks.io/rotated-at"
-"""Annotation set on a Secret whose data this module replaced (the apply time)."""
+"""Annotation set on a Secret whose data a rotation replaced (the apply time, see runbooks.rotation)."""
 WEAK_SIGNATURES = ("md5", "sha1")
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256

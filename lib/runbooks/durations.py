@@ -6,6 +6,7 @@ kernel starts) need it without importing the metrics stack.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     """
     if isinstance(value, timedelta):
         return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     if isinstance(value, str):
         text = value.strip()

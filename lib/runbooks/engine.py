@@ -6,9 +6,11 @@
 - It writes the output notebook at most every :data:`SAVE_EVERY` seconds
   while cells run. papermill rewrites the whole notebook before and after
   every cell (markdown ones too); with a few hundred kB of figures that
-  costs more than many of the cells themselves. The first write and the
-  final one (after success, a failing cell, a timeout or a dead kernel
-  alike) always happen, so the saved notebook is always complete.
+  costs more than many of the cells themselves. The price: while a long cell
+  runs without output, the file may not yet show the quick cells just before
+  it. The final write (after success, a failing cell, a cell timeout, a dead
+  kernel or Ctrl-C) always happens, and for a hung run the watchdog writes
+  the notebook (:meth:`PacedManager.flush`) before it ends the process.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import time
 from typing import Any
 
 from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.engines import (
+    NBClientEngine,
+    NotebookExecutionManager,
+    catch_nb_assignment,
+    papermill_engines,
+)
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
@@ -31,11 +38,17 @@ class PacedManager(NotebookExecutionManager):
     _saved_at: float | None = None
     _final = False
 
+    @catch_nb_assignment
     def save(self, **kwargs: Any) -> None:
         now = time.monotonic()
         if self._final or self._saved_at is None or now - self._saved_at >= SAVE_EVERY:
             super().save(**kwargs)
             self._saved_at = now
+
+    def flush(self) -> None:
+        """Write the notebook now, whatever the pacing."""
+        super().save()
+        self._saved_at = time.monotonic()
 
     def notebook_complete(self, **kwargs: Any) -> None:
         self._final = True

@@ -487,6 +487,15 @@ class _Watchdog:
         except (ProcessLookupError, PermissionError, OSError):
             process.kill()
 
+    def flush_notebook(self) -> None:
+        """Best effort: save the executed notebook as it stands (it shows the cell that hung)."""
+        flush = getattr(getattr(self.client, "nb_man", None), "flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception:  # noqa: BLE001 - the process is about to end either way
+                pass
+
     def _expire(self) -> None:
         if self.done.is_set():
             return
@@ -494,6 +503,7 @@ class _Watchdog:
         self.kill_kernel()
         if not self.done.wait(WATCHDOG_GRACE):
             try:
+                self.flush_notebook()
                 self.on_abort()
             finally:
                 os._exit(EXIT_FAILED)

@@ -389,6 +389,8 @@ def volume_histogram(
         interval = choose_interval(start, end)
     else:
         step = positive_timedelta(interval, "interval")
+        if step.total_seconds() < 1 or step.total_seconds() % 1:
+            raise InvalidInput(f"interval {interval!r} must be a whole number of seconds (e.g. 30s, 5m, 1h)")
         interval = _interval_text(int(step.total_seconds()))  # fixed_interval knows s, m, h, d
         if (end - start) / step > 10 * MAX_BUCKETS:
             raise InvalidInput(f"interval {interval!r} makes {int((end - start) / step)} buckets for this window; "

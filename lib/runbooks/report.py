@@ -22,6 +22,7 @@ Two audiences, one module:
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import functools
 import gzip
@@ -328,31 +329,31 @@ def plotly_js_blob() -> str:
     """plotly.min.js (from the installed plotly package), gzip-compressed, base64-encoded.
 
     Compressing 4.8 MB takes a noticeable part of a short run, so the result is
-    kept in :func:`cache_dir` per plotly version and used again when its gzip
-    trailer (CRC-32 and size) matches the installed plotly.min.js; a missing,
-    stale or unwritable cache only means compressing again.
+    kept in :func:`cache_dir` per plotly version, and used again only when it
+    decompresses to exactly the installed plotly.min.js (so a damaged or
+    tampered file is never embedded); otherwise, or when the cache cannot be
+    written, it is compressed again.
     """
     import plotly
     from plotly.offline import get_plotlyjs
 
     data = get_plotlyjs().encode("utf-8")
-    trailer = zlib.crc32(data).to_bytes(4, "little") + (len(data) & 0xFFFFFFFF).to_bytes(4, "little")
     cached = cache_dir() / f"plotly-{plotly.__version__}.min.js.gz.b64"
     try:
         blob = cached.read_text(encoding="ascii")
-        raw = base64.b64decode(blob, validate=True)
-        if raw[:2] == b"\x1f\x8b" and raw[-8:] == trailer:
+        if gzip.decompress(base64.b64decode(blob, validate=True)) == data:
             return blob
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zlib.error):
         pass
     blob = base64.b64encode(gzip.compress(data, compresslevel=9, mtime=0)).decode("ascii")
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
         tmp.write_text(blob, encoding="ascii")
         os.replace(tmp, cached)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return blob
 
 

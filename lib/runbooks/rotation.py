@@ -539,7 +539,7 @@ RENEW_MESSAGE = "Certificate re-issuance manually triggered"
 def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: list[str],
                      ingress_endpoint: str = "", probe_timeout: float = 5.0, probe_concurrency: int = 16,
                      **decide_kw: Any) -> list[rb.Change]:
-    """Plan builder (``run.plan(certs.rotation_changes, **certs.plan_arguments(p, targets))``).
+    """Plan builder (``run.plan(rotation.rotation_changes, **rotation.plan_arguments(p, targets))``).
 
     Reads the current state of the target namespaces, decides (:func:`decide`)
     and returns the changes in the order they must happen:

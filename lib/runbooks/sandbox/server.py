@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -33,6 +34,7 @@ from .store import ApiError, Store, rfc3339
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+PATCH_ATTEMPTS = 5  # a PATCH is recomputed this often when other writers keep changing the object
 PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
@@ -340,53 +342,64 @@ class ApiServer:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
                            f"format - accepted media types include: {', '.join(allowed)}")
         body = req.json_body()
-        live = self.store.find(rt, r.namespace, r.name)
         now = rfc3339()
-        manager = req.q("fieldManager") or admission.default_manager(req.user_agent)
-        if flavour == "apply":
-            if not req.q("fieldManager"):
-                raise ApiError(400, "BadRequest", "PATCH /apply requires fieldManager to be set")
-            if not isinstance(body, dict):
-                raise ApiError(400, "BadRequest", "apply patch must be a YAML or JSON object")
-            body.setdefault("metadata", {})
-            body["metadata"].setdefault("name", r.name)
-            if rt.namespaced:
-                body["metadata"].setdefault("namespace", r.namespace)
-            try:
-                merged = patches.server_side_apply(live, body, manager=manager, force=req.q_bool("force"),
-                                                   now=now, api_version=rt.api_version, subresource=r.sub)
-            except patches.ApplyConflict as e:
-                raise ApiError(409, "Conflict", str(e), {"causes": e.causes}) from None
-            except patches.PatchError as e:
-                raise _patch_error(rt, r.name, e) from None
-            if live is None:
-                if r.sub:
+        # Like the real server's GuaranteedUpdate: a patch applies to the object as it is when
+        # written, so a write by someone else in between means patching again, not a 409 --
+        # unless the patch itself names a resourceVersion (then it is a precondition).
+        pinned = _names_resource_version(body)
+        for attempt in range(PATCH_ATTEMPTS):
+            live = self.store.find(rt, r.namespace, r.name)
+            manager = req.q("fieldManager") or admission.default_manager(req.user_agent)
+            if flavour == "apply":
+                if not req.q("fieldManager"):
+                    raise ApiError(400, "BadRequest", "PATCH /apply requires fieldManager to be set")
+                if not isinstance(body, dict):
+                    raise ApiError(400, "BadRequest", "apply patch must be a YAML or JSON object")
+                body.setdefault("metadata", {})
+                body["metadata"].setdefault("name", r.name)
+                if rt.namespaced:
+                    body["metadata"].setdefault("namespace", r.namespace)
+                try:
+                    merged = patches.server_side_apply(live, body, manager=manager, force=req.q_bool("force"),
+                                                       now=now, api_version=rt.api_version, subresource=r.sub)
+                except patches.ApplyConflict as e:
+                    raise ApiError(409, "Conflict", str(e), {"causes": e.causes}) from None
+                except patches.PatchError as e:
+                    raise _patch_error(rt, r.name, e) from None
+                if live is None:
+                    if r.sub:
+                        raise self.not_found(r)
+                    obj = admission.prepare_create(self, rt, merged, r.namespace, req, managed=False)
+                    created = self.store.create(rt, obj, dry_run=req.dry_run)
+                    if rt.kind == "CustomResourceDefinition" and not req.dry_run:
+                        created = self.crd_established(created)
+                    return 201, created, JSON
+            else:
+                if live is None:
                     raise self.not_found(r)
-                obj = admission.prepare_create(self, rt, merged, r.namespace, req, managed=False)
-                created = self.store.create(rt, obj, dry_run=req.dry_run)
-                if rt.kind == "CustomResourceDefinition" and not req.dry_run:
-                    created = self.crd_established(created)
-                return 201, created, JSON
-        else:
-            if live is None:
-                raise self.not_found(r)
+                try:
+                    if flavour == "json":
+                        if not isinstance(body, list):
+                            raise patches.PatchError("json patch must be a list of operations", code=400)
+                        merged = patches.apply_json_patch(live, body)
+                    elif flavour == "merge":
+                        merged = patches.apply_merge_patch(live, body)
+                    else:
+                        merged = patches.apply_strategic_merge_patch(live, body)
+                except patches.PatchError as e:
+                    raise _patch_error(rt, r.name, e) from None
+            assert live is not None
+            if merged.get("metadata", {}).get("name") != live["metadata"]["name"]:
+                raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+            obj = admission.prepare_update(self, rt, merged, live, r, req, manager=manager,
+                                           managed=flavour != "apply")
             try:
-                if flavour == "json":
-                    if not isinstance(body, list):
-                        raise patches.PatchError("json patch must be a list of operations", code=400)
-                    merged = patches.apply_json_patch(live, body)
-                elif flavour == "merge":
-                    merged = patches.apply_merge_patch(live, body)
-                else:
-                    merged = patches.apply_strategic_merge_patch(live, body)
-            except patches.PatchError as e:
-                raise _patch_error(rt, r.name, e) from None
-        assert live is not None
-        if merged.get("metadata", {}).get("name") != live["metadata"]["name"]:
-            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
-        obj = admission.prepare_update(self, rt, merged, live, r, req, manager=manager,
-                                       managed=flavour != "apply")
-        new = self.store.update(rt, obj, dry_run=req.dry_run, subresource=r.sub)
+                new = self.store.update(rt, obj, dry_run=req.dry_run, subresource=r.sub)
+            except ApiError as e:
+                if e.code == 409 and not pinned and attempt + 1 < PATCH_ATTEMPTS:
+                    continue
+                raise
+            break
         if rt.kind == "CustomResourceDefinition" and not req.dry_run:
             self.registry.install_crd(new)
         return 200, new, JSON
@@ -555,6 +568,13 @@ class ApiServer:
         except LookupError as e:  # the kubelet's own wording, e.g. previous terminated container not found
             raise ApiError(400, "BadRequest", str(e).strip("'\"")) from None
         return 200, text.encode(), "text/plain"
+
+
+def _names_resource_version(body: Any) -> bool:
+    """Whether a patch body sets metadata.resourceVersion (an optimistic-concurrency precondition)."""
+    if isinstance(body, list):
+        return any(isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in body)
+    return isinstance(body, dict) and bool((body.get("metadata") or {}).get("resourceVersion"))
 
 
 def _patch_error(rt: ResourceType, name: str | None, e) -> ApiError:
