@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from .durations import parse_duration
-from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut
+from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut, request_failed
 
 MAX_SILENCE = timedelta(days=30)
 ALERT_COLUMNS = ["alertname", "state", "severity", "namespace", "startsAt", "endsAt", "summary", "description",
@@ -67,10 +67,8 @@ class Client:
         try:
             resp = self.session.request(method, f"{self.url}{path}", params=params, data=data, headers=headers,
                                         timeout=self.timeout)
-        except requests.exceptions.SSLError as exc:
-            raise Unavailable(f"TLS verification of Alertmanager at {self.url} failed: {cut(str(exc))}") from None
         except requests.exceptions.RequestException as exc:
-            raise Unavailable(f"Alertmanager at {self.url} is unreachable: {cut(str(exc))}") from None
+            raise request_failed("Alertmanager", self.url, exc) from None
         if resp.status_code in (401, 403):
             raise Forbidden(f"Alertmanager at {self.url} refused the credentials (HTTP {resp.status_code})")
         message = _message(resp.text)

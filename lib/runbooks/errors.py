@@ -44,3 +44,12 @@ class Unavailable(RunbookError):
 
 class Forbidden(RunbookError):
     """Credentials were refused (HTTP 401/403); retrying will not help."""
+
+
+def request_failed(service: str, url: str, exc: Exception) -> Unavailable:
+    """The error for an HTTP request to a data source that got no answer: TLS or the connection."""
+    from requests.exceptions import SSLError
+
+    if isinstance(exc, SSLError):
+        return Unavailable(f"TLS verification of {service} at {url} failed: {cut(str(exc))}")
+    return Unavailable(f"{service} at {url} is unreachable: {cut(str(exc))}")

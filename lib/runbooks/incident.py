@@ -79,7 +79,7 @@ def signals(prom: Any, params: IncidentParams, start: datetime, end: datetime) -
         anomalies = {name: pool.submit(metrics.find_anomaly, prom, query, start, end, queries=queries,
                                        values=red[red["signal"] == name] if len(red) else red, **common, **extra)
                      for name, (query, extra) in watched.items()}
-        found = {name: f.result() for name, f in anomalies.items() if f.result() is not None}
+        found = {name: a for name, f in anomalies.items() if (a := f.result()) is not None}
         return Signals(red, use.result(), found)
 
 

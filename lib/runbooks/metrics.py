@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .durations import parse_duration
-from .errors import Forbidden, InvalidInput, Unavailable, cut
+from .errors import Forbidden, InvalidInput, Unavailable, cut, request_failed
 
 MAX_POINTS = 11_000
 """Prometheus refuses range queries of more than 11,000 points per series."""
@@ -167,10 +167,8 @@ def _call(prom: Any, fn: str, *args: Any, **kwargs: Any) -> Any:
         if status in (401, 403):
             raise Forbidden(f"Prometheus at {url} refused the credentials (HTTP {status}): {message}") from None
         raise Unavailable(f"Prometheus at {url} answered HTTP {status}: {message}") from None
-    except requests.exceptions.SSLError as exc:
-        raise Unavailable(f"TLS verification of Prometheus at {url} failed: {cut(str(exc))}") from None
     except requests.exceptions.RequestException as exc:
-        raise Unavailable(f"Prometheus at {url} is unreachable: {cut(str(exc))}") from None
+        raise request_failed("Prometheus", url, exc) from None
     except ValueError as exc:  # a body that is not JSON: not Prometheus
         raise Unavailable(f"Prometheus at {url} answered something else than its API: {cut(str(exc))}") from None
 
@@ -200,10 +198,8 @@ def check(url: str | Any, **kwargs: Any) -> dict[str, Any]:
     try:
         resp = prom._session.get(f"{prom.url}/api/v1/status/buildinfo", headers=prom.headers, auth=prom.auth,
                                  timeout=prom._timeout)
-    except requests.exceptions.SSLError as exc:
-        raise Unavailable(f"TLS verification of Prometheus at {prom.url} failed: {cut(str(exc))}") from None
     except requests.exceptions.RequestException as exc:
-        raise Unavailable(f"Prometheus at {prom.url} is unreachable: {cut(str(exc))}") from None
+        raise request_failed("Prometheus", prom.url, exc) from None
     if resp.status_code in (401, 403):
         raise Forbidden(f"Prometheus at {prom.url} refused the credentials (HTTP {resp.status_code})")
     try:

@@ -21,6 +21,15 @@ from .runbook import MutatingParams, RunbookParams, register
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def check_namespaces(value: list[str]) -> list[str]:
+    """Namespace names as Kubernetes allows them (for pydantic validators: ValueError names the bad one)."""
+    for ns in value:
+        if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
+            raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 "
+                             "label: a-z, 0-9 and '-', at most 63 characters)")
+    return value
+
+
 @register("cluster-health")
 class ClusterHealthParams(RunbookParams):
     """Parameters of notebooks/cluster-health.ipynb (checked before a kernel starts and in preflight)."""
@@ -35,11 +44,7 @@ class ClusterHealthParams(RunbookParams):
     @field_validator("namespaces")
     @classmethod
     def _valid_namespaces(cls, value: list[str]) -> list[str]:
-        for ns in value:
-            if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
-                raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 "
-                                 "label: a-z, 0-9 and '-', at most 63 characters)")
-        return value
+        return check_namespaces(value)
 
     @model_validator(mode="after")
     def _critical_within_warning(self) -> ClusterHealthParams:

@@ -41,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from . import kube
 from . import runbook as rb
 from .certs import (
-    _ENDPOINT,
     BACKUP_OF,
     ROTATED_AT,
     TLS_TYPE,
@@ -62,8 +61,10 @@ from .certs import (
     read_tls_secret,
     same_key,
     secret_bytes,
+    split_endpoint,
 )
 from .errors import InvalidInput, NotFound, RunbookError, Unavailable
+from .params import check_namespaces
 
 BACKUP_SHA = "kube-runbooks.io/backup-sha256"
 """Annotation on a backup Secret: SHA-256 fingerprint of the leaf certificate it holds."""
@@ -71,7 +72,6 @@ BACKUP_TIME = "kube-runbooks.io/backed-up-at"
 BACKUP_TYPE = "kube-runbooks.io/backup-of-type"
 CM_API = "/apis/cert-manager.io/v1"
 ACME_API = "/apis/acme.cert-manager.io/v1"
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
@@ -151,10 +151,7 @@ class CertificateRotationParams(rb.MutatingParams):
     @field_validator("namespaces")
     @classmethod
     def _valid_namespaces(cls, value: list[str]) -> list[str]:
-        for ns in value:
-            if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
-                raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 label)")
-        return value
+        return check_namespaces(value)
 
     @field_validator("certificates")
     @classmethod
@@ -176,8 +173,12 @@ class CertificateRotationParams(rb.MutatingParams):
     @field_validator("ingress_url")
     @classmethod
     def _valid_endpoint(cls, value: str) -> str:
-        if value and not _ENDPOINT.match(value):
-            raise ValueError(f"ingress_url {value!r} is not https://host[:port] (e.g. https://127.0.0.1:18443)")
+        if value:
+            try:
+                split_endpoint(value)
+            except InvalidInput:
+                raise ValueError(f"ingress_url {value!r} is not https://host[:port] (e.g. https://127.0.0.1:18443)"
+                                 ) from None
         return value
 
     @model_validator(mode="after")
