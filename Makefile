@@ -3,7 +3,7 @@
 #   make test   set up .venv (and Debian packages when needed), run the test suite
 #   make demo   same set-up, start the sandbox, show the cluster, stop it again
 #   make lab    sandbox + JupyterLab on 127.0.0.1 with KUBECONFIG pointing at it
-#   make lint   ruff over lib/ and tests/
+#   make lint   ruff over lib/ and tests/, import-linter contracts
 #   make clean  remove .venv, .sandbox, caches and run outputs (keeps outputs/README.md)
 #
 # Every target is idempotent and says what it does.
@@ -15,6 +15,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pyproject.sha256
+# Two distributions: the product (runbooks) and the embedded sandbox (runbooks_sandbox).
+PYPROJECTS := pyproject.toml lib/runbooks_sandbox/pyproject.toml
 SANDBOX_DIR := .sandbox
 SANDBOX_KUBECONFIG := $(SANDBOX_DIR)/kubeconfig
 LAB_PORT ?= 8888
@@ -33,7 +35,7 @@ help:
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make demo   start the sandbox, show it, run cluster-health and incident-investigation on it, stop it"
 	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
-	@echo "make lint   ruff check"
+	@echo "make lint   ruff check and import contracts"
 	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
 
 deps:
@@ -59,13 +61,13 @@ venv: deps
 	else \
 	  echo ">> $(VENV) exists"; \
 	fi
-	@want=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
+	@want=$$(cat $(PYPROJECTS) | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(STAMP) 2>/dev/null)" = "$$want" ]; then \
 	  echo ">> Python packages: up to date with pyproject.toml"; \
 	else \
-	  echo ">> installing the project and its test tools into $(VENV) (pyproject.toml changed)"; \
+	  echo ">> installing the product, the sandbox and the test tools into $(VENV) (a pyproject.toml changed)"; \
 	  $(BIN)/python -m pip install --quiet --upgrade pip && \
-	  $(BIN)/python -m pip install --quiet -e '.[test]' && \
+	  $(BIN)/python -m pip install --quiet -e '.[test]' -e lib/runbooks_sandbox && \
 	  echo "$$want" > $(STAMP); \
 	fi
 	@$(BIN)/python tools/install_helm.py
@@ -113,6 +115,8 @@ lab: setup
 lint: setup
 	@echo ">> ruff check"
 	$(BIN)/ruff check
+	@echo ">> import contracts (lint-imports: layers, sandbox apart from the product)"
+	$(BIN)/lint-imports
 
 clean:
 	@echo ">> stopping the sandbox if this checkout started one"

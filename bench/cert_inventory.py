@@ -38,8 +38,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from runbooks.sandbox import pki
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox import pki
+from runbooks_sandbox.launch import Sandbox
 
 NAMESPACE = "bulk-tls"
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runbooks.sandbox import launch
+from runbooks_sandbox import launch
 
 RAW = """
 import sys, time

@@ -1,6 +1,6 @@
 """Benchmark: the sandbox log store and runbooks.logs, side by side in one run.
 
-1. generating the default scenario's documents (runbooks.sandbox.loggen) and loading them;
+1. generating the default scenario's documents (runbooks_sandbox.loggen) and loading them;
 2. runbooks.logs.volume_histogram (one date_histogram > terms > terms request) against the
    same counts computed the naive way: paging through every document with search_after
    and counting client-side (what DESIGN.md's "never pull every document to count" rules out);
@@ -23,9 +23,9 @@ from datetime import timedelta
 from timing import timed
 
 from runbooks import logs
-from runbooks.sandbox import loggen
-from runbooks.sandbox.launch import Sandbox
-from runbooks.sandbox.logstore import LogStore
+from runbooks_sandbox import loggen
+from runbooks_sandbox.launch import Sandbox
+from runbooks_sandbox.logstore import LogStore
 
 
 def naive_counts(src: logs.LogSource, namespace: str | None, start, end) -> Counter:

@@ -21,8 +21,8 @@ from pathlib import Path
 from timing import timed
 
 from runbooks import alerts, metrics
-from runbooks.sandbox.launch import Sandbox
-from runbooks.sandbox.observability import Observability, sandbox_objects
+from runbooks_sandbox.launch import Sandbox
+from runbooks_sandbox.observability import Observability, sandbox_objects
 
 
 def main() -> None:

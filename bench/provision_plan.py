@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from runbooks import deploy, kube
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox.launch import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "web-service"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from runbooks.sandbox import launch, stack
+from runbooks_sandbox import launch, stack
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from runbooks import kube
-from runbooks.sandbox import stack
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox import stack
+from runbooks_sandbox.launch import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 

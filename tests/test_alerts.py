@@ -10,8 +10,8 @@ import pytest
 
 from runbooks import alerts
 from runbooks.errors import InvalidInput, NotFound, Unavailable
-from runbooks.sandbox.launch import Sandbox
-from runbooks.sandbox.observability import Observability, missing_binaries, sandbox_objects
+from runbooks_sandbox.launch import Sandbox
+from runbooks_sandbox.observability import Observability, missing_binaries, sandbox_objects
 
 MISSING = missing_binaries()
 REQUIRED = os.environ.get("RUNBOOKS_REQUIRE_OBSERVABILITY") == "1"

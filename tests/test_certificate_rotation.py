@@ -22,10 +22,10 @@ import yaml
 
 import runbooks.runbook as rb
 from runbooks import certs, kube, rotation
-from runbooks.sandbox import pki
-from runbooks.sandbox.certmanager import CertManager
-from runbooks.sandbox.ingress import IngressEndpoint
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox import pki
+from runbooks_sandbox.certmanager import CertManager
+from runbooks_sandbox.ingress import IngressEndpoint
+from runbooks_sandbox.launch import Sandbox
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from cryptography.x509 import verification
 import runbooks.runbook as rb
 from runbooks import kube
 from runbooks.errors import NotFound
-from runbooks.sandbox.certmanager import CertManager, backoff
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox.certmanager import CertManager, backoff
+from runbooks_sandbox.launch import Sandbox
 
 from helpers import wait_for
 

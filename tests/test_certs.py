@@ -13,7 +13,7 @@ import runbooks.runbook as rb
 from runbooks import certs, health, rotation
 from runbooks.errors import InvalidInput
 from runbooks.runbook import validate_params
-from runbooks.sandbox import pki
+from runbooks_sandbox import pki
 
 pytestmark = pytest.mark.timeout(60)
 

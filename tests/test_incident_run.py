@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from runbooks import alerts, kube
-from runbooks.sandbox import promgen, stack
-from runbooks.sandbox.launch import Sandbox
-from runbooks.sandbox.observability import missing_binaries
+from runbooks_sandbox import promgen, stack
+from runbooks_sandbox.launch import Sandbox
+from runbooks_sandbox.observability import missing_binaries
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600),
               pytest.mark.skipif(bool(missing_binaries()), reason=f"not installed: {missing_binaries()}")]

@@ -12,8 +12,8 @@ import pytest
 
 import runbooks.runbook as rb
 from runbooks import certs, kube
-from runbooks.sandbox.ingress import FAKE_CN, IngressEndpoint, host_matches
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox.ingress import FAKE_CN, IngressEndpoint, host_matches
+from runbooks_sandbox.launch import Sandbox
 
 from helpers import wait_for
 

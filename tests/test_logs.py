@@ -15,8 +15,8 @@ import pytest
 
 from runbooks import logs
 from runbooks.errors import Forbidden, InvalidInput, Unavailable
-from runbooks.sandbox import loggen, podlogs
-from runbooks.sandbox.logstore import LogStore
+from runbooks_sandbox import loggen, podlogs
+from runbooks_sandbox.logstore import LogStore
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
-from runbooks.sandbox.logstore import LogStore, filter_path, parse_date
+from runbooks_sandbox.logstore import LogStore, filter_path, parse_date
 
 pytestmark = pytest.mark.timeout(60)
 

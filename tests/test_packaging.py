@@ -30,10 +30,20 @@ def split_requirement(text: str) -> tuple[str, str]:
     return normalize(m[1]), m[2].replace(" ", "")
 
 
+SANDBOX_PYPROJECT = ROOT / "lib" / "runbooks_sandbox" / "pyproject.toml"
+
+
 def pyproject_requirements() -> dict[str, str]:
+    """The product's dependencies and test extra, plus the sandbox distribution's dependencies."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    sandbox = tomllib.loads(SANDBOX_PYPROJECT.read_text())["project"]
     reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
-    return dict(split_requirement(r) for r in reqs)
+    reqs += sandbox["dependencies"]
+    found = [split_requirement(r) for r in reqs]
+    merged = dict(found)
+    clashes = {n: s for n, s in found if merged[n] != s}
+    assert not clashes, f"the two pyproject.toml files give different ranges for {sorted(clashes)}"
+    return merged
 
 
 def environment_requirements() -> dict[str, str]:
@@ -91,31 +101,19 @@ def test_gitignore_keeps_outputs_readme_only():
     assert (ROOT / "outputs" / "README.md").is_file()
 
 
-BACKENDS = ("kube", "metrics", "alerts", "logs", "certs", "deploy")
-DISPLAY = ("plotly", "IPython", "ipywidgets", "matplotlib")
+def test_product_dependencies_leave_the_sandbox_out():
+    """Installing the product alone pulls in none of the sandbox-only packages."""
+    product = {split_requirement(r)[0] for r in
+               tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert not product & {"jsonpatch", "kubernetes-validate"}
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside functions (relative ones as runbooks.X)."""
-    import ast
+def test_import_contracts_hold():
+    """import-linter's contracts (pyproject.toml): layers only downward, the sandbox apart."""
+    import subprocess
+    import sys
 
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = ("runbooks." if node.level else "") + (node.module or "")
-            found.add(base.rstrip("."))
-            found.update(f"{base}.{a.name}".replace("runbooks..", "runbooks.") for a in node.names
-                         if node.level and not node.module)
-    return found
-
-
-def test_backends_import_no_other_backend_and_nothing_that_draws():
-    """DESIGN.md's module boundaries: backends return plain data; jobs and `report` combine and draw."""
-    lib = Path(__file__).resolve().parents[1] / "lib" / "runbooks"
-    for name in BACKENDS:
-        imports = _imports(lib / f"{name}.py")
-        others = {f"runbooks.{b}" for b in BACKENDS if b != name}
-        assert not imports & others, f"{name}.py imports {sorted(imports & others)}"
-        assert not {m for m in imports if m.split(".")[0] in DISPLAY or m == "runbooks.report"}, name
+    exe = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout

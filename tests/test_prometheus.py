@@ -16,9 +16,9 @@ import pytest
 
 from runbooks import alerts, metrics
 from runbooks.errors import InvalidInput, Unavailable
-from runbooks.sandbox import observability
-from runbooks.sandbox.launch import Sandbox
-from runbooks.sandbox.observability import (
+from runbooks_sandbox import observability
+from runbooks_sandbox.launch import Sandbox
+from runbooks_sandbox.observability import (
     MissingBinary,
     Observability,
     missing_binaries,
@@ -331,4 +331,4 @@ def test_missing_binaries_are_named_with_their_package(monkeypatch, tmp_path):
     assert any("apt-get install --no-install-recommends prometheus-alertmanager" in m for m in messages)
     with pytest.raises(MissingBinary, match="apt-get install --no-install-recommends prometheus"):
         Observability(tmp_path, []).start()
-    assert isinstance(MissingBinary("x"), Unavailable)
+    assert isinstance(MissingBinary("x"), observability.Unavailable)

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runbooks.sandbox import promgen
-from runbooks.sandbox.controllers import crash_history
-from runbooks.sandbox.observability import sandbox_objects
+from runbooks_sandbox import promgen
+from runbooks_sandbox.controllers import crash_history
+from runbooks_sandbox.observability import sandbox_objects
 
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+) (\d+)$')
 HISTORY = timedelta(hours=8)  # short: enough for the incident two hours back, quick to generate

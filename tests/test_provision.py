@@ -21,7 +21,7 @@ import yaml
 
 import runbooks.runbook as rb
 from runbooks import deploy, kube
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox.launch import Sandbox
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +75,8 @@ class IngressShim:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    from runbooks.sandbox.certmanager import CertManager
-    from runbooks.sandbox.ingress import IngressEndpoint
+    from runbooks_sandbox.certmanager import CertManager
+    from runbooks_sandbox.ingress import IngressEndpoint
 
     sandbox = Sandbox(tmp_path_factory.mktemp("provision-sandbox"), "default", tick=1.0)
     sandbox.add(IngressEndpoint(sandbox))

@@ -8,8 +8,8 @@ import pytest
 
 from runbooks import kube
 from runbooks.errors import NotFound
-from runbooks.sandbox.controllers import crash_history
-from runbooks.sandbox.launch import Sandbox
+from runbooks_sandbox.controllers import crash_history
+from runbooks_sandbox.launch import Sandbox
 
 from helpers import wait_for
 

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from runbooks.sandbox import openapi
-from runbooks.sandbox.resources import Registry
+from runbooks_sandbox import openapi
+from runbooks_sandbox.resources import Registry
 
 CERT_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from runbooks.sandbox.patch import (
+from runbooks_sandbox.patch import (
     ApplyConflict,
     PatchError,
     apply_json_patch,
@@ -13,7 +13,7 @@ from runbooks.sandbox.patch import (
     record_update,
     server_side_apply,
 )
-from runbooks.sandbox.resources import Registry
+from runbooks_sandbox.resources import Registry
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"
@@ -682,7 +682,7 @@ class _RacingStore:
 
     @staticmethod
     def make(races: int):
-        from runbooks.sandbox.store import Store
+        from runbooks_sandbox.store import Store
 
         class RacingStore(Store):
             def find(self, rt, namespace, name):
@@ -702,8 +702,8 @@ class _RacingStore:
 def _call(api, method, path, body, ctype="application/json"):
     import json
 
-    from runbooks.sandbox.server import Request
-    from runbooks.sandbox.store import ApiError
+    from runbooks_sandbox.server import Request
+    from runbooks_sandbox.store import ApiError
 
     headers = {"Authorization": f"Bearer {api.token}", "Content-Type": ctype}
     try:
@@ -715,7 +715,7 @@ def _call(api, method, path, body, ctype="application/json"):
 
 def test_a_patch_applies_to_the_latest_object_when_another_writer_comes_in_between():
     """As the real API server's GuaranteedUpdate: no 409 for a write we never saw, unless the patch pins a version."""
-    from runbooks.sandbox.server import ApiServer
+    from runbooks_sandbox.server import ApiServer
 
     store = _RacingStore.make(races=0)
     api = ApiServer(store.registry, store)

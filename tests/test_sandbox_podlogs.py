@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runbooks.sandbox.podlogs import (
+from runbooks_sandbox.podlogs import (
     DEFAULT_TAIL,
     FAIL_ANNOTATION,
     MAX_LINES,

@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 
-from runbooks.sandbox import scenario
-from runbooks.sandbox.controllers import pod_template_hash
-from runbooks.sandbox.scenario import list_scenarios, load_scenario, parse_duration
+from runbooks_sandbox import scenario
+from runbooks_sandbox.controllers import pod_template_hash
+from runbooks_sandbox.scenario import list_scenarios, load_scenario, parse_duration
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runbooks.sandbox.selectors import (
+from runbooks_sandbox.selectors import (
     SelectorError,
     label_selector_from_spec,
     parse_field_selector,

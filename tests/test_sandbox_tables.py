@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runbooks.sandbox import tables
-from runbooks.sandbox.resources import Registry, from_crd
+from runbooks_sandbox import tables
+from runbooks_sandbox.resources import Registry, from_crd
 
 NOW = datetime(2025, 1, 10, 12, 0, 0, tzinfo=UTC)
 REG = Registry()

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from runbooks.sandbox import validate as v
+from runbooks_sandbox import validate as v
 
 
 def deployment(**spec_overrides) -> dict:

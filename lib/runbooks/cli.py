@@ -1,4 +1,4 @@
-"""The ``runbooks`` command: list, run, report, runs (and sandbox).
+"""The ``runbooks`` command: list, run, report, runs (and plugins such as ``sandbox``).
 
 Only argument parsing and printing live here; the execution contract is in
 :mod:`runbooks.execute`. Exit codes (DESIGN.md): 0 no finding at or above
@@ -9,6 +9,7 @@ or its output failed the secret scan.
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import click
 
 from runbooks import __version__
 from runbooks.errors import InvalidInput, RunbookError
-from runbooks.sandbox.cli import sandbox
 
 EXIT_INVALID = 2
 
@@ -183,7 +183,38 @@ def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str
     click.echo(f"index: {index}")
 
 
-main.add_command(sandbox)
+PLUGIN_GROUP = "runbooks.plugins"
+# Plugins the project documents, with how to get them when they are not installed.
+KNOWN_PLUGINS = {
+    "sandbox": "the embedded sandbox is not installed: pip install -e lib/runbooks_sandbox "
+               "(from a checkout; `make` does it)",
+}
+
+
+def _missing_plugin(name: str, hint: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help=f"(not installed) {hint}", add_help_option=False)
+    def missing() -> None:
+        _fail(hint)
+
+    return missing
+
+
+def add_plugins(group: click.Group) -> None:
+    """Commands other distributions contribute through the ``runbooks.plugins`` entry point.
+
+    The product never imports the sandbox: ``runbooks sandbox`` exists only when the
+    sandbox distribution is installed, and otherwise says how to install it.
+    """
+    found = {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+    for name in sorted(found.keys() | KNOWN_PLUGINS.keys()):
+        if name in found:
+            group.add_command(found[name].load(), name)
+        else:
+            group.add_command(_missing_plugin(name, KNOWN_PLUGINS[name]))
+
+
+add_plugins(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

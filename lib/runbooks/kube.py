@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -315,49 +314,6 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None =
 
 
 # ---- a summary for people -----------------------------------------------------------
-
-
-def cluster_summary(cluster: Cluster) -> dict:
-    """Counts an SRE glances at first: nodes, namespaces, pods by phase, unhealthy workloads."""
-    nodes = list(iter_objects(cluster, "nodes"))
-    ready = sum(1 for n in nodes if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                        for c in (n.get("status") or {}).get("conditions") or []))
-    phases: Counter[str] = Counter()
-    crashing = []
-    for pod in iter_objects(cluster, "pods"):
-        phases[(pod.get("status") or {}).get("phase", "Unknown")] += 1
-        for row in container_problems(pod):
-            if row["waiting_reason"]:
-                crashing.append(f"{row['namespace']}/{row['pod']} ({row['waiting_reason']}, "
-                                f"{row['restarts']} restarts)")
-    unavailable = []
-    for d in iter_objects(cluster, "deployments"):
-        want = (d.get("spec") or {}).get("replicas", 1)
-        have = (d.get("status") or {}).get("availableReplicas", 0)
-        updated = (d.get("status") or {}).get("updatedReplicas", 0)
-        if have < want or updated < want:
-            unavailable.append(f"{d['metadata']['namespace']}/{d['metadata']['name']} "
-                               f"({have}/{want} available, {updated} updated)")
-    return {
-        "context": cluster.context, "server": cluster.server,
-        "nodes": len(nodes), "nodes_ready": ready,
-        "namespaces": sum(1 for _ in iter_objects(cluster, "namespaces")),
-        "pods_by_phase": dict(sorted(phases.items())),
-        "deployments_not_available": unavailable, "pods_waiting": crashing,
-    }
-
-
-def format_summary(s: dict) -> str:
-    lines = [
-        f"context {s['context']} ({s['server']})",
-        f"nodes: {s['nodes_ready']}/{s['nodes']} ready; namespaces: {s['namespaces']}",
-        "pods: " + ", ".join(f"{k} {v}" for k, v in s["pods_by_phase"].items()),
-    ]
-    if s["deployments_not_available"]:
-        lines.append("deployments not fully available: " + "; ".join(s["deployments_not_available"]))
-    if s["pods_waiting"]:
-        lines.append("pods with waiting containers: " + "; ".join(s["pods_waiting"]))
-    return "\n".join(lines)
 
 
 # ---- what changed -------------------------------------------------------------------

@@ -4,7 +4,7 @@
 the same stack: cert-manager's controller, the TLS ingress endpoint, the
 Elasticsearch-compatible log store holding the cluster's logs, and the real
 Prometheus and Alertmanager backfilled from the cluster. Each is an addon of
-:class:`~runbooks.sandbox.launch.Sandbox`, started after the API (its data is
+:class:`~runbooks_sandbox.launch.Sandbox`, started after the API (its data is
 generated from the cluster's objects) and stopped before it.
 """
 

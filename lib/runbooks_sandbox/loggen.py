@@ -2,7 +2,7 @@
 
 The log store must tell the same story as ``kubectl logs``: the same pods,
 the same container restarts, the same templates.  So nothing here invents
-log text: every line comes from :mod:`runbooks.sandbox.podlogs` and the
+log text: every line comes from :mod:`runbooks_sandbox.podlogs` and the
 scenario's ``logs.yaml``, rendered for the pods that exist in the sandbox
 *after* it started (pod names and uids are generated at start-up), and
 back-dated over the retention window (7 days by default).
@@ -49,7 +49,7 @@ contributes every one of its lives in the window, on the kubelet's back-off
 schedule that the controllers use.  Pods that no longer exist left no logs:
 history starts when the current pods started.
 
-Serving: :func:`serve` starts a :class:`~runbooks.sandbox.logstore.LogStore`
+Serving: :func:`serve` starts a :class:`~runbooks_sandbox.logstore.LogStore`
 holding a running sandbox's documents and, with ``follow``, appends the
 lines written since, so the newest document stays minutes old.
 """
@@ -66,8 +66,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from runbooks.sandbox import podlogs
-from runbooks.sandbox.controllers import BACKOFF_MAX, BACKOFF_START, CRASH_RUNTIME, FAIL_ANNOTATION
+from runbooks_sandbox import podlogs
+from runbooks_sandbox.controllers import BACKOFF_MAX, BACKOFF_START, CRASH_RUNTIME, FAIL_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def sandbox_objects(sandbox) -> list[dict]:
 
 
 def populate(store, objects: Iterable[dict], now: datetime, **options) -> int:
-    """Generate the documents and add them to a :class:`~runbooks.sandbox.logstore.LogStore`.
+    """Generate the documents and add them to a :class:`~runbooks_sandbox.logstore.LogStore`.
 
     Returns how many documents were added.
     """
@@ -177,7 +177,7 @@ def populate(store, objects: Iterable[dict], now: datetime, **options) -> int:
 class SandboxLogs:
     """A log store serving a sandbox's logs; with ``follow``, new lines keep arriving.
 
-    Attributes: ``store`` (the :class:`~runbooks.sandbox.logstore.LogStore`),
+    Attributes: ``store`` (the :class:`~runbooks_sandbox.logstore.LogStore`),
     ``url``, ``documents`` (generated at start), ``every`` (the sampling step),
     ``seconds`` (generation and loading time).
     """
@@ -232,7 +232,7 @@ def serve(sandbox, port: int = 0, *, follow: float | None = 30.0, seed: int = 0,
         >>> logs.url
         'http://127.0.0.1:9200'
     """
-    from runbooks.sandbox.logstore import LogStore
+    from runbooks_sandbox.logstore import LogStore
 
     started = time.perf_counter()
     now = sandbox.store.clock()

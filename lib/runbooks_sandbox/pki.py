@@ -225,7 +225,7 @@ def remember_ca(ca: CertKey) -> None:
 
     The scenario loader creates the CA behind a ClusterIssuer (its ``sandbox.ca``) but
     only plants certificates in the cluster; the sandbox cert-manager controller
-    (:mod:`runbooks.sandbox.certmanager`) recognises the CA in an issued Secret's chain
+    (:mod:`runbooks_sandbox.certmanager`) recognises the CA in an issued Secret's chain
     and signs renewals with the same key, so old and new leaves chain to one root.
     """
     fingerprint = ca.cert.fingerprint(hashes.SHA256())

@@ -65,8 +65,8 @@ def down(state_dir: str | None) -> None:
 @sandbox.command()
 @state_option
 def status(state_dir: str | None) -> None:
-    """Say whether the sandbox runs, and summarise its cluster through the library."""
-    from .. import kube
+    """Say whether the sandbox runs, and summarise its cluster over its REST API."""
+    from .summary import cluster_summary
 
     d = _state_dir(state_dir)
     state = launch.read_state(d)
@@ -74,8 +74,7 @@ def status(state_dir: str | None) -> None:
         click.echo("sandbox: not running (start it with `runbooks sandbox up`)")
         sys.exit(1)
     click.echo(f"sandbox: running at {state['url']} (pid {state['pid']}, scenario {state['scenario']})")
-    cluster = kube.connect(state["kubeconfig"], launch.CONTEXT)
-    click.echo(kube.format_summary(kube.cluster_summary(cluster)))
+    click.echo(cluster_summary(Path(state["kubeconfig"])))
 
 
 @sandbox.command()

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..errors import Unavailable
 from . import promgen
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,10 @@ BINARIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "alertmanager": ("RUNBOOKS_ALERTMANAGER_BIN", ("alertmanager", "prometheus-alertmanager"),
                      "prometheus-alertmanager"),
 }
+
+
+class Unavailable(RuntimeError):
+    """A server of the observability stack could not be started or reached."""
 
 
 class MissingBinary(Unavailable):
@@ -95,7 +98,7 @@ def missing_binaries() -> list[str]:
 
 
 def sandbox_objects(box: Any) -> list[dict]:
-    """Every object an embedded :class:`~runbooks.sandbox.launch.Sandbox` holds, as the API serves them."""
+    """Every object an embedded :class:`~runbooks_sandbox.launch.Sandbox` holds, as the API serves them."""
     objects: list[dict] = []
     seen: set[tuple[str, str]] = set()
     for rt in box.registry.all():

@@ -20,7 +20,7 @@ structural-schema extensions CRDs use (``x-kubernetes-int-or-string``,
 per Deployment once the definitions are loaded (they are loaded once).
 
 Example:
-    >>> from runbooks.sandbox.validate import validate
+    >>> from runbooks_sandbox.validate import validate
     >>> validate({"metadata": {"name": "Bad_Name"}}, "v1", "ConfigMap")[0]["field"]
     'metadata.name'
 """

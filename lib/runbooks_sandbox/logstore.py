@@ -3531,7 +3531,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m runbooks.sandbox.logstore [--port N]``: an empty store, for trying the API."""
+    """``python -m runbooks_sandbox.logstore [--port N]``: an empty store, for trying the API."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

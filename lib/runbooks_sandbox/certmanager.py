@@ -24,12 +24,12 @@ a real cluster:
   ``notBefore``/``notAfter``/``renewalTime`` and ``Ready``; Events tell the story.
 * **Readiness.** ``Ready`` follows the Secret (``DoesNotExist``, ``Expired``, ``Ready``).
 
-The issuer's CA key comes from :func:`runbooks.sandbox.pki.known_ca`: the
+The issuer's CA key comes from :func:`runbooks_sandbox.pki.known_ca`: the
 scenario loader remembers the CAs it creates, and the controller recognises
 them in the chain of a Secret that issuer signed before. An issuer with no
 known CA gets a fresh one (``<issuer> (sandbox)``).
 
-It works on the store in-process, like :mod:`runbooks.sandbox.controllers`,
+It works on the store in-process, like :mod:`runbooks_sandbox.controllers`,
 on its own thread (woken by store changes, and on a tick for time-based
 renewals). Used as a sandbox add-on::
 
@@ -120,7 +120,7 @@ class CertManager:
     """The sandbox's cert-manager (an add-on: ``start()``/``stop()``).
 
     Args:
-        sandbox: the :class:`runbooks.sandbox.launch.Sandbox` to run in (its
+        sandbox: the :class:`runbooks_sandbox.launch.Sandbox` to run in (its
             store, registry, controllers for Events, and clock).
         tick: seconds between time-based passes (renewal times, expiry).
     """

@@ -219,7 +219,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:  # a recycled pid is not ours: check the command line
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return b"runbooks.sandbox" in cmdline
+        return b"runbooks_sandbox" in cmdline
     except OSError:
         return True
 
@@ -259,7 +259,7 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     log_file = open(state_dir / "sandbox.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runbooks.sandbox", "serve", "--state-dir", str(state_dir),
+        [sys.executable, "-m", "runbooks_sandbox", "serve", "--state-dir", str(state_dir),
          "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)]
         + (["--api-only"] if api_only else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

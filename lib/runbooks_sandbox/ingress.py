@@ -92,7 +92,7 @@ class IngressEndpoint:
     """The sandbox ingress endpoint (an add-on: ``start()`` returns its URLs, ``stop()``).
 
     Args:
-        sandbox: the :class:`runbooks.sandbox.launch.Sandbox` whose store it reads.
+        sandbox: the :class:`runbooks_sandbox.launch.Sandbox` whose store it reads.
         https_port, http_port: ports on 127.0.0.1 (0 picks free ones).
         controller: ``namespace/name`` of the controller Deployment whose new ready
             pods trigger a reload of the certificates.
@@ -379,7 +379,7 @@ def previous_certificate(chain_pem: bytes, key_pem: bytes) -> tuple[bytes, bytes
     cert-manager renews at 2/3 of the lifetime, so the previous certificate was
     issued ``2/3 * lifetime`` before this one and expires ``1/3 * lifetime``
     after this one was issued. It is signed by the same CA when the sandbox
-    knows its key (:func:`runbooks.sandbox.pki.known_ca`), else self-signed.
+    knows its key (:func:`runbooks_sandbox.pki.known_ca`), else self-signed.
     """
     chain = x509.load_pem_x509_certificates(chain_pem)
     leaf = chain[0]

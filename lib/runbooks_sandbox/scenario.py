@@ -4,7 +4,7 @@ A scenario is data, not code, so that what the sandbox serves reads like the
 YAML an SRE would find in a real cluster.  It lives in
 ``scenarios/<name>/manifests/*.yaml`` (multi-document files, read in file-name
 order); ``scenarios/<name>/logs.yaml`` holds the pod log templates
-(:mod:`runbooks.sandbox.podlogs`).
+(:mod:`runbooks_sandbox.podlogs`).
 
 Everything is relative to the moment the sandbox starts, so a scenario never
 goes stale: a certificate "expiring in 5 days" expires in 5 days whenever the
@@ -28,7 +28,7 @@ ordinary objects:
   controllers then recognise the planted ReplicaSets instead of rolling out
   new ones.  Pods are left to the controllers.
 * ``kubernetes.io/tls`` Secrets described by ``sandbox.certificate`` get real
-  certificates from :mod:`runbooks.sandbox.pki`, signed by the CA that a
+  certificates from :mod:`runbooks_sandbox.pki`, signed by the CA that a
   ClusterIssuer's ``sandbox.ca`` declares (or self-signed).
 * cert-manager Certificates get ``notBefore``/``notAfter``/``renewalTime``
   and a ``Ready`` condition computed from their Secret's certificate.
@@ -51,9 +51,9 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from runbooks.sandbox import admission, pki
-from runbooks.sandbox.controllers import pod_template_hash
-from runbooks.sandbox.resources import BUILTIN
+from runbooks_sandbox import admission, pki
+from runbooks_sandbox.controllers import pod_template_hash
+from runbooks_sandbox.resources import BUILTIN
 
 DEFAULT_AGE = "30d"
 
@@ -112,7 +112,7 @@ def rfc1123(moment: datetime) -> str:
 
 def list_scenarios() -> list[str]:
     """Names of the scenarios shipped with the package."""
-    root = importlib.resources.files("runbooks.sandbox").joinpath("scenarios")
+    root = importlib.resources.files("runbooks_sandbox").joinpath("scenarios")
     return sorted(item.name for item in root.iterdir() if item.joinpath("manifests").is_dir())
 
 
@@ -121,7 +121,7 @@ def scenario_dir(name: str) -> Traversable:
     available = list_scenarios()
     if name not in available:
         raise ValueError(f"unknown sandbox scenario {name!r}; available: {', '.join(available)}")
-    return importlib.resources.files("runbooks.sandbox").joinpath("scenarios", name)
+    return importlib.resources.files("runbooks_sandbox").joinpath("scenarios", name)
 
 
 def load_scenario(name: str = "default", *, now: datetime) -> list[dict]:

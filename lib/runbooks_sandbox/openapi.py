@@ -73,8 +73,8 @@ uppercase hex SHA-512 of the document bytes, so it changes exactly when a CRD
 is added or changed.
 
 Example:
-    >>> from runbooks.sandbox.resources import Registry
-    >>> from runbooks.sandbox.openapi import v3_index
+    >>> from runbooks_sandbox.resources import Registry
+    >>> from runbooks_sandbox.openapi import v3_index
     >>> v3_index(Registry())["paths"]["apis/apps/v1"]["serverRelativeURL"][:30]
     '/openapi/v3/apis/apps/v1?hash='
 """

@@ -17,7 +17,7 @@ results are deterministic in tests.
 
 Example:
     >>> from datetime import datetime, timezone
-    >>> from runbooks.sandbox.tables import human_duration
+    >>> from runbooks_sandbox.tables import human_duration
     >>> human_duration(3 * 86400 + 7200)
     '3d2h'
 """

@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 
 import yaml
 
-from runbooks.sandbox.scenario import scenario_dir
+from runbooks_sandbox.scenario import scenario_dir
 
 DEFAULT_TAIL = 500
 MAX_LINES = 10_000
