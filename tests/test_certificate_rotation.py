@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import runbooks.runbook as rb
-from runbooks import certs, kube, rotation
+from runbooks import certs, kube, plans, rotation
 from runbooks_sandbox import pki
 from runbooks_sandbox.certmanager import CertManager
 from runbooks_sandbox.ingress import IngressEndpoint
@@ -250,7 +250,7 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     # restarts, and the served certificates changed to the stored ones
     for ns, name in (("payments", "payments-api"), ("ingress-nginx", "ingress-nginx-controller")):
         obj = kube.get_object(api, "deployments", ns, name)
-        assert obj["spec"]["template"]["metadata"]["annotations"][rb.RESTARTED_AT]
+        assert obj["spec"]["template"]["metadata"]["annotations"][plans.RESTARTED_AT]
     for host, secret in (("cart.shop.example.com", new_cart), ("pay.example.com", new_pay)):
         now_served = served(box, host).sha256
         assert now_served == secret.sha256 and now_served != old_served[host]
@@ -280,10 +280,10 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     p = rotation.CertificateRotationParams(expected_context="sandbox", ingress_url=box.endpoint.url, **params)
     run = rb.Run(RUNBOOK, p, api)
     inv = rotation.inventory(api)
-    first = rb.Plan(rotation.rotation_changes(api, **rotation.plan_arguments(p, rotation.select_targets(
+    first = plans.Plan(rotation.rotation_changes(api, **rotation.plan_arguments(p, rotation.select_targets(
         inv, [], None, p.replacement_files))))
     backup_change = next(c for c in first.changes if rotation.phase_of(c) == "backup")
-    rb.TARGETS[backup_change.target].send(run, backup_change, dry_run=False, now="2026-01-01T00:00:00Z")
+    plans.TARGETS[backup_change.target].send(run, backup_change, dry_run=False, now="2026-01-01T00:00:00Z")
     assert stored(api, "payments", "payments-tls").sha256 == current.sha256
 
     dry = runbooks(project, box, params=params)

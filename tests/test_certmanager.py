@@ -9,7 +9,6 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import verification
 
-import runbooks.runbook as rb
 from runbooks import kube
 from runbooks.errors import NotFound
 from runbooks_sandbox.certmanager import CertManager, backoff
@@ -55,7 +54,7 @@ def renew(api, name, ns="shop"):
     conditions.append({"type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
                        "message": "Certificate re-issuance manually triggered",
                        "lastTransitionTime": "2026-01-01T00:00:00Z"})
-    rb.api_request(api, "PATCH", f"/apis/cert-manager.io/v1/namespaces/{ns}/certificates/{name}/status",
+    kube.request(api, "PATCH", f"/apis/cert-manager.io/v1/namespaces/{ns}/certificates/{name}/status",
                    body={"status": {"conditions": conditions}}, content_type="application/merge-patch+json")
 
 
@@ -103,7 +102,7 @@ def test_manual_renewal_issues_a_new_revision_from_the_same_ca(api):
 
 
 def test_deleted_secret_is_issued_again(api, box):
-    rb.api_request(api, "DELETE", "/api/v1/namespaces/shop/secrets/shop-frontend-tls")
+    kube.request(api, "DELETE", "/api/v1/namespaces/shop/secrets/shop-frontend-tls")
     obj = wait_for(lambda: (c := cert(api, "shop-frontend-tls"))["status"].get("revision") == 7 and c,
                    what="re-issue after the Secret was deleted")
     assert conds(obj)["Ready"]["status"] == "True"

@@ -9,10 +9,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-import runbooks.runbook as rb
-from runbooks import certs, health, rotation
+from runbooks import certs, errors, health, rotation
 from runbooks.errors import InvalidInput
-from runbooks.runbook import validate_params
+from runbooks.parameters import validate_params
 from runbooks_sandbox import pki
 
 pytestmark = pytest.mark.timeout(60)
@@ -312,7 +311,7 @@ def test_parameter_model_refuses_bad_values(values, problem):
 def test_select_targets(planted):
     assert rotation.select_targets(planted, ["app/late"]) == ["app/soon-tls"]  # a Certificate means its Secret
     assert rotation.select_targets(planted, [], expiring_within_days=25) == ["app/gone-tls", "app/soon-tls"]
-    with pytest.raises(rb.PlanInvalid) as info:
+    with pytest.raises(errors.PlanInvalid) as info:
         rotation.select_targets(planted, ["app/nope"])
     assert "app/nope" in str(info.value) and "app/ok-tls" in str(info.value)
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import Field
 
-import runbooks.runbook as rb
+from runbooks import parameters
 from runbooks.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
@@ -61,10 +61,10 @@ def kubeconfig(path: Path, server="https://127.0.0.1:9", current="prod") -> str:
 
 @pytest.fixture
 def registered_findings(monkeypatch):
-    monkeypatch.setitem(rb._REGISTRY, "findings", None)  # removed again after the test
+    monkeypatch.setitem(parameters._REGISTRY, "findings", None)  # removed again after the test
 
-    @rb.register("findings")
-    class FindingsParams(rb.ParamsBase):
+    @parameters.register("findings")
+    class FindingsParams(parameters.ParamsBase):
         worst: str = Field(default="warning", pattern="^(ok|info|warning|critical)$")
         figures: int = Field(default=2, ge=0, le=10)
 

@@ -105,7 +105,7 @@ def test_plain_papermill_works(sandbox, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import nbformat
 
-    from runbooks.runbook import read_records
+    from runbooks.model import read_records
 
     state = read_records(nbformat.read(out, as_version=4))
     ids = {f["id"] for f in state["findings"]}

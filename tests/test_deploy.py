@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import runbooks.runbook as rb
-from runbooks import deploy
+from runbooks import deploy, errors, parameters, plans, secrets
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -16,7 +16,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def params(**kw):
-    return rb.validate_params(deploy.ProvisionParams, kw)
+    return parameters.validate_params(deploy.ProvisionParams, kw)
 
 
 # ---- parameters ---------------------------------------------------------------------
@@ -59,7 +59,7 @@ def test_bad_images_are_refused_with_the_reason(image, words):
     ("cluster_issuer", "Not_An_Issuer", "not a valid object name"),
 ])
 def test_bad_parameters_name_the_value_and_what_is_allowed(name, value, words):
-    with pytest.raises(rb.InvalidInput) as err:
+    with pytest.raises(errors.InvalidInput) as err:
         params(**{name: value})
     assert name in str(err.value) and words in str(err.value)
 
@@ -67,11 +67,11 @@ def test_bad_parameters_name_the_value_and_what_is_allowed(name, value, words):
 def test_defaults_are_valid_and_a_dry_run():
     p = params()
     assert p.dry_run is True and p.approve_plan is None
-    assert rb.params_model("provision-service") is deploy.ProvisionParams
+    assert parameters.params_model("provision-service") is deploy.ProvisionParams
 
 
 def test_no_parameter_looks_like_a_credential():
-    assert not [n for n in deploy.ProvisionParams.model_fields if rb.is_secret_name(n)]
+    assert not [n for n in deploy.ProvisionParams.model_fields if secrets.is_secret_name(n)]
 
 
 def test_release_spec_from_parameters(tmp_path):
@@ -128,16 +128,16 @@ def test_inline_vault_strings_decrypt_too(tmp_path):
 ])
 def test_vault_problems_are_preflight_failures_without_values(tmp_path, environ, words):
     vault = write_vault(tmp_path / "vault.yml", {"db_password": "pa55-w0rd!"})
-    with pytest.raises(rb.PreflightFailed, match=words) as err:
+    with pytest.raises(errors.PreflightFailed, match=words) as err:
         deploy.read_vault(vault, "P", environ=environ)
     assert "pa55" not in str(err.value)
 
 
 def test_missing_vault_keys_are_named(tmp_path):
     vault = write_vault(tmp_path / "vault.yml", {"db_password": "x" * 10})
-    with pytest.raises(rb.PreflightFailed, match=r"no key\(s\) \['nope'\]"):
+    with pytest.raises(errors.PreflightFailed, match=r"no key\(s\) \['nope'\]"):
         deploy.read_vault(vault, "P", {"X": "nope"}, environ={"P": PASSWORD})
-    with pytest.raises(rb.PreflightFailed, match="cannot be read"):
+    with pytest.raises(errors.PreflightFailed, match="cannot be read"):
         deploy.read_vault(tmp_path / "absent.yml", "P", environ={"P": PASSWORD})
     assert deploy.read_vault(None) == deploy.NO_SECRETS
 
@@ -145,8 +145,8 @@ def test_missing_vault_keys_are_named(tmp_path):
 def test_redact_hides_values_and_their_base64():
     b64 = base64.b64encode(b"pa55-w0rd!").decode()
     text = f"error: value pa55-w0rd! or {b64} rejected"
-    out = deploy.redact(text, ["pa55-w0rd!", "abc"])
-    assert "pa55" not in out and b64 not in out and out.count(deploy.REDACTED) == 2
+    out = secrets.redact_text(text, ["pa55-w0rd!", "abc"])
+    assert "pa55" not in out and b64 not in out and out.count(secrets.REDACTED) == 2
 
 
 # ---- manifests and diffs ---------------------------------------------------------------
@@ -198,21 +198,19 @@ def test_last_good_revision_skips_failed_ones():
 
 
 def test_secret_diffs_are_redacted_by_change():
-    c = rb.Change(operation="patch", kind="Secret", namespace="a", name="s", body={"sha256": "x"},
+    c = plans.Change(operation="patch", kind="Secret", namespace="a", name="s", body={"sha256": "x"},
                   diff=[{"path": "data", "from": "old", "to": "new"}])
     assert c.diff == [{"path": "data", "from": "<redacted>", "to": "<redacted>"}]
 
 
 def test_missing_helm_says_how_to_install_it(tmp_path):
-    with pytest.raises(rb.PreflightFailed, match="conda-forge kubernetes-helm.*tools/install_helm.py"):
+    with pytest.raises(errors.PreflightFailed, match="conda-forge kubernetes-helm.*tools/install_helm.py"):
         deploy.find_helm(str(tmp_path / "no-helm"))
 
 
 def test_auto_rollback_only_follows_a_failed_upgrade_of_this_run():
-    from types import SimpleNamespace
-
-    run = SimpleNamespace(params=SimpleNamespace(approve_plan=None, expected_context="sandbox"), cluster=None)
-    plan = rb.Plan([rb.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
+    run = rb.Run("provision-service", parameters.MutatingParams(expected_context="sandbox"))
+    plan = plans.Plan([plans.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
     spec = deploy.ReleaseSpec("web", "a", "charts/web-service", {})
     ok = deploy.ApplyResult(applied=True, ok=True)
     # nothing to roll back after a successful upgrade, nor without auto_rollback or an approval
@@ -223,11 +221,9 @@ def test_auto_rollback_only_follows_a_failed_upgrade_of_this_run():
 
 
 def test_an_approval_naming_no_plan_of_this_run_is_refused():
-    from types import SimpleNamespace
-
-    plan = rb.Plan([rb.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
-    run = SimpleNamespace(params=SimpleNamespace(approve_plan="0123456789ab"))
-    with pytest.raises(rb.PlanMismatch, match="0123456789ab"):
-        deploy.check_approval(run, plan, None)
-    run.params.approve_plan = plan.id
-    deploy.check_approval(run, plan, None)
+    plan = plans.Plan([plans.Change(operation="patch", kind="ConfigMap", namespace="a", name="c", body={"x": 1})])
+    stale = parameters.MutatingParams(approve_plan="0123456789ab", dry_run=False)
+    with pytest.raises(errors.PlanMismatch, match="0123456789ab"):
+        rb.Run("provision-service", stale).check_approval(plan, None)
+    approved = parameters.MutatingParams(approve_plan=plan.id, dry_run=False)
+    rb.Run("provision-service", approved).check_approval(plan, None)

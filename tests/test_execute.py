@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from runbooks import execute
+from runbooks import execute, model
 from runbooks.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
@@ -223,12 +223,11 @@ def test_records_work_under_plain_papermill(tmp_path):
     """The recording mechanism needs no runbooks CLI: a plain papermill run carries it."""
     import papermill
 
-    from runbooks import runbook as rb
 
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(str(FIXTURES / "findings.ipynb"), str(out), progress_bar=False,
                                parameters={"worst": "critical", "figures": 1})
-    state = rb.read_records(execute.read_notebook(out))
+    state = model.read_records(execute.read_notebook(out))
     assert [f["severity"] for f in state["findings"]] == [
         "critical", "warning", "warning", "info", "ok"]
     assert state["data_sources"]["prometheus"]["state"] == "down"

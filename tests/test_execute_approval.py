@@ -9,21 +9,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import runbooks.runbook as rb
+from runbooks import kube, plans
 from runbooks.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 
 
 def restarted_at(cluster, namespace):
-    obj = rb.api_request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
-    return (obj["spec"]["template"]["metadata"].get("annotations") or {}).get(rb.RESTARTED_AT)
+    obj = kube.request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+    return (obj["spec"]["template"]["metadata"].get("annotations") or {}).get(plans.RESTARTED_AT)
 
 
 @pytest.fixture
 def web(cluster, namespace):
     labels = {"app": "web"}
-    rb.api_request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
+    kube.request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": namespace},
         "spec": {"replicas": 1, "selector": {"matchLabels": labels},

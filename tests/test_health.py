@@ -9,7 +9,7 @@ import pytest
 
 from runbooks import health, kube, params
 from runbooks.errors import InvalidInput
-from runbooks.runbook import validate_params
+from runbooks.parameters import validate_params
 from runbooks_sandbox import pki
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

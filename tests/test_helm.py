@@ -18,8 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import runbooks.runbook as rb
-from runbooks import deploy
+from runbooks import deploy, errors
 
 from helpers import raw_request, wait_for
 
@@ -30,7 +29,7 @@ CHART = ROOT / "charts" / "web-service"
 def _helm_or_none():
     try:
         return deploy.find_helm()
-    except rb.PreflightFailed:
+    except errors.PreflightFailed:
         return None
 
 

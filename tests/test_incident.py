@@ -9,7 +9,7 @@ import pytest
 
 from runbooks import incident, metrics
 from runbooks.errors import InvalidInput
-from runbooks.runbook import validate_params
+from runbooks.parameters import validate_params
 from runbooks_sandbox.patch import apply_merge_patch
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

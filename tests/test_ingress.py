@@ -10,8 +10,7 @@ import uuid
 
 import pytest
 
-import runbooks.runbook as rb
-from runbooks import certs, kube
+from runbooks import certs, kube, plans
 from runbooks_sandbox.ingress import FAKE_CN, IngressEndpoint, host_matches
 from runbooks_sandbox.launch import Sandbox
 
@@ -94,10 +93,10 @@ def test_plain_http_redirects_tls_hosts(box):
 def test_service_without_endpoints_answers_503(box, api):
     _, endpoint = box
     ns = f"t-{uuid.uuid4().hex[:8]}"
-    rb.api_request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
-    rb.api_request(api, "POST", f"/api/v1/namespaces/{ns}/services", body={
+    kube.request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    kube.request(api, "POST", f"/api/v1/namespaces/{ns}/services", body={
         "metadata": {"name": "idle"}, "spec": {"selector": {"app": "idle"}, "ports": [{"port": 80}]}})
-    rb.api_request(api, "POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses", body={
+    kube.request(api, "POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses", body={
         "metadata": {"name": "idle"}, "spec": {"ingressClassName": "nginx", "rules": [{
             "host": f"{ns}.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
                 "service": {"name": "idle", "port": {"number": 80}}}}]}}]}})
@@ -111,18 +110,18 @@ def test_renewed_secret_is_served_only_after_a_controller_restart(box, api):
     # change the Secret behind the controller's back (cart's pair: any other certificate will do)
     frontend = kube.get_object(api, "secrets", "shop", "shop-frontend-tls")
     cart = kube.get_object(api, "secrets", "shop", "cart-tls")
-    rb.api_request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
+    kube.request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
                    body={"data": cart["data"]}, content_type="application/merge-patch+json")
     assert certs.served_certificate("shop.example.com", endpoint.address).sha256 == before  # not reloaded
     reloads = endpoint.reloads
-    rb.api_request(api, "PATCH", "/apis/apps/v1/namespaces/ingress-nginx/deployments/ingress-nginx-controller",
-                   body={"spec": {"template": {"metadata": {"annotations": {rb.RESTARTED_AT: "now"}}}}},
+    kube.request(api, "PATCH", "/apis/apps/v1/namespaces/ingress-nginx/deployments/ingress-nginx-controller",
+                   body={"spec": {"template": {"metadata": {"annotations": {plans.RESTARTED_AT: "now"}}}}},
                    content_type="application/merge-patch+json")
     wait_for(lambda: endpoint.reloads > reloads, what="a reload after the controller restart")
     assert certs.served_certificate("shop.example.com", endpoint.address).sha256 == stored(api, "shop", "cart-tls")
     assert certs.served_certificate("assets.shop.example.com", endpoint.address).sha256 == \
         stored(api, "shop", "assets-tls")  # the planted stale certificate is gone too
-    rb.api_request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
+    kube.request(api, "PATCH", "/api/v1/namespaces/shop/secrets/shop-frontend-tls",
                    body={"data": frontend["data"]}, content_type="application/merge-patch+json")
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import runbooks.runbook as rb
-from runbooks import deploy, kube
+from runbooks import deploy, errors, kube, model, parameters
 from runbooks_sandbox.launch import Sandbox
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
@@ -32,7 +31,7 @@ SECRET_VALUES = {"db_password": "Sup3r-S3cret-DB-pw", "api_token": "tok_9f8e7d6c
 
 try:
     deploy.find_helm()
-except rb.PreflightFailed as exc:  # pragma: no cover - make test installs it
+except errors.PreflightFailed as exc:  # pragma: no cover - make test installs it
     pytest.skip(f"Helm 4 is not installed: {exc}", allow_module_level=True)
 
 
@@ -370,7 +369,7 @@ def test_the_notebook_is_committed_clean_and_its_parameters_match_the_model():
     assert all(v["help"] for v in params.values()), "every parameter has an inline comment"
     assert set(params) == set(deploy.ProvisionParams.model_fields)
     shipped = yaml.safe_load((ROOT / "parameters" / "sandbox" / "provision-service.yaml").read_text())
-    rb.validate_params(deploy.ProvisionParams, shipped)
+    parameters.validate_params(deploy.ProvisionParams, shipped)
 
 
 def test_plain_papermill_runs_the_dry_run(project, box, tmp_path):
@@ -386,5 +385,5 @@ def test_plain_papermill_runs_the_dry_run(project, box, tmp_path):
          "-p", "verify_timeout_seconds", "2"],
         capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    plan = rb.read_records(papermill.iorw.load_notebook_node(str(out)))["plan"]
+    plan = model.read_records(papermill.iorw.load_notebook_node(str(out)))["plan"]
     assert plan["applied"] is False and len(plan["changes"]) == 5

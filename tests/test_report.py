@@ -13,8 +13,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-import runbooks.runbook as rb
-from runbooks import report
+from runbooks import model, report
 
 SUMMARY = {
     "runbook": "cluster-health", "env": "sandbox", "run_id": "20250101T000000Z",
@@ -44,7 +43,7 @@ def executed_notebook(figures: int = 2):
     code.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="narrative output line\n"),
         nbformat.v4.new_output("display_data", data={
-            rb.RECORD_MIME: {"kind": "finding", "data": {"id": "RECORD_MARKER"}}, "text/plain": ""}),
+            model.RECORD_MIME: {"kind": "finding", "data": {"id": "RECORD_MARKER"}}, "text/plain": ""}),
         nbformat.v4.new_output("display_data", data={
             "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2,
                                                          "version_minor": 0},
@@ -72,7 +71,7 @@ def test_report_has_no_code_and_no_prompts(html):
 
 
 def test_report_strips_records_and_widgets(html):
-    assert "RECORD_MARKER" not in html and rb.RECORD_MIME not in html
+    assert "RECORD_MARKER" not in html and model.RECORD_MIME not in html
     assert "WIDGET_MARKER" not in html
 
 
@@ -145,8 +144,8 @@ def test_table_helpers():
     df = pd.DataFrame({"pod": [f"p{i}" for i in range(5)], "restarts": range(5)})
     html = report.table(df, "pods", max_rows=3).to_html()
     assert "kr-table" in html and "first 3 of 5 rows" in html and "p4" not in html
-    findings = [rb.Finding(id="a", severity="info", title="fyi"),
-                rb.Finding(id="b", severity="critical", title="bad")]
+    findings = [model.Finding(id="a", severity="info", title="fyi"),
+                model.Finding(id="b", severity="critical", title="bad")]
     frame = report.findings_frame(findings)
     assert list(frame["severity"]) == ["critical", "info"]
     styled = report.findings_table(findings).to_html()

@@ -12,23 +12,24 @@ from papermill.models import Parameter
 from pydantic import Field
 
 import runbooks.runbook as rb
+from runbooks import errors, kube, model, parameters, plans, report, secrets
 from runbooks.errors import InvalidInput, Unavailable
 
 
 @pytest.fixture(autouse=True)
 def _clean_records():
-    rb.local_records(clear=True)
+    model.local_records(clear=True)
     yield
-    rb.local_records(clear=True)
+    model.local_records(clear=True)
 
 
 @pytest.fixture
 def registered(monkeypatch):
     """A registered model for the notebook name 'demo' (removed afterwards)."""
-    monkeypatch.setitem(rb._REGISTRY, "demo", None)  # removed again after the test
+    monkeypatch.setitem(parameters._REGISTRY, "demo", None)  # removed again after the test
 
-    @rb.register("demo")
-    class DemoParams(rb.MutatingParams):
+    @parameters.register("demo")
+    class DemoParams(parameters.MutatingParams):
         namespace: str = "default"
         threshold: int = Field(default=3, ge=0)
         namespaces: list[str] = []
@@ -49,11 +50,11 @@ def registered(monkeypatch):
     ],
 )
 def test_secret_looking_names(name, secret):
-    assert rb.is_secret_name(name) is secret
+    assert secrets.is_secret_name(name) is secret
 
 
 def test_validate_accepts_and_converts(registered):
-    params = rb.validate_params(registered, {"threshold": 5, "namespaces": ["shop"]})
+    params = parameters.validate_params(registered, {"threshold": 5, "namespaces": ["shop"]})
     assert params.threshold == 5 and params.namespaces == ["shop"] and params.dry_run is True
 
 
@@ -71,7 +72,7 @@ def test_validate_accepts_and_converts(registered):
 )
 def test_validate_messages_name_parameter_value_and_allowed(registered, values, expected):
     with pytest.raises(InvalidInput) as info:
-        rb.validate_params(registered, values)
+        parameters.validate_params(registered, values)
     for text in expected:
         assert text in str(info.value)
 
@@ -79,9 +80,9 @@ def test_validate_messages_name_parameter_value_and_allowed(registered, values, 
 def test_required_parameter_message():
     from pydantic import create_model
 
-    model = create_model("M", __base__=rb.ParamsBase, namespace=(str, ...))
+    model = create_model("M", __base__=parameters.ParamsBase, namespace=(str, ...))
     with pytest.raises(InvalidInput, match="Required parameter 'namespace' not supplied"):
-        rb.validate_params(model, {})
+        parameters.validate_params(model, {})
 
 
 def test_derived_model_types_from_parameters_cell():
@@ -93,19 +94,19 @@ def test_derived_model_types_from_parameters_cell():
         Parameter("only", "None", "None", ""),
         Parameter("dry_run", "None", "True", ""),
     ]
-    model = rb.derive_model("my-book", params)
+    model = parameters.derive_model("my-book", params)
     assert set(model.model_fields) == {"kubeconfig", "threshold", "ratio", "namespace", "only", "dry_run"}
-    ok = rb.validate_params(model, {"threshold": 7, "ratio": 1, "namespace": "x", "only": [1]})
+    ok = parameters.validate_params(model, {"threshold": 7, "ratio": 1, "namespace": "x", "only": [1]})
     assert ok.threshold == 7 and ok.ratio == 1.0
     with pytest.raises(InvalidInput, match="'threshold'"):
-        rb.validate_params(model, {"threshold": "seven"})
+        parameters.validate_params(model, {"threshold": "seven"})
     with pytest.raises(InvalidInput, match="unknown parameter 'approve_plan'"):
-        rb.validate_params(model, {"approve_plan": "0123456789ab"})
+        parameters.validate_params(model, {"approve_plan": "0123456789ab"})
 
 
 def test_params_model_prefers_the_registry(registered):
-    assert rb.params_model("demo", []) is registered
-    assert rb.params_model("not-registered") is rb.MutatingParams
+    assert parameters.params_model("demo", []) is registered
+    assert parameters.params_model("not-registered") is parameters.MutatingParams
 
 
 def test_registered_models_match_their_notebooks():
@@ -115,19 +116,19 @@ def test_registered_models_match_their_notebooks():
     from runbooks.execute import notebook_parameters
 
     root = Path(__file__).resolve().parents[1] / "notebooks"
-    for name, model in rb.registered_models().items():
+    for name, params_model in parameters.registered_models().items():
         path = root / f"{name}.ipynb"
         if not path.exists():
             continue
         declared = {p.name for p in notebook_parameters(path)}
-        assert declared == set(model.model_fields), name
+        assert declared == set(params_model.model_fields), name
 
 
 def test_finding_validation_and_json():
-    f = rb.Finding(id="a/b", severity="warning", title="t", evidence={"n": 1})
+    f = model.Finding(id="a/b", severity="warning", title="t", evidence={"n": 1})
     assert f.rank == 2 and f.to_json()["evidence"] == {"n": 1}
     with pytest.raises(ValueError, match="severity 'fatal' is not one of ok, info, warning, critical"):
-        rb.Finding(id="a", severity="fatal", title="t")
+        model.Finding(id="a", severity="fatal", title="t")
 
 
 def test_records_fold_last_wins_and_sort_worst_first():
@@ -140,13 +141,13 @@ def test_records_fold_last_wins_and_sort_worst_first():
         {"kind": "plan", "data": {"id": "p1", "changes": [], "applied": False}},
         {"kind": "plan", "data": {"id": "p1", "changes": [], "applied": True}},
     ]:
-        out = nbformat.v4.new_output("display_data", data={rb.RECORD_MIME: payload, "text/plain": ""})
+        out = nbformat.v4.new_output("display_data", data={model.RECORD_MIME: payload, "text/plain": ""})
         cell = nbformat.v4.new_code_cell("x")
         cell.outputs = [out]
         cells.append(cell)
     nb = nbformat.v4.new_notebook(cells=cells)
     nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as stored on disk
-    state = rb.read_records(nb)
+    state = model.read_records(nb)
     assert [f["id"] for f in state["findings"]] == ["y", "x"]
     assert state["findings"][1]["title"] == "new"
     assert state["data_sources"] == {"prometheus": {"state": "down", "detail": "refused"}}
@@ -154,7 +155,7 @@ def test_records_fold_last_wins_and_sort_worst_first():
 
 
 def test_run_records_findings_and_sources_outside_ipython():
-    run = rb.Run("demo", rb.MutatingParams())
+    run = rb.Run("demo", parameters.MutatingParams())
     run.finding("a", "critical", "broken", resource="Pod/ns/a")
 
     def down():
@@ -162,7 +163,7 @@ def test_run_records_findings_and_sources_outside_ipython():
 
     assert run.check_source("prometheus", down) is False
     assert run.check_source("logs", lambda: "fine") is True
-    state = rb.fold_records(rb.local_records())
+    state = model.fold_records(model.local_records())
     assert [f["id"] for f in state["findings"]] == ["a", "data-source-down/prometheus"]
     assert state["data_sources"]["prometheus"]["state"] == "down"
     assert state["data_sources"]["logs"]["state"] == "ok"
@@ -175,11 +176,11 @@ def test_run_records_findings_and_sources_outside_ipython():
 
 def test_context_guard_matches_name_or_server():
     cluster = SimpleNamespace(context="sandbox", server="https://127.0.0.1:6443")
-    rb.check_context(cluster, "sandbox")
-    rb.check_context(cluster, "https://127.0.0.1:6443/")
-    rb.check_context(cluster, None)
-    with pytest.raises(rb.ContextMismatch) as info:
-        rb.check_context(cluster, "prod")
+    kube.check_context(cluster, "sandbox")
+    kube.check_context(cluster, "https://127.0.0.1:6443/")
+    kube.check_context(cluster, None)
+    with pytest.raises(errors.ContextMismatch) as info:
+        kube.check_context(cluster, "prod")
     assert "'sandbox'" in str(info.value) and "'prod'" in str(info.value)
 
 
@@ -208,21 +209,21 @@ def _kubeconfig(tmp_path, server="https://127.0.0.1:9", token="t0ken-value-123")
 def test_context_guard_runs_before_any_api_call(tmp_path):
     """The server is unreachable: a wrong context must be refused without trying it."""
     kc = _kubeconfig(tmp_path)
-    params = rb.RunbookParams(kubeconfig=str(kc), expected_context="sandbox")
-    with pytest.raises(rb.ContextMismatch, match="'prod'"):
-        rb.preflight_kube(params)
-    params = rb.RunbookParams(kubeconfig=str(kc), kube_context="sandbox", expected_context="sandbox")
+    params = parameters.RunbookParams(kubeconfig=str(kc), expected_context="sandbox")
+    with pytest.raises(errors.ContextMismatch, match="'prod'"):
+        kube.preflight(params)
+    params = parameters.RunbookParams(kubeconfig=str(kc), kube_context="sandbox", expected_context="sandbox")
     with pytest.raises(Unavailable):
-        rb.preflight_kube(params)
+        kube.preflight(params)
 
 
 def test_start_wraps_preflight_errors(tmp_path):
     kc = _kubeconfig(tmp_path)
-    with pytest.raises(rb.PreflightFailed) as info:
+    with pytest.raises(errors.PreflightFailed) as info:
         rb.start("whatever", {"kubeconfig": str(kc), "expected_context": "sandbox"})
-    assert isinstance(info.value.__cause__, rb.ContextMismatch)
-    assert rb.fold_records(rb.local_records())["preflight"]["ok"] is False
-    with pytest.raises(rb.PreflightFailed, match="unknown parameter|'dry_run'"):
+    assert isinstance(info.value.__cause__, errors.ContextMismatch)
+    assert model.fold_records(model.local_records())["preflight"]["ok"] is False
+    with pytest.raises(errors.PreflightFailed, match="unknown parameter|'dry_run'"):
         rb.start("whatever", {"dry_run": "perhaps"}, connect=False)
 
 
@@ -230,39 +231,39 @@ def test_start_wraps_preflight_errors(tmp_path):
 
 
 def _restart(generation=3, name="web"):
-    return rb.Change(
+    return plans.Change(
         operation="patch", kind="Deployment", namespace="shop", name=name,
-        diff=[{"path": "spec.template.metadata.annotations[x]", "from": None, "to": rb.APPLY_TIME}],
-        body={"spec": {"template": {"metadata": {"annotations": {"x": rb.APPLY_TIME}}}}},
+        diff=[{"path": "spec.template.metadata.annotations[x]", "from": None, "to": plans.APPLY_TIME}],
+        body={"spec": {"template": {"metadata": {"annotations": {"x": plans.APPLY_TIME}}}}},
         precondition={"generation": generation},
     )
 
 
 def test_plan_id_is_stable_and_canonical():
-    a = rb.Plan([_restart()])
-    b = rb.Plan([rb.Change.model_validate(json.loads(json.dumps(_restart().model_dump())))])
+    a = plans.Plan([_restart()])
+    b = plans.Plan([plans.Change.model_validate(json.loads(json.dumps(_restart().model_dump())))])
     assert a.id == b.id and len(a.id) == 12
-    assert rb.Plan([_restart(generation=4)]).id != a.id
-    assert rb.Plan([_restart(name="api")]).id != a.id
-    assert rb.Plan([_restart(), _restart(name="api")]).id != rb.Plan([_restart(name="api"), _restart()]).id
-    assert rb.Plan([]).id == rb.Plan([]).id
+    assert plans.Plan([_restart(generation=4)]).id != a.id
+    assert plans.Plan([_restart(name="api")]).id != a.id
+    assert plans.Plan([_restart(), _restart(name="api")]).id != plans.Plan([_restart(name="api"), _restart()]).id
+    assert plans.Plan([]).id == plans.Plan([]).id
 
 
 def test_plan_id_is_pinned():
     """Approvals are given in one process and checked in another, maybe after an upgrade:
     changing the canonical form invalidates them, so it must be a deliberate change."""
-    assert rb.Plan([_restart()]).id == "b3f781879daf"
+    assert plans.Plan([_restart()]).id == "b3f781879daf"
 
 
 def test_change_rules():
-    secret = rb.Change(operation="patch", kind="Secret", namespace="ns", name="s",
+    secret = plans.Change(operation="patch", kind="Secret", namespace="ns", name="s",
                        diff=[{"path": "data.password", "from": "old", "to": "new"}], body={"data": {}})
     assert secret.diff == [{"path": "data.password", "from": "<redacted>", "to": "<redacted>"}]
     with pytest.raises(ValueError, match="kind 'Gadget' is not supported"):
-        rb.Change(operation="delete", kind="Gadget", namespace="ns", name="x")
+        plans.Change(operation="delete", kind="Gadget", namespace="ns", name="x")
     with pytest.raises(ValueError, match="needs a namespace"):
-        rb.Change(operation="delete", kind="Deployment", name="x")
-    assert rb.Change(operation="delete", kind="Node", name="n1").resource == "Node/n1"
+        plans.Change(operation="delete", kind="Deployment", name="x")
+    assert plans.Change(operation="delete", kind="Node", name="n1").resource == "Node/n1"
 
 
 class _NoCalls:
@@ -276,43 +277,47 @@ class _NoCalls:
 
 
 def test_apply_without_approval_changes_nothing(capsys):
-    plan = rb.Plan([_restart()])
-    run = rb.Run("demo", rb.MutatingParams(expected_context="sandbox"), _NoCalls())
+    plan = plans.Plan([_restart()])
+    run = rb.Run("demo", parameters.MutatingParams(expected_context="sandbox"), _NoCalls())
     assert run.apply(plan) == []
-    run = rb.Run("demo", rb.MutatingParams(dry_run=False, expected_context="sandbox"), _NoCalls())
+    run = rb.Run("demo", parameters.MutatingParams(dry_run=False, expected_context="sandbox"), _NoCalls())
     assert run.apply(plan) == []
     assert f"--approve {plan.id}" in capsys.readouterr().out
 
 
 def test_apply_with_a_stale_approval_changes_nothing():
-    plan = rb.Plan([_restart()])
-    params = rb.MutatingParams(dry_run=False, approve_plan="0123456789ab", expected_context="sandbox")
-    with pytest.raises(rb.PlanMismatch, match="0123456789ab.*nothing was applied|Nothing was applied"):
+    plan = plans.Plan([_restart()])
+    params = parameters.MutatingParams(dry_run=False, approve_plan="0123456789ab", expected_context="sandbox")
+    with pytest.raises(errors.PlanMismatch, match="0123456789ab.*nothing was applied|Nothing was applied"):
         rb.Run("demo", params, _NoCalls()).apply(plan)
 
 
 def test_apply_needs_expected_context():
-    plan = rb.Plan([_restart()])
-    params = rb.MutatingParams(dry_run=False, approve_plan=plan.id)
-    with pytest.raises(rb.ApprovalRefused, match="expected_context"):
+    plan = plans.Plan([_restart()])
+    params = parameters.MutatingParams(dry_run=False, approve_plan=plan.id)
+    with pytest.raises(errors.ApprovalRefused, match="expected_context"):
         rb.Run("demo", params, _NoCalls()).apply(plan)
 
 
-def test_exit_2_errors_are_the_invalid_input_family():
-    for name in rb.EXIT_2_ERRORS:
-        assert issubclass(getattr(rb, name), InvalidInput)
+def test_errors_carry_their_exit_code():
+    """Exit 2 for bad input, configuration or approval (nothing changed); 3 for anything else."""
+    for cls in (errors.PreflightFailed, errors.ContextMismatch, errors.PlanInvalid, errors.PlanMismatch,
+                errors.ApprovalRefused, InvalidInput):
+        assert cls.exit_code == 2 and issubclass(cls, InvalidInput)
+    for cls in (errors.RunbookError, errors.ApplyFailed, errors.Unavailable, errors.Forbidden):
+        assert cls.exit_code == 3
 
 
 def test_interactive_approval_is_a_button_naming_the_plan_id(monkeypatch):
     import ipywidgets
 
     shown = []
-    monkeypatch.setattr(rb, "_headless", lambda: False)
-    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(rb, "headless", lambda: False)
+    monkeypatch.setattr(report, "_display", lambda *objs, **kw: shown.extend(objs))
     applied = []
     monkeypatch.setattr(rb.Run, "_apply", lambda self, plan: applied.append(plan.id) or [{}])
-    plan = rb.Plan([_restart()])
-    run = rb.Run("demo", rb.MutatingParams(expected_context="sandbox"), _NoCalls())
+    plan = plans.Plan([_restart()])
+    run = rb.Run("demo", parameters.MutatingParams(expected_context="sandbox"), _NoCalls())
     assert run.apply(plan) == [] and applied == []  # showing the button applies nothing
     (box,) = shown
     button = next(w for w in box.children if isinstance(w, ipywidgets.Button))

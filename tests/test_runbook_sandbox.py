@@ -7,6 +7,7 @@ import json
 import pytest
 
 import runbooks.runbook as rb
+from runbooks import errors, kube, model, parameters, plans
 from runbooks.errors import NotFound
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,54 +28,54 @@ def deployment(namespace: str, name: str = "web") -> dict:
 
 @pytest.fixture
 def web(cluster, namespace):
-    rb.api_request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments",
+    kube.request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments",
                    body=deployment(namespace))
     return namespace
 
 
 def restarted_at(cluster, namespace, name="web"):
-    obj = rb.api_request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
-    return ((obj["spec"]["template"]["metadata"].get("annotations")) or {}).get(rb.RESTARTED_AT)
+    obj = kube.request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return ((obj["spec"]["template"]["metadata"].get("annotations")) or {}).get(plans.RESTARTED_AT)
 
 
 @pytest.fixture(autouse=True)
 def _clean_records():
-    rb.local_records(clear=True)
+    model.local_records(clear=True)
 
 
 def test_preflight_against_the_sandbox(sandbox):
-    params = rb.RunbookParams(kubeconfig=str(sandbox.kubeconfig), expected_context="sandbox")
-    cluster = rb.preflight_kube(params)
+    params = parameters.RunbookParams(kubeconfig=str(sandbox.kubeconfig), expected_context="sandbox")
+    cluster = kube.preflight(params)
     assert cluster.context == "sandbox"
 
 
 def test_plan_is_stable_validated_and_changes_nothing(cluster, web):
-    run = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
-    plan = run.plan(rb.rollout_restart, namespace=web, name="web")
+    run = rb.Run("restart", parameters.MutatingParams(expected_context="sandbox"), cluster)
+    plan = run.plan(plans.rollout_restart, namespace=web, name="web")
     again = plan.recompute(cluster)
     assert plan.validated and len(plan) == 1 and again.id == plan.id
     assert restarted_at(cluster, web) is None  # the server-side dry run changed nothing
     assert run.apply(plan) == []
     assert restarted_at(cluster, web) is None
-    records = rb.fold_records(rb.local_records())
+    records = model.fold_records(model.local_records())
     assert records["plan"]["id"] == plan.id and records["plan"]["applied"] is False
 
 
 def test_plan_for_a_missing_object_is_invalid(cluster, namespace):
-    run = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
-    with pytest.raises(rb.PlanInvalid) as info:
-        run.plan(rb.rollout_restart, namespace=namespace, name="nope")
+    run = rb.Run("restart", parameters.MutatingParams(expected_context="sandbox"), cluster)
+    with pytest.raises(errors.PlanInvalid) as info:
+        run.plan(plans.rollout_restart, namespace=namespace, name="nope")
     assert isinstance(info.value.__cause__, NotFound)
 
 
 def test_approved_plan_applies_once_and_is_audited(cluster, web, tmp_path):
-    dry = rb.Run("restart", rb.MutatingParams(expected_context="sandbox"), cluster)
-    plan_id = dry.plan(rb.rollout_restart, namespace=web, name="web").id
+    dry = rb.Run("restart", parameters.MutatingParams(expected_context="sandbox"), cluster)
+    plan_id = dry.plan(plans.rollout_restart, namespace=web, name="web").id
 
-    params = rb.MutatingParams(expected_context="sandbox", dry_run=False, approve_plan=plan_id,
+    params = parameters.MutatingParams(expected_context="sandbox", dry_run=False, approve_plan=plan_id,
                                run_dir=str(tmp_path / "run1"))
     run = rb.Run("restart", params, cluster)
-    plan = run.plan(rb.rollout_restart, namespace=web, name="web")
+    plan = run.plan(plans.rollout_restart, namespace=web, name="web")
     results = run.apply(plan)
     stamp = restarted_at(cluster, web)
     assert len(results) == 1 and stamp
@@ -89,9 +90,9 @@ def test_approved_plan_applies_once_and_is_audited(cluster, web, tmp_path):
 
     # the same approval again: the object changed (generation), so nothing is applied
     again = rb.Run("restart", params.model_copy(update={"run_dir": str(tmp_path / "run2")}), cluster)
-    replanned = again.plan(rb.rollout_restart, namespace=web, name="web")
+    replanned = again.plan(plans.rollout_restart, namespace=web, name="web")
     assert replanned.id != plan_id
-    with pytest.raises(rb.PlanMismatch):
+    with pytest.raises(errors.PlanMismatch):
         again.apply(replanned)
     assert restarted_at(cluster, web) == stamp
     assert not (tmp_path / "run2" / "audit.jsonl").exists()
@@ -106,7 +107,7 @@ class Ledger:
 
     def send(self, run, change, *, dry_run, now):
         if change.body.get("bad"):
-            raise rb.InvalidInput("the ledger refuses bad entries")
+            raise errors.InvalidInput("the ledger refuses bad entries")
         if dry_run:
             self.dry_runs += 1
             return None
@@ -119,19 +120,19 @@ class Ledger:
 
 def test_changes_to_another_system_go_through_its_target(tmp_path):
     ledger = Ledger()
-    rb.register_target("ledger", ledger)
+    plans.register_target("ledger", ledger)
 
     def builder(_cluster, name, bad=False):
-        return [rb.Change(operation="create", target="ledger", kind="Entry", name=name,
+        return [plans.Change(operation="create", target="ledger", kind="Entry", name=name,
                           body={"value": 1, "bad": bad}, diff=[{"path": "value", "from": None, "to": 1}])]
 
-    run = rb.Run("ledger", rb.MutatingParams(expected_context="x", run_dir=str(tmp_path)), cluster=object())
+    run = rb.Run("ledger", parameters.MutatingParams(expected_context="x", run_dir=str(tmp_path)), cluster=object())
     plan = run.plan(builder, name="e1")
     assert ledger.dry_runs == 1 and ledger.entries == {}
     assert plan.public()["changes"][0]["target"] == "ledger"
-    with pytest.raises(rb.PlanInvalid, match="refuses bad entries"):
+    with pytest.raises(errors.PlanInvalid, match="refuses bad entries"):
         run.plan(builder, name="e2", bad=True)
-    approved = rb.Run("ledger", rb.MutatingParams(expected_context="x", dry_run=False, approve_plan=plan.id,
+    approved = rb.Run("ledger", parameters.MutatingParams(expected_context="x", dry_run=False, approve_plan=plan.id,
                                                   run_dir=str(tmp_path)), cluster=object())
     approved.apply(approved.plan(builder, name="e1"))
     assert set(ledger.entries) == {"e1"}
@@ -140,18 +141,18 @@ def test_changes_to_another_system_go_through_its_target(tmp_path):
 
 
 def test_backups_of_secrets_hold_hashes_not_data(cluster, namespace, tmp_path):
-    rb.api_request(cluster, "POST", f"/api/v1/namespaces/{namespace}/secrets", body={
+    kube.request(cluster, "POST", f"/api/v1/namespaces/{namespace}/secrets", body={
         "metadata": {"name": "creds"}, "stringData": {"password": "hunter2-but-longer"}})
 
     def label(_cluster, ns):
-        return [rb.Change(operation="patch", kind="Secret", namespace=ns, name="creds",
+        return [plans.Change(operation="patch", kind="Secret", namespace=ns, name="creds",
                           body={"metadata": {"labels": {"rotated": "yes"}}},
                           diff=[{"path": "metadata.labels.rotated", "from": None, "to": "yes"}])]
 
     params = dict(expected_context="sandbox", run_dir=str(tmp_path))
-    plan = rb.Run("secret", rb.MutatingParams(**params), cluster).plan(label, ns=namespace)
-    run = rb.Run("secret", rb.MutatingParams(**params, dry_run=False, approve_plan=plan.id), cluster)
+    plan = rb.Run("secret", parameters.MutatingParams(**params), cluster).plan(label, ns=namespace)
+    run = rb.Run("secret", parameters.MutatingParams(**params, dry_run=False, approve_plan=plan.id), cluster)
     run.apply(run.plan(label, ns=namespace))
     backup = (tmp_path / "backups" / f"Secret_{namespace}_creds.json").read_text()
     assert "hunter2" not in backup and "aHVudGVyM" not in backup  # neither plain nor base64
-    assert json.loads(backup)["data"]["password"].startswith("sha256:")
+    assert json.loads(backup)["data"]["password"].startswith("<redacted sha256:")

@@ -49,8 +49,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID
 
-from . import runbook as rb
 from .errors import InvalidInput, Unavailable, cut
+from .kube import condition
+from .model import Finding
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,13 +123,6 @@ def load_chain(pem: bytes | str) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise InvalidInput(f"not a PEM certificate bundle: {e}") from None
-
-
-def _extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> Any:
-    try:
-        return cert.extensions.get_extension_for_oid(oid).value
-    except x509.ExtensionNotFound:
-        return None
 
 
 class _Cert:
@@ -230,10 +224,6 @@ def same_key(cert: x509.Certificate, key: Any) -> bool:
 def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     """Names chain (and key identifiers agree when both are present); no signature check."""
     return _Cert(child).issued_by(_Cert(parent))
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    return _Cert(cert).is_ca
 
 
 @lru_cache(maxsize=1)
@@ -489,16 +479,16 @@ def tls_secret_summary(secret: dict, now: datetime | None = None) -> dict:
 
 
 def expiry_finding(namespace: str, name: str, days_left: float, not_after: datetime, sha256: str,
-                   hosts: list[str], *, warning_days: int, critical_days: int) -> rb.Finding | None:
+                   hosts: list[str], *, warning_days: int, critical_days: int) -> Finding | None:
     """The expiry finding of a TLS Secret (shared with cluster-health): expired, or expiring soon."""
     resource = f"Secret/{namespace}/{name}"
     evidence = {"not_after": not_after.isoformat(), "days_left": days_left, "sha256": sha256, "hosts": hosts}
     if days_left < 0:
-        return rb.Finding(id=f"tls-expired/{namespace}/{name}", severity="critical",
+        return Finding(id=f"tls-expired/{namespace}/{name}", severity="critical",
                           title=f"TLS certificate {namespace}/{name} expired {abs(days_left):.0f} days ago",
                           detail=f"Clients reject {', '.join(hosts)}.", resource=resource, evidence=evidence)
     if days_left < critical_days or days_left < warning_days:
-        return rb.Finding(id=f"tls-expiring/{namespace}/{name}",
+        return Finding(id=f"tls-expiring/{namespace}/{name}",
                           severity="critical" if days_left < critical_days else "warning",
                           title=f"TLS certificate {namespace}/{name} expires in {days_left:.0f} days",
                           resource=resource, evidence=evidence)
@@ -508,10 +498,6 @@ def expiry_finding(namespace: str, name: str, days_left: float, not_after: datet
 # --------------------------------------------------------------------------
 # cert-manager Certificates and Ingresses
 # --------------------------------------------------------------------------
-
-
-def _condition(obj: dict, type_: str) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 @dataclass
@@ -576,7 +562,7 @@ def read_certificate(cert: dict) -> CmCertificate:
         namespace=meta.get("namespace", ""), name=meta["name"], secret_name=spec.get("secretName", ""),
         dns_names=list(spec.get("dnsNames") or []), issuer=f"{ref.get('kind', 'Issuer')}/{ref.get('name', '')}",
         renew_before=spec.get("renewBefore", ""), generation=meta.get("generation"),
-        ready=_condition(cert, "Ready"), issuing=_condition(cert, "Issuing"),
+        ready=condition(cert, "Ready"), issuing=condition(cert, "Issuing"),
         conditions=list(status.get("conditions") or []),
         not_after=parse_time(status.get("notAfter")), renewal_time=parse_time(status.get("renewalTime")),
         revision=int(status.get("revision") or 0), failed_attempts=int(status.get("failedIssuanceAttempts") or 0),
@@ -787,7 +773,7 @@ class Inventory:
         """Short state labels per (namespace, secret name), from the findings."""
         return evaluate(self, **kw)[1]
 
-    def findings(self, **kw: Any) -> list[rb.Finding]:
+    def findings(self, **kw: Any) -> list[Finding]:
         """Every finding (see :func:`evaluate` for the thresholds)."""
         return evaluate(self, **kw)[0]
 
@@ -838,7 +824,7 @@ def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), 
         revision = int(annotations.get("cert-manager.io/certificate-revision") or 0)
         key = (meta.get("namespace", ""), owner)
         if owner and (key not in latest or revision >= latest[key]["revision"]):
-            ready = _condition(r, "Ready")
+            ready = condition(r, "Ready")
             latest[key] = {"name": meta["name"], "revision": revision, "reason": ready.get("reason", ""),
                            "message": ready.get("message", ""), "created": meta.get("creationTimestamp")}
     failing = [ch for ch in challenges if (ch.get("status") or {}).get("state") not in ("valid",)
@@ -879,7 +865,7 @@ def _public_host(host: str, internal_domains: Iterable[str]) -> bool:
 
 def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
              internal_domains: Iterable[str] = (".local", ".internal", ".svc", ".cluster.local", ".localhost"),
-             stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> tuple[list[rb.Finding], dict[tuple[str, str], list[str]]]:
+             stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> tuple[list[Finding], dict[tuple[str, str], list[str]]]:
     """Findings for an inventory, and short state labels per (namespace, secret) for its table.
 
     Args:
@@ -889,11 +875,11 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
         stuck_after_seconds: an Issuing condition True for longer is "stuck".
     """
     now = inv.now
-    findings: list[rb.Finding] = []
+    findings: list[Finding] = []
     labels: dict[tuple[str, str], list[str]] = {}
     internal = list(internal_domains)
 
-    def add(key: tuple[str, str], label: str, finding: rb.Finding) -> None:
+    def add(key: tuple[str, str], label: str, finding: Finding) -> None:
         findings.append(finding)
         labels.setdefault(key, [])
         if label not in labels[key]:
@@ -903,7 +889,7 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
         ns, name = key
         resource = f"Secret/{ns}/{name}"
         if s.error or s.leaf is None:
-            add(key, "unreadable", rb.Finding(id=f"tls-unreadable/{ns}/{name}", severity="warning",
+            add(key, "unreadable", Finding(id=f"tls-unreadable/{ns}/{name}", severity="warning",
                                               title=f"TLS Secret {ns}/{name} cannot be parsed", detail=s.error,
                                               resource=resource))
             continue
@@ -914,35 +900,35 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
         if expiry is not None:
             add(key, "expired" if days < 0 else f"expiring ({days:.0f} d)", expiry)
         if s.key_matches is False:
-            add(key, "key mismatch", rb.Finding(
+            add(key, "key mismatch", Finding(
                 id=f"tls-key-mismatch/{ns}/{name}", severity="critical",
                 title=f"TLS Secret {ns}/{name}: tls.key does not belong to the certificate",
                 detail="The ingress cannot serve this pair; it falls back to its default certificate.",
                 resource=resource, evidence={"sha256": leaf.sha256}))
         if not s.chain_in_order:
-            add(key, "chain out of order", rb.Finding(
+            add(key, "chain out of order", Finding(
                 id=f"tls-chain-order/{ns}/{name}", severity="warning",
                 title=f"TLS Secret {ns}/{name}: certificate chain out of order", detail=s.chain_problem,
                 resource=resource, evidence={"chain": [leaf.subject, *s.intermediates]}))
         elif not s.chain_complete:
-            add(key, "chain incomplete", rb.Finding(
+            add(key, "chain incomplete", Finding(
                 id=f"tls-chain-incomplete/{ns}/{name}", severity="warning",
                 title=f"TLS Secret {ns}/{name}: certificate chain incomplete",
                 detail=f"{s.chain_problem}. Clients without the intermediate cached reject it.",
                 resource=resource, evidence={"chain": [leaf.subject, *s.intermediates]}))
         weak = weak_key(leaf)
         if weak:
-            add(key, "weak key", rb.Finding(id=f"tls-weak-key/{ns}/{name}", severity="warning",
+            add(key, "weak key", Finding(id=f"tls-weak-key/{ns}/{name}", severity="warning",
                                             title=f"TLS certificate {ns}/{name} has a weak key", detail=weak,
                                             resource=resource))
         if leaf.signature_algorithm in WEAK_SIGNATURES:
-            add(key, "weak signature", rb.Finding(
+            add(key, "weak signature", Finding(
                 id=f"tls-weak-signature/{ns}/{name}", severity="warning",
                 title=f"TLS certificate {ns}/{name} is signed with {leaf.signature_algorithm.upper()}",
                 detail="Browsers reject SHA-1 and MD5 signatures; reissue with SHA-256.", resource=resource))
         public = [h for h in s.ingress_hosts if _public_host(h, internal)]
         if leaf.self_signed and public:
-            add(key, "self-signed", rb.Finding(
+            add(key, "self-signed", Finding(
                 id=f"tls-self-signed/{ns}/{name}", severity="warning",
                 title=f"TLS certificate {ns}/{name} is self-signed but serves public hosts",
                 detail=f"Clients that verify certificates reject {', '.join(public)}; a public issuer is "
@@ -953,7 +939,7 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
                 continue
             for host in t.hosts:
                 if not host_covered(host, leaf.dns_names):
-                    add(key, "host not covered", rb.Finding(
+                    add(key, "host not covered", Finding(
                         id=f"tls-host-not-covered/{ns}/{t.ingress}/{host}", severity="critical",
                         title=f"Ingress {ns}/{t.ingress}: {host} is not in the SANs of {name}",
                         detail=f"The certificate covers {', '.join(leaf.dns_names) or 'no DNS name'}; clients "
@@ -965,7 +951,7 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
             served_days = (soonest - now).total_seconds() / 86400 if soonest else None
             severity = "critical" if served_days is not None and served_days < critical_days else "warning"
             when = f"; the served one expires in {served_days:.0f} days" if served_days is not None else ""
-            add(key, "served ≠ stored", rb.Finding(
+            add(key, "served ≠ stored", Finding(
                 id=f"tls-served-mismatch/{ns}/{name}", severity=severity,
                 title=f"{', '.join(sorted(mismatch))} serves another certificate than Secret {ns}/{name}{when}",
                 detail="The ingress controller has not loaded the current Secret (for example after a renewal): "
@@ -994,7 +980,7 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
             why = c.why_failing()
             if secret is None:
                 detail = f"No Secret {c.secret_name} has been issued. " + detail
-            add(skey, label, rb.Finding(
+            add(skey, label, Finding(
                 id=f"certificate-not-ready/{ns}/{name}", severity="critical",
                 title=f"Certificate {ns}/{name} is not Ready: {what}",
                 detail=f"{detail}{' — ' + why if why else ''}", resource=resource, evidence=evidence))
@@ -1002,7 +988,7 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
         if c.renewal_time is not None and c.renewal_time <= now:
             days = secret.leaf.days_left(now) if secret is not None and secret.leaf is not None else None
             severity = "critical" if days is not None and days < critical_days else "warning"
-            add(skey, "renewal overdue", rb.Finding(
+            add(skey, "renewal overdue", Finding(
                 id=f"certificate-renewal-overdue/{ns}/{name}", severity=severity,
                 title=f"Certificate {ns}/{name}: renewal overdue since {c.renewal_time:%Y-%m-%d %H:%M} UTC"
                       + (f" ({days:.0f} days left)" if days is not None else ""),
@@ -1010,19 +996,19 @@ def evaluate(inv: Inventory, *, warning_days: int = 30, critical_days: int = 7,
                 + (f" Failed attempts: {c.failed_attempts}." if c.failed_attempts else ""),
                 resource=resource, evidence=evidence))
         if secret is None:
-            add(skey, "Secret missing", rb.Finding(
+            add(skey, "Secret missing", Finding(
                 id=f"certificate-secret-missing/{ns}/{name}", severity="critical",
                 title=f"Certificate {ns}/{name} is Ready but its Secret {c.secret_name} does not exist",
                 resource=resource, evidence=evidence))
         elif secret.leaf is not None and sorted(secret.leaf.dns_names) != sorted(c.dns_names):
-            add(skey, "SANs differ from Certificate", rb.Finding(
+            add(skey, "SANs differ from Certificate", Finding(
                 id=f"certificate-secret-mismatch/{ns}/{name}", severity="warning",
                 title=f"Secret {ns}/{c.secret_name} does not match Certificate {name}'s dnsNames",
                 detail=f"Secret: {', '.join(secret.leaf.dns_names)}; Certificate: {', '.join(c.dns_names)}.",
                 resource=resource))
     for host, s in sorted(inv.served.items()):
         if s.error:
-            findings.append(rb.Finding(id=f"tls-served-error/{host}", severity="warning",
+            findings.append(Finding(id=f"tls-served-error/{host}", severity="warning",
                                        title=f"No TLS handshake with {host}", detail=s.error,
                                        resource=f"Host/{host}"))
     return findings, labels

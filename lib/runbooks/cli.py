@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from runbooks import __version__
-from runbooks.errors import InvalidInput, RunbookError
+from runbooks.errors import RunbookError
 
 EXIT_INVALID = 2
 
@@ -124,8 +124,6 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
     try:
         prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
                                    approve=approve, fail_on=fail_on, timeout=timeout)
-    except InvalidInput as exc:
-        _fail(str(exc))
     except RunbookError as exc:
         _fail(str(exc))
     result = execute.execute(prepared, output_dir=output_dir, progress=progress,

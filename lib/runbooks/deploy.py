@@ -27,11 +27,11 @@ Design choices:
   never a file; a Secret's diff says only that its data changed; everything
   Helm prints is redacted of the secret values before it is shown or raised;
   :class:`VaultValues` never shows a value in its ``repr``.
-- **Plans reuse** :mod:`runbooks.runbook`: :class:`runbook.Change` and
-  :class:`runbook.Plan` (the plan id), the approval rules of
-  :meth:`runbook.Run.apply`, the audit writer and the records. Applying a Helm
-  release is not a list of API writes, so :func:`apply_release` and
-  :func:`apply_rollback` stand in for ``Run.apply`` (see their docstrings).
+- **Plans reuse** :mod:`runbooks.plans`: :class:`~runbooks.plans.Change` and
+  :class:`~runbooks.plans.Plan` (the plan id) and the run's audit log, with the
+  approval rules of ``runbook.Run.apply``. Applying a Helm release is not a
+  list of API writes, so :func:`apply_release` and :func:`apply_rollback` take
+  its place (see their docstrings).
 - Like every backend module it returns plain data (dataclasses, dicts,
   DataFrames) and never draws; the notebook passes drawing callbacks from
   :mod:`runbooks.report` where a progress display or a button is wanted.
@@ -39,7 +39,6 @@ Design choices:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -62,8 +61,21 @@ import pandas as pd
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from . import runbook as rb
-from .errors import Conflict, InvalidInput, NotFound, RunbookError, Unavailable, cut
+from . import kube
+from .errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PlanInvalid,
+    PreflightFailed,
+    RunbookError,
+    Unavailable,
+    cut,
+)
+from .model import Finding, iso, record, utcnow
+from .parameters import MutatingParams, register
+from .plans import Change, Plan
+from .secrets import REDACTED, redact_text
 
 __all__ = [
     "ApplyResult",
@@ -74,7 +86,6 @@ __all__ = [
     "VaultValues",
     "apply_release",
     "apply_rollback",
-    "check_approval",
     "diagnose",
     "find_helm",
     "plan_release",
@@ -93,8 +104,6 @@ HELM_INSTALL_HINT = (
     "install Helm 4: `conda install -c conda-forge kubernetes-helm` (or your package manager), "
     "or, in this project's virtualenv, `python tools/install_helm.py` (what make and CI do)"
 )
-REDACTED = "[REDACTED]"
-SECRET_DATA = "<redacted>"
 CERTIFICATE_APPEARS = 10.0  # seconds verification waits for cert-manager to create the Certificate
 IGNORED_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid",
                 "selfLink")
@@ -166,8 +175,8 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
     return resources
 
 
-@rb.register(RUNBOOK)
-class ProvisionParams(rb.MutatingParams):
+@register(RUNBOOK)
+class ProvisionParams(MutatingParams):
     """Parameters of notebooks/provision-service.ipynb."""
 
     release: str = Field(default="web", max_length=53)
@@ -285,7 +294,7 @@ def find_helm(binary: str | None = None) -> str:
     """The path of a Helm 4 binary: ``binary``, else next to this Python (the venv), else on PATH.
 
     Raises:
-        rb.PreflightFailed: none found, or it is older than Helm 4, with how to install it (exit 2).
+        PreflightFailed: none found, or it is older than Helm 4, with how to install it (exit 2).
     """
     candidates = [binary] if binary else [str(Path(sys.executable).with_name("helm")), "helm"]
     for candidate in candidates:
@@ -297,25 +306,17 @@ def find_helm(binary: str | None = None) -> str:
             proc = subprocess.run([path, "version", "--template", "{{.Version}}"], capture_output=True,
                                   text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise rb.PreflightFailed(f"{path} does not run ({exc}); {HELM_INSTALL_HINT}") from exc
+            raise PreflightFailed(f"{path} does not run ({exc}); {HELM_INSTALL_HINT}") from exc
         version = proc.stdout.strip()
         m = re.match(r"v?(\d+)\.", version)
         if proc.returncode != 0 or not m:
-            raise rb.PreflightFailed(f"{path} did not report a version ({cut(proc.stderr)}); {HELM_INSTALL_HINT}")
+            raise PreflightFailed(f"{path} did not report a version ({cut(proc.stderr)}); {HELM_INSTALL_HINT}")
         if int(m[1]) < HELM_MIN_MAJOR:
-            raise rb.PreflightFailed(f"{path} is Helm {version}; this runbook needs Helm {HELM_MIN_MAJOR} "
+            raise PreflightFailed(f"{path} is Helm {version}; this runbook needs Helm {HELM_MIN_MAJOR} "
                               f"(server-side apply, --wait=watcher): {HELM_INSTALL_HINT}")
         return path
-    raise rb.PreflightFailed(f"Helm is not installed (no `helm` next to {sys.executable} or on PATH): "
+    raise PreflightFailed(f"Helm is not installed (no `helm` next to {sys.executable} or on PATH): "
                       f"{HELM_INSTALL_HINT}")
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value (and its base64 form) replaced by ``[REDACTED]``."""
-    for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-        text = text.replace(base64.b64encode(value.encode()).decode().rstrip("="), REDACTED)
-    return text
 
 
 class Helm:
@@ -369,8 +370,8 @@ class Helm:
         except subprocess.TimeoutExpired as exc:
             raise HelmFailed(f"helm {args[0]} did not finish within {limit:.0f}s and was stopped") from exc
         out = proc.stdout.decode("utf-8", "replace")
-        out = out if parse else redact(out, self.secrets)
-        err = redact(proc.stderr.decode("utf-8", "replace"), self.secrets)
+        out = out if parse else redact_text(out, self.secrets)
+        err = redact_text(proc.stderr.decode("utf-8", "replace"), self.secrets)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and proc.returncode != 0:
             raise HelmFailed(f"helm {args[0]} failed: {_helm_error(err)}", proc.returncode)
@@ -399,8 +400,8 @@ class Helm:
                 raise HelmFailed(f"helm {args[0]} did not finish within {timeout:.0f}s and was stopped")
         out, err = box.get("out", (b"", b""))
         return subprocess.CompletedProcess(
-            proc.args, proc.returncode, redact(out.decode("utf-8", "replace"), self.secrets),
-            redact(err.decode("utf-8", "replace"), self.secrets))
+            proc.args, proc.returncode, redact_text(out.decode("utf-8", "replace"), self.secrets),
+            redact_text(err.decode("utf-8", "replace"), self.secrets))
 
     # -- read-only commands ------------------------------------------------------
 
@@ -491,7 +492,7 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
         keys: container env var name → key in the vault; empty: every key, as named.
 
     Raises:
-        rb.PreflightFailed: missing file or variable, wrong password, not a mapping, missing keys
+        PreflightFailed: missing file or variable, wrong password, not a mapping, missing keys
             (exit 2: nothing was applied). Messages never contain a value from the vault.
     """
     if not path:
@@ -499,12 +500,12 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
     environ = os.environ if environ is None else environ
     password = environ.get(password_env)
     if not password:
-        raise rb.PreflightFailed(f"environment variable {password_env} (vault_password_env) is not set or "
+        raise PreflightFailed(f"environment variable {password_env} (vault_password_env) is not set or "
                          f"empty: export the vault password there to decrypt {str(path)!r}")
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise rb.PreflightFailed(f"vault file {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise PreflightFailed(f"vault file {str(path)!r} cannot be read: {exc.strerror}") from None
     from ansible.errors import AnsibleError
 
     vault = _vault_lib(password)
@@ -515,24 +516,24 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
         else:
             data = yaml.load(raw, Loader=_vault_loader(vault))  # noqa: S506 - SafeLoader + !vault only
     except AnsibleError:
-        raise rb.PreflightFailed(f"cannot decrypt vault file {str(path)!r} with the password in ${password_env}: "
+        raise PreflightFailed(f"cannot decrypt vault file {str(path)!r} with the password in ${password_env}: "
                          "wrong password, or not an Ansible Vault file") from None
     except (yaml.YAMLError, UnicodeDecodeError):
-        raise rb.PreflightFailed(f"vault file {str(path)!r} does not hold YAML once decrypted") from None
+        raise PreflightFailed(f"vault file {str(path)!r} does not hold YAML once decrypted") from None
     if not isinstance(data, dict):
-        raise rb.PreflightFailed(f"vault file {str(path)!r} must hold a mapping of names to values")
+        raise PreflightFailed(f"vault file {str(path)!r} must hold a mapping of names to values")
     wanted = dict(keys) if keys else {str(k): str(k) for k in data}
     missing = sorted(v for v in wanted.values() if v not in data)
     if missing:
-        raise rb.PreflightFailed(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
+        raise PreflightFailed(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
     bad = sorted(k for k in wanted if not _ENV_NAME.match(k))
     if bad:
-        raise rb.PreflightFailed(f"vault keys {bad} are not environment variable names: map them with vault_keys")
+        raise PreflightFailed(f"vault keys {bad} are not environment variable names: map them with vault_keys")
     values = {}
     for env_name, key in wanted.items():
         value = data[key]
         if isinstance(value, dict | list) or value is None:
-            raise rb.PreflightFailed(f"vault key {key!r} must hold a string or number, not {type(value).__name__}")
+            raise PreflightFailed(f"vault key {key!r} must hold a string or number, not {type(value).__name__}")
         values[env_name] = str(value).lower() if isinstance(value, bool) else str(value)
     return VaultValues(str(path), values)
 
@@ -694,49 +695,6 @@ def objects_table(objects: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Resource:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    def path(self, namespace: str | None, name: str | None = None) -> str:
-        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        ns = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
-        return f"{prefix}{ns}/{self.plural}" + (f"/{name}" if name else "")
-
-
-_DISCOVERY: dict[tuple[int, str], dict[str, Resource]] = {}
-
-
-def resource_for(cluster: Any, api_version: str, kind: str) -> Resource:
-    """Where the API serves ``kind`` of ``api_version`` (discovery, cached per client).
-
-    Also registers the kind in :data:`runbook.KINDS` so that a :class:`runbook.Change` may name it.
-
-    Raises:
-        InvalidInput: the cluster does not serve that kind (e.g. a CRD that is not installed).
-    """
-    key = (id(cluster.api_client), api_version)
-    if key not in _DISCOVERY or kind not in _DISCOVERY[key]:  # unknown kind: a CRD may be new
-        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        try:
-            doc = rb.api_request(cluster, "GET", path)
-        except NotFound:
-            doc = {"resources": []}
-        _DISCOVERY[key] = {
-            r["kind"]: Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
-            for r in doc.get("resources") or [] if "/" not in r["name"]
-        }
-    found = _DISCOVERY[key].get(kind)
-    if found is None:
-        raise InvalidInput(f"the cluster does not serve {kind} in {api_version} (is its CRD installed?)")
-    if kind not in rb.KINDS:  # the registry of kinds a Change may name: add what the chart uses
-        rb.KINDS[kind] = rb.KindInfo(api_version=api_version, plural=found.plural, namespaced=found.namespaced)
-    return found
-
-
 def _ref(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     meta = obj.get("metadata") or {}
     return obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace") or "", meta.get("name", "")
@@ -745,9 +703,9 @@ def _ref(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
 def get_live(cluster: Any, obj: Mapping[str, Any]) -> dict[str, Any] | None:
     """The live object for a manifest object, or None."""
     api_version, kind, ns, name = _ref(obj)
-    res = resource_for(cluster, api_version, kind)
+    res = kube.kind_for(cluster, api_version, kind)
     try:
-        return rb.api_request(cluster, "GET", res.path(ns, name))
+        return kube.request(cluster, "GET", res.path(ns, name))
     except NotFound:
         return None
 
@@ -756,17 +714,17 @@ def dry_run_apply(cluster: Any, obj: Mapping[str, Any], *, force: bool = False) 
     """Server-side apply ``obj`` with ``dryRun=All`` as Helm would (field manager ``helm``).
 
     Raises:
-        rb.PlanInvalid: the server refused it (invalid object, field conflict ...).
+        PlanInvalid: the server refused it (invalid object, field conflict ...).
     """
     api_version, kind, ns, name = _ref(obj)
-    res = resource_for(cluster, api_version, kind)
+    res = kube.kind_for(cluster, api_version, kind)
     query = [("dryRun", "All"), ("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict"),
              ("force", "true" if force else "false")]
     try:
-        return rb.api_request(cluster, "PATCH", res.path(ns, name), query=query, body=dict(obj),
+        return kube.request(cluster, "PATCH", res.path(ns, name), query=query, body=dict(obj),
                               content_type="application/apply-patch+yaml")
     except (InvalidInput, Conflict, NotFound) as exc:
-        raise rb.PlanInvalid(f"the server-side dry run of {kind} {ns + '/' if ns else ''}{name} failed: "
+        raise PlanInvalid(f"the server-side dry run of {kind} {ns + '/' if ns else ''}{name} failed: "
                              f"{exc}") from exc
 
 
@@ -848,35 +806,35 @@ def as_helm_applies(obj: Mapping[str, Any], release: str, namespace: str) -> dic
 
 def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[dict[str, Any]],
                    precondition: dict[str, Any], *, namespace_exists: bool = True,
-                   ) -> tuple[list[rb.Change], list[dict[str, Any]]]:
+                   ) -> tuple[list[Change], list[dict[str, Any]]]:
     """Changes that turn the live objects into ``desired`` (and drop what only ``current`` has).
 
     ``desired`` objects are what Helm sends (see :func:`as_helm_applies`).
     Returns the changes and one status row per object (for :func:`plan_table`).
     """
-    changes: list[rb.Change] = []
+    changes: list[Change] = []
     rows: list[dict[str, Any]] = []
     wanted = {_ref(o) for o in desired}
     for obj in desired:
         api_version, kind, ns, name = _ref(obj)
-        resource_for(cluster, api_version, kind)
+        kube.kind_for(cluster, api_version, kind)
         live = get_live(cluster, obj) if namespace_exists else None
         body = {"sha256": _digest(obj)}  # what is applied, hashed: the plan id follows every value
         if live is None:
             if namespace_exists:
                 dry_run_apply(cluster, obj)  # validates it; answers what would be created
-            changes.append(rb.Change(operation="create", kind=kind, namespace=ns or None, name=name,
+            changes.append(Change(operation="create", kind=kind, namespace=ns or None, name=name,
                                      body=body, precondition=precondition))
             rows.append({"kind": kind, "namespace": ns, "name": name, "action": "create", "changes": ""})
             continue
         result = dry_run_apply(cluster, obj)
         diff = diff_objects(live, result)
         if kind == "Secret" and diff:
-            diff = [{"path": "data", "from": SECRET_DATA, "to": SECRET_DATA}]  # changed-or-not only
+            diff = [{"path": "data", "from": REDACTED, "to": REDACTED}]  # changed-or-not only
         if not diff:
             rows.append({"kind": kind, "namespace": ns, "name": name, "action": "unchanged", "changes": ""})
             continue
-        changes.append(rb.Change(operation="patch", kind=kind, namespace=ns or None, name=name,
+        changes.append(Change(operation="patch", kind=kind, namespace=ns or None, name=name,
                                  diff=diff, body=body, precondition=precondition))
         rows.append({"kind": kind, "namespace": ns, "name": name, "action": "change",
                      "changes": "; ".join(d["path"] for d in diff)})
@@ -885,12 +843,12 @@ def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[di
             continue
         api_version, kind, ns, name = _ref(obj)
         try:
-            resource_for(cluster, api_version, kind)
+            kube.kind_for(cluster, api_version, kind)
         except InvalidInput:
             continue
         if get_live(cluster, obj) is None:
             continue
-        changes.append(rb.Change(operation="delete", kind=kind, namespace=ns or None, name=name,
+        changes.append(Change(operation="delete", kind=kind, namespace=ns or None, name=name,
                                  precondition=precondition))
         rows.append({"kind": kind, "namespace": ns, "name": name, "action": "delete", "changes": ""})
     return changes, rows
@@ -914,14 +872,14 @@ _DETAILS: dict[str, PlanDetail] = {}
 
 def namespace_exists(cluster: Any, name: str) -> bool:
     try:
-        rb.api_request(cluster, "GET", f"/api/v1/namespaces/{name}")
+        kube.request(cluster, "GET", f"/api/v1/namespaces/{name}")
         return True
     except NotFound:
         return False
 
 
 def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
-                    secrets: VaultValues = NO_SECRETS) -> list[rb.Change]:
+                    secrets: VaultValues = NO_SECRETS) -> list[Change]:
     """Plan builder (``builder(cluster, **kwargs)``): the changes ``helm upgrade --install`` would make.
 
     Validates with ``helm upgrade --install --dry-run=server`` (chart, values
@@ -931,14 +889,14 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
     history = helm.history(spec.release, spec.namespace)
     ns_ok = namespace_exists(cluster, spec.namespace)
     if not ns_ok and not spec.create_namespace:
-        raise rb.PlanInvalid(f"namespace {spec.namespace!r} does not exist and create_namespace is False")
+        raise PlanInvalid(f"namespace {spec.namespace!r} does not exist and create_namespace is False")
     args = ["upgrade", "--install", *spec.chart_args(), "--dry-run=server", "-o", "json"]
     if spec.create_namespace:
         args.append("--create-namespace")
     try:
         proc = helm.run(*args, stdin=spec.values_document(secrets), parse=True)
     except HelmFailed as exc:
-        raise rb.PlanInvalid(f"helm upgrade --dry-run=server refused the release: {exc}") from exc
+        raise PlanInvalid(f"helm upgrade --dry-run=server refused the release: {exc}") from exc
     release = json.loads(proc.stdout)
     desired = [as_helm_applies(o, spec.release, spec.namespace)
                for o in parse_manifest(release.get("manifest") or "", spec.namespace)]
@@ -946,7 +904,7 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
     precondition = {"release": spec.release, "revision": _revision(history)}
     changes, rows = object_changes(cluster, desired, current, precondition, namespace_exists=ns_ok)
     if not ns_ok:
-        changes.insert(0, rb.Change(operation="create", kind="Namespace", name=spec.namespace,
+        changes.insert(0, Change(operation="create", kind="Namespace", name=spec.namespace,
                                     body={"sha256": _digest(spec.namespace)}, precondition=precondition))
         rows.insert(0, {"kind": "Namespace", "namespace": "", "name": spec.namespace, "action": "create",
                         "changes": "helm --create-namespace"})
@@ -958,30 +916,30 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
                         history[-1]["status"] if history else "not installed",
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         validation)
-    _DETAILS[rb.Plan(changes).id] = detail
+    _DETAILS[Plan(changes).id] = detail
     return changes
 
 
-def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues = NO_SECRETS) -> rb.Plan:
+def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues = NO_SECRETS) -> Plan:
     """The validated plan of installing or upgrading the release, recorded for summary.json.
 
-    Display it with ``report.show_plan(plan, deploy.approval_hint(run, plan))``
+    Display it with ``report.show_plan(plan, run.approval_hint(plan))``
     and :func:`plan_table`.
 
     Raises:
-        rb.PlanInvalid: Helm or the server refused it; nothing was changed (exit 2).
+        PlanInvalid: Helm or the server refused it; nothing was changed (exit 2).
     """
-    plan = rb.Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
+    plan = Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
                    {"helm": helm, "spec": spec, "secrets": secrets})
     detail = _DETAILS.get(plan.id)
     plan.validated = True
     plan.validation = list(detail.validation if detail else [])
     run.last_plan = plan
-    rb.record("plan", plan.public(applied=False))
+    record("plan", plan.public(applied=False))
     return plan
 
 
-def plan_table(plan: rb.Plan) -> pd.DataFrame:
+def plan_table(plan: Plan) -> pd.DataFrame:
     """Every object the plan looked at: create / change (which fields) / unchanged / delete."""
     detail = _DETAILS.get(plan.id)
     if detail is None:
@@ -989,20 +947,9 @@ def plan_table(plan: rb.Plan) -> pd.DataFrame:
     return detail.objects
 
 
-def plan_detail(plan: rb.Plan) -> PlanDetail | None:
+def plan_detail(plan: Plan) -> PlanDetail | None:
     """Release, revision and validation behind a plan computed in this process."""
     return _DETAILS.get(plan.id)
-
-
-def approval_hint(run: Any, plan: rb.Plan, what: str = "this plan") -> str:
-    """The line under a plan: nothing to do, the approved id, or how to approve it."""
-    if not plan.changes:
-        return "Nothing to change."
-    approve = getattr(run.params, "approve_plan", None)
-    if approve == plan.id:
-        return f"Approved plan id: {plan.id}."
-    return (f"Dry run: nothing was changed. To apply {what} headless: "
-            f"runbooks run {run.runbook} --env ENV --approve {plan.id}")
 
 
 def last_good_revision(history: list[dict[str, Any]]) -> int | None:
@@ -1015,7 +962,7 @@ def last_good_revision(history: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> list[rb.Change]:
+def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> list[Change]:
     """Plan builder: the changes ``helm rollback RELEASE <to>`` would make (diff against that manifest)."""
     history = helm.history(spec.release, spec.namespace)
     target = [as_helm_applies(o, spec.release, spec.namespace)
@@ -1027,11 +974,11 @@ def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> li
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         [f"server-side apply dry run of revision {to}'s manifest: every object accepted"],
                         target_revision=to)
-    _DETAILS[rb.Plan(changes).id] = detail
+    _DETAILS[Plan(changes).id] = detail
     return changes
 
 
-def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = False) -> rb.Plan | None:
+def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = False) -> Plan | None:
     """The rollback plan when the release needs one: its latest revision failed or its rollout is stuck.
 
     With ``force`` a plan is made whenever a good earlier revision exists.
@@ -1047,7 +994,7 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
     to = last_good_revision(history)
     if to is None:
         return None
-    plan = rb.Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
+    plan = Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
                    {"helm": helm, "spec": spec, "to": to})
     if not plan.changes:
         return None  # the live objects are revision `to` already
@@ -1061,7 +1008,7 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
 # --------------------------------------------------------------------------
 
 
-def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[rb.Finding]:
+def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[Finding]:
     """Cluster-side checks before anything is planned; a blocking problem raises.
 
     Namespace exists or will be created, the host is not another Ingress's,
@@ -1069,16 +1016,16 @@ def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[rb.Fi
     readable (checked by :func:`read_vault`).
 
     Raises:
-        rb.PreflightFailed: naming every blocking problem (exit 2, nothing changed).
+        PreflightFailed: naming every blocking problem (exit 2, nothing changed).
     """
     problems: list[str] = []
-    findings: list[rb.Finding] = []
+    findings: list[Finding] = []
     resource = f"Release/{spec.namespace}/{spec.release}"
     if namespace_exists(cluster, spec.namespace):
-        findings.append(rb.Finding(id=f"preflight/namespace/{spec.namespace}", severity="ok",
+        findings.append(Finding(id=f"preflight/namespace/{spec.namespace}", severity="ok",
                                    title=f"namespace {spec.namespace} exists", resource=resource))
     elif spec.create_namespace:
-        findings.append(rb.Finding(id=f"preflight/namespace/{spec.namespace}", severity="info",
+        findings.append(Finding(id=f"preflight/namespace/{spec.namespace}", severity="info",
                                    title=f"namespace {spec.namespace} will be created", resource=resource))
     else:
         problems.append(f"namespace {spec.namespace!r} does not exist (set create_namespace=True to create it)")
@@ -1093,8 +1040,8 @@ def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[rb.Fi
     issuer = p.cluster_issuer
     if issuer:
         try:
-            rb.api_request(cluster, "GET", f"/apis/cert-manager.io/v1/clusterissuers/{issuer}")
-            findings.append(rb.Finding(id=f"preflight/issuer/{issuer}", severity="ok",
+            kube.request(cluster, "GET", f"/apis/cert-manager.io/v1/clusterissuers/{issuer}")
+            findings.append(Finding(id=f"preflight/issuer/{issuer}", severity="ok",
                                        title=f"ClusterIssuer {issuer} exists", resource=f"ClusterIssuer/{issuer}"))
         except NotFound:
             names = [i["metadata"]["name"] for i in _list(cluster, "/apis/cert-manager.io/v1/clusterissuers")]
@@ -1109,7 +1056,7 @@ def preflight(cluster: Any, helm: Helm, spec: ReleaseSpec, p: Any) -> list[rb.Fi
     if p.vault_file and not Path(p.vault_file).is_file():
         problems.append(f"vault file {p.vault_file!r} does not exist")
     if problems:
-        raise rb.PreflightFailed("preflight of provision-service: " + "; ".join(problems))
+        raise PreflightFailed("preflight of provision-service: " + "; ".join(problems))
     return findings
 
 
@@ -1134,7 +1081,7 @@ def check_chart(helm: Helm, spec: ReleaseSpec) -> str | None:
 
 def _list(cluster: Any, path: str) -> list[dict[str, Any]]:
     try:
-        return (rb.api_request(cluster, "GET", path) or {}).get("items") or []
+        return (kube.request(cluster, "GET", path) or {}).get("items") or []
     except NotFound:
         return []
 
@@ -1161,79 +1108,46 @@ class ApplyResult:
 NOT_APPLIED = ApplyResult(applied=False, ok=True)
 
 
-def check_approval(run: Any, *plans: rb.Plan | None) -> None:
-    """Refuse an approval that names none of these plans: nothing was applied (exit 2).
-
-    Raises:
-        rb.PlanMismatch: ``approve_plan`` is set and matches no plan computed now.
-    """
-    approve = getattr(run.params, "approve_plan", None)
-    ids = [p.id for p in plans if p is not None]
-    if approve and approve not in ids:
-        raise rb.PlanMismatch(
-            f"approved plan {approve} does not match the plan(s) computed now ({', '.join(ids) or 'none'}): "
-            "the cluster or the parameters changed since it was approved. Nothing was applied; review "
-            "the new plan and approve its id")
-
-
-def _guard(run: Any, plan: rb.Plan) -> rb.Plan:
-    if not getattr(run.params, "expected_context", None):
-        raise rb.ApprovalRefused(
-            "applying a plan needs expected_context (parameters/<env>/env.yaml) so that changes never "
-            "reach a cluster by accident; nothing was applied")
-    fresh = plan.recompute(run.cluster)
-    if fresh.id != plan.id:
-        raise rb.PlanMismatch(f"plan {plan.id} changed to {fresh.id} just before applying: nothing was applied")
-    fresh.validated, fresh.validation = plan.validated, plan.validation
-    return fresh
-
-
-def _audit(run: Any, plan: rb.Plan, result: str) -> None:
-    now = rb._iso(rb._utcnow())
+def _audit(run: Any, plan: Plan, result: str) -> None:
+    now = iso(utcnow())
+    audit = run.audit_log()
     for change in plan.changes:
-        rb.record("change", run._audit(plan.id, change, result, now))
+        audit.write(plan.id, change, result, now)
 
 
-def apply_release(run: Any, plan: rb.Plan, helm: Helm, spec: ReleaseSpec,
-                  secrets: VaultValues = NO_SECRETS, *, progress: Callable[[dict[str, Any]], None] | None = None,
-                  confirm: Callable[[rb.Plan, Callable[[], Any]], None] | None = None) -> ApplyResult:
+def apply_release(run: Any, plan: Plan, helm: Helm, spec: ReleaseSpec,
+                  secrets: VaultValues = NO_SECRETS, *,
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> ApplyResult:
     """``helm upgrade --install --wait`` the release if, and only if, its plan is approved.
 
-    Stands in for :meth:`runbook.Run.apply` with the same rules: applies when
-    ``approve_plan`` equals the plan id (headless ``--approve``), or when the
-    person clicks ``confirm``'s button (interactive, ``dry_run=True``);
-    refuses without ``expected_context``; recomputes the plan first and
-    applies nothing when its id changed. Every change is audited with the
-    result. Previous objects need no backup: the release history keeps every
-    revision (``helm rollback``).
+    The run's approval rules decide, as for any plan (``Run.approved``,
+    ``Run.offer``'s button in an interactive dry run, ``Run.guard``: the
+    ``expected_context`` guard and the recomputed id); only the applying is
+    Helm's. Every change is audited with the result. Previous objects need no
+    backup: the release history keeps every revision (``helm rollback``).
 
     Args:
         progress: called about every second during the rollout with :func:`rollout_status`.
-        confirm: interactive only: ``confirm(plan, apply)`` shows a button that calls ``apply()``.
 
     Returns:
         what happened; ``ok=False`` when the rollout failed (diagnose, then offer the rollback).
     """
-    approve = getattr(run.params, "approve_plan", None)
-    if not plan.changes:
-        return NOT_APPLIED
-    if approve != plan.id:
-        if not approve and getattr(run.params, "dry_run", True) and not rb._headless() and confirm:
-            confirm(plan, lambda: _upgrade(run, plan, helm, spec, secrets, progress))
-        return NOT_APPLIED
-    return _upgrade(run, plan, helm, spec, secrets, progress)
+    if run.approved(plan):
+        return _upgrade(run, plan, helm, spec, secrets, progress)
+    run.offer(plan, lambda: _upgrade(run, plan, helm, spec, secrets, progress))
+    return NOT_APPLIED
 
 
-def _upgrade(run: Any, plan: rb.Plan, helm: Helm, spec: ReleaseSpec, secrets: VaultValues,
+def _upgrade(run: Any, plan: Plan, helm: Helm, spec: ReleaseSpec, secrets: VaultValues,
              progress: Callable[[dict[str, Any]], None] | None) -> ApplyResult:
-    fresh = _guard(run, plan)
+    fresh = run.guard(plan)
     args = ["upgrade", "--install", *spec.chart_args(), "--wait=watcher", "--timeout", f"{spec.timeout}s",
             "--description", f"kube-runbooks {run.runbook} plan {plan.id}", "-o", "json"]
     if spec.create_namespace:
         args.append("--create-namespace")
     result = _watch(run, helm, spec, args, spec.values_document(secrets), progress, "upgrade")
     _audit(run, fresh, "applied" if result.ok else f"applied; rollout failed: {cut(result.message)}")
-    rb.record("plan", fresh.public(applied=True))
+    record("plan", fresh.public(applied=True))
     return result
 
 
@@ -1263,7 +1177,7 @@ def _watch(run: Any, helm: Helm, spec: ReleaseSpec, args: list[str], stdin: byte
                        message="" if ok else _helm_error(proc.stderr))
 
 
-def apply_rollback(run: Any, plan: rb.Plan | None, helm: Helm, spec: ReleaseSpec, *, auto: bool = False,
+def apply_rollback(run: Any, plan: Plan | None, helm: Helm, spec: ReleaseSpec, *, auto: bool = False,
                    after: ApplyResult = NOT_APPLIED,
                    progress: Callable[[dict[str, Any]], None] | None = None) -> ApplyResult:
     """``helm rollback`` to the plan's revision when the rollback plan is approved.
@@ -1275,17 +1189,16 @@ def apply_rollback(run: Any, plan: rb.Plan | None, helm: Helm, spec: ReleaseSpec
     """
     if plan is None:
         return NOT_APPLIED
-    approve = getattr(run.params, "approve_plan", None)
     automatic = auto and after.applied and not after.ok
-    if approve != plan.id and not automatic:
+    if not run.approved(plan) and not automatic:
         return NOT_APPLIED
-    fresh = _guard(run, plan)
+    fresh = run.guard(plan)
     to = fresh.kwargs["to"]
     args = ["rollback", spec.release, str(to), "--namespace", spec.namespace, "--wait=watcher",
             "--timeout", f"{spec.timeout}s"]
     result = _watch(run, helm, spec, args, None, progress, f"rollback to {to}")
     _audit(run, fresh, "applied" if result.ok else f"rollback failed: {cut(result.message)}")
-    rb.record("plan", fresh.public(applied=True))
+    record("plan", fresh.public(applied=True))
     return result
 
 
@@ -1304,13 +1217,9 @@ def _list_selected(cluster: Any, path: str, selector: str = "", fields: str = ""
     if fields:
         query.append(("fieldSelector", fields))
     try:
-        return (rb.api_request(cluster, "GET", path, query=query) or {}).get("items") or []
+        return (kube.request(cluster, "GET", path, query=query) or {}).get("items") or []
     except NotFound:
         return []
-
-
-def _cond(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 def rollout_status(cluster: Any, spec: ReleaseSpec) -> dict[str, Any]:
@@ -1325,7 +1234,7 @@ def rollout_status(cluster: Any, spec: ReleaseSpec) -> dict[str, Any]:
         updated += st.get("updatedReplicas", 0)
         ready += st.get("readyReplicas", 0)
         available += st.get("availableReplicas", 0)
-        progressing = _cond(d, "Progressing")
+        progressing = kube.condition(d, "Progressing")
         reasons.append(progressing.get("reason", ""))
         complete &= (st.get("observedGeneration", 0) >= d["metadata"].get("generation", 0)
                      and st.get("updatedReplicas", 0) == want and st.get("availableReplicas", 0) >= want
@@ -1334,7 +1243,7 @@ def rollout_status(cluster: Any, spec: ReleaseSpec) -> dict[str, Any]:
             "available": available, "complete": complete, "reason": ", ".join(r for r in reasons if r)}
 
 
-def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tuple[pd.DataFrame, list[rb.Finding]]:
+def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tuple[pd.DataFrame, list[Finding]]:
     """Pods of the release that are not ready: container, reason, restarts, message and their events.
 
     Returns a table (one row per unhealthy container) and one critical finding per stuck pod.
@@ -1369,7 +1278,7 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
                           "last_exit": None, "last_termination": "", "message": ""}]:
             rows.append({"pod": meta["name"], **b, "events": " | ".join(lines)})
         reasons = sorted({b["reason"] for b in bad}) or [status.get("phase", "Pending")]
-        findings.append(rb.Finding(
+        findings.append(Finding(
             id=f"stuck-pod/{spec.namespace}/{meta['name']}", severity="critical",
             title=f"pod {meta['name']} is not ready: {', '.join(reasons)}",
             detail="; ".join(lines[-3:]) or "no events", resource=f"Pod/{spec.namespace}/{meta['name']}",
@@ -1379,7 +1288,7 @@ def diagnose(cluster: Any, spec: ReleaseSpec, *, events_per_pod: int = 5) -> tup
 
 
 def rollback_after(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult,
-                   before: rb.Plan | None) -> rb.Plan | None:
+                   before: Plan | None) -> Plan | None:
     """The rollback plan to offer now: computed again when this run's upgrade failed, none when it
     succeeded (the release is healthy at a new revision), else ``before``."""
     if result.applied:
@@ -1388,7 +1297,7 @@ def rollback_after(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult,
 
 
 def outcome_findings(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResult, rolled: ApplyResult,
-                     rollback: rb.Plan | None, stuck: Sequence[rb.Finding] = ()) -> list[rb.Finding]:
+                     rollback: Plan | None, stuck: Sequence[Finding] = ()) -> list[Finding]:
     """Findings for what happened to the release in this run (the last record of an id wins).
 
     - ``rollout/…``: this run's upgrade completed (ok) or failed (critical, even if rolled back:
@@ -1399,19 +1308,19 @@ def outcome_findings(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResul
     - ``stuck`` pods from :func:`diagnose`, kept critical unless a rollback then succeeded.
     """
     res = f"Release/{spec.namespace}/{spec.release}"
-    out: list[rb.Finding] = []
+    out: list[Finding] = []
     if result.applied:
         if result.ok:
-            out.append(rb.Finding(id=f"rollout/{spec.namespace}/{spec.release}", severity="ok",
+            out.append(Finding(id=f"rollout/{spec.namespace}/{spec.release}", severity="ok",
                                   title=f"release {spec.release} revision {result.revision} rolled out in "
                                   f"{result.seconds:.0f}s", resource=res, evidence=result.rollout))
         else:
-            out.append(rb.Finding(
+            out.append(Finding(
                 id=f"rollout/{spec.namespace}/{spec.release}", severity="critical",
                 title=f"the rollout of release {spec.release} revision {result.revision} failed within "
                 f"{spec.timeout}s", detail=result.message, resource=res, evidence=result.rollout))
     if rolled.applied:
-        out.append(rb.Finding(
+        out.append(Finding(
             id=f"rollback/{spec.namespace}/{spec.release}", severity="ok" if rolled.ok else "critical",
             title=f"{rolled.action}: release {spec.release} is at revision {rolled.revision} "
             f"({rolled.status})" + ("" if rolled.ok else f": {rolled.message}"), resource=res,
@@ -1419,7 +1328,7 @@ def outcome_findings(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResul
     elif rollback is not None:
         detail = plan_detail(rollback)
         to = detail.target_revision if detail else rollback.kwargs.get("to")
-        out.append(rb.Finding(
+        out.append(Finding(
             id=f"rollback/{spec.namespace}/{spec.release}", severity="warning",
             title=f"rollback plan {rollback.id} restores revision {to} of release {spec.release}",
             detail=f"approve it: runbooks run {run.runbook} --env ENV --approve {rollback.id} "
@@ -1430,7 +1339,7 @@ def outcome_findings(run: Any, helm: Helm, spec: ReleaseSpec, result: ApplyResul
     if history:
         last = history[-1]
         bad = last.get("status") not in ("deployed", "superseded")
-        out.append(rb.Finding(
+        out.append(Finding(
             id=f"release-status/{spec.namespace}/{spec.release}", severity="critical" if bad else "ok",
             title=f"release {spec.release} revision {last.get('revision')} is {last.get('status')}",
             detail=cut(last.get("description", ""), 300), resource=res))
@@ -1510,7 +1419,7 @@ def _peer(sock: ssl.SSLSocket) -> dict[str, Any]:
 def ingress_address(cluster: Any, spec: ReleaseSpec) -> str | None:
     """``https://ADDRESS[:PORT]`` from the Ingress's load balancer status, if it has one."""
     try:
-        ing = rb.api_request(cluster, "GET",
+        ing = kube.request(cluster, "GET",
                              f"/apis/networking.k8s.io/v1/namespaces/{spec.namespace}/ingresses/{spec.release}")
     except NotFound:
         return None
@@ -1528,7 +1437,7 @@ def ingress_address(cluster: Any, spec: ReleaseSpec) -> str | None:
 
 def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | None = None,
            ca_file: str | None = None, timeout: float = 60.0, path: str = "/",
-           ) -> tuple[pd.DataFrame, list[rb.Finding]]:
+           ) -> tuple[pd.DataFrame, list[Finding]]:
     """Prove the service works: Deployment available, Service endpoints ready, a request through the
     ingress answered, and (where cert-manager runs) the host's certificate issued and served.
 
@@ -1538,12 +1447,12 @@ def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | No
     deadline = time.monotonic() + timeout
     res = f"Release/{spec.namespace}/{spec.release}"
     rows: list[dict[str, Any]] = []
-    findings: list[rb.Finding] = []
+    findings: list[Finding] = []
 
     def add(check: str, severity: str, title: str, detail: str = "", evidence: Any = None) -> None:
         rows.append({"check": check, "result": "passed" if severity == "ok" else
                      ("not checked" if severity == "info" else "FAILED"), "detail": title})
-        findings.append(rb.Finding(id=f"verify/{check}/{spec.namespace}/{spec.release}", severity=severity,
+        findings.append(Finding(id=f"verify/{check}/{spec.namespace}/{spec.release}", severity=severity,
                                    title=title, detail=detail, resource=res, evidence=evidence))
 
     if not helm.history(spec.release, spec.namespace):
@@ -1560,7 +1469,7 @@ def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | No
 
     def endpoints() -> int:
         try:
-            ep = rb.api_request(cluster, "GET", f"/api/v1/namespaces/{spec.namespace}/endpoints/{spec.release}")
+            ep = kube.request(cluster, "GET", f"/api/v1/namespaces/{spec.namespace}/endpoints/{spec.release}")
         except NotFound:
             return 0
         return sum(len(s.get("addresses") or []) for s in ep.get("subsets") or [])
@@ -1599,10 +1508,10 @@ def _verify_certificate(cluster: Any, spec: ReleaseSpec, probe: Probe | None, de
 
     def ready() -> dict[str, Any] | None:
         try:
-            cert = rb.api_request(cluster, "GET", path)
+            cert = kube.request(cluster, "GET", path)
         except (NotFound, InvalidInput, Unavailable):
             return None
-        return cert if _cond(cert, "Ready").get("status") == "True" else {"pending": cert}
+        return cert if kube.condition(cert, "Ready").get("status") == "True" else {"pending": cert}
 
     # ingress-shim creates the Certificate within seconds of the Ingress: wait briefly for it to
     # appear (it never will without cert-manager), then up to the deadline for it to be issued
@@ -1614,7 +1523,7 @@ def _verify_certificate(cluster: Any, spec: ReleaseSpec, probe: Probe | None, de
             "(cert-manager is not running here, or has not seen the Ingress)")
         return
     if "pending" in cert:
-        why = _cond(cert["pending"], "Ready").get("message", "not Ready")
+        why = kube.condition(cert["pending"], "Ready").get("message", "not Ready")
         add("certificate", "critical", f"Certificate {spec.tls_secret} is not issued: {cut(why, 200)}")
         return
     served = (probe.certificate if probe else {}) or {}

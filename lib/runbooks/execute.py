@@ -20,7 +20,7 @@ pitfalls for scheduled use, which this module closes once for every runbook:
 The steps: :func:`prepare` (project, env, merged and validated parameters,
 Kubernetes preflight) → :func:`execute` (papermill with a progress bar into a
 run directory ``outputs/<env>/<runbook>/<UTC timestamp>/``) → records read
-back from the executed notebook (:func:`runbooks.runbook.read_records`) →
+back from the executed notebook (:func:`runbooks.model.read_records`) →
 ``summary.json``, secret scan, ``report.html``, ``outputs/index.html``.
 
 Exit codes: 0 no finding at or above ``--fail-on``; 1 findings at or above it;
@@ -47,11 +47,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from runbooks import runbook as rb
+from runbooks import kube, model
 from runbooks import secrets as sec
-from runbooks.errors import InvalidInput, RunbookError, cut
+from runbooks.errors import (
+    EXIT_FAILED,
+    EXIT_FINDINGS,
+    EXIT_INVALID,
+    EXIT_OK,
+    InvalidInput,
+    RunbookError,
+    cut,
+)
+from runbooks.parameters import ParamsBase, params_model, validate_params
 
-EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_FAILED = 0, 1, 2, 3
 DEFAULT_CELL_TIMEOUT = 600
 KERNEL_START_TIMEOUT = 60
 WATCHDOG_GRACE = 30
@@ -309,10 +317,10 @@ class Prepared:
     runbook: str
     notebook: Path
     env: str
-    model: type[rb.ParamsBase]
+    model: type[ParamsBase]
     declared: list[str]
     given: dict[str, Any]
-    validated: rb.ParamsBase
+    validated: ParamsBase
     cluster: Any = None
     fail_on: str = "critical"
     timeout: int = DEFAULT_CELL_TIMEOUT
@@ -348,7 +356,7 @@ def prepare(
     env_cfg = project.load_env(env)
     inspected = notebook_parameters(notebook)
     declared = [p.name for p in inspected]
-    model = rb.params_model(runbook, inspected)
+    model = params_model(runbook, inspected)
 
     given: dict[str, Any] = {}
     for key, value in env_cfg.connections().items():
@@ -386,22 +394,22 @@ def prepare(
 
     _refuse_known_secret_values(given)
     problems = [
-        k for k in given if k not in declared and not rb.is_secret_name(k)
+        k for k in given if k not in declared and not sec.is_secret_name(k)
     ]
     if problems:
         raise InvalidInput(
             "; ".join(
-                f"unknown parameter {k!r} (value {rb.shown(given[k])}) for runbook {runbook!r}; "
+                f"unknown parameter {k!r} (value {sec.shown(given[k])}) for runbook {runbook!r}; "
                 f"known parameters: {', '.join(declared) or 'none'}"
                 for k in problems
             )
         )
-    validated = rb.validate_params(model, given)
+    validated = validate_params(model, given)
 
     cluster = None
     if check_cluster and ("kubeconfig" in declared or "kube_context" in declared):
         try:
-            cluster = rb.preflight_kube(validated)
+            cluster = kube.preflight(validated)
         except RunbookError as exc:
             raise InvalidInput(f"preflight for env {env!r}: {exc}") from exc
     return Prepared(
@@ -434,17 +442,9 @@ def _refuse_known_secret_values(given: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------
 
 
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
-
-
-def _iso(ts: _dt.datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def new_run_dir(outputs: Path, env: str, runbook: str, now: _dt.datetime | None = None) -> Path:
     """``outputs/<env>/<runbook>/<UTC timestamp>/``, created (``-2``, ``-3`` ... on collision)."""
-    stamp = (now or _utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or model.utcnow()).strftime("%Y%m%dT%H%M%SZ")
     base = outputs / env / runbook
     base.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
@@ -622,7 +622,8 @@ def _classify(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) ->
     if outcome.kind == "run-timeout":
         return Outcome("run-timeout", f"the run exceeded its overall limit of {deadline:.0f} s "
                        f"and was stopped at cell {running}", running)
-    if outcome.kind == "cell-error" and outcome.ename in rb.EXIT_2_ERRORS:
+    error = model.read_records(nb).get("error") if nb is not None else None
+    if outcome.kind == "cell-error" and (error or {}).get("exit_code") == EXIT_INVALID:
         return Outcome("rejected", outcome.message, outcome.cell_index, outcome.ename)
     return outcome
 
@@ -637,8 +638,8 @@ EXIT_BY_KIND = {
 
 def exit_code_for(findings: Iterable[Mapping[str, Any]], fail_on: str) -> int:
     """1 if any finding is at or above ``fail_on`` (``ok`` findings never count), else 0."""
-    threshold = rb.SEVERITIES.index(fail_on)
-    worst = max((rb.SEVERITIES.index(f.get("severity", "ok")) for f in findings), default=0)
+    threshold = model.SEVERITIES.index(fail_on)
+    worst = max((model.SEVERITIES.index(f.get("severity", "ok")) for f in findings), default=0)
     return EXIT_FINDINGS if worst >= threshold and worst > 0 else EXIT_OK
 
 
@@ -666,7 +667,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """summary.json (before the secret scan decides about the report)."""
     findings = list(records.get("findings") or [])
-    counts = {s: 0 for s in rb.SEVERITIES}
+    counts = {s: 0 for s in model.SEVERITIES}
     for f in findings:
         counts[f.get("severity", "ok")] = counts.get(f.get("severity", "ok"), 0) + 1
     code = EXIT_BY_KIND.get(outcome.kind, EXIT_FAILED)
@@ -683,8 +684,8 @@ def build_summary(
         "runbook": runbook,
         "env": env,
         "run_id": run_id,
-        "start": _iso(start),
-        "end": _iso(end),
+        "start": model.iso(start),
+        "end": model.iso(end),
         "duration_s": round((end - start).total_seconds(), 1),
         "status": status_for(code, outcome.kind),
         "exit_code": code,
@@ -767,10 +768,10 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
                      report_path if html_text is not None else None)
 
 
-def redacted_parameters(validated: rb.ParamsBase, secrets: list[sec.Secret]) -> dict[str, Any]:
+def redacted_parameters(validated: ParamsBase, secrets: list[sec.Secret]) -> dict[str, Any]:
     """Every effective parameter value, with secret-looking names and known secrets masked."""
     values = validated.model_dump(mode="json")
-    values = {k: ("<redacted>" if rb.is_secret_name(k) else v) for k, v in values.items()}
+    values = {k: (sec.REDACTED if sec.is_secret_name(k) else v) for k, v in values.items()}
     return sec.redact(values, secrets)
 
 
@@ -787,7 +788,7 @@ def execute(
     result says what happened (0/1/2/3).
     """
     outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
-    start = _utcnow()
+    start = model.utcnow()
     run_dir = new_run_dir(outputs, prepared.env, prepared.runbook, start)
     run_id = run_dir.name
     parameters = dict(prepared.validated.model_dump(mode="json", include=set(prepared.given)))
@@ -804,9 +805,9 @@ def execute(
     redacted = redacted_parameters(effective, secrets)
 
     def summary_for(outcome: Outcome, nb: Any) -> dict[str, Any]:
-        records = rb.read_records(nb) if nb is not None else rb.fold_records([])
+        records = model.read_records(nb) if nb is not None else model.fold_records([])
         return build_summary(
-            runbook=prepared.runbook, env=prepared.env, run_id=run_id, start=start, end=_utcnow(),
+            runbook=prepared.runbook, env=prepared.env, run_id=run_id, start=start, end=model.utcnow(),
             parameters=redacted, records=records, outcome=outcome, fail_on=prepared.fail_on,
             notebook_name=output.name, cluster=prepared.cluster,
         )
@@ -918,7 +919,7 @@ def format_summary(result: RunResult, limit: int = 15) -> str:
     counts = s.get("counts") or {}
     lines = [
         f"{s['runbook']} on {s['env']}: {s['status']} (exit {s['exit_code']}) in {s.get('duration_s')} s",
-        "findings: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in reversed(rb.SEVERITIES)),
+        "findings: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in reversed(model.SEVERITIES)),
     ]
     for f in (s.get("findings") or [])[:limit]:
         if f.get("severity") == "ok":

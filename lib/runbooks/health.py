@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from . import certs, kube
-from .runbook import Finding
+from .model import Finding
 
 CRASH_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                  "InvalidImageName", "RunContainerError")
@@ -35,17 +35,13 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _cond(obj: dict, type_: str) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
-
-
 def check_nodes(nodes: Iterable[dict]) -> Check:
     rows, findings = [], []
     for n in nodes:
         name = n["metadata"]["name"]
-        ready = _cond(n, "Ready").get("status") == "True"
+        ready = kube.condition(n, "Ready").get("status") == "True"
         pressure = [t for t in ("MemoryPressure", "DiskPressure", "PIDPressure")
-                    if _cond(n, t).get("status") == "True"]
+                    if kube.condition(n, t).get("status") == "True"]
         cordoned = bool((n.get("spec") or {}).get("unschedulable"))
         info = (n.get("status") or {}).get("nodeInfo") or {}
         rows.append({"node": name, "ready": ready, "pressure": ", ".join(pressure), "cordoned": cordoned,
@@ -53,7 +49,7 @@ def check_nodes(nodes: Iterable[dict]) -> Check:
         if not ready:
             findings.append(Finding(id=f"node-not-ready/{name}", severity="critical",
                                     title=f"Node {name} is NotReady",
-                                    detail=_cond(n, "Ready").get("message", ""), resource=f"Node/{name}"))
+                                    detail=kube.condition(n, "Ready").get("message", ""), resource=f"Node/{name}"))
         if pressure:
             findings.append(Finding(id=f"node-pressure/{name}", severity="warning",
                                     title=f"Node {name} reports {', '.join(pressure)}",
@@ -82,12 +78,12 @@ def check_pods(pods: Iterable[dict], *, restart_threshold: int = 5, pending_minu
         if phase == "Pending" and not any(p["waiting_reason"] for p in problems):
             age = now - created
             if age > timedelta(minutes=pending_minutes):
-                reason = _cond(pod, "PodScheduled").get("reason", "") or "Pending"
+                reason = kube.condition(pod, "PodScheduled").get("reason", "") or "Pending"
                 rows.append({"namespace": ns, "pod": name, "workload": workload, "container": "",
                              "state": f"Pending ({reason})", "restarts": 0, "last_termination": ""})
                 findings.append(Finding(id=f"pod-pending/{ns}/{name}", severity="warning",
                                         title=f"Pod {ns}/{name} Pending for {int(age.total_seconds() // 60)} min",
-                                        detail=_cond(pod, "PodScheduled").get("message", ""),
+                                        detail=kube.condition(pod, "PodScheduled").get("message", ""),
                                         resource=resource))
             continue
         for p in problems:
@@ -134,7 +130,7 @@ def check_deployments(deployments: Iterable[dict]) -> Check:
         want = spec.get("replicas", 1)
         available = status.get("availableReplicas", 0)
         updated = status.get("updatedReplicas", 0)
-        progressing = _cond(d, "Progressing")
+        progressing = kube.condition(d, "Progressing")
         stalled = progressing.get("reason") == "ProgressDeadlineExceeded"
         rows.append({"namespace": ns, "deployment": name, "desired": want, "available": available,
                      "updated": updated, "revision": (meta.get("annotations") or {}).get(

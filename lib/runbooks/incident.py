@@ -15,14 +15,18 @@ import copy
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import alerts, kube, logs, metrics
 from .errors import InvalidInput, RunbookError, Unavailable
+from .model import Finding, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
-from .runbook import Change, Finding, Run, _who, register_target
+from .plans import Change, register_target
+
+if TYPE_CHECKING:  # the notebook side hands its Run to the job; the job never imports it
+    from .runbook import Run
 
 # ---- alerts -------------------------------------------------------------------------
 
@@ -481,7 +485,7 @@ def plan_mitigation(run: Run, alerts_df: pd.DataFrame) -> Any:
         return run.plan(silence, alertmanager=p.alertmanager_url,
                         matchers=silence_matchers(alerts_df, p.namespace, p.service, p.alert_name),
                         duration=p.silence_duration, comment=p.silence_comment,
-                        created_by=f"{_who()} via runbooks incident-investigation")  # stable: part of the plan id
+                        created_by=f"{who()} via runbooks incident-investigation")  # stable: part of the plan id
     return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,32 +21,75 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from .errors import Conflict, Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
+from .errors import (
+    Conflict,
+    ContextMismatch,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RunbookError,
+    Unavailable,
+    cut,
+)
 
 PAGE_SIZE = 500
 
-# resource plural -> (API path prefix, namespaced); the few kinds runbooks list in bulk
-RESOURCES: dict[str, tuple[str, bool]] = {
-    "namespaces": ("/api/v1", False),
-    "nodes": ("/api/v1", False),
-    "pods": ("/api/v1", True),
-    "services": ("/api/v1", True),
-    "endpoints": ("/api/v1", True),
-    "events": ("/api/v1", True),
-    "secrets": ("/api/v1", True),
-    "configmaps": ("/api/v1", True),
-    "deployments": ("/apis/apps/v1", True),
-    "replicasets": ("/apis/apps/v1", True),
-    "statefulsets": ("/apis/apps/v1", True),
-    "daemonsets": ("/apis/apps/v1", True),
-    "endpointslices": ("/apis/discovery.k8s.io/v1", True),
-    "ingresses": ("/apis/networking.k8s.io/v1", True),
-    "ingressclasses": ("/apis/networking.k8s.io/v1", False),
-    "certificates": ("/apis/cert-manager.io/v1", True),
-    "certificaterequests": ("/apis/cert-manager.io/v1", True),
-    "issuers": ("/apis/cert-manager.io/v1", True),
-    "clusterissuers": ("/apis/cert-manager.io/v1", False),
-}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where the API serves one kind: the one kind table every request path is built from."""
+
+    kind: str
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        """``/apis/apps/v1/namespaces/shop/deployments/web[/scale]`` (a list path without ``name``)."""
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        ns = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
+        tail = (f"/{name}" if name else "") + (f"/{subresource}" if name and subresource else "")
+        return f"{prefix}{ns}/{self.plural}{tail}"
+
+
+def _kinds(*rows: tuple[str, str, str, bool]) -> dict[str, Kind]:
+    return {kind: Kind(kind, api_version, plural, namespaced) for kind, api_version, plural, namespaced in rows}
+
+
+KINDS: dict[str, Kind] = _kinds(
+    ("Namespace", "v1", "namespaces", False),
+    ("Node", "v1", "nodes", False),
+    ("Pod", "v1", "pods", True),
+    ("Service", "v1", "services", True),
+    ("Endpoints", "v1", "endpoints", True),
+    ("Event", "v1", "events", True),
+    ("Secret", "v1", "secrets", True),
+    ("ConfigMap", "v1", "configmaps", True),
+    ("Deployment", "apps/v1", "deployments", True),
+    ("ReplicaSet", "apps/v1", "replicasets", True),
+    ("StatefulSet", "apps/v1", "statefulsets", True),
+    ("DaemonSet", "apps/v1", "daemonsets", True),
+    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+    ("Ingress", "networking.k8s.io/v1", "ingresses", True),
+    ("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+    ("Certificate", "cert-manager.io/v1", "certificates", True),
+    ("CertificateRequest", "cert-manager.io/v1", "certificaterequests", True),
+    ("Issuer", "cert-manager.io/v1", "issuers", True),
+    ("ClusterIssuer", "cert-manager.io/v1", "clusterissuers", False),
+)
+"""Kind → where it is served: the built-in kinds runbooks use, plus what :func:`kind_for`
+discovered (a chart's CRDs). Lists name a kind by its plural (:func:`resource`)."""
+
+
+def resource(plural: str) -> Kind:
+    """The kind served under a plural (``pods``, ``deployments`` ...)."""
+    for k in KINDS.values():
+        if k.plural == plural:
+            return k
+    raise InvalidInput(f"resource {plural!r} is not known; pass api_path= or use one of: "
+                       f"{', '.join(sorted(k.plural for k in KINDS.values()))}")
 
 
 @dataclass
@@ -103,27 +146,40 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
     return Cluster(client.ApiClient(cfg), name, cfg.host)
 
 
-def translate(e: Exception, what: str = "") -> RunbookError:
-    """Map a client exception to this package's errors, keeping the cause and cutting the body."""
+def check_response(status: int, body: str | bytes | None, what: str) -> RunbookError:
+    """The one mapping of an API server's error answer to this package's errors.
+
+    404 NotFound, 409 Conflict, 401/403 Forbidden, 400/422 InvalidInput, anything
+    else Unavailable; the message is the Status ``message`` (cut), never the body.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        message = json.loads(text).get("message", text)
+    except (ValueError, AttributeError):
+        message = text
     prefix = f"{what}: " if what else ""
+    if status == 401:
+        return Forbidden(f"{prefix}the API server refused the credentials (HTTP 401: {cut(message)})")
+    if status == 403:
+        return Forbidden(f"{prefix}HTTP 403: {cut(message)}")
+    if status == 404:
+        return NotFound(f"{prefix}{cut(message)}")
+    if status == 409:
+        return Conflict(f"{prefix}{cut(message)}")
+    if status in (400, 422):
+        return InvalidInput(f"{prefix}{cut(message)}")
+    return Unavailable(f"{prefix}HTTP {status} from the API server: {cut(message)}")
+
+
+def translate(e: ApiException | urllib3.exceptions.HTTPError | OSError, what: str = "") -> RunbookError:
+    """Map a client or connection exception to this package's errors (callers chain the cause).
+
+    Callers catch only these exception types, so that a bug never masquerades as an outage.
+    """
     if isinstance(e, ApiException):
-        message = cut(e.body)
-        try:
-            message = json.loads(e.body).get("message", message)
-        except (TypeError, ValueError, AttributeError):
-            pass
-        if e.status in (401, 403):
-            return Forbidden(f"{prefix}the API server refused the credentials (HTTP {e.status}: {cut(message)})")
-        if e.status == 404:
-            return NotFound(f"{prefix}{cut(message)}")
-        if e.status == 409:
-            return Conflict(f"{prefix}{cut(message)}")
-        if e.status in (400, 422):
-            return InvalidInput(f"{prefix}{cut(message)}")
-        return Unavailable(f"{prefix}HTTP {e.status} from the API server: {cut(message)}")
-    if isinstance(e, (urllib3.exceptions.HTTPError, OSError)):
-        return Unavailable(f"{prefix}the API server cannot be reached: {cut(str(e))}")
-    return RunbookError(f"{prefix}{cut(str(e))}")
+        return check_response(e.status or 0, e.body or e.reason, what)
+    prefix = f"{what}: " if what else ""
+    return Unavailable(f"{prefix}the API server cannot be reached: {cut(str(e))}")
 
 
 def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
@@ -133,9 +189,56 @@ def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
         version = json.loads(get_raw(cluster, "/version", timeout=timeout))
         # /version is public on most clusters: also make one authenticated call
         get_raw(cluster, "/api/v1/namespaces", [("limit", 1)], timeout=timeout)
-    except Exception as e:
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"API server {cluster.server}") from e
+    except ValueError as e:  # /version answered, but not with JSON: not a Kubernetes API server
+        raise Unavailable(f"API server {cluster.server}: /version is not JSON ({cut(str(e))})") from e
     return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}
+
+
+# ---- preflight: the context guard ---------------------------------------------------
+
+
+def check_context(cluster: Any, expected: str | None) -> None:
+    """Refuse to go on unless the active context is the one the environment expects.
+
+    ``expected`` matches the context name, or the API server URL when it is
+    one (``https://...``). Call it after building the client and before any
+    API request.
+
+    Raises:
+        ContextMismatch: naming the active context and server and the expected one.
+    """
+    if not expected:
+        return
+    context = getattr(cluster, "context", None)
+    server = str(getattr(cluster, "server", "") or "")
+    if expected == context or (
+        "://" in expected and expected.rstrip("/") == server.rstrip("/")
+    ):
+        return
+    raise ContextMismatch(
+        f"the active kube context is {context!r} (server {server}) but this environment "
+        f"expects {expected!r}: refusing to run. Choose the context with kube_context, or fix "
+        "expected_context in parameters/<env>/env.yaml"
+    )
+
+
+def preflight(params: Any) -> Cluster:
+    """Connect to Kubernetes as the parameters say, guard the context, check the API.
+
+    Shared by ``runbooks run`` (before a kernel starts) and :func:`start`
+    (inside the notebook).
+
+    Raises:
+        InvalidInput: missing kubeconfig or unknown context.
+        ContextMismatch: the active context is not ``expected_context``.
+        Forbidden: credentials refused. Unavailable: API server unreachable.
+    """
+    cluster = connect(getattr(params, "kubeconfig", None), getattr(params, "kube_context", None))
+    check_context(cluster, getattr(params, "expected_context", None))
+    check_api(cluster)
+    return cluster
 
 
 def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
@@ -159,17 +262,63 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
     return resp.data
 
 
-def _path(resource: str, namespace: str | None, api_path: str | None = None) -> str:
+def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
+            body: Any = None, content_type: str = "application/json", timeout: float = 30.0) -> Any:
+    """One request to the API server, JSON in and out, errors mapped by :func:`check_response`.
+
+    The one way runbooks write to Kubernetes (plans, Helm's dry runs, rotations),
+    and read single objects by path.
+
+    Raises:
+        NotFound, Conflict, Forbidden, InvalidInput, Unavailable (see :func:`check_response`).
+    """
+    api = cluster.api_client
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    what = f"{method} {path}"
+    try:
+        method, url, headers, body, _ = api.param_serialize(
+            method=method, resource_path=path, query_params=list(query), header_params=headers,
+            body=body, auth_settings=["BearerToken"])
+        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+        raw = response.read()
+        status = response.status
+    except ApiException as exc:
+        status, raw = exc.status or 0, exc.body or exc.reason or ""
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}") from exc
+    if 200 <= status < 300:
+        return json.loads(raw) if raw else None
+    raise check_response(status, raw, what)
+
+
+def kind_for(cluster: Cluster, api_version: str, kind: str) -> Kind:
+    """Where ``kind`` of ``api_version`` is served: the table, else discovery (then cached in it).
+
+    Raises:
+        InvalidInput: the cluster does not serve that kind (e.g. a CRD that is not installed).
+    """
+    known = KINDS.get(kind)
+    if known is not None and known.api_version == api_version:
+        return known
+    path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        doc = request(cluster, "GET", path)
+    except NotFound:
+        doc = {"resources": []}
+    for r in doc.get("resources") or []:
+        if r.get("kind") == kind and "/" not in r["name"]:
+            found = Kind(kind, api_version, r["name"], bool(r.get("namespaced")))
+            KINDS.setdefault(kind, found)
+            return found
+    raise InvalidInput(f"the cluster does not serve {kind} in {api_version} (is its CRD installed?)")
+
+
+def _path(plural: str, namespace: str | None, api_path: str | None = None) -> str:
     if api_path:
-        prefix, namespaced = api_path, namespace is not None
-    else:
-        if resource not in RESOURCES:
-            raise InvalidInput(f"resource {resource!r} is not known; pass api_path= or use one of: "
-                               f"{', '.join(sorted(RESOURCES))}")
-        prefix, namespaced = RESOURCES[resource]
-    if namespace and namespaced:
-        return f"{prefix}/namespaces/{namespace}/{resource}"
-    return f"{prefix}/{resource}"
+        return f"{api_path}/namespaces/{namespace}/{plural}" if namespace else f"{api_path}/{plural}"
+    return resource(plural).path(namespace)
 
 
 def iter_pages(cluster: Cluster, resource: str, namespace: str | None = None, *,
@@ -188,9 +337,7 @@ def iter_pages(cluster: Cluster, resource: str, namespace: str | None = None, *,
             query.append(("fieldSelector", field_selector))
         try:
             data = json.loads(get_raw(cluster, path, query, timeout))
-        except RunbookError:
-            raise
-        except Exception as e:
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
             raise translate(e, f"listing {resource}") from e
         yield data.get("items") or []
         token = (data.get("metadata") or {}).get("continue") or ""
@@ -224,7 +371,7 @@ def get_object(cluster: Cluster, resource: str, namespace: str | None, name: str
     path = _path(resource, namespace, api_path) + f"/{name}"
     try:
         return json.loads(get_raw(cluster, path))
-    except Exception as e:
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"reading {resource} {namespace + '/' if namespace else ''}{name}") from e
 
 
@@ -235,6 +382,11 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def condition(obj: dict, type_: str) -> dict:
+    """The ``status.conditions`` entry of a type (``Ready``, ``Progressing`` ...), or ``{}``."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 def container_problems(pod: dict) -> list[dict]:
@@ -309,7 +461,7 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None =
         kw["since_seconds"] = since_seconds
     try:
         return cluster.core.read_namespaced_pod_log(pod, namespace, **kw)
-    except Exception as e:
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"logs of {namespace}/{pod}") from e
 
 

@@ -1,7 +1,7 @@
 """Parameter models of runbooks whose job modules are expensive to import.
 
 The CLI validates parameters before a kernel starts by importing the module
-that registers a runbook's model (runbook.PARAM_MODULES). Keeping a model
+that registers a runbook's model (parameters.PARAM_MODULES). Keeping a model
 here, with nothing heavier than pydantic, saves the CLI importing pandas and
 the clients only to check a few numbers and names.
 """
@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .durations import parse_duration
 from .errors import InvalidInput
-from .runbook import MutatingParams, RunbookParams, register
+from .parameters import MutatingParams, RunbookParams, register
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runbooks.runbook import RECORD_MIME, SEVERITIES
+from runbooks.model import RECORD_MIME, SEVERITIES, headless
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
@@ -510,13 +510,6 @@ def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
     return body
 
 
-def write_report(run_dir: str | os.PathLike[str], nb: Any, summary: Mapping[str, Any]) -> Path:
-    """Render and write ``report.html`` into a run directory; return its path."""
-    path = Path(run_dir) / "report.html"
-    path.write_text(render_html(nb, summary), encoding="utf-8")
-    return path
-
-
 def index_html(summaries: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """``outputs/index.html``: every run, newest first, linking to its report.
 
@@ -560,7 +553,6 @@ def rollout_progress(title: str = "Rollout") -> Any:
     follows the available pods; headless (the executed notebook, the report)
     one line is printed each time the counts change, so the record stays short.
     """
-    from runbooks.runbook import _headless
 
     last: list[tuple[Any, ...]] = []
     bar: dict[str, Any] = {}
@@ -573,7 +565,7 @@ def rollout_progress(title: str = "Rollout") -> Any:
 
     def callback(s: Mapping[str, Any]) -> None:
         key = (s.get("desired"), s.get("updated"), s.get("ready"), s.get("available"), s.get("complete"))
-        if _headless():
+        if headless():
             if not last or last[-1] != key:
                 print(line(s))
             last.append(key)
@@ -864,9 +856,8 @@ def service_picker(run: Any, choices: Mapping[str, Sequence[str]]) -> None:
 
     Headless runs (papermill, `runbooks run`) show nothing: the parameters decide.
     """
-    from runbooks.runbook import _headless
 
-    if _headless() or not choices:
+    if headless() or not choices:
         return
     import ipywidgets as widgets
     from IPython.display import display

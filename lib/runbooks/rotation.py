@@ -23,15 +23,13 @@ to the API server, never displayed, recorded or audited).
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from cryptography import x509
@@ -39,7 +37,6 @@ from cryptography.hazmat.primitives import hashes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import kube
-from . import runbook as rb
 from .certs import (
     BACKUP_OF,
     ROTATED_AT,
@@ -63,8 +60,22 @@ from .certs import (
     secret_bytes,
     split_endpoint,
 )
-from .errors import InvalidInput, NotFound, RunbookError, Unavailable
+from .errors import InvalidInput, NotFound, PlanInvalid, RunbookError, Unavailable
+from .model import Finding
+from .parameters import MutatingParams, register
 from .params import check_namespaces
+from .plans import (
+    APPLY_TIME,
+    Change,
+    KubernetesTarget,
+    Plan,
+    materialize,
+    register_target,
+    rollout_restart,
+)
+
+if TYPE_CHECKING:  # the notebook side hands its Run to the job; the job never imports it
+    from .runbook import Run
 
 BACKUP_SHA = "kube-runbooks.io/backup-sha256"
 """Annotation on a backup Secret: SHA-256 fingerprint of the leaf certificate it holds."""
@@ -128,8 +139,8 @@ def _check_object(value: str, what: str) -> str:
     return value
 
 
-@rb.register("certificate-rotation")
-class CertificateRotationParams(rb.MutatingParams):
+@register("certificate-rotation")
+class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
 
     namespaces: list[str] = Field(default_factory=list)
@@ -207,15 +218,15 @@ def select_targets(inv: Inventory, certificates: Iterable[str] = (), expiring_wi
     ``rollback_backup`` restores.
 
     Raises:
-        rb.PlanInvalid: a name is not in the inventory (nothing is changed; exit code 2).
+        PlanInvalid: a name is not in the inventory (nothing is changed; exit code 2).
     """
     if rollback_backup:
         if cluster is None:
-            raise rb.PlanInvalid("select_targets needs the cluster to read a rollback backup")
+            raise PlanInvalid("select_targets needs the cluster to read a rollback backup")
         ns, name = rollback_backup.split("/", 1)
         backup = _get_secret(cluster, ns, name)
         if backup is None or not ((backup["metadata"].get("labels") or {}).get(BACKUP_OF)):
-            raise rb.PlanInvalid(f"rollback_backup {rollback_backup!r} is not a backup Secret (label {BACKUP_OF}); "
+            raise PlanInvalid(f"rollback_backup {rollback_backup!r} is not a backup Secret (label {BACKUP_OF}); "
                                  "see the Rollback section for the backups that exist")
         return [f"{ns}/{backup['metadata']['labels'][BACKUP_OF]}"]
     out: list[str] = []
@@ -226,7 +237,7 @@ def select_targets(inv: Inventory, certificates: Iterable[str] = (), expiring_wi
         if ref not in known:
             cert = inv.certificates.get((ns, name))
             if cert is None:
-                raise rb.PlanInvalid(f"certificate {ref!r} is neither a TLS Secret nor a cert-manager Certificate "
+                raise PlanInvalid(f"certificate {ref!r} is neither a TLS Secret nor a cert-manager Certificate "
                                      f"in the inventory; known: {', '.join(sorted(known)) or 'none'}")
             target = f"{ns}/{cert.secret_name}"
         if target not in out:
@@ -539,7 +550,7 @@ RENEW_MESSAGE = "Certificate re-issuance manually triggered"
 
 def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: list[str],
                      ingress_endpoint: str = "", probe_timeout: float = 5.0, probe_concurrency: int = 16,
-                     **decide_kw: Any) -> list[rb.Change]:
+                     **decide_kw: Any) -> list[Change]:
     """Plan builder (``run.plan(rotation.rotation_changes, **rotation.plan_arguments(p, targets))``).
 
     Reads the current state of the target namespaces, decides (:func:`decide`)
@@ -591,18 +602,18 @@ def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: l
                 restarts_seen.append(ref)
     for ref in restarts_seen:
         kind, ns, name = ref.split("/", 2)
-        restart.extend(rb.rollout_restart(cluster, ns, name, kind))
+        restart.extend(rollout_restart(cluster, ns, name, kind))
     return renew + backup + replace + restart
 
 
-def _renew_change(cluster: kube.Cluster, cert: CmCertificate) -> rb.Change:
+def _renew_change(cluster: kube.Cluster, cert: CmCertificate) -> Change:
     conditions = [c for c in cert.conditions if c.get("type") != "Issuing"]
     issuing = {"type": "Issuing", "status": "True", "reason": RENEW_REASON, "message": RENEW_MESSAGE,
-               "lastTransitionTime": rb.APPLY_TIME}
+               "lastTransitionTime": APPLY_TIME}
     if cert.generation is not None:
         issuing["observedGeneration"] = cert.generation
     old = f"{cert.issuing.get('status')} ({cert.issuing.get('reason', '')})" if cert.issuing else None
-    return rb.Change(
+    return Change(
         target=RENEWAL_TARGET, operation="patch", kind="Certificate", namespace=cert.namespace, name=cert.name,
         subresource="status",
         diff=[{"path": "status.conditions[Issuing]", "from": old, "to": f"True ({RENEW_REASON})"},
@@ -613,25 +624,25 @@ def _renew_change(cluster: kube.Cluster, cert: CmCertificate) -> rb.Change:
     )
 
 
-def _backup_change(secret: dict, name: str) -> rb.Change:
+def _backup_change(secret: dict, name: str) -> Change:
     meta = secret["metadata"]
     info = read_tls_secret(secret, check_key=False)
     sha = info.sha256
     until = f", not after {info.leaf.not_after:%Y-%m-%d}" if info.leaf else ""
-    return rb.Change(
+    return Change(
         target=SECRET_TARGET, operation="create", kind="Secret", namespace=meta["namespace"], name=name,
         diff=[{"path": f"new Secret: copy of {meta['name']} (certificate sha256 {sha[:16]}{until}), "
                        f"label {BACKUP_OF}={meta['name']}"}],
         body={"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
               "metadata": {"name": name, "namespace": meta["namespace"], "labels": {BACKUP_OF: meta["name"]},
-                           "annotations": {BACKUP_SHA: sha, BACKUP_TIME: rb.APPLY_TIME,
+                           "annotations": {BACKUP_SHA: sha, BACKUP_TIME: APPLY_TIME,
                                            BACKUP_TYPE: secret.get("type", TLS_TYPE)}},
               "data": dict(secret.get("data") or {})},
         precondition={"sha256": sha},
     )
 
 
-def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> rb.Change:
+def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> Change:
     meta = secret["metadata"]
     until = f" (not after {d.new_not_after:%Y-%m-%d})" if d.new_not_after else ""
     what = "restored from backup" if d.action == "restore" else "replaced from files"
@@ -640,10 +651,10 @@ def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> rb.Cha
             {"path": "data[tls.key]: replaced by the key of the new certificate"}]
     if "ca.crt" in data:
         diff.append({"path": "data[ca.crt]: replaced"})
-    return rb.Change(
+    return Change(
         target=SECRET_TARGET, operation="patch", kind="Secret", namespace=meta["namespace"], name=meta["name"],
         diff=diff,
-        body={"metadata": {"annotations": {ROTATED_AT: rb.APPLY_TIME}},
+        body={"metadata": {"annotations": {ROTATED_AT: APPLY_TIME}},
               "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())
                        if k in ("tls.crt", "tls.key", "ca.crt")}},
         precondition={"sha256": d.current_sha256},
@@ -656,14 +667,6 @@ def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> rb.Cha
 
 RENEWAL_TARGET = "cert-manager-renewal"
 SECRET_TARGET = "tls-secret"
-
-
-def _with_apply_time(value: Any, now: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _with_apply_time(v, now) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_with_apply_time(v, now) for v in value]
-    return now if value == rb.APPLY_TIME else value
 
 
 class RenewalFailed(Unavailable):
@@ -684,11 +687,11 @@ class CertManagerRenewal:
 
     poll = 1.0
 
-    def send(self, run: rb.Run, change: rb.Change, *, dry_run: bool, now: str) -> Any:
+    def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
         cluster = run.cluster
         path = f"{CM_API}/namespaces/{change.namespace}/certificates/{change.name}/status"
-        out = rb.api_request(cluster, "PATCH", path, query=[("dryRun", "All")] if dry_run else [],
-                             body=_with_apply_time(change.body, now), content_type="application/merge-patch+json")
+        out = kube.request(cluster, "PATCH", path, query=[("dryRun", "All")] if dry_run else [],
+                           body=materialize(change.body, now), content_type="application/merge-patch+json")
         if dry_run:
             return out
         timeout = float(getattr(run.params, "renew_timeout_seconds", 180))
@@ -701,50 +704,17 @@ class CertManagerRenewal:
             raise RenewalFailed(result["problem"])
         return result
 
-    def current(self, run: rb.Run, change: rb.Change) -> Any:
+    def current(self, run: Run, change: Change) -> Any:
         try:
             return kube.get_object(run.cluster, "certificates", change.namespace, change.name)
         except NotFound:
             return None
 
 
-class TlsSecretWrites:
-    """Runbook target ``tls-secret``: Kubernetes writes to TLS Secrets that keep keys out of the run directory.
-
-    Sent exactly like the ``kubernetes`` target (``dryRun=All`` when
-    validating, merge patch or create), but the copy of the Secret taken
-    before the change (``backups/*.json`` in the run directory) holds SHA-256
-    fingerprints of the values instead of the values: the restorable backup is
-    the backup Secret in the cluster, and run outputs never hold private keys.
-    """
-
-    def send(self, run: rb.Run, change: rb.Change, *, dry_run: bool, now: str) -> Any:
-        base = f"/api/v1/namespaces/{change.namespace}/secrets"
-        query = [("dryRun", "All")] if dry_run else []
-        body = _with_apply_time(change.body, now)
-        if change.operation == "create":
-            return rb.api_request(run.cluster, "POST", base, query=query, body=body)
-        if change.operation == "patch":
-            return rb.api_request(run.cluster, "PATCH", f"{base}/{change.name}", query=query, body=body,
-                                  content_type="application/merge-patch+json")
-        return rb.api_request(run.cluster, "DELETE", f"{base}/{change.name}", query=query)
-
-    def current(self, run: rb.Run, change: rb.Change) -> Any:
-        if change.operation == "create":
-            return None
-        secret = _get_secret(run.cluster, change.namespace or "", change.name)
-        if secret is None:
-            return None
-        redacted = json.loads(json.dumps(secret))
-        for section in ("data", "stringData"):
-            if isinstance(redacted.get(section), dict):
-                redacted[section] = {k: f"<sha256 {hashlib.sha256(str(v).encode()).hexdigest()}>"
-                                     for k, v in redacted[section].items()}
-        return redacted
-
-
-rb.register_target(RENEWAL_TARGET, CertManagerRenewal())
-rb.register_target(SECRET_TARGET, TlsSecretWrites())
+register_target(RENEWAL_TARGET, CertManagerRenewal())
+# TLS Secret writes are plain Kubernetes writes; their own target name keeps them apart in
+# plans, and backups hold digests of the values (plans.AuditLog), never keys.
+register_target(SECRET_TARGET, KubernetesTarget())
 
 
 def wait_for_renewal(cluster: kube.Cluster, namespace: str, name: str, old_revision: int, *,
@@ -782,7 +752,7 @@ def wait_for_renewal(cluster: kube.Cluster, namespace: str, name: str, old_revis
                        f"{old_revision}): {cert.why_failing() or cert.ready.get('message', '')}"}
 
 
-def phase_of(change: rb.Change) -> str:
+def phase_of(change: Change) -> str:
     """renew, backup, replace or restart."""
     if change.kind == "Certificate":
         return "renew"
@@ -809,9 +779,9 @@ def _rollout_done(cluster: kube.Cluster, kind: str, ns: str, name: str) -> bool:
         and status.get("replicas", 0) <= want
 
 
-def verify_rotation(cluster: kube.Cluster, applied: list[dict], plan: rb.Plan, before: Inventory, *,
+def verify_rotation(cluster: kube.Cluster, applied: list[dict], plan: Plan, before: Inventory, *,
                     ingress_endpoint: str = "", timeout: float = 120.0, poll: float = 1.0,
-                    probe_timeout: float = 5.0) -> list[rb.Finding]:
+                    probe_timeout: float = 5.0) -> list[Finding]:
     """Prove an applied rotation took: new certificate stored and served, workloads restarted.
 
     ``applied`` is what ``run.apply(plan)`` returned (empty: nothing was
@@ -853,7 +823,7 @@ def verify_rotation(cluster: kube.Cluster, applied: list[dict], plan: rb.Plan, b
         if (not pending_rollouts and not not_served) or time.monotonic() > deadline:
             break
         time.sleep(poll)
-    findings: list[rb.Finding] = []
+    findings: list[Finding] = []
     for target, how in sorted(secrets.items()):
         ns, name = target.split("/", 1)
         old, new = before.secrets.get((ns, name)), now_inv.secrets.get((ns, name))
@@ -876,29 +846,29 @@ def verify_rotation(cluster: kube.Cluster, applied: list[dict], plan: rb.Plan, b
                     "after_not_after": new.leaf.not_after.isoformat() if new and new.leaf else None,
                     "hosts": now_inv.hosts_of(ns, name)}
         if problems:
-            findings.append(rb.Finding(id=f"rotation-failed/{ns}/{name}", severity="critical",
+            findings.append(Finding(id=f"rotation-failed/{ns}/{name}", severity="critical",
                                        title=f"{target} was {how} but the rotation did not take",
                                        detail="; ".join(problems) + ".", resource=f"Secret/{ns}/{name}",
                                        evidence=evidence))
         else:
             hosts_text = ", ".join(now_inv.hosts_of(ns, name)) or "no Ingress host"
             until = f" until {new.leaf.not_after:%Y-%m-%d}" if new and new.leaf else ""
-            findings.append(rb.Finding(id=f"rotation-verified/{ns}/{name}", severity="ok",
+            findings.append(Finding(id=f"rotation-verified/{ns}/{name}", severity="ok",
                                        title=f"{target} {how}: certificate{until} stored and served on {hosts_text}",
                                        resource=f"Secret/{ns}/{name}", evidence=evidence))
     for kind, ns, name in restarts:
         if (kind, ns, name) in pending_rollouts:
-            findings.append(rb.Finding(id=f"restart-incomplete/{ns}/{name}", severity="critical",
+            findings.append(Finding(id=f"restart-incomplete/{ns}/{name}", severity="critical",
                                        title=f"{kind} {ns}/{name}: the restart did not finish within {timeout:.0f} s",
                                        resource=f"{kind}/{ns}/{name}"))
         else:
-            findings.append(rb.Finding(id=f"restart-done/{ns}/{name}", severity="ok",
+            findings.append(Finding(id=f"restart-done/{ns}/{name}", severity="ok",
                                        title=f"{kind} {ns}/{name} restarted: all its pods are new and available",
                                        resource=f"{kind}/{ns}/{name}"))
     return findings
 
 
-def fail_unless_verified(findings: Iterable[rb.Finding]) -> None:
+def fail_unless_verified(findings: Iterable[Finding]) -> None:
     """Raise :class:`VerificationFailed` if any verification finding is critical."""
     bad = [f for f in findings if f.severity == "critical"]
     if bad:

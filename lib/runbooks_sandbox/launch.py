@@ -87,11 +87,9 @@ class Sandbox:
         self.ca_file.write_bytes(ca.cert_pem)
         cert.write_bytes(serving.cert_pem + ca.cert_pem)
         _write_private(key, serving.key_pem)
-        try:
-            from .podlogs import render_logs
-            self.api.log_source = render_logs
-        except ImportError:  # pragma: no cover - during development only
-            pass
+        from .podlogs import render_logs
+
+        self.api.log_source = render_logs
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)

@@ -1155,14 +1155,6 @@ class TokenPattern(Node):
         return out
 
 
-class Not(Node):
-    def __init__(self, node: Node):
-        self.node, self.cheap = node, node.cheap
-
-    def eval(self, ix, within):
-        return _diff(within, self.node.eval(ix, within))
-
-
 def compile_query(query, ctx: Ctx) -> Node:
     """Compile the ``query`` object of a request (parsing errors as Elasticsearch words them)."""
     if query is None:
