@@ -58,12 +58,12 @@ def test_pods_severity_by_state():
         pod("new-pending", phase="Pending", created=NOW - timedelta(minutes=1)),
     ], restart_threshold=5, pending_minutes=10, now=NOW)
     sev = {f.id: f.severity for f in check.findings}
-    assert sev == {
-        "pod-crashloopbackoff/app/crash/main": "critical",
-        "pod-imagepullbackoff/app/pull/main": "critical",
-        "pod-restarts/app/flappy/main": "warning",
-        "pod-not-ready/app/unready/main": "warning",
-        "pod-pending/app/pending": "warning",
+    assert sev == {  # one finding per workload and problem
+        "pod-crashloopbackoff/app/Deployment/web": "critical",
+        "pod-imagepullbackoff/app/Deployment/web": "critical",
+        "pod-restarts/app/Deployment/web": "warning",
+        "pod-not-ready/app/Deployment/web": "warning",
+        "pod-pending/app/Deployment/web": "warning",
     }
     crash = next(f for f in check.findings if "crash" in f.id)
     assert "OOMKilled" in crash.title and "Deployment/web" in crash.title

@@ -40,8 +40,10 @@ class ClusterHealthParams(RunbookParams):
     event_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     cert_warning_days: int = Field(default=30, ge=0)
     cert_critical_days: int = Field(default=7, ge=0)
+    production_namespaces: list[str] = Field(default_factory=list)
+    quota_percent: int = Field(default=90, ge=1, le=100)
 
-    @field_validator("namespaces")
+    @field_validator("namespaces", "production_namespaces")
     @classmethod
     def _valid_namespaces(cls, value: list[str]) -> list[str]:
         return check_namespaces(value)
