@@ -92,8 +92,14 @@ def kubeconfig(state_dir: str | None) -> None:
 @click.option("--scenario", default="default")
 @click.option("--port", default=0, type=int)
 @click.option("--bulk-pods", default=0, type=click.IntRange(0), help="Extra pods for benchmarks.")
+@click.option("--bulk-namespaces", default=1, type=click.IntRange(1), help="Spread the extra pods over N namespaces.")
+@click.option("--bulk-nodes", default=0, type=click.IntRange(0), help="Extra Ready nodes the extra pods spread over.")
+@click.option("--bulk-unhealthy", default=0.0, type=click.FloatRange(0, 100),
+              help="Percent of the extra pods (whole workloads) that crash-loop.")
 @click.option("--api-only", is_flag=True)
-def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool) -> None:
+def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, bulk_namespaces: int, bulk_nodes: int,
+          bulk_unhealthy: float, api_only: bool) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only)
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, bulk_namespaces, bulk_nodes,
+                         bulk_unhealthy)

@@ -132,32 +132,75 @@ class Sandbox:
             self.controllers.bootstrapping = False
         self.controllers.settle(rounds=50)
 
-    def add_bulk_pods(self, count: int, namespace: str = "bulk") -> None:
-        """Add `count` running pods straight into the store (benchmarks of large lists)."""
+    def add_bulk_pods(self, count: int, namespaces: int = 1, nodes: int = 0, unhealthy_percent: float = 0.0,
+                      namespace: str = "bulk") -> None:
+        """Add `count` pods straight into the store (benchmarks of large lists).
+
+        Spread over `namespaces` namespaces (``bulk``, or ``bulk-0000`` ...) and, with `nodes`,
+        over that many extra Ready nodes (``bulk-node-0000`` ..., 4 CPU / 16Gi, as the
+        scenario's). Pods come in workloads of 20 (owned by a ReplicaSet ``load-N-<hash>``, as a
+        Deployment's are); every pod of `unhealthy_percent` of the workloads crash-loops (the
+        ``sandbox.kube-runbooks.io/fail`` annotation), so that share of the pods is unhealthy.
+        """
+        from .admission import apply_defaults
+        from .controllers import FAIL_ANNOTATION
+
         ns_rt = self.registry.lookup("", "v1", "namespaces")
         pod_rt = self.registry.lookup("", "v1", "pods")
-        assert ns_rt and pod_rt
-        if self.store.find(ns_rt, None, namespace) is None:
-            self.store.create(ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        nodes = [n["metadata"]["name"] for n in self.store.items(self.registry.lookup("", "v1", "nodes"))] \
-            or ["node-1"]
+        node_rt = self.registry.lookup("", "v1", "nodes")
+        assert ns_rt and pod_rt and node_rt
+        names = [namespace] if namespaces <= 1 else [f"{namespace}-{i:04d}" for i in range(namespaces)]
+        for ns in names:
+            if self.store.find(ns_rt, None, ns) is None:
+                self.store.create(ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         now = self.store.clock()
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for i in range(nodes):
+            name = f"bulk-node-{i:04d}"
+            if self.store.find(node_rt, None, name) is not None:
+                continue
+            conds = [{"type": t, "status": "False", "reason": r, "lastHeartbeatTime": stamp,
+                      "lastTransitionTime": stamp, "message": m} for t, r, m in (
+                ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"))]
+            conds.append({"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": stamp,
+                          "lastTransitionTime": stamp, "message": "kubelet is posting ready status"})
+            resources = {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+            self.store.create(node_rt, {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                                      "kubernetes.io/arch": "amd64"}},
+                "spec": {"podCIDR": f"10.{64 + i // 256}.{i % 256}.0/24"},
+                "status": {"capacity": resources, "allocatable": resources, "conditions": conds,
+                           "nodeInfo": {"kubeletVersion": "v1.32.4", "containerRuntimeVersion": "containerd://1.7.27",
+                                        "operatingSystem": "linux", "architecture": "amd64"}}})
+        node_names = [n["metadata"]["name"] for n in self.store.items(node_rt)] or ["node-1"]
+        every = round(100 / unhealthy_percent) if unhealthy_percent else 0
         for i in range(count):
+            workload = i // 20
+            ns = names[workload % len(names)]
+            rs = f"load-{workload}-7d9f8b6c5"
+            annotations = {"example.com/owner": "benchmarks"}
+            if every and workload % every == 0:
+                annotations[FAIL_ANNOTATION] = "CrashLoopBackOff"
             pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": f"load-{i:06d}", "namespace": namespace,
-                                "labels": {"app": f"load-{i % 50}", "tier": "batch"},
-                                "annotations": {"example.com/owner": "benchmarks"}},
-                   "spec": {"nodeName": nodes[i % len(nodes)], "containers": [{
+                   "metadata": {"name": f"{rs}-{i:06d}", "namespace": ns,
+                                "labels": {"app": f"load-{workload}", "tier": "batch",
+                                           "pod-template-hash": "7d9f8b6c5"},
+                                "annotations": annotations,
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
+                                                     "uid": f"00000000-0000-4000-9000-{workload:012d}",
+                                                     "controller": True, "blockOwnerDeletion": True}]},
+                   "spec": {"nodeName": node_names[i % len(node_names)], "containers": [{
                        "name": "app", "image": "registry.example.com/load/app:1.0.0",
                        "ports": [{"containerPort": 8080, "name": "http"}],
                        "env": [{"name": "MODE", "value": "batch"}, {"name": "SHARD", "value": str(i)}],
                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                      "limits": {"memory": "256Mi"}}}]}}
-            from .admission import apply_defaults
-
             pod = apply_defaults(pod_rt, pod)
             pod["metadata"]["uid"] = f"00000000-0000-4000-8000-{i:012d}"
-            pod["metadata"]["creationTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            pod["metadata"]["creationTimestamp"] = stamp
             pod["status"] = self.controllers.pod_status(pod, now)
             self.store.create(pod_rt, pod)
         self.controllers.settle(rounds=10)
@@ -222,7 +265,8 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False) -> None:
+def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
+                  bulk_namespaces: int = 1, bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`)."""
     from . import stack
 
@@ -231,7 +275,7 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
         stack.attach(sandbox, stack.StackOptions(ports=dict(stack.PORTS)))
     sandbox.start()
     if bulk_pods:
-        sandbox.add_bulk_pods(bulk_pods)
+        sandbox.add_bulk_pods(bulk_pods, bulk_namespaces, bulk_nodes, bulk_unhealthy)
     state = {"pid": os.getpid(), "url": sandbox.url, "kubeconfig": str(sandbox.kubeconfig.resolve()),
              "scenario": scenario, "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "services": sandbox.urls}
@@ -248,7 +292,8 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
-                     bulk_pods: int = 0, api_only: bool = False) -> dict:
+                     bulk_pods: int = 0, api_only: bool = False, bulk_namespaces: int = 1, bulk_nodes: int = 0,
+                     bulk_unhealthy: float = 0.0) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -258,7 +303,9 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
     log_file = open(state_dir / "sandbox.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runbooks_sandbox", "serve", "--state-dir", str(state_dir),
-         "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)]
+         "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods),
+         "--bulk-namespaces", str(bulk_namespaces), "--bulk-nodes", str(bulk_nodes),
+         "--bulk-unhealthy", str(bulk_unhealthy)]
         + (["--api-only"] if api_only else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
