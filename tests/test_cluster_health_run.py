@@ -46,6 +46,11 @@ def test_default_scenario_exits_1_with_exactly_the_planted_findings(sandbox_env)
         ("tls-expired/shop/checkout-tls", "critical"),
         ("tls-expiring/shop/cart-tls", "critical"),
         ("warning-events/BackOff", "info"),
+        ("statefulset-update-stuck/shop/sessions", "warning"),  # sessions-2 on the new revision, never ready
+        ("pod-not-ready/shop", "warning"),  # ... that pod
+        ("warning-events/Unhealthy", "info"),  # ... its readiness probe
+        ("daemonset-unavailable-pods/monitoring/node-exporter", "warning"),  # node-2's host port 9100 is taken
+        ("pod-pending/monitoring", "warning"),  # ... so its pod there stays Pending
     }
     assert summary["data_sources"]["kubernetes"]["state"] == "ok"
     html = (run_dir / "report.html").read_text()

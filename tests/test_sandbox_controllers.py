@@ -113,7 +113,8 @@ def test_template_change_rolls_out_a_new_replicaset(live, ns):
 def test_failing_template_crash_loops_with_growing_restarts(live, ns):
     box, cluster = live
     cluster.apps.create_namespaced_deployment(ns, web("oom", replicas=1, fail="OOMKilled"))
-    pod = wait_for(lambda: next(iter(pods(cluster, ns)), None), what="a pod")
+    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if (p.get("status") or {}).get("containerStatuses")),
+                                None), what="a pod with container statuses")
     assert pod["status"]["containerStatuses"][0]["ready"] is False
     before = pod["status"]["containerStatuses"][0]["restartCount"]
     box.clock.offset += timedelta(minutes=10)
@@ -188,3 +189,86 @@ def test_crash_history_follows_kubelet_backoff():
     # steady state: one restart per (8s run + 300s back-off)
     assert 20 <= counts[3] <= 30
     assert counts[3] - counts[2] == pytest.approx(3600 / 308, abs=1)
+
+
+def statefulset(name: str, image: str, replicas: int = 3) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
+def _images(cluster, ns: str, prefix: str) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+            for p in kube.iter_objects(cluster, "pods", ns) if p["metadata"]["name"].startswith(prefix)}
+
+
+def test_statefulset_update_goes_from_the_highest_ordinal_and_stops_at_an_unready_pod(live, ns):
+    _, cluster = live
+    cluster.apps.create_namespaced_stateful_set(ns, statefulset("db", "redis:7.2"))
+    sts = lambda: kube.get_object(cluster, "statefulsets", ns, "db").get("status") or {}  # noqa: E731
+    wait_for(lambda: sts().get("readyReplicas") == 3, timeout=30, what="3 ready replicas")
+    cluster.apps.patch_namespaced_stateful_set("db", ns, {"spec": {"template": {
+        "metadata": {"annotations": {"sandbox.kube-runbooks.io/fail": "NotReady"}},
+        "spec": {"containers": [{"name": "app", "image": "redis:7.4"}]}}}})
+    wait_for(lambda: sts().get("updatedReplicas") == 1 and _images(cluster, ns, "db-").get("db-2") == "redis:7.4",
+             timeout=30, what="the highest ordinal updated")
+    # db-2 never becomes ready, so the controller never goes on to db-1 and db-0
+    assert _images(cluster, ns, "db-") == {"db-0": "redis:7.2", "db-1": "redis:7.2", "db-2": "redis:7.4"}
+    status = sts()
+    assert status["currentRevision"] != status["updateRevision"] and status["currentReplicas"] == 2
+
+
+def test_statefulset_partition_holds_the_lower_ordinals(live, ns):
+    _, cluster = live
+    body = statefulset("web", "nginx:1.26")
+    body["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}
+    cluster.apps.create_namespaced_stateful_set(ns, body)
+    sts = lambda: kube.get_object(cluster, "statefulsets", ns, "web").get("status") or {}  # noqa: E731
+    wait_for(lambda: sts().get("readyReplicas") == 3, timeout=30, what="3 ready replicas")
+    cluster.apps.patch_namespaced_stateful_set("web", ns, {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:1.27"}]}}}})
+    wait_for(lambda: sts().get("updatedReplicas") == 2 and sts().get("readyReplicas") == 3, timeout=30,
+             what="ordinals 2 and 1 updated and ready")
+    assert _images(cluster, ns, "web-") == {"web-0": "nginx:1.26", "web-1": "nginx:1.27", "web-2": "nginx:1.27"}
+
+
+def test_daemonset_pod_without_a_free_host_port_stays_pending(live, ns):
+    _, cluster = live
+    cluster.core.create_namespaced_pod(ns, {"metadata": {"name": "squatter"}, "spec": {
+        "nodeName": "node-2", "containers": [{"name": "x", "image": "busybox",
+                                              "ports": [{"containerPort": 9100, "hostPort": 9100}]}]}})
+    cluster.apps.create_namespaced_daemon_set(ns, {"metadata": {"name": "agent"}, "spec": {
+        "selector": {"matchLabels": {"app": "agent"}},
+        "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [
+            {"name": "agent", "image": "node-exporter:1.8", "ports": [{"containerPort": 9100, "hostPort": 9100}]}]}}}})
+    ds = lambda: kube.get_object(cluster, "daemonsets", ns, "agent").get("status") or {}  # noqa: E731
+
+    def pending() -> list[dict]:
+        return [p for p in kube.iter_objects(cluster, "pods", ns, label_selector="app=agent")
+                if (p.get("status") or {}).get("phase") == "Pending" and kube.condition(p, "PodScheduled")]
+
+    wait_for(lambda: ds().get("numberAvailable") == 2 and pending(), timeout=30, what="2 available, 1 Pending")
+    assert ds()["desiredNumberScheduled"] == 3 and ds()["currentNumberScheduled"] == 3
+    [pod] = pending()
+    cond = kube.condition(pod, "PodScheduled")
+    assert cond["reason"] == "Unschedulable" and "free ports" in cond["message"]
+    assert not pod["spec"].get("nodeName")
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["node-2"]
+    cluster.core.delete_namespaced_pod("squatter", ns)
+
+
+def test_daemonset_node_selector_limits_the_eligible_nodes(live, ns):
+    _, cluster = live
+    cluster.core.patch_node("node-3", {"metadata": {"labels": {"example.com/gpu": "true"}}})
+    cluster.apps.create_namespaced_daemon_set(ns, {"metadata": {"name": "gpu"}, "spec": {
+        "selector": {"matchLabels": {"app": "gpu"}},
+        "template": {"metadata": {"labels": {"app": "gpu"}}, "spec": {
+            "nodeSelector": {"example.com/gpu": "true"},
+            "containers": [{"name": "plugin", "image": "device-plugin:1"}]}}}})
+    wait_for(lambda: (kube.get_object(cluster, "daemonsets", ns, "gpu").get("status") or {})
+             .get("numberAvailable") == 1, timeout=30, what="1 available")
+    status = kube.get_object(cluster, "daemonsets", ns, "gpu")["status"]
+    assert status["desiredNumberScheduled"] == 1
+    assert [p["spec"]["nodeName"] for p in kube.iter_objects(cluster, "pods", ns, label_selector="app=gpu")] == ["node-3"]

@@ -587,19 +587,20 @@ def check_statefulsets(statefulsets: Iterable[dict]) -> Check:
         evidence = {"desired": want, "ready": ready, "updated": updated, "current_revision": current,
                     "update_revision": update, "partition": partition}
         problems = []
+        stuck = observed and update and current and update != current and updated < want
         if want and ready == 0:
             problems.append("no ready replica")
             findings.append(Finding(id=f"statefulset-unavailable/{ns}/{name}", severity="critical",
                                     title=f"StatefulSet {ns}/{name} has no ready replicas (0/{want})",
                                     resource=resource, evidence=evidence))
-        elif ready < want:
+        elif ready < want and not stuck:  # a stuck update says why replicas are missing
             problems.append(f"{ready}/{want} ready")
             findings.append(Finding(id=f"statefulset-degraded/{ns}/{name}", severity="warning",
                                     title=f"StatefulSet {ns}/{name} has {ready}/{want} ready replicas",
                                     resource=resource, evidence=evidence))
-        if observed and update and current and update != current and updated < want:
+        if stuck:
             if ready < want:
-                problems.append("update stuck")
+                problems.append(f"{ready}/{want} ready, update stuck")
                 findings.append(Finding(
                     id=f"statefulset-update-stuck/{ns}/{name}", severity="warning",
                     title=f"StatefulSet {ns}/{name}: update stuck at {updated}/{want} pods on {update}",
@@ -656,8 +657,9 @@ def check_daemonsets(daemonsets: Iterable[dict]) -> Check:
             problems.append(f"{desired - available} unavailable")
             findings.append(Finding(
                 id=f"daemonset-unavailable-pods/{ns}/{name}", severity="warning",
-                title=f"DaemonSet {ns}/{name}: {desired - available} of {desired} pods unavailable",
-                detail="The pods exist but are not available on those nodes; see their state below.",
+                title=f"DaemonSet {ns}/{name} is not available on {desired - available} of {desired} eligible nodes",
+                detail="Its pods there are Pending (no room or a host port taken: see the pod findings and "
+                       "FailedScheduling events) or not ready; those nodes run without it.",
                 resource=resource, evidence=evidence))
         rows.append({"namespace": ns, "daemonset": name, "desired": desired, "scheduled": scheduled,
                      "ready": ready, "available": available, "problem": ", ".join(problems)})

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -121,6 +122,57 @@ def _labels_match(selector: dict | None, labels: dict | None) -> bool:
 def _pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "m": 1e-3}
+
+
+def _quantity(text: object) -> float:
+    """A resource quantity ("256Mi", "500m", "2") as a float; 0 when absent or unreadable."""
+    m = re.fullmatch(r"([0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)", str(text or "").strip())
+    if not m or (m.group(2) and m.group(2) not in _SUFFIXES):
+        return 0.0
+    return float(m.group(1)) * (_SUFFIXES[m.group(2)] if m.group(2) else 1)
+
+
+def _requests(spec: dict) -> dict[str, float]:
+    return {r: sum(_quantity(((c.get("resources") or {}).get("requests") or {}).get(r))
+                   for c in spec.get("containers") or []) for r in ("cpu", "memory")}
+
+
+def _host_ports(spec: dict) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p["hostPort"]) for c in spec.get("containers") or []
+            for p in c.get("ports") or [] if p.get("hostPort")}
+
+
+def _tolerates(tolerations: list[dict], taint: dict) -> bool:
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == taint.get("key")):
+            return True
+        if t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def _node_eligible(node: dict, pod_spec: dict) -> bool:
+    """nodeSelector matches and every NoSchedule/NoExecute taint is tolerated (the DaemonSet predicate)."""
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    return all(_tolerates(pod_spec.get("tolerations") or [], t) for t in (node.get("spec") or {}).get("taints") or []
+               if t.get("effect") in ("NoSchedule", "NoExecute"))
+
+
+def _affinity_nodes(pod: dict) -> list[str] | None:
+    """Node names a required nodeAffinity pins the pod to (``matchFields metadata.name``, as DaemonSets do)."""
+    terms = ((((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    names = [v for t in terms for f in t.get("matchFields") or []
+             if f.get("key") == "metadata.name" and f.get("operator") == "In" for v in f.get("values") or []]
+    return names or None
 
 
 def _active(pod: dict) -> bool:
@@ -597,6 +649,14 @@ class Controllers:
     # ---- StatefulSet and DaemonSet -------------------------------------------
 
     def sync_statefulset(self, ns: str, name: str) -> None:
+        """Pods ``<name>-<ordinal>``; a template change rolls them as the StatefulSet controller does.
+
+        RollingUpdate replaces one pod at a time, from the highest ordinal down to
+        ``partition``, and only while every pod is Ready: an updated pod that never becomes
+        Ready stops the update with the set split between ``currentRevision`` and
+        ``updateRevision``. OnDelete replaces nothing. A missing pod is created at the update
+        revision.
+        """
         srt, prt = self.registry.by_kind_any_version("StatefulSet"), self.rt["Pod"]
         sts = self.store.find(srt, ns, name)
         if sts is None:
@@ -605,15 +665,24 @@ class Controllers:
         revision = f"{name}-{pod_template_hash(sts['spec']['template'])}"
         pods = {p["metadata"]["name"]: p for p in self.store.items(prt, ns) if _owned_by(p, uid)}
         want = sts["spec"].get("replicas", 1)
+        strategy = sts["spec"].get("updateStrategy") or {}
+        partition = ((strategy.get("rollingUpdate") or {}).get("partition") or 0) \
+            if strategy.get("type", "RollingUpdate") == "RollingUpdate" else want
         created = parse_time(sts["metadata"]["creationTimestamp"]) if self.bootstrapping else None
+
+        def rev(pod: dict) -> str:
+            return pod["metadata"].get("labels", {}).get("controller-revision-hash", "")
+
+        if all(_pod_ready(p) for p in pods.values()):
+            for i in range(want - 1, partition - 1, -1):  # at most one replacement per pass
+                pod = pods.get(f"{name}-{i}")
+                if pod is not None and rev(pod) != revision:
+                    self.store.delete(prt, ns, pod["metadata"]["name"])
+                    pods.pop(pod["metadata"]["name"])
+                    break
         for i in range(want):
             pname = f"{name}-{i}"
-            pod = pods.get(pname)
-            if pod and pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision:
-                self.store.delete(prt, ns, pname)
-                pods.pop(pname)
-                pod = None
-            if pod is None:
+            if pname not in pods:
                 new = self._pod_from_template(sts, "StatefulSet", "", i, name=pname)
                 new["metadata"]["labels"] = {**new["metadata"]["labels"], "controller-revision-hash": revision,
                                              "statefulset.kubernetes.io/pod-name": pname,
@@ -628,34 +697,57 @@ class Controllers:
                 self.store.delete(prt, ns, pname)
                 pods.pop(pname)
         ready = sum(1 for p in pods.values() if _pod_ready(p))
+        updated = sum(1 for p in pods.values() if rev(p) == revision)
+        old = sorted({rev(p) for p in pods.values()} - {revision})
+        current = revision if updated == len(pods) else \
+            ((sts.get("status") or {}).get("currentRevision") if (sts.get("status") or {}).get(
+                "currentRevision") in old else old[0])
         status = {"observedGeneration": sts["metadata"].get("generation", 1), "replicas": len(pods),
-                  "readyReplicas": ready, "currentReplicas": len(pods), "updatedReplicas": len(pods),
-                  "availableReplicas": ready, "currentRevision": revision, "updateRevision": revision,
-                  "collisionCount": 0}
+                  "readyReplicas": ready, "currentReplicas": sum(1 for p in pods.values() if rev(p) == current),
+                  "updatedReplicas": updated, "availableReplicas": ready, "currentRevision": current,
+                  "updateRevision": revision, "collisionCount": 0}
         if status != sts.get("status"):
             new = copy.deepcopy(sts)
             new["status"] = status
             self.store.update(srt, new, subresource="status", check_rv=False)
 
     def sync_daemonset(self, ns: str, name: str) -> None:
+        """One pod per eligible node (nodeSelector, taints), bound by the scheduler like any pod.
+
+        As in Kubernetes since 1.12, the pod is pinned to its node by a required node
+        affinity and the scheduler binds it; a node without room for it leaves the pod
+        Pending (FailedScheduling), so the DaemonSet counts it scheduled but not available.
+        """
         drt, prt = self.rt["DaemonSet"], self.rt["Pod"]
         ds = self.store.find(drt, ns, name)
         if ds is None:
             return
         uid = ds["metadata"]["uid"]
+        pod_spec = ds["spec"]["template"].get("spec") or {}
         nodes = [n["metadata"]["name"] for n in self.store.items(self.rt["Node"])
-                 if not (n.get("spec") or {}).get("unschedulable")]
+                 if not (n.get("spec") or {}).get("unschedulable") and _node_eligible(n, pod_spec)]
         pods = [p for p in self.store.items(prt, ns) if _owned_by(p, uid)]
-        by_node = {p["spec"].get("nodeName"): p for p in pods}
+        by_node = {p["spec"].get("nodeName") or (_affinity_nodes(p) or [""])[0]: p for p in pods}
         created = parse_time(ds["metadata"]["creationTimestamp"]) if self.bootstrapping else None
+        index = {n: i for i, n in enumerate(nodes)}
+        usage = self._node_usage() if set(nodes) - set(by_node) else {}
         for node in nodes:
             if node not in by_node:
-                pod = self._pod_from_template(ds, "DaemonSet", f"{name}-", nodes.index(node), node=node)
+                pod = self._pod_from_template(ds, "DaemonSet", f"{name}-", index[node])
+                pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                                            "values": [node]}]}]}}}
+                if not self._misfit(pod, node, usage):
+                    pod["spec"]["nodeName"] = node
+                    acc = usage.setdefault(node, {"cpu": 0.0, "memory": 0.0, "ports": set()})
+                    for r, v in _requests(pod["spec"]).items():
+                        acc[r] += v
+                    acc["ports"] |= _host_ports(pod["spec"])
                 by_node[node] = self.store.create(prt, pod, created=created)
                 self.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
                            "daemonset-controller", at=created)
         for node, p in list(by_node.items()):
-            if node not in nodes:
+            if node not in index:
                 self.store.delete(prt, ns, p["metadata"]["name"])
                 del by_node[node]
         ready = sum(1 for p in by_node.values() if _pod_ready(p))
@@ -670,6 +762,34 @@ class Controllers:
             new["status"] = status
             self.store.update(drt, new, subresource="status", check_rv=False)
 
+    def _node_usage(self) -> dict[str, dict]:
+        """CPU, memory and host ports taken on each node by the active pods bound to it (one pass)."""
+        used: dict[str, dict] = {}
+        for p in self.store.items(self.rt["Pod"]):
+            node = p["spec"].get("nodeName")
+            if node and _active(p):
+                acc = used.setdefault(node, {"cpu": 0.0, "memory": 0.0, "ports": set()})
+                for r, v in _requests(p["spec"]).items():
+                    acc[r] += v
+                acc["ports"] |= _host_ports(p["spec"])
+        return used
+
+    def _misfit(self, pod: dict, node_name: str, usage: dict[str, dict] | None = None) -> str:
+        """Why the node cannot take this pod, in the scheduler's words ("" when it fits)."""
+        want, ports = _requests(pod["spec"]), _host_ports(pod["spec"])
+        if not any(want.values()) and not ports:
+            return ""
+        node = self.store.find(self.rt["Node"], None, node_name)
+        alloc = ((node or {}).get("status") or {}).get("allocatable") or {}
+        used = (usage if usage is not None else self._node_usage()).get(node_name) or \
+            {"cpu": 0.0, "memory": 0.0, "ports": set()}
+        if ports & used["ports"]:
+            return "node(s) didn't have free ports for the requested pod ports"
+        for r in ("cpu", "memory"):
+            if alloc.get(r) and used[r] + want[r] > _quantity(alloc[r]):
+                return f"Insufficient {r}"
+        return ""
+
     # ---- scheduler and kubelet ---------------------------------------------
 
     def sync_pod(self, ns: str, name: str) -> None:
@@ -681,6 +801,7 @@ class Controllers:
         if not pod["spec"].get("nodeName"):
             node = self._schedule(pod)
             if node is None:
+                self._unschedulable(pod, created)
                 return
             new = copy.deepcopy(pod)
             new["spec"]["nodeName"] = node
@@ -698,12 +819,34 @@ class Controllers:
         self._failure_events(pod)
 
     def _schedule(self, pod: dict) -> str | None:
+        pinned = _affinity_nodes(pod)
+        if pinned is not None:  # a DaemonSet pod: its node, if it has room
+            fits = [n for n in pinned if self.store.find(self.rt["Node"], None, n) and not self._misfit(pod, n)]
+            return fits[0] if fits else None
         nodes = [n for n in self.store.items(self.rt["Node"]) if not (n.get("spec") or {}).get("unschedulable")]
         if not nodes:
             return None
         names = [n["metadata"]["name"] for n in nodes]
         # spread deterministically by the pod name, like a scheduler balancing by count
         return names[int(hashlib.sha256(pod["metadata"]["name"].encode()).hexdigest(), 16) % len(names)]
+
+    def _unschedulable(self, pod: dict, created: datetime) -> None:
+        """A pod no node can take: Pending with PodScheduled=False, and a FailedScheduling event."""
+        if (pod.get("status") or {}).get("conditions"):
+            return
+        total = len(self.store.items(self.rt["Node"]))
+        pinned = [n for n in _affinity_nodes(pod) or [] if self.store.find(self.rt["Node"], None, n)]
+        why = self._misfit(pod, pinned[0]) if pinned else ""
+        message = (f"0/{total} nodes are available: 1 {why}, {total - 1} node(s) didn't match Pod's node "
+                   f"affinity/selector. preemption: 0/{total} nodes are available: 1 No preemption victims "
+                   f"found for incoming pod, {total - 1} Preemption is not helpful for scheduling.") \
+            if why else f"0/{total} nodes are available."
+        new = copy.deepcopy(pod)
+        new["status"] = {"phase": "Pending", "qosClass": "Burstable", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": None, "lastTransitionTime": rfc3339(created)}]}
+        pod = self.store.update(self.rt["Pod"], new, subresource="status", check_rv=False)
+        self.event(pod, "Warning", "FailedScheduling", message, "default-scheduler", at=created)
 
     def _node_index(self, node: str) -> int:
         digits = "".join(ch for ch in node if ch.isdigit())

@@ -101,18 +101,21 @@ class Sandbox:
 
     def load(self, scenario: str, now: datetime) -> None:
         """Create the scenario's objects and let the controllers bring them to life, back-dated."""
+        from .admission import apply_defaults, prepare_create
         from .scenario import load_scenario
         from .server import Request
 
         self.controllers.bootstrapping = True
+        updates = []
         try:
             for obj in load_scenario(scenario, now=now):
                 rt = self.registry.by_kind(obj["apiVersion"], obj["kind"])
                 if rt is None:
                     raise ValueError(f"scenario {scenario!r}: no such kind {obj['apiVersion']}/{obj['kind']}")
+                if self.store.find(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"]) is not None:
+                    updates.append((rt, obj))  # the same object again: an update, once the first pods run
+                    continue
                 req = Request("POST", rt.path(), {"User-Agent": "sandbox-scenario"}, b"")
-                from .admission import prepare_create
-
                 created = datetime.strptime(obj["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ") \
                     .replace(tzinfo=UTC) if obj["metadata"].get("creationTimestamp") else None
                 self.store.resolve_owner_uids(obj)
@@ -130,6 +133,10 @@ class Sandbox:
             self.controllers.settle(rounds=200)
         finally:
             self.controllers.bootstrapping = False
+        for rt, obj in updates:  # applied now, so that the controllers roll them out
+            stored = self.store.get(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            self.store.update(rt, apply_defaults(rt, {**stored, "spec": obj["spec"]}, stored), check_rv=False)
+            self.controllers.settle(rounds=200)
         self.controllers.settle(rounds=50)
 
     def add_bulk_pods(self, count: int, namespaces: int = 1, nodes: int = 0, unhealthy_percent: float = 0.0,

@@ -27,6 +27,10 @@ ordinary objects:
   defaulting, so Deployments and ReplicaSets are returned defaulted; the
   controllers then recognise the planted ReplicaSets instead of rolling out
   new ones.  Pods are left to the controllers.
+* A StatefulSet with ``sandbox.previousTemplate`` comes out twice: with that template, then
+  as written. The loader creates the first and applies the second as an update once the
+  first pods run (when the sandbox starts), so the controller rolls the update as it would
+  (see sessions in 58-shop-sessions.yaml).
 * ``kubernetes.io/tls`` Secrets described by ``sandbox.certificate`` get real
   certificates from :mod:`runbooks_sandbox.pki`, signed by the CA that a
   ClusterIssuer's ``sandbox.ca`` declares (or self-signed).
@@ -63,6 +67,7 @@ KIND_ORDER = {"CustomResourceDefinition": 0, "Namespace": 1, "Node": 2}
 # Sandbox keys each kind accepts (besides "age", which every kind accepts).
 SANDBOX_KEYS = {
     "Deployment": {"revision", "rolloutAge", "replicas", "revisions"},
+    "StatefulSet": {"previousTemplate"},
     "Secret": {"certificate", "privateKey"},
     "ClusterIssuer": {"ca"},
     "Issuer": {"ca"},
@@ -226,6 +231,11 @@ class _Build:
         if kind == "Deployment":
             obj = _server_defaults(obj)
             return [obj, *self.replica_sets(obj, sandbox, created)]
+        if kind == "StatefulSet" and "previousTemplate" in sandbox:
+            # created with the previous template; the same object again is the update the loader applies
+            before = copy.deepcopy(obj)
+            before["spec"]["template"] = _resolve_times(copy.deepcopy(sandbox["previousTemplate"]), self.now)
+            return [before, obj]
         return [obj]
 
     def replica_sets(self, deploy: dict, sandbox: dict, created: datetime) -> list[dict]:
