@@ -260,3 +260,24 @@ def test_healthy_objects_give_no_finding():
               health.check_batch([], []), health.check_pvcs([]), health.check_hpas([]), health.check_pdbs([]),
               health.check_quotas([]), health.check_webhooks([], {}), health.check_apiservices([])]
     assert [f.id for c in checks for f in c.findings] == []
+
+
+def test_volumes_filling_up():
+    usage = pd.DataFrame([
+        {"namespace": "db", "persistentvolumeclaim": "data-pg-0", "used": 98 * 2 ** 30, "capacity": 100 * 2 ** 30},
+        {"namespace": "db", "persistentvolumeclaim": "data-pg-1", "used": 90 * 2 ** 30, "capacity": 100 * 2 ** 30},
+        {"namespace": "db", "persistentvolumeclaim": "wal", "used": 10 * 2 ** 30, "capacity": 100 * 2 ** 30}])
+    check = health.check_volumes(usage, warning_percent=85, critical_percent=97)
+    assert sev(check) == {"volume-filling-up/db/data-pg-0": "critical", "volume-filling-up/db/data-pg-1": "warning"}
+    assert list(check.table.percent) == [98.0, 90.0]
+
+
+def test_volumes_without_prometheus_or_with_it_down():
+    assert health.volumes(None).note.startswith("no Prometheus") and health.volumes(None).findings == []
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = health.volumes(f"http://127.0.0.1:{port}")
+    assert sev(down) == {"data-source-down/prometheus": "warning"} and down.note == "Prometheus unreachable"

@@ -1221,3 +1221,68 @@ def readyz(cluster: kube.Cluster) -> Check:
     if status in (401, 403):
         return _not_served("/readyz", READYZ_COLUMNS, Forbidden(f"GET /readyz: HTTP {status}"))
     return check_readyz(status, text)
+
+
+# ---- volumes filling up (kubelet metrics through Prometheus) ---------------------------------
+
+VOLUME_COLUMNS = ["namespace", "persistentvolumeclaim", "used_gib", "capacity_gib", "percent"]
+VOLUME_QUERIES = {
+    "used": "max by (namespace, persistentvolumeclaim) (kubelet_volume_stats_used_bytes)",
+    "capacity": "max by (namespace, persistentvolumeclaim) (kubelet_volume_stats_capacity_bytes)",
+}
+
+
+def check_volumes(usage: pd.DataFrame, *, warning_percent: int = 85, critical_percent: int = 97) -> Check:
+    """PersistentVolumeClaims whose volume is nearly full (kubelet_volume_stats_* per claim).
+
+    `usage` has ``namespace``, ``persistentvolumeclaim``, ``used`` and ``capacity`` (bytes).
+    At `critical_percent` writes are about to fail (databases stop, logs are lost): critical;
+    at `warning_percent` a warning, as KubePersistentVolumeFillingUp does.
+    """
+    rows, findings = [], []
+    gib = 2 ** 30
+    for r in usage.to_dict("records"):
+        if not r.get("capacity"):
+            continue
+        pct = round(100 * r["used"] / r["capacity"], 1)
+        if pct < warning_percent:
+            continue
+        ns, name = r["namespace"], r["persistentvolumeclaim"]
+        rows.append({"namespace": ns, "persistentvolumeclaim": name, "used_gib": round(r["used"] / gib, 2),
+                     "capacity_gib": round(r["capacity"] / gib, 2), "percent": pct})
+        findings.append(Finding(
+            id=f"volume-filling-up/{ns}/{name}", severity="critical" if pct >= critical_percent else "warning",
+            title=f"Volume of PersistentVolumeClaim {ns}/{name} is {pct:g}% full",
+            detail=f"{r['used'] / gib:.1f} of {r['capacity'] / gib:.1f} GiB used; writes fail when it is full. "
+                   "Expand the claim (allowVolumeExpansion) or free space.",
+            resource=f"PersistentVolumeClaim/{ns}/{name}", evidence={"used_bytes": r["used"],
+                                                                    "capacity_bytes": r["capacity"]}))
+    rows.sort(key=lambda r: -r["percent"])
+    return Check(_frame(rows, VOLUME_COLUMNS), findings)
+
+
+def volumes(prometheus_url: str | None, namespaces: list[str] | None = None, *, verify_tls: bool = True,
+            warning_percent: int = 85, critical_percent: int = 97) -> Check:
+    """:func:`check_volumes` from Prometheus; without a URL a note, with Prometheus down a warning.
+
+    A Prometheus that cannot be reached empties this section and says so (``data-source-down/prometheus``,
+    a warning): the rest of the report does not depend on it.
+    """
+    from . import metrics
+    from .errors import SOURCE_ERRORS
+
+    if not prometheus_url:
+        return Check(_frame([], VOLUME_COLUMNS), [], note="no Prometheus configured (prometheus_url)")
+    try:
+        prom = metrics.connect(prometheus_url, verify=verify_tls)
+        frames = {k: metrics.query(prom, q) for k, q in VOLUME_QUERIES.items()}
+    except SOURCE_ERRORS as e:
+        return Check(_frame([], VOLUME_COLUMNS), [Finding(
+            id="data-source-down/prometheus", severity="warning", title="Prometheus cannot be reached: "
+            "volume usage is not checked", detail=str(e), resource="prometheus")], note="Prometheus unreachable")
+    keys = ["namespace", "persistentvolumeclaim"]
+    parts = [f.reindex(columns=[*keys, "value"]).rename(columns={"value": k}) for k, f in frames.items()]
+    usage = parts[0].merge(parts[1], on=keys, how="inner")
+    if namespaces:
+        usage = usage[usage.namespace.isin(namespaces)]
+    return check_volumes(usage, warning_percent=warning_percent, critical_percent=critical_percent)
