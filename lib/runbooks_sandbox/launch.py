@@ -88,8 +88,9 @@ class Sandbox:
         cert.write_bytes(serving.cert_pem + ca.cert_pem)
         _write_private(key, serving.key_pem)
         try:
-            from .podlogs import render_logs
+            from .podlogs import follow_logs, render_logs
             self.api.log_source = render_logs
+            self.api.log_follower = follow_logs
         except ImportError:  # pragma: no cover - during development only
             pass
         if self.scenario:
