@@ -20,7 +20,9 @@ from .store import ApiError, rfc3339
 if TYPE_CHECKING:
     from .server import ApiServer, Request, Route
 
-_cluster_ips = itertools.count(10)
+# Dynamic ClusterIPs come from above the static band (the first 256 addresses), as the real allocator
+# prefers, so they never collide with pinned ones such as the cluster DNS Service's 10.96.0.10.
+_cluster_ips = itertools.count(0)
 
 
 def default_manager(user_agent: str) -> str:
@@ -260,7 +262,7 @@ def _service(obj: dict, old: dict | None) -> None:
             spec.setdefault("clusterIP", old["spec"]["clusterIP"])
         if not spec.get("clusterIP"):
             n = next(_cluster_ips)
-            spec["clusterIP"] = str(ipaddress.ip_address("10.96.0.0") + n)
+            spec["clusterIP"] = str(ipaddress.ip_address("10.96.1.0") + n)
         if spec["clusterIP"] != "None":
             spec.setdefault("clusterIPs", [spec["clusterIP"]])
         else:
