@@ -579,7 +579,8 @@ class _Ctx:
     def _pipeline(self, pipeline: list[list[str]], io: IO) -> int:
         stdin = io.stdin
         status = 0
-        for i, argv in enumerate(pipeline):
+        for i, words in enumerate(pipeline):
+            argv = [w for word in words for w in _expand_word(word, self)]  # expanded as each command runs
             last = i == len(pipeline) - 1
             buf: list[bytes] = []
             sub = IO(stdin, io.out if last else buf.append, io.err, io.cancel)
@@ -594,8 +595,8 @@ class _Ctx:
 
 
 def _split_list(line: str, ctx: _Ctx) -> list[list[tuple[str, list[list[str]]]]]:
-    """One shell line as lists of (operator, pipeline); each list is run after the previous one."""
-    lex = shlex.shlex(_expand_vars(line, ctx), posix=True, punctuation_chars=";&|")
+    """One shell line as lists of (operator, pipeline of raw words); each list runs after the previous."""
+    lex = shlex.shlex(line, posix=False, punctuation_chars=";&|")
     lex.whitespace_split = True
     lex.commenters = "#"
     try:
@@ -623,17 +624,17 @@ def _split_list(line: str, ctx: _Ctx) -> list[list[tuple[str, list[list[str]]]]]
     return [x for x in out if x]
 
 
-def _expand_vars(text: str, ctx: _Ctx) -> str:
-    """$NAME, ${NAME} and $? outside single quotes (kept quoted for shlex)."""
+def _expand_word(word: str, ctx: _Ctx) -> list[str]:
+    """A raw word after $NAME, ${NAME} and $? expansion (not inside single quotes) and quote removal."""
     out, quote, i = [], "", 0
-    while i < len(text):
-        ch = text[i]
+    while i < len(word):
+        ch = word[i]
         if ch == "'" and quote != '"':
             quote = "" if quote == "'" else "'"
         elif ch == '"' and quote != "'":
             quote = "" if quote == '"' else '"'
         elif ch == "$" and quote != "'":
-            m = re.match(r"\$(\?|[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})", text[i:])
+            m = re.match(r"\$(\?|[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})", word[i:])
             if m:
                 key = m.group(1).strip("{}")
                 value = str(ctx.status) if key == "?" else ctx.env.get(key, "")
@@ -642,7 +643,10 @@ def _expand_vars(text: str, ctx: _Ctx) -> str:
                 continue
         out.append(ch)
         i += 1
-    return "".join(out)
+    try:
+        return shlex.split("".join(out))
+    except ValueError:
+        return ["".join(out)]
 
 
 # ---- the tools (argv without the command name) -----------------------------------------------
