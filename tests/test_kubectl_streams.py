@@ -167,3 +167,5 @@ def test_debug_with_an_ephemeral_container(kubectl, core, pod):
     assert live.status.ephemeral_container_statuses[0].state.running
     proc = kubectl("exec", "-n", ns, name, "-c", "debugger", "--", "hostname")
     assert proc.returncode == 0 and proc.stdout == f"{name}\n"
+    logs = kubectl("logs", "-n", ns, name, "-c", "debugger")
+    assert logs.returncode == 0 and logs.stdout.splitlines()[:2] == ["from-debugger", name]

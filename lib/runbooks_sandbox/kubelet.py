@@ -140,6 +140,17 @@ class Kubelet:
     def __init__(self, store, registry):
         self.store, self.registry = store, registry
         self._rr = itertools.count()
+        self._output: dict[tuple[str, str], bytearray] = {}  # (pod uid, container) -> its log (ephemeral)
+        self._output_lock = threading.Lock()
+
+    def record(self, pod: dict, container: str, data: bytes) -> None:
+        """Keep what an ephemeral container's process writes: its log, as the runtime would."""
+        with self._output_lock:
+            self._output.setdefault((pod["metadata"].get("uid", ""), container), bytearray()).extend(data)
+
+    def output(self, pod: dict, container: str) -> bytes:
+        with self._output_lock:
+            return bytes(self._output.get((pod["metadata"].get("uid", ""), container), b""))
 
     # ---- cluster state -------------------------------------------------------------------
 

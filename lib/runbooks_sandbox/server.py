@@ -581,8 +581,11 @@ class ApiServer:
                                f"choose one of: [{' '.join(containers)}]")
             container = containers[0]
         init = [c["name"] for c in pod.get("spec", {}).get("initContainers", []) or []]
-        if container not in containers + init:
+        ephemeral = [c["name"] for c in pod.get("spec", {}).get("ephemeralContainers", []) or []]
+        if container not in containers + init + ephemeral:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {r.name}")
+        if container in ephemeral:  # what its process wrote while attached (kubectl debug -i)
+            return 200, self.kubelet.output(pod, container), "text/plain"
         statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses", []) or []}
         st = statuses.get(container, {})
         waiting = (st.get("state") or {}).get("waiting")

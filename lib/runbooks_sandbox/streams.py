@@ -122,7 +122,11 @@ def serve_attach(ws: WebSocket, kubelet: Kubelet, pod: dict, container: str, opt
     ephemeral = any(c.get("name") == container for c in (pod.get("spec") or {}).get("ephemeralContainers") or [])
     if ephemeral:
         argv = (spec.get("command") or []) + (spec.get("args") or []) or ["sh"]
-        code = kubelet.run(pod, container, argv, session.io())
+        io = session.io()
+        out, err = io.out, io.err
+        io.out = lambda b: (kubelet.record(pod, container, b), out(b))
+        io.err = lambda b: (kubelet.record(pod, container, b), err(b))
+        code = kubelet.run(pod, container, argv, io)
         session.finish(exit_status(code, argv))
         return
     if output is not None:
