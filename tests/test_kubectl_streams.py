@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
 
 import pytest
@@ -129,9 +131,9 @@ def test_port_forward_and_http(env, pod):
     proc = subprocess.Popen(["kubectl", "port-forward", "-n", ns, f"pod/{name}", ":8080"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
+        line = _lines(proc).get(timeout=60)
         port = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
-        assert port, line + proc.stderr.read() if proc.poll() is not None else line
+        assert port, line
         for path in ("/first", "/second"):  # two connections over the one tunnel
             with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}{path}", timeout=20) as resp:
                 body = json.loads(resp.read())
@@ -141,14 +143,22 @@ def test_port_forward_and_http(env, pod):
         proc.wait(timeout=20)
 
 
+def _lines(proc: subprocess.Popen) -> queue.Queue:
+    """The process's stdout lines, read in a thread, so a test waits with a deadline instead of hanging."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return lines
+
+
 def test_logs_follow_receives_new_lines(env, sandbox, kubectl):
     pods = json.loads(kubectl("get", "pods", "-n", "shop", "-l", "app=frontend", "-o", "json").stdout)["items"]
     name = pods[0]["metadata"]["name"]
     proc = subprocess.Popen(["kubectl", "logs", "-f", "-n", "shop", name, "--tail=1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline()
-        second = proc.stdout.readline()  # only a follower gets a line written after the request
+        lines = _lines(proc)
+        first = lines.get(timeout=30)
+        second = lines.get(timeout=30)  # only a follower gets a line written after the request
         assert first and second and proc.poll() is None
         assert json.loads(second)["hostname"] == name
     finally:
