@@ -25,8 +25,8 @@ NAME``, ``getent hosts NAME``   (ClusterIP; headless: the ready endpoint IPs; Ex
                                 ``A-B-C-D.NS.pod.cluster.local``); anything else is NXDOMAIN
 ``wget [-q] [-O FILE] URL``,    an HTTP request routed as the cluster would: a Service's ClusterIP and
 ``curl [-sSfi] [-o FILE]        port to a ready endpoint's targetPort, or a pod IP and container
-[-w FMT] [-X M] URL``           port, answered by the pod's built-in responder (the JSON the sandbox
-                                ingress also serves); no ready endpoint: connection refused
+[-w FMT] [-X M] URL``           port, answered by the pod's built-in responder (JSON naming the pod,
+                                port, host and path, like the ingress's); no ready endpoint: refused
 ``sh -c SCRIPT``, ``sh`` (stdin) a tiny shell over these tools: ``;``, ``&&``, ``||``, ``|``,
                                 ``$VAR``, ``exit N``, ``echo``
 ``true``, ``false``,            as usual (``sleep`` really waits, until the client goes away)
