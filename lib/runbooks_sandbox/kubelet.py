@@ -574,7 +574,7 @@ class _Ctx:
 
     def shell(self, script: str, io: IO) -> int:
         for line in script.split("\n"):
-            for cmds in _split_list(line, self):
+            for cmds in _split_list(line):
                 self.status = self._run_list(cmds, io)
         return self.status
 
@@ -605,7 +605,7 @@ class _Ctx:
         return status
 
 
-def _split_list(line: str, ctx: _Ctx) -> list[list[tuple[str, list[list[str]]]]]:
+def _split_list(line: str) -> list[list[tuple[str, list[list[str]]]]]:
     """One shell line as lists of (operator, pipeline of raw words); each list runs after the previous."""
     lex = shlex.shlex(line, posix=False, punctuation_chars=";&|")
     lex.whitespace_split = True
@@ -929,7 +929,7 @@ def _sh(ctx: _Ctx, args: list[str], io: IO) -> int:
         line = io.stdin.readline()
         if not line:
             break
-        for cmds in _split_list(line.decode("utf-8", "replace").rstrip("\r\n"), ctx):
+        for cmds in _split_list(line.decode("utf-8", "replace").rstrip("\r\n")):
             ctx.status = ctx._run_list(cmds, io)
     return ctx.status
 
