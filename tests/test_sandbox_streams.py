@@ -167,3 +167,24 @@ def test_discovery_lists_the_connect_subresources(core):
     assert resources["pods/portforward"].kind == "PodPortForwardOptions"
     assert resources["pods/attach"].kind == "PodAttachOptions"
     assert resources["pods/ephemeralcontainers"].verbs == ["get", "patch", "update"]
+
+
+def test_websocket_control_frames_fragments_and_the_v5_close_signal(sandbox, pod):
+    ns, name = pod
+    ws = _ws(sandbox, f"/api/v1/namespaces/{ns}/pods/{name}/exec?command=cat&stdin=true&stdout=true&stderr=true",
+             ["v5.channel.k8s.io"])
+    assert ws.subprotocol == "v5.channel.k8s.io"
+    assert ws.recv_data() == (websocket.ABNF.OPCODE_BINARY, b"\x01")
+    ws.ping(b"k8s")
+    assert ws.recv_data(control_frame=True) == (websocket.ABNF.OPCODE_PONG, b"k8s")
+    ws.send_frame(websocket.ABNF.create_frame(b"\x00frag", websocket.ABNF.OPCODE_BINARY, fin=0))
+    ws.send_frame(websocket.ABNF.create_frame(b"mented\n", websocket.ABNF.OPCODE_CONT, fin=1))
+    ws.send_binary(bytes([255, 0]))  # v5: close stdin
+    frames = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        frames.append(data)
+    assert b"".join(f[1:] for f in frames if f[:1] == b"\x01") == b"fragmented\n"
+    assert json.loads(frames[-1][1:]) == {"metadata": {}, "status": "Success"}
