@@ -82,7 +82,10 @@ class Connection:
                 break
             head, body = self._buf[:8], self._buf[8:8 + length]
             self._buf = self._buf[8 + length:]
-            frames.append(self._parse(head, body))
+            try:
+                frames.append(self._parse(head, body))
+            except (zlib.error, struct.error, UnicodeDecodeError) as e:
+                raise ProtocolError(f"malformed SPDY frame: {e}") from None
         return frames
 
     def _parse(self, head: bytes, body: bytes) -> Frame:
