@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from runbooks_sandbox import kubelet as kubelet_mod
+from runbooks_sandbox import tools
 from runbooks_sandbox.admission import prepare_create
-from runbooks_sandbox.kubelet import IO, Stdin
 from runbooks_sandbox.server import Request
+from runbooks_sandbox.tools import IO, Stdin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,8 +190,8 @@ def test_unknown_command_exits_127_with_the_runtime_message(box):
 
 
 def test_exit_status_is_what_the_kubelet_reports():
-    assert kubelet_mod.exit_status(0, ["true"]) == {"metadata": {}, "status": "Success"}
-    failure = kubelet_mod.exit_status(3, ["sh", "-c", "exit 3"])
+    assert tools.exit_status(0, ["true"]) == {"metadata": {}, "status": "Success"}
+    failure = tools.exit_status(3, ["sh", "-c", "exit 3"])
     assert list(failure) == ["metadata", "status", "message", "reason", "details"]
     assert failure["reason"] == "NonZeroExitCode"
     assert failure["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
@@ -203,8 +204,8 @@ def test_container_that_is_not_running_cannot_be_entered(box):
 
 
 def test_the_tool_table_is_documented():
-    doc = kubelet_mod.__doc__ or ""
+    doc = tools.__doc__ or ""
     readme = (ROOT / "README.md").read_text()
-    for tool in kubelet_mod.TOOLS:
+    for tool in tools.TOOLS:
         assert f"``{tool}" in doc, tool
         assert f"`{tool}" in readme, tool

@@ -20,7 +20,7 @@ stream translator) speaks:
   opens an error and a data stream per connection, headed ``streamType``,
   ``port`` and ``requestID``.
 
-What the pod answers comes from kubelet.py (tools and the HTTP responder).
+What the pod answers comes from tools.py (the commands) and kubelet.py (the HTTP responder).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 from . import spdy
-from .kubelet import IO, ContainerNotRunning, Kubelet, Stdin, exit_status, http_request_length
+from .kubelet import ContainerNotRunning, Kubelet, http_request_length
+from .tools import IO, Stdin, exit_status
 from .websocket import Closed, WebSocket
 
 log = logging.getLogger(__name__)
