@@ -8,7 +8,7 @@ Routing, content negotiation and admission (defaults, schema validation,
 dry-run) live here; storage in store.py; the patch flavours in patch.py.
 pods/exec, attach and portforward answer the WebSocket upgrade here and hand
 the connection to streams.py (framing in websocket.py and spdy.py; what the
-pod runs in kubelet.py). Write answers follow the real registry: DELETE
+pod runs in tools.py and kubelet.py). Write answers follow the real registry: DELETE
 returns the object for the stores that say so (`deleted_answer`), or the
 object marked for deletion while finalizers remain.
 """
