@@ -261,6 +261,7 @@ def scan_pods(pages: Iterable[list[dict]], *, restart_threshold: int = 5, pendin
                         cond = kube.condition(pod, "PodScheduled")
                         reason = cond.get("reason", "") or "Pending"
                         g = group("pending", "warning", ns, workload)
+                        # `restarts` ranks a group's example pod: for Pending ones, the oldest (age in minutes)
                         g.add(name, waiting_reason=reason, detail=cond.get("message", ""),
                               restarts=int(age.total_seconds() // 60))
                         row("warning", [ns, name, workload, "", f"Pending ({reason})", 0, "", node])
