@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from runbooks import alerts, metrics
-from runbooks.errors import InvalidInput, Unavailable
+from runbooks.errors import InvalidInput
 from runbooks_sandbox import observability
 from runbooks_sandbox.launch import Sandbox
 from runbooks_sandbox.observability import (
