@@ -169,6 +169,9 @@ def test_the_approved_run_installs_rolls_out_and_answers_through_the_ingress(new
     assert "hello.example.com" in http["certificate"]["dns_names"]
     assert http["certificate"]["issuer"] == "R11 (sandbox)"
     assert approved.finding("rollout/")[0]["severity"] == "ok"
+    [namespace] = approved.finding("preflight/namespace/")
+    assert (namespace["severity"], namespace["title"]) == ("ok", f"namespace hello exists (created by plan {dry.plan['id']})")
+    assert dry.finding("preflight/namespace/")[0]["title"] == "namespace hello will be created"
 
 
 def test_a_second_identical_run_plans_nothing(new_service):

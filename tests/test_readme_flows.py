@@ -153,6 +153,7 @@ def test_provision_service_dry_run_then_approve_the_printed_plan(project, settin
     assert checks == {"verify/deployment/hello/hello": "ok", "verify/endpoints/hello/hello": "ok",
                       "verify/http/hello/hello": "ok", "verify/certificate/hello/hello": "ok"}, show(approved)
     assert by_id(s)["verify/http/hello/hello"]["evidence"]["status"] == 200
+    assert by_id(s)["preflight/namespace/hello"]["title"] == f"namespace hello exists (created by plan {pid})"
 
     # cert-manager made the Certificate from the chart's annotated Ingress, issued it, and it is served
     certificate = kube.get_object(cluster, "certificates", "hello", "hello-tls")
@@ -246,4 +247,12 @@ def test_incident_rollback_dry_run_then_approve(project, cluster):
     assert s["plan"]["id"] == pid and s["plan"]["applied"] is True, show(approved)
     assert by_id(s)["mitigation/rollback/shop/checkout"]["severity"] == "ok"
     assert image().endswith(":1.8.2")
+    # the crash-looping pods the rollback replaced: resolved by the plan; the incident itself is history
+    crashed = [f for f in summary(dry)["findings"] if f["id"].startswith("pod-crashloopbackoff/shop/checkout-")]
+    assert crashed and all(f["severity"] == "critical" for f in crashed)
+    for f in crashed:
+        now = by_id(s)[f["id"]]
+        assert now["severity"] == "ok" and now["title"].startswith(f"resolved by plan {pid}: "), now
+    critical = {f["id"].split("/")[0] for f in s["findings"] if f["severity"] == "critical"}
+    assert critical <= {"incident", "alert"}, show(approved)
     _exit_matches(approved, s)
