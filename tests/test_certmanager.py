@@ -168,17 +168,20 @@ def ingress_events(api, ns, name):
 def ns(api):
     import uuid
 
-    name = f"shim-{uuid.uuid4().hex[:6]}"
+    name = f"t-shim-{uuid.uuid4().hex[:6]}"  # sorts after the scenario's namespaces (the shim syncs in order)
     rb.api_request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
     yield name
     rb.api_request(api, "DELETE", f"/api/v1/namespaces/{name}")
 
 
-def test_ingress_shim_leaves_the_scenario_certificates_as_they_are(api, box):
+def test_ingress_shim_leaves_the_scenario_certificates_as_they_are(api, ns):
     """The scenario's Certificates are what ingress-shim made of their Ingresses: nothing to update."""
-    import time
-
-    time.sleep(1.0)  # several passes of the shim
+    # the shim syncs every Ingress when it starts, in (namespace, name) order, and each one it hears
+    # of after: once an Ingress created now in a later namespace has its Certificate, the scenario's
+    # Ingresses have been synced too
+    create_ingress(api, ingress("probe", [{"hosts": ["probe.example.com"], "secretName": "probe-tls"}],
+                                {"cert-manager.io/cluster-issuer": "letsencrypt-prod"}, ns))
+    wait_for(lambda: find_cert(api, ns, "probe-tls"), what="the shim's pass over a new Ingress")
     for name in SCENARIO_INGRESS_CERTS:
         obj = cert(api, name)
         assert obj["metadata"]["generation"] == 1, name
@@ -220,9 +223,8 @@ def test_changed_hosts_update_the_certificate_and_a_deleted_ingress_takes_it_alo
                                 {"cert-manager.io/cluster-issuer": "letsencrypt-prod"}, ns))
     wait_for(lambda: find_cert(api, ns, "app-tls") and find_cert(api, ns, "app-b-tls"), what="two Certificates")
     wait_for(lambda: revision(cert(api, "app-tls", ns)) == 1, what="app-tls issued")
-    body = rb.api_request(api, "GET", ingress_path(ns, "app"))
-    body["spec"]["tls"] = [{"hosts": ["a.example.com", "c.example.com"], "secretName": "app-tls"}]
-    rb.api_request(api, "PUT", ingress_path(ns, "app"), body=body)
+    rb.api_request(api, "PATCH", ingress_path(ns, "app"), content_type="application/merge-patch+json",
+                   body={"spec": {"tls": [{"hosts": ["a.example.com", "c.example.com"], "secretName": "app-tls"}]}})
     updated = wait_for(lambda: revision(c := cert(api, "app-tls", ns)) == 2 and c,
                        what="app-tls re-issued for the new hosts")
     assert updated["spec"]["dnsNames"] == ["a.example.com", "c.example.com"]
@@ -276,12 +278,14 @@ def test_issuer_annotations_and_what_is_refused(api, ns):
 def test_tls_acme_uses_the_default_issuer_configured_on_cert_manager(api, ns):
     """cert-manager's --default-issuer-* flags, set on its Deployment, make kubernetes.io/tls-acme work."""
     path = "/apis/apps/v1/namespaces/cert-manager/deployments/cert-manager"
-    dep = rb.api_request(api, "GET", path)
-    container = dep["spec"]["template"]["spec"]["containers"][0]
-    original = list(container["args"])
-    container["args"] = original + ["--default-issuer-name=letsencrypt-prod", "--default-issuer-kind=ClusterIssuer",
-                                    "--default-issuer-group=cert-manager.io"]
-    rb.api_request(api, "PUT", path, body=dep)
+    original = rb.api_request(api, "GET", path)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    def set_args(args):
+        rb.api_request(api, "PATCH", path, content_type="application/json-patch+json", body=[
+            {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}])
+
+    set_args(original + ["--default-issuer-name=letsencrypt-prod", "--default-issuer-kind=ClusterIssuer",
+                         "--default-issuer-group=cert-manager.io"])
     try:
         create_ingress(api, ingress("acme", [{"hosts": ["acme.example.com"], "secretName": "acme-tls"}],
                                     {"kubernetes.io/tls-acme": "true"}, ns))
@@ -289,6 +293,4 @@ def test_tls_acme_uses_the_default_issuer_configured_on_cert_manager(api, ns):
         assert obj["spec"]["issuerRef"] == {"name": "letsencrypt-prod", "kind": "ClusterIssuer",
                                             "group": "cert-manager.io"}
     finally:
-        dep = rb.api_request(api, "GET", path)
-        dep["spec"]["template"]["spec"]["containers"][0]["args"] = original
-        rb.api_request(api, "PUT", path, body=dep)
+        set_args(original)

@@ -169,7 +169,7 @@ def test_provision_service_dry_run_then_approve_the_printed_plan(project, settin
         .get_values_for_type(x509.DNSName) == ["hello.example.com"]
     issuer = kube.get_object(cluster, "clusterissuers", None, "letsencrypt-prod")
     assert "acme" in issuer["spec"] and "letsencrypt.org" in issuer["spec"]["acme"]["server"]
-    assert common_name(leaf.issuer) == "R11 (sandbox)"  # the sandbox's stand-in for Let's Encrypt's R11
+    assert common_name(leaf.issuer) == "R11 (sandbox)"  # letsencrypt-prod's sandbox intermediate CA
 
 
 # ---- certificate rotation ----------------------------------------------------------------------------
