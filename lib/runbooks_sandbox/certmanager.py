@@ -219,7 +219,8 @@ class CertManager:
                 last_tick = time.monotonic()
                 work |= {(c["metadata"].get("namespace", ""), c["metadata"]["name"])
                          for c in self.store.items(self._rt("Certificate"))}
-                ingresses |= set(self.shim.ingresses())
+                # Ingresses are synced when they (or their Certificates) change, not on the tick:
+                # a refused one would otherwise repeat its BadConfig Event every second
             for ns, name in sorted(ingresses):  # ingress-shim first: its Certificates are issued below
                 if self._stop.is_set():
                     return
