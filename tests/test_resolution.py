@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runbooks.resolution import reevaluate, resolved
 from runbooks.model import Finding
+from runbooks.resolution import reevaluate, resolved
 
 
 def f(id_, severity, resource, title="t"):
