@@ -274,13 +274,18 @@ def pid_alive(pid: int) -> bool:
 
 
 def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
-                  bulk_namespaces: int = 1, bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> None:
-    """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`)."""
+                  free_ports: bool = False, bulk_namespaces: int = 1, bulk_nodes: int = 0,
+                  bulk_unhealthy: float = 0.0) -> None:
+    """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`).
+
+    The services listen on the fixed ports of ``stack.PORTS`` (what parameters/sandbox/env.yaml
+    names), or with ``free_ports`` on any free ones (the state file's ``services`` lists them).
+    """
     from . import stack
 
     sandbox = Sandbox(state_dir, scenario, port)
     if not api_only:
-        stack.attach(sandbox, stack.StackOptions(ports=dict(stack.PORTS)))
+        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS)))
     sandbox.start()
     if bulk_pods:
         sandbox.add_bulk_pods(bulk_pods, bulk_namespaces, bulk_nodes, bulk_unhealthy)
@@ -300,8 +305,8 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
-                     bulk_pods: int = 0, api_only: bool = False, bulk_namespaces: int = 1, bulk_nodes: int = 0,
-                     bulk_unhealthy: float = 0.0) -> dict:
+                     bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False,
+                     bulk_namespaces: int = 1, bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -314,7 +319,7 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
          "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods),
          "--bulk-namespaces", str(bulk_namespaces), "--bulk-nodes", str(bulk_nodes),
          "--bulk-unhealthy", str(bulk_unhealthy)]
-        + (["--api-only"] if api_only else []),
+        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
