@@ -132,12 +132,12 @@ class Sandbox:
                     self.store.update(rt, {**stored, "status": obj["status"]}, subresource="status",
                                       check_rv=False)
             self.controllers.settle(rounds=200)
+            for rt, obj in updates:  # applied once the first pods run, so that the controllers roll them out
+                stored = self.store.get(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                self.store.update(rt, apply_defaults(rt, {**stored, "spec": obj["spec"]}, stored), check_rv=False)
+                self.controllers.settle(rounds=200)
         finally:
             self.controllers.bootstrapping = False
-        for rt, obj in updates:  # applied now, so that the controllers roll them out
-            stored = self.store.get(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])
-            self.store.update(rt, apply_defaults(rt, {**stored, "spec": obj["spec"]}, stored), check_rv=False)
-            self.controllers.settle(rounds=200)
         self.controllers.settle(rounds=50)
 
     def add_bulk_pods(self, count: int, namespaces: int = 1, nodes: int = 0, unhealthy_percent: float = 0.0,

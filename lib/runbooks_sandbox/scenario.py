@@ -29,7 +29,8 @@ ordinary objects:
   new ones.  Pods are left to the controllers.
 * A StatefulSet with ``sandbox.previousTemplate`` comes out twice: with that template, then
   as written. The loader creates the first and applies the second as an update once the
-  first pods run (when the sandbox starts), so the controller rolls the update as it would
+  first pods run (its new pods back-dated like every scenario pod, so Prometheus holds their
+  history), so the controller rolls the update as it would
   (see sessions in 58-shop-sessions.yaml).
 * ``kubernetes.io/tls`` Secrets described by ``sandbox.certificate`` get real
   certificates from :mod:`runbooks_sandbox.pki`, signed by the CA that a

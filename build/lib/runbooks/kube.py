@@ -72,6 +72,17 @@ KINDS: dict[str, Kind] = _kinds(
     ("StatefulSet", "apps/v1", "statefulsets", True),
     ("DaemonSet", "apps/v1", "daemonsets", True),
     ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+    ("Job", "batch/v1", "jobs", True),
+    ("CronJob", "batch/v1", "cronjobs", True),
+    ("PersistentVolumeClaim", "v1", "persistentvolumeclaims", True),
+    ("PersistentVolume", "v1", "persistentvolumes", False),
+    ("ResourceQuota", "v1", "resourcequotas", True),
+    ("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers", True),
+    ("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", True),
+    ("ValidatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
+     False),
+    ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
+    ("APIService", "apiregistration.k8s.io/v1", "apiservices", False),
     ("Ingress", "networking.k8s.io/v1", "ingresses", True),
     ("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
     ("Certificate", "cert-manager.io/v1", "certificates", True),
@@ -262,6 +273,21 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
     return resp.data
 
 
+def get_text(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
+             timeout: float = 30.0) -> tuple[int, str]:
+    """GET a plain-text path (``/readyz?verbose``) and return its status and body, whatever the status.
+
+    For endpoints whose error answer is the information (a failing health check answers 500
+    with the list of checks). Connection failures raise Unavailable.
+    """
+    try:
+        return 200, get_raw(cluster, path, query, timeout).decode("utf-8", "replace")
+    except ApiException as e:
+        return e.status or 0, str(e.body or e.reason or "")
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"GET {path}") from e
+
+
 def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
             body: Any = None, content_type: str = "application/json", timeout: float = 30.0) -> Any:
     """One request to the API server, JSON in and out, errors mapped by :func:`check_response`.
@@ -354,6 +380,34 @@ def iter_objects(cluster: Cluster, resource: str, namespace: str | None = None, 
     """
     for page in iter_pages(cluster, resource, namespace, **kw):
         yield from page
+
+
+def pages(cluster: Cluster, resource: str, namespaces: Sequence[str] | None = None,
+          **kw: Any) -> Iterator[list[dict]]:
+    """Raw pages of a list over the given namespaces (None or empty: all), one page in memory at a time.
+
+    What streaming checks consume (``health.scan_pods``): memory stays one page, whatever the
+    cluster's size. A namespaced resource listed with namespaces lists each in turn.
+    """
+    if not namespaces or not resource_namespaced(resource, kw.get("api_path")):
+        yield from iter_pages(cluster, resource, None, **kw)
+        return
+    for ns in namespaces:
+        yield from iter_pages(cluster, resource, ns, **kw)
+
+
+def objects(cluster: Cluster, resource: str, namespaces: Sequence[str] | None = None,
+            **kw: Any) -> Iterator[dict]:
+    """Every object of :func:`pages`, one at a time (a check that consumes a generator holds no list)."""
+    for page in pages(cluster, resource, namespaces, **kw):
+        yield from page
+
+
+def resource_namespaced(plural: str, api_path: str | None = None) -> bool:
+    """Whether a plural names a namespaced kind (unknown plurals behind api_path: assume so)."""
+    if api_path:
+        return True
+    return resource(plural).namespaced
 
 
 def list_objects(cluster: Cluster, resource: str, namespaces: list[str] | None = None, **kw: Any) -> list[dict]:

@@ -40,8 +40,14 @@ class ClusterHealthParams(RunbookParams):
     event_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     cert_warning_days: int = Field(default=30, ge=0)
     cert_critical_days: int = Field(default=7, ge=0)
+    production_namespaces: list[str] = Field(default_factory=list)
+    quota_percent: int = Field(default=90, ge=1, le=100)
+    prometheus_url: str | None = None
+    verify_tls: bool = True
+    volume_warning_percent: int = Field(default=85, ge=1, le=100)
+    volume_critical_percent: int = Field(default=97, ge=1, le=100)
 
-    @field_validator("namespaces")
+    @field_validator("namespaces", "production_namespaces")
     @classmethod
     def _valid_namespaces(cls, value: list[str]) -> list[str]:
         return check_namespaces(value)
@@ -51,6 +57,9 @@ class ClusterHealthParams(RunbookParams):
         if self.cert_critical_days > self.cert_warning_days:
             raise ValueError(f"cert_critical_days={self.cert_critical_days} must not exceed "
                              f"cert_warning_days={self.cert_warning_days}")
+        if self.volume_critical_percent < self.volume_warning_percent:
+            raise ValueError(f"volume_critical_percent={self.volume_critical_percent} must not be below "
+                             f"volume_warning_percent={self.volume_warning_percent}")
         return self
 
 

@@ -236,11 +236,20 @@ class Run:
         """``audit.jsonl`` in the run directory (``outputs/interactive/...`` without one)."""
         return self.audit_log().path
 
-    def audit_log(self) -> plans.AuditLog:
+    def output_dir(self) -> Path:
+        """The run directory (``outputs/interactive/...`` without one): where a run's files go."""
         run_dir = getattr(self.params, "run_dir", None)
-        base = Path(run_dir) if run_dir else (
+        return Path(run_dir) if run_dir else (
             Path(os.environ.get("RUNBOOKS_HOME", ".")) / "outputs" / "interactive" / self.runbook / self.run_id)
-        return plans.AuditLog(base, runbook=self.runbook, run_id=self.run_id, cluster=self.cluster)
+
+    def output_path(self, name: str) -> Path:
+        """A file in the run directory (created on demand), e.g. a CSV with every row of a long table."""
+        base = self.output_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        return base / name
+
+    def audit_log(self) -> plans.AuditLog:
+        return plans.AuditLog(self.output_dir(), runbook=self.runbook, run_id=self.run_id, cluster=self.cluster)
 
     def _apply(self, plan: Plan) -> list[dict[str, Any]]:
         fresh = self.guard(plan)
