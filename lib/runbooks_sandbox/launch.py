@@ -90,6 +90,9 @@ class Sandbox:
         from .podlogs import render_logs
 
         self.api.log_source = render_logs
+        from . import auth
+
+        auth.bootstrap(self.store, self.registry)  # default ClusterRoles and bindings, as on any cluster
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)
