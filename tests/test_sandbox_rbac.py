@@ -10,8 +10,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from helpers import wait_for
 from runbooks_sandbox import auth
+
+from helpers import wait_for
 
 
 def _admin(sandbox) -> client.ApiClient:

@@ -803,8 +803,8 @@ class ClusterControllers:
                 containers = {c["name"]: c for c in (p.get("spec") or {}).get("containers") or []}
                 for cname, cpu, mem in pod_usage(p, workload):
                     used += cpu if rname == "cpu" else mem
-                    requested += quantity((((containers[cname].get("resources") or {}).get("requests") or {})
-                                           .get(rname)))
+                    requested += quantity(((containers[cname].get("resources") or {}).get("requests") or {})
+                                           .get(rname))
             if not pods:
                 continue
             avg = used / len(pods)
