@@ -227,3 +227,63 @@ def test_quantities():
     assert format_quantity(2.0, "cpu") == "2"
     assert format_quantity(384 * 2**20, "requests.memory") == "384Mi"
     assert format_quantity(3, "pods") == "3"
+
+
+# ---- the default scenario's planted batch, storage, autoscaling and access problems ----------------
+
+
+def test_reports_scenario(sandbox, cluster):
+    ns = "reports"
+    batch = client.BatchV1Api(cluster.api_client)
+    nightly = batch.read_namespaced_cron_job("nightly-report", ns)
+    assert nightly.spec.schedule == "0 2 * * *"
+    assert nightly.status.last_successful_time < nightly.status.last_schedule_time
+    jobs = {j.metadata.name: j for j in batch.list_namespaced_job(ns).items}
+    last = next(j for j in jobs.values() if j.metadata.owner_references
+                and j.metadata.owner_references[0].name == "nightly-report")
+    assert _cond(last, "Failed").reason == "BackoffLimitExceeded"
+    assert _cond(jobs["db-backfill"], "Failed").reason == "DeadlineExceeded"
+    pvc = cluster.core.read_namespaced_persistent_volume_claim("report-archive", ns)
+    assert pvc.status.phase == "Pending" and pvc.spec.storage_class_name == "standard-rwx"
+    hpa = client.AutoscalingV2Api(cluster.api_client).read_namespaced_horizontal_pod_autoscaler("report-api", ns)
+    limited = next(c for c in hpa.status.conditions if c.type == "ScalingLimited")
+    assert (limited.status, limited.reason) == ("True", "TooManyReplicas")
+    assert hpa.status.current_replicas == hpa.spec.max_replicas == 3
+    pdb = client.PolicyV1Api(cluster.api_client).read_namespaced_pod_disruption_budget("report-api", ns)
+    assert pdb.status.disruptions_allowed == 0 and pdb.status.current_healthy == 3
+    quota = cluster.core.read_namespaced_resource_quota("reports-quota", ns)
+    assert quota.status.used["pods"] == quota.status.hard["pods"] == "3"
+    with pytest.raises(ApiException) as e:
+        cluster.core.create_namespaced_pod(ns, {"metadata": {"name": "extra"}, "spec": {
+            "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+    assert e.value.status == 403 and "exceeded quota: reports-quota" in e.value.body
+
+
+def _as(sandbox, cluster, sa: str) -> client.ApiClient:
+    token = cluster.core.create_namespaced_service_account_token(sa, "reports", {"spec": {}}).status.token
+    cfg = client.Configuration()
+    cfg.host, cfg.ssl_ca_cert = sandbox.url, str(sandbox.ca_file)
+    cfg.api_key, cfg.api_key_prefix = {"authorization": token}, {"authorization": "Bearer"}
+    return client.ApiClient(cfg)
+
+
+def test_reports_service_accounts_have_narrow_roles(sandbox, cluster):
+    reader = client.CoreV1Api(_as(sandbox, cluster, "report-reader"))
+    assert reader.list_namespaced_pod("reports").items
+    for call in (lambda: reader.list_namespaced_secret("reports"),
+                 lambda: reader.create_namespaced_config_map("reports", {"metadata": {"name": "x"}}),
+                 lambda: reader.list_namespaced_pod("shop")):
+        with pytest.raises(ApiException) as e:
+            call()
+        assert e.value.status == 403
+    deployer = client.CoreV1Api(_as(sandbox, cluster, "report-deployer"))
+    name = f"cfg-{uuid.uuid4().hex[:6]}"
+    deployer.create_namespaced_config_map("reports", {"metadata": {"name": name}})
+    deployer.delete_namespaced_config_map(name, "reports")
+    runner = client.CoreV1Api(_as(sandbox, cluster, "report-runner"))
+    assert runner.read_namespaced_config_map("nightly-report", "reports").data
+    with pytest.raises(ApiException) as e:
+        runner.list_namespaced_pod("reports")
+    assert json.loads(e.value.body)["message"] == (
+        'pods is forbidden: User "system:serviceaccount:reports:report-runner" cannot list resource "pods" '
+        'in API group "" in the namespace "reports"')
