@@ -181,3 +181,26 @@ def test_unknown_kinds_and_bad_bodies():
     with pytest.raises(pb.ProtobufError) as e:
         pb.decode(b"{}")
     assert e.value.code == 400
+
+
+def test_protobuf_only_clients_get_protobuf_answers(cluster, namespace):
+    api = cluster.api_client  # the official client's transport
+    cluster.core.create_namespaced_config_map(namespace, {"metadata": {"name": "pb"}, "data": {"k": "v"}})
+
+    def get(path: str, accept: str):
+        m, url, headers, _, _ = api.param_serialize("GET", path, header_params={"Accept": accept},
+                                                    auth_settings=["BearerToken"])
+        resp = api.call_api(m, url, header_params=headers)
+        resp.read()
+        return resp.status, resp.getheader("Content-Type"), resp.data
+
+    status, ctype, data = get(f"/api/v1/namespaces/{namespace}/configmaps/pb", pb.MEDIA_TYPE)
+    assert (status, ctype) == (200, pb.MEDIA_TYPE)
+    obj = pb.decode(data)
+    assert (obj["kind"], obj["metadata"]["name"], obj["data"]) == ("ConfigMap", "pb", {"k": "v"})
+    # a client that also takes JSON gets JSON
+    status, ctype, data = get(f"/api/v1/namespaces/{namespace}/configmaps/pb", f"{pb.MEDIA_TYPE},application/json")
+    assert ctype == "application/json" and data.startswith(b"{")
+    # a kind without a protobuf table: 406
+    status, _, _ = get(f"/api/v1/namespaces/{namespace}/endpoints", pb.MEDIA_TYPE)
+    assert status == 406

@@ -633,3 +633,35 @@ def decode(body: bytes) -> dict[str, Any]:
     obj = {"apiVersion": meta.get("apiVersion", ""), "kind": kind}
     obj.update(decode_message(unknown.get("raw") or b"", schema))
     return obj
+
+
+def _accepts(accept: str) -> list[str]:
+    return [part.split(";")[0].strip() for part in accept.split(",") if part.strip()]
+
+
+def negotiate(accept: str, answer: tuple) -> tuple:
+    """A JSON answer re-encoded as protobuf for a client that accepts nothing else.
+
+    Clients that list JSON too (kubectl, client-go's typed clients send
+    ``application/vnd.kubernetes.protobuf,application/json``) keep getting JSON,
+    which they decode as well; a client that accepts only protobuf gets the object
+    encoded with the tables above, or 406 for a kind without one, as the real
+    server answers for a media type it cannot produce.
+    """
+    kinds = _accepts(accept)
+    if not kinds or any(k in ("application/json", "*/*", "application/*", "application/yaml") or
+                        k.startswith("text/") for k in kinds) or MEDIA_TYPE not in kinds:
+        return answer
+    code, body, ctype = answer[:3]
+    if isinstance(body, bytes) and ctype == "application/json" and body.startswith(b"{"):
+        body = json.loads(body)
+    if not isinstance(body, dict):
+        return answer
+    try:
+        data = encode(body)
+    except ProtobufError:
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 406,
+                  "reason": "NotAcceptable", "message": f"only the following media types are accepted: "
+                  f"application/json, application/yaml, {MEDIA_TYPE}"}
+        return (406, status, "application/json", *answer[3:])
+    return (code, data, MEDIA_TYPE, *answer[3:])

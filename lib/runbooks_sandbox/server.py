@@ -683,6 +683,10 @@ class _Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] = {}
         try:
             answer = self.api.handle(req)
+            if "protobuf" in (self.headers.get("Accept") or ""):  # protobuf-only clients get protobuf
+                from . import protobuf
+
+                answer = protobuf.negotiate(self.headers.get("Accept") or "", answer)
             code, body, ctype = answer[:3]
             if len(answer) > 3:
                 extra = answer[3]
