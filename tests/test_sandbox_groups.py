@@ -172,3 +172,14 @@ def test_watch_of_a_new_group(cluster, namespace):
     seen = [e["object"].metadata.name for e in w.stream(coordination.list_namespaced_lease, namespace,
                                                         timeout_seconds=1)]
     assert seen == ["w"]
+
+
+def test_api_services(cluster):
+    services = {s.metadata.name: s for s in
+                client.ApiregistrationV1Api(cluster.api_client).list_api_service().items}
+    assert {"v1.", "v1.apps", "v2.autoscaling", "v1.batch", "v1.rbac.authorization.k8s.io",
+            "v1beta1.metrics.k8s.io"} <= set(services)
+    metrics = services["v1beta1.metrics.k8s.io"]
+    assert (metrics.spec.service.namespace, metrics.spec.service.name) == ("kube-system", "metrics-server")
+    assert metrics.status.conditions[0].type == "Available" and metrics.status.conditions[0].status == "True"
+    assert services["v1.apps"].spec.service is None

@@ -1019,3 +1019,39 @@ class ClusterControllers:
             new = copy.deepcopy(lease)
             new["spec"]["renewTime"] = _micro(now)
             self.store.update(lease_rt, new, check_rv=False)
+
+
+# ---- the aggregator's APIServices ------------------------------------------------------------
+
+
+def bootstrap_api_services(store, registry) -> None:
+    """One APIService per served built-in group-version, as kube-aggregator registers them.
+
+    Built-in groups are ``Local``; ``v1beta1.metrics.k8s.io`` points at metrics-server in
+    kube-system, which is what ``kubectl top`` ultimately reaches.
+    """
+    rt = registry.by_kind_any_version("APIService", "apiregistration.k8s.io")
+    if rt is None:
+        return
+    now = rfc3339(store.clock())
+    for t in list(registry.all()):
+        if t.crd:
+            continue
+        name = f"{t.version}.{t.group}"  # "v1." for the core group
+        if store.find(rt, None, name) is not None:
+            continue
+        spec: dict[str, Any] = {"group": t.group, "version": t.version,
+                                "groupPriorityMinimum": 18000 if not t.group else 17000,
+                                "versionPriority": 15}
+        condition = {"type": "Available", "status": "True", "reason": "Local",
+                     "message": "Local APIServices are always available", "lastTransitionTime": now}
+        if t.group == "metrics.k8s.io":
+            spec.update(groupPriorityMinimum=100, versionPriority=100, insecureSkipTLSVerify=True,
+                        service={"namespace": "kube-system", "name": "metrics-server", "port": 443})
+            condition.update(reason="Passed", message="all checks passed")
+        obj = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+               "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}
+                            if t.group != "metrics.k8s.io" else {"k8s-app": "metrics-server"}},
+               "spec": spec}
+        created = store.create(rt, obj)
+        store.update(rt, {**created, "status": {"conditions": [condition]}}, subresource="status", check_rv=False)

@@ -97,6 +97,9 @@ class Sandbox:
 
         self.api.ca_file = self.ca_file  # what the token controller puts into token Secrets
         auth.bootstrap(self.store, self.registry)  # default ClusterRoles and bindings, as on any cluster
+        from .clusterctl import bootstrap_api_services
+
+        bootstrap_api_services(self.store, self.registry)
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)
