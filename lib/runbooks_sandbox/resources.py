@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+#: Connect subresources: upgraded to a stream (WebSocket), served by streams.py and kubelet.py.
+STREAMING = {"exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 SERVER_VERSION = {
     "major": "1",
@@ -47,7 +49,7 @@ class ResourceType:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()  # "status", "scale", "log"
+    subresources: tuple[str, ...] = ()  # "status", "scale", "log", STREAMING, "ephemeralcontainers"
     verbs: tuple[str, ...] = ALL_VERBS
     printer_columns: tuple[PrinterColumn, ...] = ()  # CRDs only
     schema: dict | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
@@ -96,19 +98,20 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("v1", "events", "Event", short_names=("ev",)),
     _rt("v1", "limitranges", "LimitRange", short_names=("limits",)),
     _rt("v1", "namespaces", "Namespace", False, short_names=("ns",), subresources=("finalize", "status")),
-    _rt("v1", "nodes", "Node", False, short_names=("no",), subresources=("proxy", "status")),
+    _rt("v1", "nodes", "Node", False, short_names=("no",), subresources=("status",)),
     _rt("v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
         subresources=("status",)),
     _rt("v1", "persistentvolumes", "PersistentVolume", False, short_names=("pv",), subresources=("status",)),
     _rt("v1", "pods", "Pod", short_names=("po",), categories=_NS_ALL,
-        subresources=("binding", "eviction", "log", "status")),
+        subresources=("attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward",
+                      "status")),
     _rt("v1", "podtemplates", "PodTemplate"),
     _rt("v1", "replicationcontrollers", "ReplicationController", short_names=("rc",), categories=_NS_ALL,
         subresources=("scale", "status")),
     _rt("v1", "resourcequotas", "ResourceQuota", short_names=("quota",), subresources=("status",)),
     _rt("v1", "secrets", "Secret"),
     _rt("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)),
-    _rt("v1", "services", "Service", short_names=("svc",), categories=_NS_ALL, subresources=("proxy", "status")),
+    _rt("v1", "services", "Service", short_names=("svc",), categories=_NS_ALL, subresources=("status",)),
     # admissionregistration.k8s.io
     _rt("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
         False, categories=_EXT),

@@ -20,7 +20,7 @@ from .store import ApiError, rfc3339
 if TYPE_CHECKING:
     from .server import ApiServer, Request, Route
 
-SUBRESOURCES = ("eviction", "binding", "token")
+SUBRESOURCES = ("eviction", "binding", "token", "approval", "finalize")
 JSON = "application/json"
 
 
@@ -43,6 +43,8 @@ def handle(api: ApiServer, req: Request, r: Route):
         return evict(api, req, r)
     if r.sub == "binding" or r.rt.plural == "bindings":
         return bind(api, req, r)
+    if r.sub in ("approval", "finalize"):
+        return approve_or_finalize(api, req, r)
     if r.rt.handler == "review":
         return auth.handle_review(api, req, r, req.user)
     if r.rt.handler == "metrics":
@@ -52,6 +54,37 @@ def handle(api: ApiServer, req: Request, r: Route):
     if r.rt.handler == "componentstatus":
         return component_statuses(api, req, r)
     raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+# ---- certificatesigningrequests/approval, namespaces/finalize ------------------------------------
+
+
+def approve_or_finalize(api: ApiServer, req: Request, r: Route):
+    """Subresources that change one field: a CSR's Approved/Denied conditions, a Namespace's finalizers."""
+    obj = api.store.get(r.rt, r.namespace, r.name or "")
+    if req.method == "GET":
+        return 200, obj, JSON
+    if req.method != "PUT":
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                       f"resource ({req.method})")
+    body = req.json_body()
+    new = copy.deepcopy(obj)
+    rv = (body.get("metadata") or {}).get("resourceVersion")
+    if rv:
+        new["metadata"]["resourceVersion"] = rv
+    if r.sub == "approval":
+        conditions = [c for c in (body.get("status") or {}).get("conditions") or []
+                      if c.get("type") in ("Approved", "Denied")]
+        now = rfc3339(api.store.clock())
+        for c in conditions:
+            c.setdefault("lastUpdateTime", now)
+            c.setdefault("lastTransitionTime", now)
+        kept = [c for c in (new.get("status") or {}).get("conditions") or []
+                if c.get("type") not in ("Approved", "Denied")]
+        new.setdefault("status", {})["conditions"] = kept + conditions
+        return 200, api.store.update(r.rt, new, subresource="status", dry_run=req.dry_run), JSON
+    new.setdefault("spec", {})["finalizers"] = list((body.get("spec") or {}).get("finalizers") or [])
+    return 200, api.store.update(r.rt, new, dry_run=req.dry_run), JSON
 
 
 # ---- pods/binding ----------------------------------------------------------------------
