@@ -23,7 +23,8 @@ def _job(name: str, *, exit_code: int = 0, runtime: str = "1s", **spec) -> dict:
 
 
 def _cond(obj, type_: str):
-    return next((c for c in (obj.status.conditions or []) if c.type == type_ and c.status == "True"), None)
+    conditions = (obj.status.conditions if obj.status else None) or []  # no status until the controller writes one
+    return next((c for c in conditions if c.type == type_ and c.status == "True"), None)
 
 
 @pytest.fixture

@@ -734,7 +734,8 @@ def deleted_answer(rt: ResourceType, gone: dict) -> dict:
 
 #: Built-in kinds whose registry store sets ReturnDeletedObject (their generated clients expect the object).
 RETURN_DELETED_OBJECT = frozenset({"Pod", "Service", "ServiceAccount", "PersistentVolume",
-                                   "PersistentVolumeClaim", "PodTemplate", "ResourceQuota"})
+                                   "PersistentVolumeClaim", "PodTemplate", "ResourceQuota", "StorageClass",
+                                   "VolumeAttachment", "CSIDriver", "CSINode"})
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
