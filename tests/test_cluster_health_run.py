@@ -46,6 +46,7 @@ def test_default_scenario_exits_1_with_exactly_the_planted_findings(sandbox_env)
         ("tls-expired/shop/checkout-tls", "critical"),
         ("tls-expiring/shop/cart-tls", "critical"),
         ("warning-events/BackOff", "info"),
+        ("warning-events/ProvisioningFailed", "info"),  # reports/report-archive: its StorageClass does not exist
     }
     assert summary["data_sources"]["kubernetes"]["state"] == "ok"
     html = (run_dir / "report.html").read_text()

@@ -138,8 +138,10 @@ def test_creation_order(objects):
 
 def test_namespaced_objects_live_in_scenario_namespaces(objects):
     namespaces = {obj["metadata"]["name"] for obj in of_kind(objects, "Namespace")}
-    assert namespaces == {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging", "default", "kube-system"}
-    cluster_scoped = {"CustomResourceDefinition", "Namespace", "Node", "IngressClass", "ClusterIssuer"}
+    assert namespaces == {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging", "default",
+                          "kube-system", "kube-node-lease", "reports"}
+    cluster_scoped = {"CustomResourceDefinition", "Namespace", "Node", "IngressClass", "ClusterIssuer", "StorageClass",
+                      "PriorityClass"}
     for obj in objects:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"]

@@ -60,6 +60,9 @@ class Sandbox:
         self.store = Store(self.registry, clock)
         self.api = ApiServer(self.registry, self.store)
         self.controllers = Controllers(self.store, self.registry, tick=tick)
+        from .clusterctl import ClusterControllers
+
+        self.cluster_controllers = ClusterControllers(self.api, tick=tick)
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.ca_file = self.state_dir / "ca.crt"
         self.url = ""
@@ -90,11 +93,19 @@ class Sandbox:
         from .podlogs import follow_logs, render_logs
 
         self.api.log_source = render_logs
+        from . import auth
+
+        self.api.ca_file = self.ca_file  # what the token controller puts into token Secrets
+        auth.bootstrap(self.store, self.registry)  # default ClusterRoles and bindings, as on any cluster
+        from .clusterctl import bootstrap_api_services
+
+        bootstrap_api_services(self.store, self.registry)
         self.api.log_follower = follow_logs
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)
         self.controllers.start()
+        self.cluster_controllers.start()
         write_kubeconfig(self.kubeconfig, self.url, ca.cert_pem, self.token)
         for addon in self.addons:
             self.urls.update(addon.start() or {})
@@ -129,9 +140,11 @@ class Sandbox:
                     self.store.update(rt, {**stored, "status": obj["status"]}, subresource="status",
                                       check_rv=False)
             self.controllers.settle(rounds=200)
+            self.cluster_controllers.settle(rounds=50)
         finally:
             self.controllers.bootstrapping = False
         self.controllers.settle(rounds=50)
+        self.cluster_controllers.settle(rounds=50)
 
     def add_bulk_pods(self, count: int, namespace: str = "bulk") -> None:
         """Add `count` running pods straight into the store (benchmarks of large lists)."""
@@ -169,6 +182,7 @@ class Sandbox:
                 addon.stop()
             except Exception:  # stopping must reach every addon and the API
                 log.exception("stopping %s failed", type(addon).__name__)
+        self.cluster_controllers.stop()
         self.controllers.stop()
         self.api.shutdown()
 
