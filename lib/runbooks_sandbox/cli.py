@@ -32,7 +32,11 @@ def sandbox() -> None:
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="API port (0 picks a free one).")
 @click.option("--api-only", is_flag=True, help="Only the Kubernetes API: no Prometheus, Alertmanager, "
               "log store, cert-manager or ingress endpoint.")
-def up(state_dir: str | None, scenario: str, port: int, api_only: bool) -> None:
+@click.option("--alert-webhook", default=None, metavar="URL", envvar="RUNBOOKS_SANDBOX_ALERT_WEBHOOK",
+              help="Send Alertmanager's alerts to this webhook (e.g. http://127.0.0.1:8787/alertmanager of "
+                   "`runbooks serve`); its bearer token comes from $RUNBOOKS_SANDBOX_ALERT_WEBHOOK_TOKEN "
+                   "or $RUNBOOKS_SERVE_TOKEN. Default: $RUNBOOKS_SANDBOX_ALERT_WEBHOOK.")
+def up(state_dir: str | None, scenario: str, port: int, api_only: bool, alert_webhook: str | None) -> None:
     """Start the sandbox in the background and write its kubeconfig."""
     from .scenario import list_scenarios
 
@@ -41,7 +45,7 @@ def up(state_dir: str | None, scenario: str, port: int, api_only: bool) -> None:
                                  param_hint="--scenario")
     d = _state_dir(state_dir)
     try:
-        state = launch.start_background(d, scenario, port, api_only=api_only)
+        state = launch.start_background(d, scenario, port, api_only=api_only, alert_webhook=alert_webhook)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     verb = "already running" if state.get("already_running") else "started"
@@ -93,7 +97,9 @@ def kubeconfig(state_dir: str | None) -> None:
 @click.option("--port", default=0, type=int)
 @click.option("--bulk-pods", default=0, type=click.IntRange(0), help="Extra pods for benchmarks.")
 @click.option("--api-only", is_flag=True)
-def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool) -> None:
+@click.option("--alert-webhook", default=None)
+def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool,
+          alert_webhook: str | None) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only)
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, alert_webhook)
