@@ -202,8 +202,12 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
             output_dir=str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
         config.check()
         env_cfg = obj.project.load_env(env)
-        cluster = kube.connect(env_cfg.kubeconfig, env_cfg.kube_context) \
-            if env_cfg.kubeconfig or env_cfg.kube_context else None
+        try:  # pod labels are turned into workloads through the API (kubeconfig or in-cluster)
+            cluster = kube.connect(env_cfg.kubeconfig, env_cfg.kube_context)
+        except RunbookError as exc:
+            cluster = None
+            click.echo(f"runbooks serve: no Kubernetes connection ({exc}): alerts naming only a pod "
+                       "cannot be routed", err=True)
         serve.serve(config, host, port, cluster=cluster, echo=lambda m: click.echo(m, err=True))
     except RunbookError as exc:
         _fail(str(exc))
