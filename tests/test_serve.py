@@ -199,3 +199,74 @@ def test_serve_refuses_to_start_without_a_token_or_on_a_public_address(sandbox_e
     proc = subprocess.run(base[:-3] + ["--routes", str(bad_routes), "--no-notify"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "'nope'" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_workloads_are_found_through_the_api(cluster, namespace):
+    from kubernetes import client
+
+    from runbooks.serve import workload_resolver
+
+    from helpers import wait_for
+
+    labels = {"app": "web"}
+    cluster.apps.create_namespaced_deployment(namespace, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="web-deploy"),
+        spec=client.V1DeploymentSpec(
+            replicas=1, selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="nginx:1.27")])))))
+    cluster.core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="front"),
+        spec=client.V1ServiceSpec(selector=labels, ports=[client.V1ServicePort(port=80)])))
+    resolve = workload_resolver(cluster)
+    assert resolve("service", namespace, "front") == "web-deploy"
+    assert resolve("service", namespace, "no-such-service") == "no-such-service"
+    pods = wait_for(lambda: cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items, 60,
+                    what="the Deployment's pod")
+    assert resolve("pod", namespace, pods[0].metadata.name) == "web-deploy"
+    with pytest.raises(routes.Unresolved, match="no longer exists"):
+        resolve("pod", namespace, "gone-1234")
+    assert resolve("pod", namespace, 'x"} or vector(1)') == 'x"} or vector(1)'  # not looked up
+
+
+def processes_in(root) -> list[int]:
+    """Pids of processes working in `root` (a run and its kernel both do)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "cwd") == str(root):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(180)
+def test_stopping_the_server_stops_its_runs_and_their_kernels(sandbox_env, tmp_path):
+    from pathlib import Path
+
+    from helpers import wait_for
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    src = Path(__file__).parent / "fixtures" / "notebooks" / "sleep.ipynb"
+    (notebooks / "sleep.ipynb").write_bytes(src.read_bytes())
+    routes_file = tmp_path / "routes.yaml"
+    routes_file.write_text(yaml.safe_dump({"routes": [
+        {"matchers": ['alertname="Sleepy"'], "runbook": "sleep", "parameters": {"seconds": 300}}]}))
+    server = Serve(sandbox_env, routes_file, None, notebooks_dir=notebooks)
+    try:
+        assert server.post(payload(alert("Sleepy"))).json()["queued"]
+        wait_for(lambda: list((sandbox_env / "outputs" / "sandbox" / "sleep").glob("*/sleep.ipynb")), 90,
+                 what="the run's notebook (its kernel is running)")
+        wait_for(lambda: len(processes_in(sandbox_env)) >= 2, 60, what="the run and its kernel")
+    finally:
+        server.stop()
+    wait_for(lambda: processes_in(sandbox_env) == [], 60, what="the run and its kernel to end")

@@ -22,9 +22,10 @@ The first route whose matchers all match an alert wins (like an Alertmanager rou
 without ``continue``). Matchers are Alertmanager's: ``=``, ``!=``, ``=~``, ``!~``, regular
 expressions anchored at both ends, and a label that is absent matches ``""``.
 
-``{workload: [...]}`` turns a ``pod`` label into the workload that owns the pod, through a
-resolver the caller passes (``runbooks serve`` asks the Kubernetes API); ``service``,
-``deployment``, ``statefulset`` and ``daemonset`` labels name the workload already.
+``{workload: [...]}`` turns a ``pod`` label into the workload that owns the pod, and a
+``service`` label into the Deployment the Service selects (when exactly one does), through a
+resolver the caller passes (``runbooks serve`` asks the Kubernetes API); ``deployment``,
+``statefulset`` and ``daemonset`` labels name the workload already.
 
 Routes never apply anything: ``dry_run``, ``approve_plan`` and secret-looking parameter
 names are refused when the file is loaded. Label values are passed on as they are: the
@@ -49,6 +50,8 @@ from .secrets import is_secret_name
 DEFAULT_ROUTES = "routes.yaml"
 FORBIDDEN_PARAMETERS = ("dry_run", "approve_plan")
 WORKLOAD_LABELS = ("service", "deployment", "statefulset", "daemonset", "pod")
+RESOLVED_LABELS = ("service", "pod")
+"""Workload labels asked from the API: a pod's owner; the Deployment a Service selects."""
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s]*))\s*$')
 
 
@@ -142,11 +145,12 @@ class Route:
             raise Unresolved(f"route {self.name!r}: parameter {key!r} needs one of the labels "
                              f"{', '.join(names)}, and the alert has none")
         value = labels[found]
-        if kind == "workload" and found == "pod":
-            if workload is None:
+        if kind == "workload" and found in RESOLVED_LABELS:
+            if workload is not None:
+                value = workload(found, labels.get("namespace", ""), value)
+            elif found == "pod":
                 raise Unresolved(f"route {self.name!r}: no Kubernetes connection to find the workload "
                                  f"of pod {value!r}")
-            value = workload(found, labels.get("namespace", ""), value)
         return value
 
 

@@ -44,6 +44,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -190,6 +191,7 @@ class Job:
     result: str | None = None
     run_dir: str | None = None
     message: str = ""
+    pid: int | None = None
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -366,7 +368,12 @@ class Dispatcher:
                 *self.command(job, params_file), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
                 cwd=str(self.config.project.root))
-            out, err = await proc.communicate()
+            job.pid = proc.pid
+            try:
+                out, err = await proc.communicate()
+            except asyncio.CancelledError:  # the server stops: end the run the way Ctrl-C does
+                await stop_process(proc)
+                raise
         finally:
             self.metrics.running.dec()
             params_file.unlink(missing_ok=True)
@@ -388,6 +395,18 @@ class Dispatcher:
 # --------------------------------------------------------------------------
 
 
+async def stop_process(proc: Any, grace: float = 30.0) -> None:
+    """SIGINT (``runbooks run`` stops papermill and shuts its kernel down), then SIGKILL."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 class TooLarge(Exception):
     pass
 
@@ -406,25 +425,44 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def pod_workload(cluster: Any) -> Callable[[str, str, str], str]:
-    """A resolver for :meth:`Route.parameters_for`: the workload owning a pod, from the API."""
+def workload_resolver(cluster: Any) -> Callable[[str, str, str], str]:
+    """A resolver for :meth:`Route.parameters_for`: a pod's owner, or the Deployment a Service selects.
+
+    Only names Kubernetes would accept are looked up; anything else is passed on as it is,
+    for the runbook's validation to refuse. Answers are cached for five minutes.
+    """
     from . import kube
     from .errors import NotFound
 
-    cache: dict[tuple[str, str], tuple[float, str]] = {}
+    cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+    def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+        return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+    def lookup(label: str, namespace: str, name: str) -> str:
+        if label == "pod":
+            try:
+                pod = kube.get_object(cluster, "pods", namespace, name)
+            except NotFound:
+                raise Unresolved(f"pod {namespace}/{name} no longer exists: its workload is unknown") from None
+            return kube.owner_workload(pod).split("/", 1)[1]
+        try:  # service: the one Deployment whose pods it selects, else the Service's own name
+            selector = (kube.get_object(cluster, "services", namespace, name).get("spec") or {}).get("selector")
+        except NotFound:
+            return name
+        found = [d["metadata"]["name"] for d in kube.iter_objects(cluster, "deployments", namespace)
+                 if selects(selector or {}, ((d.get("spec") or {}).get("template") or {}).get("metadata", {})
+                            .get("labels") or {})]
+        return found[0] if len(found) == 1 else name
 
     def resolve(label: str, namespace: str, name: str) -> str:
         if not (_NAME.match(namespace) and len(name) <= 253 and re.fullmatch(r"[a-z0-9][-a-z0-9.]*", name)):
             return name  # not a Kubernetes name: the runbook's validation refuses it, nothing is asked
-        hit = cache.get((namespace, name))
+        hit = cache.get((label, namespace, name))
         if hit and time.monotonic() - hit[0] < 300:
             return hit[1]
-        try:
-            pod = kube.get_object(cluster, "pods", namespace, name)
-        except NotFound:
-            raise Unresolved(f"pod {namespace}/{name} no longer exists: its workload is unknown") from None
-        workload = kube.owner_workload(pod).split("/", 1)[1]
-        cache[(namespace, name)] = (time.monotonic(), workload)
+        workload = lookup(label, namespace, name)
+        cache[(label, namespace, name)] = (time.monotonic(), workload)
         return workload
 
     return resolve
@@ -443,7 +481,7 @@ def build_app(config: ServeConfig, cluster: Any = None) -> Any:
 
     metrics = Metrics()
     validator = jsonschema.Draft202012Validator(WEBHOOK_SCHEMA)
-    resolver = pod_workload(cluster) if cluster is not None else None
+    resolver = workload_resolver(cluster) if cluster is not None else None
     state: dict[str, Any] = {}
 
     def answer(code: int, body: dict[str, Any], headers: dict[str, str] | None = None,
