@@ -270,3 +270,27 @@ def test_stopping_the_server_stops_its_runs_and_their_kernels(sandbox_env, tmp_p
     finally:
         server.stop()
     wait_for(lambda: processes_in(sandbox_env) == [], 60, what="the run and its kernel to end")
+
+
+def test_runs_are_dry_runs_whatever_the_env_parameters_say(sandbox_env):
+    from runbooks.execute import Project
+    from runbooks.serve import ServeConfig
+
+    (sandbox_env / "parameters" / "sandbox" / "incident-investigation.yaml").write_text("dry_run: false\n")
+    config = ServeConfig(Project.discover(sandbox_env), "sandbox", routes.parse_routes(ROUTES),
+                         Auth(token="t" * 32), notify=False)
+    config.check()
+    assert config.forced == {"incident-investigation": {"dry_run": True}}
+
+
+def test_notify_needs_the_webhook_url(sandbox_env):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOKS_WEBHOOK_URL"}
+    proc = subprocess.run([sys.executable, "-m", "runbooks.cli", "--project-dir", str(sandbox_env), "run",
+                           "cluster-health", "--env", "sandbox", "--notify", "webhook"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "RUNBOOKS_WEBHOOK_URL" in proc.stderr
+    assert not any((sandbox_env / "outputs").glob("*/*/*/summary.json"))

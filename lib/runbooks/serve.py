@@ -223,6 +223,7 @@ class ServeConfig:
     output_dir: str | None = None
     notify: bool = True
     python: str = sys.executable
+    forced: dict[str, dict[str, Any]] = field(default_factory=dict)  # runbook -> parameters set by check()
 
     def check(self) -> None:
         for name, value, low in (("--queue-size", self.queue_size, 1), ("--concurrency", self.concurrency, 1),
@@ -235,6 +236,12 @@ class ServeConfig:
         unknown = sorted({r.runbook for r in self.routes} - set(known))
         if unknown:
             raise InvalidInput(f"routes name unknown runbooks {unknown}; known: {', '.join(known)}")
+        from .execute import notebook_parameters
+
+        for runbook in {r.runbook for r in self.routes}:
+            declared = {p.name for p in notebook_parameters(known[runbook])}
+            # a dry run whatever parameters/ENV/RUNBOOK.yaml says (the job's -f file comes later)
+            self.forced[runbook] = {"dry_run": True} if "dry_run" in declared else {}
         self.project.load_env(self.env)
         if self.notify:
             notify.webhook_url()
@@ -357,7 +364,8 @@ class Dispatcher:
 
     async def _run(self, job: Job) -> None:
         params_file = self.workdir / f"{job.id}.yaml"
-        params_file.write_text(yaml.safe_dump(job.parameters), encoding="utf-8")
+        params = {**job.parameters, **self.config.forced.get(job.runbook, {"dry_run": True})}
+        params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, USERNAME_ENV, PASSWORD_ENV)}
         env["RUNBOOKS_HOME"] = str(self.config.project.root)
         job.state, job.started = "running", time.time()
