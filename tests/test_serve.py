@@ -294,3 +294,34 @@ def test_notify_needs_the_webhook_url(sandbox_env):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "RUNBOOKS_WEBHOOK_URL" in proc.stderr
     assert not any((sandbox_env / "outputs").glob("*/*/*/summary.json"))
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(180)
+def test_a_route_without_parameters_runs_once_and_posts_its_summary(sandbox_env, tmp_path):
+    from pathlib import Path
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    src = Path(__file__).parent / "fixtures" / "notebooks" / "trivial.ipynb"
+    (notebooks / "trivial.ipynb").write_bytes(src.read_bytes())
+    routes_file = tmp_path / "routes.yaml"
+    routes_file.write_text(yaml.safe_dump({"routes": [{"matchers": ['alertname="Hello"'], "runbook": "trivial"}]}))
+    receiver = Receiver()
+    server = Serve(sandbox_env, routes_file, receiver, notebooks_dir=notebooks)
+    try:
+        first = server.post(payload(alert("Hello", fingerprint="aaaaaaaaaaaaaaaa"),
+                                    alert("Hello", fingerprint="bbbbbbbbbbbbbbbb")))
+        assert first.status_code == 200 and len(first.json()["queued"]) == 1
+        assert len(first.json()["deduplicated"]) == 1  # same runbook, same parameters
+        [message] = receiver.wait_for(lambda m: m["event"] == "run", 120)
+        assert message["runbook"] == "trivial" and message["status"] == "ok" and message["exit_code"] == 0
+        assert message["thread"] == first.json()["thread"]
+        again = server.post(payload(alert("Hello", fingerprint="aaaaaaaaaaaaaaaa")))
+        assert again.json()["queued"] == [] and again.json()["deduplicated"] == first.json()["queued"]
+        done = server.wait_jobs(lambda a: a["jobs"][0]["state"] == "done", 60)
+        assert done["jobs"][0]["parameters"] == {} and done["jobs"][0]["result"] == "ok"
+        assert Path(done["jobs"][0]["run_dir"], "report.html").is_file()
+    finally:
+        server.stop()
+        receiver.stop()

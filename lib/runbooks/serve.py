@@ -24,7 +24,8 @@ The design, in one place:
   posted to the thread, no run starts, and its jobs may run again if it fires again.
 - **Bounds**: a queue of ``queue_size`` jobs and ``concurrency`` workers. When the queue is
   full the server takes what fits and answers 503, which Alertmanager retries: the jobs it
-  took are deduplicated on the retry, so nothing is lost and nothing runs twice.
+  took are deduplicated on the retry, so nothing is lost and nothing runs twice. The same
+  503 answers an alert whose workload cannot be looked up because the API is unreachable.
 - **Every run is a normal ``runbooks run``** in its own process (``--notify webhook``
   posts the summary to ``$RUNBOOKS_WEBHOOK_URL`` with the alert group's thread): its own
   run directory, report, summary.json, exit code, secret scan and watchdog. A crash or a
@@ -59,7 +60,7 @@ import yaml
 
 from . import notify
 from . import secrets as sec
-from .errors import InvalidInput, RunbookError, cut
+from .errors import InvalidInput, RunbookError, Unavailable, cut
 from .execute import Project
 from .routes import Route, Unresolved, route_for
 
@@ -562,11 +563,17 @@ def build_app(config: ServeConfig, cluster: Any = None) -> Any:
                 summary["unrouted"] += 1
                 metrics.alerts.labels("unrouted").inc()
                 continue
+            params: dict[str, Any] | None = None
+            problem = ""
             try:
                 params = await run_in_threadpool(route.parameters_for, alert["labels"], resolver)
+            except Unavailable:  # the API is down for now: Alertmanager retries the notification
+                full = True
+                continue
             except (Unresolved, RunbookError) as exc:
-                params, problem = None, str(exc)
-            job = dispatcher.new_job(route.runbook, params or {"alert": alert["fingerprint"]}, thread, alert)
+                problem = str(exc)
+            key_params = params if params is not None else {"unresolved": alert["fingerprint"]}
+            job = dispatcher.new_job(route.runbook, key_params, thread, alert)
             if dispatcher.duplicate(job.key):
                 summary["deduplicated"].append(dispatcher.duplicate(job.key).id)
                 metrics.alerts.labels("deduplicated").inc()
@@ -586,7 +593,8 @@ def build_app(config: ServeConfig, cluster: Any = None) -> Any:
             summary["queued"].append(job.id)
             metrics.alerts.labels("queued").inc()
         if full:
-            return answer(503, {**summary, "error": "the run queue is full: retry later"}, {"Retry-After": "5"})
+            return answer(503, {**summary, "error": "the run queue is full or the Kubernetes API is "
+                                                    "unreachable: retry later"}, {"Retry-After": "5"})
         return answer(200, summary)
 
     async def healthz(request: Any) -> Any:
