@@ -60,3 +60,11 @@ def test_cluster_health_runs_against_a_sandbox_from_the_other_environment(produc
     assert "cluster-health on sandbox: findings (exit 1)" in proc.stdout
     runs = sorted((sandbox_env / "outputs" / "sandbox" / "cluster-health").iterdir())
     assert (runs[-1] / "report.html").is_file()
+
+
+def test_the_default_routes_ship_with_the_product(product_venv):
+    proc = subprocess.run([str(product_venv / "bin" / "python"), "-c",
+                           "from runbooks import routes; print(sorted({r.runbook for r in routes.load_routes()}))"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['certificate-rotation', 'incident-investigation']"

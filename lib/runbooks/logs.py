@@ -82,8 +82,8 @@ MAX_SCAN = 10_000
 PAGE_SIZE = 1_000
 MAX_BUCKETS = 240
 _INTERVALS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
 _BAD_INDEX = re.compile(r'[\s\\/?"<>|#]')
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

@@ -18,7 +18,8 @@ from .durations import parse_duration
 from .errors import InvalidInput
 from .parameters import MutatingParams, RunbookParams, register
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*\Z")
 
 
 def check_namespaces(value: list[str]) -> list[str]:
@@ -82,6 +83,14 @@ class IncidentParams(MutatingParams):
     def _dns_label(cls, value: str) -> str:
         if not _NAMESPACE.match(value or "") or len(value) > 63:
             raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
+        return value
+
+    @field_validator("alert_name")
+    @classmethod
+    def _alert_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 128 or not _ALERT_NAME.match(value)):
+            raise ValueError(f"alert_name {value!r} is not an alert name (letters, digits, '_', ':', '.' "
+                             "and '-', starting with a letter or '_')")
         return value
 
     @field_validator("lookback", "silence_duration")

@@ -238,17 +238,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
-                  free_ports: bool = False) -> None:
+                  free_ports: bool = False, alert_webhook: str | None = None) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`).
 
     The services listen on the fixed ports of ``stack.PORTS`` (what parameters/sandbox/env.yaml
     names), or with ``free_ports`` on any free ones (the state file's ``services`` lists them).
+    ``alert_webhook`` is the URL Alertmanager sends alerts to (e.g. `runbooks serve`).
     """
     from . import stack
 
     sandbox = Sandbox(state_dir, scenario, port)
     if not api_only:
-        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS)))
+        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS),
+                                                 alert_webhook=alert_webhook))
     sandbox.start()
     if bulk_pods:
         sandbox.add_bulk_pods(bulk_pods)
@@ -268,7 +270,8 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
-                     bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False) -> dict:
+                     bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False,
+                     alert_webhook: str | None = None) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -279,7 +282,8 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
     proc = subprocess.Popen(
         [sys.executable, "-m", "runbooks_sandbox", "serve", "--state-dir", str(state_dir),
          "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)]
-        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else []),
+        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else [])
+        + (["--alert-webhook", alert_webhook] if alert_webhook else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
