@@ -162,10 +162,12 @@ def table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -
     return styler
 
 
-def show_table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> None:
-    """Display a DataFrame as a styled table (an empty one says so)."""
+def show_table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS,
+               empty: str | None = None) -> None:
+    """Display a DataFrame as a styled table (an empty one says so, or says ``empty``: why)."""
     if len(df) == 0:
-        _display_markdown(f"*{caption + ': ' if caption else ''}nothing to show.*")
+        _display_markdown(f"*{caption + ': ' if caption else ''}{empty or 'nothing to show'}.*"
+                          .replace("..*", ".*"))
         return
     _display(table(df, caption, max_rows))
 
@@ -745,7 +747,8 @@ def _shade(fig: Any, anomaly: Any, rows: int = 1, until: Any = None) -> None:
             fig.add_vrect(x0=anomaly.start, x1=end, fillcolor="#d62728", opacity=0.12, line_width=0, **kw)
 
 
-def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden signals") -> Any:
+def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden signals",
+                         missing: str | None = None) -> Any:
     """Request rate, 5xx error ratio and latency quantiles, stacked, with the anomaly shaded.
 
     Args:
@@ -756,7 +759,7 @@ def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden sig
     from plotly.subplots import make_subplots
 
     if red is None or len(red) == 0:
-        return _empty_figure(title, "Prometheus returned no ingress traffic for this service.")
+        return _empty_figure(title, missing or "Prometheus returned no ingress traffic for this service.")
     panels = [("request_rate", "requests/s"), ("error_ratio", "5xx ratio"), ("latency", "latency (s)")]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[p[1] for p in panels])
@@ -778,13 +781,13 @@ def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden sig
     return fig
 
 
-def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation") -> Any:
+def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation", missing: str | None = None) -> Any:
     """CPU throttling ratio, memory working set / limit, and restarts per pod."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     if use is None or len(use) == 0:
-        return _empty_figure(title, "Prometheus returned no container metrics for this workload.")
+        return _empty_figure(title, missing or "Prometheus returned no container metrics for this workload.")
     panels = [("cpu_throttling", "CPU throttled (share of CFS periods)"), ("memory_ratio", "memory / limit"),
               ("restarts", "restarts")]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
@@ -833,12 +836,12 @@ def timeline_chart(events: Any, anomaly: Any = None, window: tuple[Any, Any] | N
     return fig
 
 
-def log_volume_chart(hist: Any, by: str = "level", title: str = "Log lines") -> Any:
+def log_volume_chart(hist: Any, by: str = "level", title: str = "Log lines", missing: str | None = None) -> Any:
     """Stacked bars of log lines per time bucket, by level (or pod)."""
     import plotly.graph_objects as go
 
     if hist is None or len(hist) == 0:
-        return _empty_figure(title, "No log lines for this workload in the window.")
+        return _empty_figure(title, missing or "No log lines for this workload in the window.")
     fig = go.Figure()
     colours = {"error": "#d62728", "fatal": "#7f0000", "warn": "#ff7f0e", "warning": "#ff7f0e", "info": "#1f77b4",
                "debug": "#7f7f7f"}
@@ -884,6 +887,38 @@ def service_picker(run: Any, choices: Mapping[str, Sequence[str]]) -> None:
     svc.observe(update, names="value")
     update()
     display(widgets.VBox([widgets.HBox([ns, svc]), note]))
+
+
+def env_picker(env: str | None, envs: Sequence[str], context: str | None,
+               namespace: dict[str, Any]) -> None:
+    """Interactive only: the environment this notebook runs against, and a menu to switch.
+
+    Switching sets the notebook's ``env`` variable; running the cells again from
+    Preflight connects to the chosen environment (``parameters/<env>/``).
+    """
+    if headless():
+        return
+    import ipywidgets as widgets
+
+    options = list(envs) if env in envs else [*envs, env]
+    picker = widgets.Dropdown(options=options, value=env, description="environment")
+    note = widgets.HTML()
+
+    def describe(chosen: str | None) -> None:
+        if chosen == env:
+            where = f" (kube context <b>{html.escape(str(context))}</b>)" if context else ""
+            note.value = f"Running against environment <b>{html.escape(str(env))}</b>{where}."
+        else:
+            note.value = (f"Environment <b>{html.escape(str(chosen))}</b> selected: run the cells again "
+                          "from Preflight to connect to it.")
+
+    def on_change(change: Any) -> None:
+        namespace["env"] = change["new"]
+        describe(change["new"])
+
+    picker.observe(on_change, names="value")
+    describe(env)
+    _display(widgets.HBox([picker, note]))
 
 
 def table_frame(rows: Any, columns: Sequence[str] | None = None) -> Any:
