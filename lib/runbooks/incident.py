@@ -248,10 +248,12 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
                         detail="Golden signals stayed at their baseline, no alert fires and no pod crashes.",
                         resource=f"Service/{svc}")]
     if anomaly is not None:
-        end = anomaly.end.isoformat() if anomaly.end is not None else "ongoing"
+        end = f"{anomaly.end:%Y-%m-%d %H:%M} UTC" if anomaly.end is not None else "ongoing"
+        ratio = "ratio" in next((k for k, v in sig.anomalies.items() if v is anomaly), "") if sig else False
+        value = (lambda x: f"{x:.1%}") if ratio else (lambda x: f"{x:.3g}")
         out.append(Finding(id=f"incident/{svc}", severity="critical",
                            title=f"{anomaly_name(sig)} of {svc} left its baseline at {anomaly.start:%H:%M} UTC",
-                           detail=f"peak {anomaly.peak:.3g} (baseline {anomaly.baseline:.3g}); until {end}",
+                           detail=f"peak {value(anomaly.peak)} (baseline {value(anomaly.baseline)}); until {end}",
                            resource=f"Service/{svc}",
                            evidence={"anomaly": anomaly.to_dict(),
                                      "signals": {k: v.to_dict() for k, v in sig.anomalies.items()} if sig else {}}))
