@@ -266,3 +266,12 @@ def test_timeline_labels_alternate_when_close_and_lean_inwards_at_the_edges():
     times = [t0 + pd.Timedelta(minutes=m) for m in (1, 180, 185, 359)]
     pos = report.label_positions(times, t0, t0 + pd.Timedelta(hours=6))
     assert pos == ["top right", "top center", "bottom center", "top left"]
+
+
+def test_close_events_of_one_lane_share_one_marker_and_label():
+    t0 = pd.Timestamp("2026-12-02T14:00Z")
+    lane = pd.DataFrame({"time": [t0 + pd.Timedelta(minutes=m) for m in (300, 300.5, 301, 30)],
+                         "lane": ["alert"] * 4, "label": ["A", "B", "C", "D"], "detail": ["a", "b", "c", "d"]})
+    out = report.cluster_events(lane, t0, t0 + pd.Timedelta(hours=6))
+    assert list(out["label"]) == ["D", "A +2"]
+    assert out["detail"].iloc[1] == "A: a<br>B: b<br>C: c"

@@ -1005,6 +1005,38 @@ def label_positions(times: Sequence[Any], start: Any, end: Any, near: float = 0.
     return out
 
 
+def cluster_events(lane: Any, start: Any, end: Any, near: float = 0.03) -> Any:
+    """Events of one lane closer than ``near`` (share of the window) become one marker.
+
+    Its label is the first event's and ``+N``; its hover text lists every event. Five alerts
+    firing within a minute would otherwise print five labels over one another.
+    """
+    import pandas as pd
+
+    g = lane.sort_values("time")
+    if len(g) < 2:
+        return g
+    lo = pd.Timestamp(start) if start is not None else g["time"].min()
+    hi = pd.Timestamp(end) if end is not None else g["time"].max()
+    gap = pd.Timedelta(seconds=max((pd.Timestamp(hi) - pd.Timestamp(lo)).total_seconds(), 1.0) * near)
+    groups: list[list[Any]] = []
+    last = None
+    for row in g.itertuples(index=False):
+        t = pd.Timestamp(row.time)
+        if last is None or t - last > gap:
+            groups.append([])
+        groups[-1].append(row)
+        last = t
+    rows = []
+    for rows_in in groups:
+        first = rows_in[0]
+        label = str(first.label) if len(rows_in) == 1 else f"{first.label} +{len(rows_in) - 1}"
+        detail = (str(first.detail) if len(rows_in) == 1 else
+                  "<br>".join(f"{r.label}: {r.detail}" for r in rows_in))
+        rows.append({**first._asdict(), "label": label, "detail": detail})
+    return pd.DataFrame(rows, columns=list(g.columns))
+
+
 def timeline_chart(events: Any, anomaly: Any = None, window: tuple[Any, Any] | None = None,
                    title: str = "Timeline: changes, alerts and the anomaly") -> Any:
     """One lane per kind (rollout, scaling, config, event, alert, anomaly); hover for details.
@@ -1020,6 +1052,7 @@ def timeline_chart(events: Any, anomaly: Any = None, window: tuple[Any, Any] | N
         fig = go.Figure()
         lo, hi = (window if window is not None else (events["time"].min(), events["time"].max()))
         for lane, g in events.groupby("lane", sort=False):
+            g = cluster_events(g, lo, hi)
             fig.add_trace(go.Scatter(
                 x=g["time"], y=[lane] * len(g), mode="markers+text", name=lane, text=g["label"],
                 textposition=label_positions(list(g["time"]), lo, hi), cliponaxis=False,
