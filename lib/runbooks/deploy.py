@@ -74,7 +74,7 @@ from .errors import (
 )
 from .model import Finding, iso, record, utcnow
 from .parameters import MutatingParams, register
-from .plans import Change, Plan
+from .plans import Change, Plan, diff
 from .secrets import REDACTED, redact_text
 
 __all__ = [
@@ -733,10 +733,6 @@ def dry_run_apply(cluster: Any, obj: Mapping[str, Any], *, force: bool = False) 
 # --------------------------------------------------------------------------
 
 
-def _key(k: str) -> str:
-    return f"[{k}]" if re.search(r"[./\[\]]", k) else f".{k}"
-
-
 def _strip(obj: Mapping[str, Any] | None) -> dict[str, Any]:
     if obj is None:
         return {}
@@ -753,29 +749,7 @@ def diff_objects(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> 
     ``uid``, ``creationTimestamp``) and ``status`` are ignored; lists of
     objects with a ``name`` are matched by name (``containers[web].image``).
     """
-    out: list[dict[str, Any]] = []
-    _diff(_strip(live), _strip(desired), "", out)
-    return out
-
-
-def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            _diff(a.get(k), b.get(k), path + _key(k), out)
-        return
-    if isinstance(a, list) and isinstance(b, list) and a != b and _named(a) and _named(b):
-        na, nb = {x["name"]: x for x in a}, {x["name"]: x for x in b}
-        if [x["name"] for x in a if x["name"] in nb] == [x["name"] for x in b if x["name"] in na]:
-            for name in list(na) + [n for n in nb if n not in na]:
-                _diff(na.get(name), nb.get(name), f"{path}[{name}]", out)
-            return
-    if a != b:
-        out.append({"path": path.lstrip("."), "from": a, "to": b})
-
-
-def _named(items: list[Any]) -> bool:
-    names = [x.get("name") for x in items if isinstance(x, dict)]
-    return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    return diff(_strip(live), _strip(desired))
 
 
 # --------------------------------------------------------------------------
@@ -1433,6 +1407,26 @@ def ingress_address(cluster: Any, spec: ReleaseSpec) -> str | None:
         port = default if not ports or default in ports else sorted(ports)[0]
         return f"{scheme}://{addr}" + ("" if port == default else f":{port}")
     return None
+
+
+def recheck(cluster: Any, spec: ReleaseSpec, plan: Plan, result: ApplyResult,
+            findings: Iterable[Finding]) -> list[Finding]:
+    """After an applied plan, the preflight's finding about the namespace as it is now.
+
+    The dry run says "namespace NS will be created"; once the approved plan
+    created it, that describes a state that is gone: the finding is recorded
+    again as it is now ("namespace NS exists") so the run reports no stale plan.
+    """
+    from . import resolution
+
+    if not result.applied:
+        return []
+    key = f"preflight/namespace/{spec.namespace}"
+    before = [f for f in findings if f.id == key]
+    after = [Finding(id=key, severity="ok", title=f"namespace {spec.namespace} exists (created by plan {plan.id})",
+                        resource=f"Release/{spec.namespace}/{spec.release}")] \
+        if namespace_exists(cluster, spec.namespace) else []
+    return resolution.reevaluate(before, after, {f.resource for f in before if f.resource}, plan.id)
 
 
 def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | None = None,
