@@ -216,3 +216,23 @@ def test_without_an_environment_sources_say_they_are_not_configured(sandbox_env,
     sig = incident.gather_signals(sources, run.params, None, None)
     assert "not configured in env staging" in sig.missing and sig.red.empty
     assert "not configured in env staging" in run.findings["data-source-down/prometheus"].title
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_a_notebook_run_without_runbooks_run_finds_its_environment(sandbox_env, tmp_path):
+    """Plain papermill (as JupyterLab runs cells): $RUNBOOKS_ENV alone connects cluster-health to the sandbox."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.ipynb"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "RUNBOOKS_HEADLESS")}
+    env.update(RUNBOOKS_ENV="sandbox", RUNBOOKS_HOME=str(sandbox_env))
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(sandbox_env / "notebooks" / "cluster-health.ipynb"),
+                           str(out), "--cwd", str(sandbox_env / "notebooks")],
+                          capture_output=True, text=True, timeout=280, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = model.read_records(json.loads(out.read_text()))
+    assert records["run"]["env"] == "sandbox" and records["run"]["kube_context"] == "sandbox"
+    assert records["findings"], "cluster-health found nothing in the sandbox's planted problems"
