@@ -334,6 +334,23 @@ def test_report_charts_have_data(project, browser, tmp_path):
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         print(f"report screenshot: {shot}")
+        page.screenshot(path=str(tmp_path / "report-top.png"))
+        print(f"report top: {tmp_path / 'report-top.png'}")
+        story = page.locator("p.kr-story").inner_text()
+        assert story.startswith("Between ") and " UTC and " in story and "Most likely cause:" in story, story
+        # a folded log line opens on click and shows the whole line
+        fold = page.locator("details.kr-fold").first
+        assert not fold.evaluate("d => d.open")
+        fold.locator("summary").click()
+        assert fold.evaluate("d => d.open") and fold.locator("pre").is_visible()
+        # tables sort by a column when its heading is clicked
+        table = page.locator("table.kr-findings")
+        first = lambda: table.locator("tbody tr").first.locator("td").nth(0).inner_text()  # noqa: E731
+        heading = table.locator("th", has_text="severity")
+        heading.click()
+        ascending = first()
+        heading.click()
+        assert first() != ascending and heading.get_attribute("class") == "kr-sorted-desc"
         timeline = page.locator("div.kr-plot", has=page.locator("text=Timeline")).first
         timeline.screenshot(path=str(tmp_path / "timeline.png"))
         print(f"timeline screenshot: {tmp_path / 'timeline.png'}")

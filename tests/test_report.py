@@ -251,7 +251,7 @@ def test_the_report_opens_with_what_happened():
         "plan": {"id": "0123456789ab", "changes": [{}], "applied": True},
     }
     text = report.what_happened(summary)
-    assert text.startswith("Between 2026-12-02 14:54 UTC and 2026-12-02 20:54 UTC the 5xx error ratio")
+    assert text.startswith("Between 2026-12-02 14:54 UTC and 2026-12-02 20:54 UTC: the 5xx error ratio")
     assert "Most likely cause: revision 7 rolled out 4 minutes before the errors began." in text
     assert "Plan 0123456789ab was applied" in text
     head = report.header_html(summary | {"runbook": "incident-investigation", "env": "sandbox"})

@@ -533,12 +533,14 @@ def what_happened(summary: Mapping[str, Any]) -> str:
     parts = [f"Between {format_time(start, False)} and {format_time(end, False)}"]
     findings = list(summary.get("findings") or [])
     counts = summary.get("counts") or {}
-    worst = next((f for f in findings if f.get("severity") == "critical"), None) or next(
+    worst = next((f for f in findings if str(f.get("id", "")).startswith("incident/")
+                  and f.get("severity") != "ok"), None) or next(
+        (f for f in findings if f.get("severity") == "critical"), None) or next(
         (f for f in findings if f.get("severity") == "warning"), None)
     if worst is None:
-        parts[0] += " nothing needed attention" + (" (no findings)." if not findings else ".")
+        parts[0] += ": nothing needed attention" + (" (no findings)." if not findings else ".")
     else:
-        parts[0] += f" {worst.get('title')}" + ("" if str(worst.get("title", "")).endswith(".") else ".")
+        parts[0] += f": {worst.get('title')}" + ("" if str(worst.get("title", "")).endswith(".") else ".")
         parts.append(f"{counts.get('critical', 0)} critical and {counts.get('warning', 0)} warning finding(s).")
     cause = next((f for f in findings if str(f.get("id", "")).startswith("likely-cause/1/")), None)
     if cause is not None:
