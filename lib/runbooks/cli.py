@@ -213,6 +213,58 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
         _fail(str(exc))
 
 
+@main.group("env")
+def env_group() -> None:
+    """Environments (parameters/ENV/env.yaml): write one for a cluster, check one before a page."""
+
+
+@env_group.command("init")
+@click.argument("name")
+@click.option("--context", "kube_context", required=True, help="kubeconfig context (becomes expected_context).")
+@click.option("--kubeconfig", default=None, metavar="FILE", help="kubeconfig file (default: $KUBECONFIG).")
+@click.option("--prometheus-url", default=None, metavar="URL", help="Prometheus base URL.")
+@click.option("--alertmanager-url", default=None, metavar="URL", help="Alertmanager base URL.")
+@click.option("--elasticsearch-url", default=None, metavar="URL", help="Elasticsearch base URL.")
+@click.option("--description", default="", help="free text for the file's description.")
+@click.option("--force", is_flag=True, help="overwrite an existing env.yaml.")
+@click.pass_obj
+def env_init_cmd(obj: Context, name: str, kube_context: str, kubeconfig: str | None,
+                 prometheus_url: str | None, alertmanager_url: str | None, elasticsearch_url: str | None,
+                 description: str, force: bool) -> None:
+    """Probe a cluster and its data sources, then write parameters/NAME/env.yaml."""
+    from runbooks import onboarding
+
+    try:
+        path, rows = onboarding.init_env(
+            obj.project, name, context=kube_context, kubeconfig=kubeconfig, description=description,
+            force=force, urls={"prometheus_url": prometheus_url, "alertmanager_url": alertmanager_url,
+                               "elasticsearch_url": elasticsearch_url})
+    except RunbookError as exc:
+        _fail(str(exc), getattr(exc, "exit_code", EXIT_INVALID))
+    click.echo(onboarding.format_checks(rows))
+    click.echo(f"wrote {path}")
+    if any(r.failed for r in rows):
+        _fail("written, but a data source failed its probe (see above): fix the URL or credentials "
+              f"and run `runbooks env check {name}`")
+
+
+@env_group.command("check")
+@click.argument("name")
+@click.pass_obj
+def env_check_cmd(obj: Context, name: str) -> None:
+    """Probe an environment: API server, each runbook's permissions, each data source (exit 2 on a failure)."""
+    from runbooks import onboarding
+
+    try:
+        rows = onboarding.check_env(obj.project, name)
+    except RunbookError as exc:
+        _fail(str(exc), getattr(exc, "exit_code", EXIT_INVALID))
+    click.echo(onboarding.format_checks(rows))
+    failed = [r for r in rows if r.failed]
+    if failed:
+        _fail("; ".join(f"{r.what}: {r.detail}" for r in failed))
+
+
 @main.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report_cmd(run_dir: Path) -> None:
