@@ -138,7 +138,8 @@ def test_creation_order(objects):
 
 def test_namespaced_objects_live_in_scenario_namespaces(objects):
     namespaces = {obj["metadata"]["name"] for obj in of_kind(objects, "Namespace")}
-    assert namespaces == {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging", "default", "kube-system"}
+    assert namespaces == {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging", "default", "kube-system",
+                          "web"}
     cluster_scoped = {"CustomResourceDefinition", "Namespace", "Node", "IngressClass", "ClusterIssuer"}
     for obj in objects:
         if obj["kind"] in cluster_scoped:
