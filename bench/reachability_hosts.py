@@ -100,11 +100,15 @@ def main() -> None:
         wall, code, _ = timed(root, "service-reachability", "-p", "host", "all")
         runs = sorted((root / "outputs" / "sandbox" / "service-reachability").iterdir())
         summary = json.loads((runs[-1] / "summary.json").read_text())
-        hosts = {f["id"].split("/")[1] for f in summary["findings"] if f["id"].count("/") >= 1
-                 and f["id"] != "reachability/dns-not-configured"}
+        hosts = {f["id"].split("/")[1] for f in summary["findings"] if (f.get("evidence") or {}).get("first_broken")}
+        hosts |= {h for f in summary["findings"] if f["id"] == "reachability/reachable" for h in f["evidence"]["hosts"]}
+        nb = json.loads((runs[-1] / "service-reachability.ipynb").read_text())
+        cells = [f"{(c['metadata'].get('papermill') or {}).get('duration') or 0:.2f}" for c in nb["cells"]
+                 if c["cell_type"] == "code"]
         print(f"  trivial notebook                          {trivial:6.2f} s")
         print(f"  service-reachability -p host all          {wall:6.2f} s (exit {code}, "
               f"{len(hosts)} hosts with a verdict)")
+        print(f"  its code cells (s): {', '.join(cells)}")
     finally:
         box.stop()
         shutil.rmtree(tmp, ignore_errors=True)

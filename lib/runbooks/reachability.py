@@ -40,6 +40,9 @@ from .model import Finding
 HOPS: tuple[str, ...] = ("dns", "ingress", "tls", "backend", "probe")
 """The hops, in the order a request crosses them."""
 
+MANY_HOSTS = 20
+"""Above this many hosts, reachable hosts share one ``ok`` finding and the chain shows broken hosts only."""
+
 HOP_TITLES = {"dns": "DNS", "ingress": "Ingress", "tls": "TLS", "backend": "Backend", "probe": "Live probe"}
 
 ROUTING_ANNOTATIONS = (
@@ -625,8 +628,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-")
 
 
-def check_host(host: str, path: str, snap: Snapshot, ctx: Context) -> HostResult:
-    """Walk the chain for one host (every hop, even after a red one) and build its findings."""
+def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_ok: bool = True) -> HostResult:
+    """Walk the chain for one host (every hop, even after a red one) and build its findings
+    (``per_host_ok``: an ``ok`` finding when every hop is green)."""
     found = claims(snap.ingresses, host, path)
     win = found[0] if found else None
     ing = win.ingress if win else None
@@ -660,7 +664,7 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context) -> HostResult
                       **{k: v for k, v in hop.details.items() if k in (
                           "duplicates", "controller", "sans", "targetPort", "status", "secret", "ready_endpoints",
                           "ingress")}}))
-    if first is None:
+    if first is None and per_host_ok:
         findings.append(Finding(id=f"reachability/{_slug(host)}", severity="ok",
                                 title=f"{host}{shown_path}: reachable",
                                 detail="; ".join(f"{HOP_TITLES[h]}: {hops[h].reason}" for h in HOPS),
@@ -845,11 +849,19 @@ class Reachability:
                                       f"'system') and dns_authoritative_servers in parameters/{self.ctx.env}/env.yaml"))
         return out
 
-    def chain(self) -> pd.DataFrame:
-        """One row per host and hop: status (green/red/grey) and reason."""
+    def chain(self, only_broken: bool | None = None) -> pd.DataFrame:
+        """One row per host and hop: status (green/red/grey) and reason.
+
+        ``only_broken`` (default: when there are more than 20 hosts) leaves out the hosts whose
+        every hop is green: their verdict is in :meth:`verdicts`.
+        """
+        if only_broken is None:
+            only_broken = len(self.results) > MANY_HOSTS
         rows = []
         for r in self.results:
             first = r.first_broken
+            if only_broken and first is None:
+                continue
             for name in HOPS:
                 hop = r.hops[name]
                 rows.append({"host": r.host, "hop": HOP_TITLES[name],
@@ -859,7 +871,7 @@ class Reachability:
         return pd.DataFrame(rows, columns=["host", "hop", "status", "first_broken", "reason", "object"])
 
     def verdicts(self) -> pd.DataFrame:
-        """One row per host: its verdict (the first red hop) and the next command."""
+        """One row per host, broken ones first: its verdict (the first red hop) and the next command."""
         rows = []
         for r in self.results:
             first = r.first_broken
@@ -871,6 +883,7 @@ class Reachability:
                          "first_broken_hop": HOP_TITLES[first.name] if first else "",
                          "object": first.resource if first else "", "reason": first.reason if first else "",
                          "next": step})
+        rows.sort(key=lambda row: (row["verdict"] != "broken", row["host"]))
         return pd.DataFrame(rows, columns=["host", "verdict", "first_broken_hop", "object", "reason", "next"])
 
 
@@ -931,9 +944,17 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
                 ctx.metrics_error = "Prometheus unavailable"
         if logs_f is not None:
             ctx.log_errors = logs_f.result()
-    results = [check_host(h, params.path, snap, ctx) for h in hosts]
+    many = len(hosts) > MANY_HOSTS
+    results = [check_host(h, params.path, snap, ctx, per_host_ok=not many) for h in hosts]
     out = Reachability(results, ctx)
     out.extra = down
+    reachable = [r.host for r in results if r.first_broken is None]
+    if many and reachable:  # one finding lists them, rather than hundreds of "ok" rows
+        out.extra.append(Finding(id="reachability/reachable", severity="ok",
+                                 title=f"{len(reachable)} of {len(hosts)} hosts reachable",
+                                 detail="every hop green: " + ", ".join(reachable[:20])
+                                        + (f" and {len(reachable) - 20} more" if len(reachable) > 20 else ""),
+                                 evidence={"hosts": reachable}))
     return out
 
 
