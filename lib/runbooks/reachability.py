@@ -577,7 +577,7 @@ def check_probe(host: str, path: str, ctx: Context, upstream: str | None) -> Hop
                             + (f" ({cut(probe.body, 120)})" if probe.body else ""))
         else:
             ok = True
-            notes.append(f"{status} in {probe.latency_ms:.0f} ms")
+            notes.append(f"{status} in {probe.latency_ms:.0f} ms, certificate {certs._cn(probe.subject) or '-'}")
     if ctx.metrics is None:
         notes.append(ctx.metrics_error or "Prometheus not configured")
     else:
@@ -790,7 +790,7 @@ def ingress_metrics(prom: Any, hosts: Sequence[str]) -> dict[str, dict[str, floa
     from . import metrics
 
     if len(hosts) == 1:  # one host: only its series; none given: every host
-        sel = f'host="{metrics._promql_string(hosts[0])[1:-1]}"'
+        sel = f'host="{metrics._promql_string(hosts[0])}"'
     else:
         sel = 'host!=""'
     out: dict[str, dict[str, float]] = {}
