@@ -236,3 +236,19 @@ def test_good_parameters():
     assert p.host == "checkout.shop.example.com" and p.dns_resolver == "system"
     assert validate_params(params_model("service-reachability"), {"host": "all"}).host == "all"
     assert validate_params(params_model("service-reachability"), {"host": "*.example.com"}).host == "*.example.com"
+
+
+def test_many_hosts_show_the_broken_ones_and_verdicts_put_them_first():
+    s = snap([ingress(f"h{i}", f"h{i}.example.com", tls=[{"hosts": [f"h{i}.example.com"]}]) for i in range(25)],
+             services=[service()], pods=[pod("app-1")], slices=[endpoint_slice("app", ["app-1"])])
+    results = [r.check_host(f"h{i}.example.com", "/", s, r.Context(env="prod")) for i in range(25)]
+    assert all(x.first_broken.name == "tls" for x in results)  # a TLS section without a secretName
+    out = r.Reachability(results, r.Context(env="prod"))
+    assert len(out.chain()) == 25 * len(r.HOPS)  # every host is broken: all shown
+    healthy = r.HostResult("ok.example.com", "/", {h: r.Hop(h, True, "fine") for h in r.HOPS}, [])
+    out = r.Reachability([healthy, *results], r.Context(env="prod"))
+    assert "ok.example.com" not in set(out.chain()["host"])  # more than 20 hosts: the broken ones only
+    assert "ok.example.com" in set(out.chain(only_broken=False)["host"])
+    verdicts = out.verdicts()
+    assert list(verdicts["verdict"]) == ["broken"] * 25 + ["reachable"]
+    assert verdicts.iloc[0]["first_broken_hop"] == "TLS"
