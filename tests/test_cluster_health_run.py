@@ -47,6 +47,9 @@ def test_default_scenario_exits_1_with_exactly_the_planted_findings(sandbox_env)
         ("tls-expiring/shop/cart-tls", "critical"),
         ("warning-events/BackOff", "info"),
         ("warning-events/ProvisioningFailed", "info"),  # reports/report-archive: its StorageClass does not exist
+        # web: the service-reachability hosts (targetPort naming a port the pods lack; scaled to 0)
+        ("service-no-endpoints/web/newsletter", "critical"),
+        ("service-no-endpoints/web/careers", "critical"),
     }
     assert summary["data_sources"]["kubernetes"]["state"] == "ok"
     html = (run_dir / "report.html").read_text()

@@ -64,6 +64,8 @@ class EnvConfig(BaseModel):
     elasticsearch_url: str | None = None
     ingress_url: str | None = None
     ingress_ca_file: str | None = None
+    dns_resolver: str | None = None
+    dns_authoritative_servers: list[str] | None = None
 
     def connections(self) -> dict[str, Any]:
         """The settings that become parameters (everything but the description)."""

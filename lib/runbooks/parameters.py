@@ -71,6 +71,7 @@ PARAM_MODULES: dict[str, str] = {
     "incident-investigation": "runbooks.params",
     "provision-service": "runbooks.deploy",
     "certificate-rotation": "runbooks.rotation",
+    "service-reachability": "runbooks.params",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""

@@ -30,6 +30,7 @@ import html
 import json
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -61,10 +62,12 @@ STATUS_COLOURS = {
 
 def setup_notebook() -> None:
     """Make ``fig.show()`` emit plotly JSON (called by ``runbook.start``)."""
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
-    import plotly.io as pio
-
-    pio.renderers.default = "plotly_mimetype"
+    # plotly reads PLOTLY_RENDERER when plotly.io is first imported, so runbooks that draw
+    # nothing never pay for importing it; if it is already imported, set the default directly.
+    os.environ["PLOTLY_RENDERER"] = "plotly_mimetype"
+    pio = sys.modules.get("plotly.io")
+    if pio is not None:
+        pio.renderers.default = "plotly_mimetype"
 
 
 def _display(obj: Any, **kw: Any) -> None:
@@ -1165,3 +1168,29 @@ def table_frame(rows: Any, columns: Sequence[str] | None = None) -> Any:
     if columns is not None:
         df = df.reindex(columns=list(columns))
     return df
+
+
+CHAIN_COLOURS = {"green": ("#ffffff", "#2e7d32"), "red": ("#ffffff", "#c62828"), "grey": ("#333333", "#e0e0e0")}
+
+
+def chain_table(df: Any, caption: str = "The chain, hop by hop") -> Any:
+    """A Styler of reachability hops (host, hop, status, reason...): status cells green, red or grey,
+    the first broken hop of each host in bold."""
+    def colour(value: str) -> str:
+        fg, bg = CHAIN_COLOURS.get(value, ("inherit", "inherit"))
+        return f"color: {fg}; background-color: {bg}; font-weight: bold; text-align: center"
+
+    def first(row: Any) -> list[str]:
+        return ["font-weight: bold" if row.get("first_broken") else "" for _ in row]
+
+    return table(df, caption, max_rows=5000).apply(first, axis=1).map(colour, subset=["status"])
+
+
+def show_chain(df: Any, headline: str = "", caption: str = "The chain, hop by hop") -> None:
+    """The headline (first red hop) and the chain picture: one row per hop, green or red, with the reason."""
+    if headline:
+        _display_markdown(headline)
+    if len(df) == 0:
+        _display_markdown("*No host to show.*")
+        return
+    _display(chain_table(df, caption))

@@ -926,6 +926,7 @@ class Model:
             groups.append(KsmReplicaSet(rs, ksm_instance))
         for cert in facts.certificates:
             groups.append(CertManagerCert(cert, cm_instance))
+        probed: set[str] = set()  # blackbox probes each target once, however many Ingresses name it
         for ing in facts.ingresses:
             for tls in (ing.get("spec") or {}).get("tls") or []:
                 secret = facts.secrets.get((ing["metadata"]["namespace"], tls.get("secretName", "")))
@@ -937,6 +938,9 @@ class Model:
                 if not_after is None:
                     continue
                 for host in tls.get("hosts") or []:
+                    if host in probed:
+                        continue
+                    probed.add(host)
                     groups.append(BlackboxProbe(host, not_after, _ts(ing["metadata"].get("creationTimestamp")) or 0))
         return groups
 
