@@ -24,8 +24,8 @@ LAB_PORT ?= 8888
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Debian packages later features need (the real Prometheus and Alertmanager for the
-# sandbox). Installed only when missing, with a single `apt-get update` first.
-DEB_PACKAGES := prometheus prometheus-alertmanager
+# sandbox; chromium for the browser tests, driven by Playwright). Installed only when missing, with a single `apt-get update` first.
+DEB_PACKAGES := prometheus prometheus-alertmanager chromium
 # Debian splits venv/ensurepip out of the interpreter: ask for it only where it is missing.
 VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv)
 
@@ -120,7 +120,8 @@ lab: setup
 	@echo ">> starting the sandbox (if needed) and JupyterLab on http://127.0.0.1:$(LAB_PORT)"
 	@$(BIN)/runbooks sandbox up
 	@echo ">> KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG); stop the sandbox later with: $(BIN)/runbooks sandbox down"
-	KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG) $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
+	KUBECONFIG=$(CURDIR)/$(SANDBOX_KUBECONFIG) RUNBOOKS_ENV=$${RUNBOOKS_ENV:-sandbox} RUNBOOKS_HOME=$(CURDIR) \
+	  $(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) \
 	  --no-browser --notebook-dir notebooks $(LAB_ROOT)
 
 lint: setup

@@ -6,6 +6,7 @@ a run (interpreter, kernel start, papermill, report rendering, secret scan).
 
     .venv/bin/python bench/runbook_overhead.py [--repeat 3] [--runbook cluster-health]
     .venv/bin/python bench/runbook_overhead.py --runbook incident-investigation
+    .venv/bin/python bench/runbook_overhead.py --runbook service-reachability -p host www.example.com
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ def project(tmp: Path, state: dict) -> Path:
     return root
 
 
-def timed_run(root: Path, name: str) -> tuple[float, int]:
+def timed_run(root: Path, name: str, params: list[list[str]] | None = None) -> tuple[float, int]:
     start = time.perf_counter()
+    pairs = [x for name_value in params or [] for x in ("-p", *name_value)]
     proc = subprocess.run([sys.executable, "-m", "runbooks.cli", "--project-dir", str(root), "run", name,
-                           "--env", "sandbox", "--no-progress"], capture_output=True, text=True,
+                           "--env", "sandbox", "--no-progress", *pairs], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
@@ -54,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--runbook", default="cluster-health")
+    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                    help="a parameter of the benchmarked runbook (e.g. -p host www.example.com)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-runbook-"))
     needs_stack = args.runbook != "cluster-health"  # the others read Prometheus, Alertmanager, logs
@@ -64,7 +68,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"trivial": [], args.runbook: []}
         for _ in range(args.repeat):
             for name in times:
-                wall, code = timed_run(root, name)
+                wall, code = timed_run(root, name, args.param if name == args.runbook else None)
                 times[name].append(wall)
                 print(f"  {name:24} {wall:6.2f} s (exit {code})", flush=True)
     finally:

@@ -135,3 +135,54 @@ def test_no_sni_gets_the_fake_certificate(box):
 
         cert = x509.load_der_x509_certificate(tls.getpeercert(True))
     assert FAKE_CN in cert.subject.rfc4514_string()
+
+
+def test_planted_web_hosts_answer_as_ingress_nginx_would(box):
+    _, endpoint = box
+    wait_for(lambda: https(endpoint, "www.example.com")[0] == 200, timeout=30, what="www.example.com to answer")
+    assert https(endpoint, "intranet.example.com")[0] == 404  # its IngressClass has no controller
+    status, body, _ = https(endpoint, "promo.example.com")
+    assert status == 200 and body["ingress"] == "web/promo"  # the older of the two Ingresses
+    status, body, _ = https(endpoint, "newsletter.example.com")
+    assert status == 503 and "no ready endpoints" in body["error"]  # targetPort names a port the pod lacks
+    assert https(endpoint, "careers.example.com")[0] == 503  # scaled to 0
+
+
+def test_path_types_and_named_target_ports(box, api):
+    _, endpoint = box
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    host = f"{ns}.example.com"
+    kube.request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    for name, port_name in (("api", "http"), ("other", "web")):
+        kube.request(api, "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body={
+            "metadata": {"name": name}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                                                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                                                     "containers": [{"name": "c", "image": "example.com/c:1",
+                                                                     "ports": [{"name": port_name,
+                                                                                "containerPort": 8080}]}]}}}})
+        kube.request(api, "POST", f"/api/v1/namespaces/{ns}/services", body={
+            "metadata": {"name": name}, "spec": {"selector": {"app": name},
+                                                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+
+    def path(p, kind, service):
+        return {"path": p, "pathType": kind, "backend": {"service": {"name": service, "port": {"name": "http"}}}}
+
+    kube.request(api, "POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses", body={
+        "metadata": {"name": "paths"}, "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {
+            "paths": [path("/api", "Prefix", "api"), path("/static", "ImplementationSpecific", "api"),
+                      path("/other", "Exact", "other")]}}]}})
+    wait_for(lambda: https(endpoint, host, "/api")[0] == 200, timeout=30, what="the api pod behind the Ingress")
+    assert https(endpoint, host, "/api/v1")[0] == 200
+    assert https(endpoint, host, "/apiv1")[0] == 404  # Prefix matches whole path elements
+    assert https(endpoint, host, "/staticfiles/x.css")[0] == 200  # ImplementationSpecific: an nginx prefix
+    assert https(endpoint, host, "/other/x")[0] == 404  # Exact
+    # "other" targets port "http" but its container's port is named "web": the pod is no endpoint
+    wait_for(lambda: kube.get_object(api, "deployments", ns, "other").get("status", {}).get("readyReplicas") == 1,
+             timeout=30, what="the other pod to be ready")
+    status, body, _ = https(endpoint, host, "/other")
+    assert status == 503 and "no ready endpoints" in body["error"]
+    eps = kube.get_object(api, "endpoints", ns, "other")
+    assert not any(s.get("addresses") for s in eps.get("subsets") or [])
+    slices = [s for s in kube.iter_objects(api, "endpointslices", ns)
+              if s["metadata"]["labels"]["kubernetes.io/service-name"] == "other"]
+    assert slices and all(not s.get("ports") for s in slices) and slices[0]["endpoints"]

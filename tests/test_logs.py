@@ -395,3 +395,27 @@ def test_serve_next_to_the_sandbox(sandbox):
         assert served.step() >= 0 and served.every >= 1
     finally:
         served.stop()
+
+
+def test_the_level_inside_an_unparsed_json_line_counts_as_that_level(sandbox):
+    """Fluent-bit without Merge_Log ships the app's JSON as text in `log`: no `level` field."""
+    now = sandbox.store.clock()
+    docs = []
+    for i, level in enumerate(["error", "error", "info", "warn"]):
+        t = (now - timedelta(minutes=5 + i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        docs.append({"@timestamp": t, "stream": "stdout", "log": json.dumps({"level": level, "msg": f"m{i}"}),
+                     "kubernetes": {"namespace_name": "shop", "pod_name": "checkout-abc",
+                                    "container_name": "checkout", "labels": {"app": "checkout"}}})
+    docs.append({"@timestamp": (now - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                 "stream": "stderr", "log": "plain text, no level",
+                 "kubernetes": {"namespace_name": "shop", "pod_name": "checkout-abc",
+                                "container_name": "checkout", "labels": {"app": "checkout"}}})
+    store = LogStore(clock=sandbox.store.clock)
+    store.add(docs)
+    try:
+        src = logs.connect(store.start())
+        hist = logs.volume_histogram(src, "shop", pod="checkout-abc", lookback="1h", now=now)
+        by_level = hist.groupby("level")["count"].sum().to_dict()
+        assert by_level == {"error": 2, "info": 1, "warn": 1, "unknown": 1}
+    finally:
+        store.stop()

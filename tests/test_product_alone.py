@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ pytestmark = pytest.mark.timeout(900)
 def product_venv(tmp_path_factory) -> Path:
     """A fresh venv with `pip install .` of the product only (no sandbox distribution)."""
     venv = tmp_path_factory.mktemp("product-venv")
+    source = tmp_path_factory.mktemp("product-source")  # a copy: building leaves build/ behind
+    shutil.copytree(ROOT, source, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".sandbox", "outputs", "build", "*.egg-info", "__pycache__", "runbooks_sandbox"))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
                          capture_output=True, text=True, timeout=800)
     assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-4000:]
     return venv
@@ -56,3 +60,11 @@ def test_cluster_health_runs_against_a_sandbox_from_the_other_environment(produc
     assert "cluster-health on sandbox: findings (exit 1)" in proc.stdout
     runs = sorted((sandbox_env / "outputs" / "sandbox" / "cluster-health").iterdir())
     assert (runs[-1] / "report.html").is_file()
+
+
+def test_the_default_routes_ship_with_the_product(product_venv):
+    proc = subprocess.run([str(product_venv / "bin" / "python"), "-c",
+                           "from runbooks import routes; print(sorted({r.runbook for r in routes.load_routes()}))"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['certificate-rotation', 'incident-investigation']"

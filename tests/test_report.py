@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import html as html_lib
 import json
 import re
 
@@ -78,7 +79,7 @@ def test_report_strips_records_and_widgets(html):
 def test_report_header_then_findings_then_narrative(html):
     body = html[html.index("<body"):]
     for text in ("cluster-health", "sandbox", "https://127.0.0.1:6443", "status: findings",
-                 "2024-12-31T00:00:00Z", "Node n2 is NotReady", "Node/n2", "1 critical, 1 warning"):
+                 "2024-12-31 00:00 UTC", "Node n2 is NotReady", "Node/n2", "1 critical, 1 warning"):
         assert text in body
     assert body.index("Node n2 is NotReady") < body.index("Cluster health")
     assert "<b>escaped</b>" not in body and "&lt;b&gt;escaped&lt;/b&gt;" in body
@@ -205,3 +206,72 @@ def test_signal_charts_put_epoch_ms_on_a_date_axis_and_shade_the_anomaly():
         == {(times[1], times[2])}
     assert not [s for s in fig.layout.shapes if s.type == "line" and s.line.dash == "dot"]  # ended: no onset line
     assert report.golden_signals_chart(red.iloc[0:0]).layout.annotations[0].text.startswith("Prometheus returned")
+
+
+# ---- what people read: times, percentages, lists, folded lines, the opening paragraph ---------
+
+
+def test_cells_read_as_text_not_python():
+    import pandas as pd
+
+    assert report.format_time("2026-12-02T20:54:00Z") == "2026-12-02 20:54 UTC"
+    assert report.format_time(pd.Timestamp("2026-12-02T20:54:07.5Z")) == "2026-12-02 20:54:07 UTC"
+    assert report.format_time("2026-12-02T21:54:00+01:00", seconds=False) == "2026-12-02 20:54 UTC"
+    assert report.format_time("not a time") == "not a time"
+    assert report.format_value(0.1634, "error_ratio") == "16.3%"
+    assert report.format_value(0.1634, "score") == "0.1634"
+    assert report.format_value(["checkout-7d9f-abc", "checkout-7d9f-def"]) == "checkout-7d9f-abc, checkout-7d9f-def"
+    assert report.format_value({"app": "checkout"}) == "app=checkout"
+    assert report.format_value(None) == "" and report.format_value(float("nan")) == ""
+
+    line = '{"level":"error","msg":"payment failed","order":"' + "x" * 300 + '"}'
+    folded = report.cell_html(line)
+    assert folded.startswith("<details class='kr-fold'><summary>") and "…</summary>" in folded
+    assert html_lib.escape(line) in folded  # the full line, one click away
+    assert report.cell_html("<b>short</b>") == "&lt;b&gt;short&lt;/b&gt;"
+
+    df = pd.DataFrame({"pods": [["checkout-a", "checkout-b"]], "first": [pd.Timestamp("2026-12-02T20:54Z")],
+                       "error_ratio": [0.25], "log": [line]})
+    out = report.table(df, caption="t").to_html()
+    assert "checkout-a, checkout-b" in out and "[&#x27;checkout" not in out and "['checkout" not in out
+    assert "2026-12-02 20:54 UTC" in out and "25.0%" in out and "kr-fold" in out
+    assert "overflow-x:auto" in report.scroll_box(out)
+
+
+def test_the_report_opens_with_what_happened():
+    summary = {
+        "window": {"start": "2026-12-02T14:54:00+00:00", "end": "2026-12-02T20:54:00+00:00"},
+        "counts": {"critical": 2, "warning": 1},
+        "findings": [
+            {"id": "incident/shop/checkout", "severity": "critical",
+             "title": "the 5xx error ratio of shop/checkout left its baseline at 19:10 UTC"},
+            {"id": "likely-cause/1/rollout", "severity": "info",
+             "title": "Likely cause #1: revision 7 rolled out 4 minutes before the errors began"},
+        ],
+        "plan": {"id": "0123456789ab", "changes": [{}], "applied": True},
+    }
+    text = report.what_happened(summary)
+    assert text.startswith("Between 2026-12-02 14:54 UTC and 2026-12-02 20:54 UTC: the 5xx error ratio")
+    assert "Most likely cause: revision 7 rolled out 4 minutes before the errors began." in text
+    assert "Plan 0123456789ab was applied" in text
+    head = report.header_html(summary | {"runbook": "incident-investigation", "env": "sandbox"})
+    assert head.index("What happened") < head.index("kr-findings")
+    assert "Nothing was changed." in report.what_happened({"findings": []})
+
+
+def test_timeline_labels_alternate_when_close_and_lean_inwards_at_the_edges():
+    import pandas as pd
+
+    t0 = pd.Timestamp("2026-12-02T14:00Z")
+    times = [t0 + pd.Timedelta(minutes=m) for m in (1, 180, 185, 359)]
+    pos = report.label_positions(times, t0, t0 + pd.Timedelta(hours=6))
+    assert pos == ["top right", "top center", "bottom center", "top left"]
+
+
+def test_close_events_of_one_lane_share_one_marker_and_label():
+    t0 = pd.Timestamp("2026-12-02T14:00Z")
+    lane = pd.DataFrame({"time": [t0 + pd.Timedelta(minutes=m) for m in (300, 300.5, 301, 30)],
+                         "lane": ["alert"] * 4, "label": ["A", "B", "C", "D"], "detail": ["a", "b", "c", "d"]})
+    out = report.cluster_events(lane, t0, t0 + pd.Timedelta(hours=6))
+    assert list(out["label"]) == ["D", "A +2"]
+    assert out["detail"].iloc[1] == "A: a<br>B: b<br>C: c"

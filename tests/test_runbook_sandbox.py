@@ -156,3 +156,83 @@ def test_backups_of_secrets_hold_hashes_not_data(cluster, namespace, tmp_path):
     backup = (tmp_path / "backups" / f"Secret_{namespace}_creds.json").read_text()
     assert "hunter2" not in backup and "aHVudGVyM" not in backup  # neither plain nor base64
     assert json.loads(backup)["data"]["password"].startswith("<redacted sha256:")
+
+
+# ---- environments in interactive use (the env parameter / $RUNBOOKS_ENV) ---------------------
+
+
+def incident_globals(**changed):
+    """What a freshly opened incident-investigation notebook holds after its parameters cell."""
+    from runbooks.params import IncidentParams
+
+    values = {name: info.get_default(call_default_factory=True) for name, info in IncidentParams.model_fields.items()}
+    return values | changed
+
+
+def test_an_interactive_start_loads_its_environment_like_runbooks_run(sandbox_env, monkeypatch):
+    (sandbox_env / "parameters" / "sandbox" / "incident-investigation.yaml").write_text(
+        "lookback: 2h\nservice: web\n")
+    with (sandbox_env / "parameters" / "sandbox" / "env.yaml").open("a") as f:
+        f.write("prometheus_url: http://127.0.0.1:9\n")
+    monkeypatch.setenv("RUNBOOKS_HOME", str(sandbox_env))
+    monkeypatch.setenv("RUNBOOKS_ENV", "sandbox")
+    run = rb.start("incident-investigation", incident_globals(service="cart"))
+    p = run.params
+    assert run.env == p.env == "sandbox"
+    assert p.expected_context == "sandbox" and p.kubeconfig and p.prometheus_url == "http://127.0.0.1:9"
+    assert p.lookback == "2h"  # parameters/sandbox/incident-investigation.yaml
+    assert p.service == "cart"  # what the notebook changed wins over the file
+    assert run.cluster is not None and run.cluster.context == "sandbox"
+    hint = run.approval_hint(plans.Plan([plans.Change(operation="patch", kind="Deployment", namespace="shop",
+                                                     name="checkout", body={"spec": {}})]))
+    assert "--env sandbox --approve" in hint
+    # a run directory like a headless run's, made when the audit needs it
+    assert run.directory() == sandbox_env / "outputs" / "sandbox" / "incident-investigation" / run.run_id
+
+
+def test_the_env_parameter_wins_over_the_variable_and_bad_values_are_refused(sandbox_env, monkeypatch):
+    monkeypatch.setenv("RUNBOOKS_HOME", str(sandbox_env))
+    monkeypatch.setenv("RUNBOOKS_ENV", "nowhere")
+    assert rb.start("incident-investigation", incident_globals(env="sandbox")).params.expected_context == "sandbox"
+    with pytest.raises(errors.PreflightFailed, match="unknown env 'nowhere'; known envs: sandbox"):
+        rb.start("incident-investigation", incident_globals())
+    monkeypatch.setenv("RUNBOOKS_ENV", "sandbox")
+    with pytest.raises(errors.PreflightFailed, match="'lookback'"):
+        rb.start("incident-investigation", incident_globals(lookback="soon"))
+
+
+def test_without_an_environment_sources_say_they_are_not_configured(sandbox_env, monkeypatch, sandbox):
+    from runbooks import incident
+
+    monkeypatch.delenv("RUNBOOKS_ENV", raising=False)
+    monkeypatch.setenv("RUNBOOKS_HOME", str(sandbox_env))
+    run = rb.start("incident-investigation", incident_globals(kubeconfig=str(sandbox.kubeconfig)))
+    assert run.env is None and run.params.prometheus_url is None
+    sources = incident.check_sources(run, incident.connect_sources(run.params))
+    assert "no environment selected" in sources.why["prometheus"]
+    run.env = "staging"
+    sources = incident.check_sources(run, {"prometheus": None})
+    assert sources.why["prometheus"].startswith("Prometheus is not configured in env staging")
+    sig = incident.gather_signals(sources, run.params, None, None)
+    assert "not configured in env staging" in sig.missing and sig.red.empty
+    assert "not configured in env staging" in run.findings["data-source-down/prometheus"].title
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_a_notebook_run_without_runbooks_run_finds_its_environment(sandbox_env, tmp_path):
+    """Plain papermill (as JupyterLab runs cells): $RUNBOOKS_ENV alone connects cluster-health to the sandbox."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.ipynb"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "RUNBOOKS_HEADLESS")}
+    env.update(RUNBOOKS_ENV="sandbox", RUNBOOKS_HOME=str(sandbox_env))
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(sandbox_env / "notebooks" / "cluster-health.ipynb"),
+                           str(out), "--cwd", str(sandbox_env / "notebooks")],
+                          capture_output=True, text=True, timeout=280, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = model.read_records(json.loads(out.read_text()))
+    assert records["run"]["env"] == "sandbox" and records["run"]["kube_context"] == "sandbox"
+    assert records["findings"], "cluster-health found nothing in the sandbox's planted problems"

@@ -113,8 +113,8 @@ def test_template_change_rolls_out_a_new_replicaset(live, ns):
 def test_failing_template_crash_loops_with_growing_restarts(live, ns):
     box, cluster = live
     cluster.apps.create_namespaced_deployment(ns, web("oom", replicas=1, fail="OOMKilled"))
-    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if (p.get("status") or {}).get("containerStatuses")),
-                                None), what="a pod with container statuses")
+    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if p["status"].get("containerStatuses")), None),
+                   what="a pod with container statuses")
     assert pod["status"]["containerStatuses"][0]["ready"] is False
     before = pod["status"]["containerStatuses"][0]["restartCount"]
     box.clock.offset += timedelta(minutes=10)

@@ -41,7 +41,7 @@ ALERT_COLUMNS = ["alertname", "state", "severity", "namespace", "startsAt", "end
 SILENCE_COLUMNS = ["id", "state", "matchers", "startsAt", "endsAt", "createdBy", "comment", "updatedAt"]
 
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 # ---- connection --------------------------------------------------------------------

@@ -67,7 +67,7 @@ WEAK_SIGNATURES = ("md5", "sha1")
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 STUCK_AFTER_SECONDS = 30 * 60
-_ENDPOINT = re.compile(r"^(https://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?$")
+_ENDPOINT = re.compile(r"^(https://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?\Z")
 
 
 # --------------------------------------------------------------------------

@@ -110,26 +110,159 @@ def list_cmd(obj: Context, name: str | None) -> None:
               help="Per-cell timeout in seconds (the whole run is bounded by S x cells).")
 @click.option("--progress/--no-progress", default=None,
               help="Show papermill's progress bar (default: when stderr is a terminal).")
+@click.option("--notify", "notifiers", multiple=True, type=click.Choice(["webhook"]),
+              help="Post the run's summary (or its refusal) as JSON to $RUNBOOKS_WEBHOOK_URL.")
+@click.option("--notify-thread", default=None, metavar="KEY",
+              help="Thread key for the notification (messages about one incident share it).")
 @click.pass_obj
 def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
             pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
-            output_dir: str | None, timeout: int, progress: bool | None) -> None:
+            output_dir: str | None, timeout: int, progress: bool | None,
+            notifiers: tuple[str, ...], notify_thread: str | None) -> None:
     """Run runbook NAME headless against ENV; print the run directory and findings.
 
     Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
     < -f FILE < -p NAME VALUE; they are validated before a kernel starts.
     """
-    from runbooks import execute
+    from runbooks import execute, notify
+
+    url = None
+    if notifiers:
+        try:
+            url = notify.webhook_url()
+        except RunbookError as exc:
+            _fail(str(exc))
+
+    def send(message: notify.Message, kubeconfig: str | None = None) -> None:
+        if url is None:
+            return
+        try:
+            notify.post_webhook(url, message, kubeconfig=kubeconfig)
+        except RunbookError as exc:
+            click.echo(f"runbooks: notification not sent: {exc}", err=True)
 
     try:
         prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
                                    approve=approve, fail_on=fail_on, timeout=timeout)
     except RunbookError as exc:
+        send(notify.Message(event="refused", thread=notify_thread, runbook=name, env=env, status="rejected",
+                            exit_code=EXIT_INVALID, text=f"{name} on {env}: refused, nothing ran: {exc}"))
         _fail(str(exc))
     result = execute.execute(prepared, output_dir=output_dir, progress=progress,
                              echo=lambda m: click.echo(m, err=True))
     click.echo(execute.format_summary(result))
+    send(notify.run_message(result.summary, str(result.run_dir), thread=notify_thread),
+         getattr(prepared.validated, "kubeconfig", None))
     sys.exit(result.exit_code)
+
+
+@main.command("serve")
+@click.option("--env", "env", required=True, metavar="ENV",
+              help="Environment the runs use (parameters/ENV/env.yaml).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
+              help="Port to listen on (0: any free port, printed at start).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --expose.")
+@click.option("--expose", is_flag=True, help="Allow --host to be a non-loopback address.")
+@click.option("--routes", "routes_file", default=None, metavar="FILE",
+              help="Routes file mapping alerts to runbooks (default: the one shipped with runbooks).")
+@click.option("--queue-size", type=int, default=100, show_default=True,
+              help="Jobs waiting for a worker; when full the webhook answers 503 (Alertmanager retries).")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Runs at the same time.")
+@click.option("--dedup-window", type=float, default=3600.0, show_default=True, metavar="S",
+              help="Seconds during which the same runbook and parameters do not run again.")
+@click.option("--max-body", type=int, default=1024 * 1024, show_default=True, metavar="BYTES",
+              help="Largest request body accepted (413 above).")
+@click.option("--timeout", type=int, default=600, show_default=True, metavar="S",
+              help="Per-cell timeout of each run.")
+@click.option("--output-dir", metavar="DIR", default=None,
+              help="Base of run directories (default PROJECT/outputs).")
+@click.option("--no-notify", is_flag=True,
+              help="Do not post to $RUNBOOKS_WEBHOOK_URL (by default it is required).")
+@click.pass_obj
+def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes_file: str | None,
+              queue_size: int, concurrency: int, dedup_window: float, max_body: int, timeout: int,
+              output_dir: str | None, no_notify: bool) -> None:
+    """Receive Alertmanager's webhook (POST /alertmanager) and run the runbook each alert calls for.
+
+    Needs $RUNBOOKS_SERVE_TOKEN (bearer token) or $RUNBOOKS_SERVE_USERNAME and
+    $RUNBOOKS_SERVE_PASSWORD (basic auth). Every run is a dry run through `runbooks run`,
+    whose summary goes to $RUNBOOKS_WEBHOOK_URL. Also serves /healthz and /metrics.
+    """
+    from runbooks import kube, serve
+    from runbooks.routes import load_routes
+
+    try:
+        serve.check_host(host, expose)
+        auth = serve.Auth.from_env()
+        config = serve.ServeConfig(
+            project=obj.project, env=env, routes=load_routes(routes_file), auth=auth,
+            queue_size=queue_size, concurrency=concurrency, dedup_window=dedup_window,
+            max_body=max_body, timeout=timeout,
+            output_dir=str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
+        config.check()
+        env_cfg = obj.project.load_env(env)
+        try:  # pod labels are turned into workloads through the API (kubeconfig or in-cluster)
+            cluster = kube.connect(env_cfg.kubeconfig, env_cfg.kube_context)
+        except RunbookError as exc:
+            cluster = None
+            click.echo(f"runbooks serve: no Kubernetes connection ({exc}): alerts naming only a pod "
+                       "cannot be routed", err=True)
+        serve.serve(config, host, port, cluster=cluster, echo=lambda m: click.echo(m, err=True))
+    except RunbookError as exc:
+        _fail(str(exc))
+
+
+@main.group("env")
+def env_group() -> None:
+    """Environments (parameters/ENV/env.yaml): write one for a cluster, check one before a page."""
+
+
+@env_group.command("init")
+@click.argument("name")
+@click.option("--context", "kube_context", required=True, help="kubeconfig context (becomes expected_context).")
+@click.option("--kubeconfig", default=None, metavar="FILE", help="kubeconfig file (default: $KUBECONFIG).")
+@click.option("--prometheus-url", default=None, metavar="URL", help="Prometheus base URL.")
+@click.option("--alertmanager-url", default=None, metavar="URL", help="Alertmanager base URL.")
+@click.option("--elasticsearch-url", default=None, metavar="URL", help="Elasticsearch base URL.")
+@click.option("--description", default="", help="free text for the file's description.")
+@click.option("--force", is_flag=True, help="overwrite an existing env.yaml.")
+@click.pass_obj
+def env_init_cmd(obj: Context, name: str, kube_context: str, kubeconfig: str | None,
+                 prometheus_url: str | None, alertmanager_url: str | None, elasticsearch_url: str | None,
+                 description: str, force: bool) -> None:
+    """Probe a cluster and its data sources, then write parameters/NAME/env.yaml."""
+    from runbooks import onboarding
+
+    try:
+        path, rows = onboarding.init_env(
+            obj.project, name, context=kube_context, kubeconfig=kubeconfig, description=description,
+            force=force, urls={"prometheus_url": prometheus_url, "alertmanager_url": alertmanager_url,
+                               "elasticsearch_url": elasticsearch_url})
+    except RunbookError as exc:
+        _fail(str(exc), getattr(exc, "exit_code", EXIT_INVALID))
+    click.echo(onboarding.format_checks(rows))
+    click.echo(f"wrote {path}")
+    if any(r.failed for r in rows):
+        _fail("written, but a data source failed its probe (see above): fix the URL or credentials "
+              f"and run `runbooks env check {name}`")
+
+
+@env_group.command("check")
+@click.argument("name")
+@click.pass_obj
+def env_check_cmd(obj: Context, name: str) -> None:
+    """Probe an environment: API server, each runbook's permissions, each data source (exit 2 on a failure)."""
+    from runbooks import onboarding
+
+    try:
+        rows = onboarding.check_env(obj.project, name)
+    except RunbookError as exc:
+        _fail(str(exc), getattr(exc, "exit_code", EXIT_INVALID))
+    click.echo(onboarding.format_checks(rows))
+    failed = [r for r in rows if r.failed]
+    if failed:
+        _fail("; ".join(f"{r.what}: {r.detail}" for r in failed))
 
 
 @main.command("report")

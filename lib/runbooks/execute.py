@@ -37,18 +37,22 @@ import re
 import signal
 import sys
 import threading
-import types
-import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from runbooks import kube, model
 from runbooks import secrets as sec
+from runbooks.environments import (  # noqa: F401 - re-exported: the CLI and tests name them here
+    PATH_PARAMETERS,
+    EnvConfig,
+    Project,
+    load_mapping,
+    merge,
+    new_run_dir,
+    parse_value,
+)
 from runbooks.errors import (
     EXIT_FAILED,
     EXIT_FINDINGS,
@@ -65,166 +69,6 @@ KERNEL_START_TIMEOUT = 60
 WATCHDOG_GRACE = 30
 FAIL_ON_CHOICES = ("info", "warning", "critical")
 SUMMARY_SCHEMA = 1
-
-
-# --------------------------------------------------------------------------
-# Project and environments
-# --------------------------------------------------------------------------
-
-
-class EnvConfig(BaseModel):
-    """Schema of ``parameters/<env>/env.yaml``: how to reach an environment.
-
-    Connection settings become the lowest-precedence notebook parameters;
-    only the keys a notebook declares in its parameters cell are passed.
-    Relative paths (``kubeconfig``) are relative to the project root.
-    Credentials never belong here: they come from the kubeconfig and from
-    environment variables.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = ""
-    kubeconfig: str | None = None
-    kube_context: str | None = None
-    expected_context: str | None = None
-    prometheus_url: str | None = None
-    alertmanager_url: str | None = None
-    elasticsearch_url: str | None = None
-    ingress_url: str | None = None
-    ingress_ca_file: str | None = None
-
-    def connections(self) -> dict[str, Any]:
-        """The settings that become parameters (everything but the description)."""
-        return {k: v for k, v in self.model_dump(exclude={"description"}).items() if v is not None}
-
-
-PATH_PARAMETERS = ("kubeconfig", "ingress_ca_file")
-
-
-@dataclass
-class Project:
-    """Where notebooks, parameters and outputs live.
-
-    ``root`` is ``--project-dir`` / ``$RUNBOOKS_HOME`` or the nearest directory
-    upwards from the working directory holding ``notebooks/`` and
-    ``parameters/``; ``notebooks_dir`` defaults to ``root/notebooks``
-    (``--notebooks-dir`` / ``$RUNBOOKS_NOTEBOOKS`` point elsewhere, e.g. at test
-    fixtures, while parameters and outputs stay under ``root``).
-    """
-
-    root: Path
-    notebooks_dir: Path
-
-    @classmethod
-    def discover(cls, project_dir: str | os.PathLike[str] | None = None,
-                 notebooks_dir: str | os.PathLike[str] | None = None) -> Project:
-        if project_dir:
-            root = Path(project_dir).resolve()
-            if not root.is_dir():
-                raise InvalidInput(f"project directory {str(project_dir)!r} does not exist")
-        else:
-            here = Path.cwd().resolve()
-            for candidate in (here, *here.parents):
-                if (candidate / "notebooks").is_dir() and (candidate / "parameters").is_dir():
-                    root = candidate
-                    break
-            else:
-                raise InvalidInput(
-                    "not inside a kube-runbooks project (no directory with notebooks/ and "
-                    "parameters/ above the working directory); pass --project-dir or set RUNBOOKS_HOME"
-                )
-        nbdir = Path(notebooks_dir).resolve() if notebooks_dir else root / "notebooks"
-        if not nbdir.is_dir():
-            raise InvalidInput(f"notebooks directory {str(nbdir)!r} does not exist")
-        return cls(root, nbdir)
-
-    @property
-    def parameters_dir(self) -> Path:
-        return self.root / "parameters"
-
-    @property
-    def outputs_dir(self) -> Path:
-        return self.root / "outputs"
-
-    def notebooks(self) -> dict[str, Path]:
-        """Runbook name → notebook path (kebab-case names, sorted)."""
-        return {p.stem: p for p in sorted(self.notebooks_dir.glob("*.ipynb"))
-                if not p.name.startswith(".") and not p.stem.endswith("-checkpoint")}
-
-    def notebook(self, name: str) -> Path:
-        """The notebook of a runbook name, or a path to a ``.ipynb`` file."""
-        if name.endswith(".ipynb") or os.sep in name:
-            path = Path(name).resolve()
-            if not path.is_file():
-                raise InvalidInput(f"notebook {name!r} does not exist")
-            return path
-        books = self.notebooks()
-        if name not in books:
-            raise InvalidInput(
-                f"unknown runbook {name!r}; known runbooks: {', '.join(books) or 'none'} "
-                f"(in {self.notebooks_dir})"
-            )
-        return books[name]
-
-    def envs(self) -> list[str]:
-        if not self.parameters_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.parameters_dir.iterdir() if p.is_dir())
-
-    def load_env(self, env: str) -> EnvConfig:
-        """Read and validate ``parameters/<env>/env.yaml`` (missing file: no connections)."""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", env) or env not in self.envs():
-            raise InvalidInput(
-                f"unknown env {env!r}; known envs: {', '.join(self.envs()) or 'none'} "
-                f"(directories under {self.parameters_dir})"
-            )
-        path = self.parameters_dir / env / "env.yaml"
-        if not path.exists():
-            return EnvConfig()
-        data = load_mapping(path, "env file")
-        try:
-            cfg = EnvConfig.model_validate(data)
-        except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                key = ".".join(str(x) for x in err["loc"])
-                if err["type"] == "extra_forbidden":
-                    problems.append(
-                        f"unknown key {key!r}; allowed: {', '.join(EnvConfig.model_fields)}"
-                    )
-                else:
-                    problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
-            raise InvalidInput(f"{path}: " + "; ".join(problems)) from exc
-        if cfg.kubeconfig and not Path(cfg.kubeconfig).expanduser().is_absolute():
-            cfg.kubeconfig = str((self.root / cfg.kubeconfig).resolve())
-        elif cfg.kubeconfig:
-            cfg.kubeconfig = str(Path(cfg.kubeconfig).expanduser())
-        return cfg
-
-
-def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") -> dict[str, Any]:
-    """A YAML file holding a mapping of names to values.
-
-    Raises:
-        InvalidInput: unreadable, not YAML, or not a mapping with string keys.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{what} {str(path)!r} is not valid YAML: {cut(str(exc))}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise InvalidInput(
-            f"{what} {str(path)!r} must be a mapping of parameter names to values, "
-            f"not {type(data).__name__}"
-        )
-    return data
 
 
 # --------------------------------------------------------------------------
@@ -283,32 +127,6 @@ def purpose(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------
 
 
-def _accepts_str(annotation: Any) -> bool:
-    """`str` or a union with `str` (`str | None`); not a container of strings (`list[str]`)."""
-    if annotation is str:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return str in typing.get_args(annotation)
-    return False
-
-
-def parse_value(raw: str, annotation: Any) -> Any:
-    """A ``-p NAME VALUE`` value: kept as text for string parameters, else a YAML scalar/flow value.
-
-    ``-p namespaces "[shop, web]"`` gives a list, ``-p cert_warning_days 14``
-    an int, ``-p dry_run false`` a bool, ``-p namespace 007`` the text ``007``.
-    """
-    if _accepts_str(annotation) and not any(
-        a in (int, float, bool, list, dict) for a in getattr(annotation, "__args__", ())
-    ):
-        return None if raw in ("null", "None", "~") and annotation is not str else raw
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    return None if raw == "None" else value
-
-
 @dataclass
 class Prepared:
     """Everything decided before a kernel starts."""
@@ -353,57 +171,10 @@ def prepare(
         raise InvalidInput(f"--timeout {timeout} must be a positive number of seconds")
     notebook = project.notebook(name)
     runbook = notebook.stem
-    env_cfg = project.load_env(env)
     inspected = notebook_parameters(notebook)
     declared = [p.name for p in inspected]
     model = params_model(runbook, inspected)
-
-    given: dict[str, Any] = {}
-    for key, value in env_cfg.connections().items():
-        if key in declared:
-            given[key] = value
-    own = project.parameters_dir / env / f"{runbook}.yaml"
-    sources: list[tuple[str, dict[str, Any]]] = []
-    if own.exists():
-        sources.append((str(own), load_mapping(own)))
-    for f in files:
-        data = load_mapping(f)
-        for key in PATH_PARAMETERS:
-            if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
-                data[key] = str(Path(data[key]).expanduser().resolve())
-        sources.append((f, data))
-    for _, data in sources:
-        given.update(data)
-    for key, raw in pairs:
-        field_info = model.model_fields.get(key)
-        value = parse_value(raw, field_info.annotation if field_info else Any)
-        if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
-            value = str(Path(value).expanduser().resolve())
-        given[key] = value
-    if approve is not None:
-        if "approve_plan" not in declared:
-            raise InvalidInput(
-                f"runbook {runbook!r} declares no approve_plan parameter: it changes nothing, "
-                "so --approve does not apply"
-            )
-        if not re.fullmatch(r"[0-9a-f]{12}", approve):
-            raise InvalidInput(f"--approve {approve!r} is not a plan id (12 hex digits, as printed by a dry run)")
-        given["approve_plan"] = approve
-        if "dry_run" in declared:
-            given["dry_run"] = False
-
-    _refuse_known_secret_values(given)
-    problems = [
-        k for k in given if k not in declared and not sec.is_secret_name(k)
-    ]
-    if problems:
-        raise InvalidInput(
-            "; ".join(
-                f"unknown parameter {k!r} (value {sec.shown(given[k])}) for runbook {runbook!r}; "
-                f"known parameters: {', '.join(declared) or 'none'}"
-                for k in problems
-            )
-        )
+    given = merge(project, runbook, env, declared, model, files=files, pairs=pairs, approve=approve)
     validated = validate_params(model, given)
 
     cluster = None
@@ -419,42 +190,9 @@ def prepare(
     )
 
 
-def _refuse_known_secret_values(given: Mapping[str, Any]) -> None:
-    """A parameter must not carry a credential we know (it would land in the notebook)."""
-    kubeconfig = given.get("kubeconfig") if isinstance(given.get("kubeconfig"), str) else None
-    secrets = sec.known_secrets(kubeconfig)
-    problems = []
-    for key, value in given.items():
-        text = json.dumps(value, default=str)
-        for secret in secrets:
-            if secret.value in text or json.dumps(secret.value)[1:-1] in text:
-                problems.append(
-                    f"parameter {key!r} holds the {secret.kind}: credentials never travel as "
-                    "parameters (they would be written into the output notebook)"
-                )
-                break
-    if problems:
-        raise InvalidInput("; ".join(problems))
-
-
 # --------------------------------------------------------------------------
 # Execution
 # --------------------------------------------------------------------------
-
-
-def new_run_dir(outputs: Path, env: str, runbook: str, now: _dt.datetime | None = None) -> Path:
-    """``outputs/<env>/<runbook>/<UTC timestamp>/``, created (``-2``, ``-3`` ... on collision)."""
-    stamp = (now or model.utcnow()).strftime("%Y%m%dT%H%M%SZ")
-    base = outputs / env / runbook
-    base.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        candidate = base / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RunbookError(f"cannot create a run directory under {base}")
 
 
 class _Watchdog:

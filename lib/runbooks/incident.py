@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import alerts, kube, logs, metrics, resolution
 from .errors import InvalidInput, RunbookError, Unavailable
-from .model import Finding, who
+from .model import Finding, headless, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
 from .plans import Change, diff, register_target
 
@@ -59,6 +59,7 @@ class Signals:
     red: pd.DataFrame
     use: pd.DataFrame
     anomalies: dict[str, metrics.Anomaly] = field(default_factory=dict)
+    missing: str | None = None  # why there is no data (Prometheus not configured or down)
 
     @property
     def anomaly(self) -> metrics.Anomaly | None:
@@ -251,10 +252,12 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
                         detail="Golden signals stayed at their baseline, no alert fires and no pod crashes.",
                         resource=f"Service/{svc}")]
     if anomaly is not None:
-        end = anomaly.end.isoformat() if anomaly.end is not None else "ongoing"
+        end = f"{anomaly.end:%Y-%m-%d %H:%M} UTC" if anomaly.end is not None else "ongoing"
+        ratio = "ratio" in next((k for k, v in sig.anomalies.items() if v is anomaly), "") if sig else False
+        value = (lambda x: f"{x:.1%}") if ratio else (lambda x: f"{x:.3g}")
         out.append(Finding(id=f"incident/{svc}", severity="critical",
                            title=f"{anomaly_name(sig)} of {svc} left its baseline at {anomaly.start:%H:%M} UTC",
-                           detail=f"peak {anomaly.peak:.3g} (baseline {anomaly.baseline:.3g}); until {end}",
+                           detail=f"peak {value(anomaly.peak)} (baseline {value(anomaly.baseline)}); until {end}",
                            resource=f"Service/{svc}",
                            evidence={"anomaly": anomaly.to_dict(),
                                      "signals": {k: v.to_dict() for k, v in sig.anomalies.items()} if sig else {}}))
@@ -436,19 +439,44 @@ def connect_sources(params: IncidentParams) -> dict[str, Any]:
 # ---- what a notebook calls, one per section (a source that is down gives empty data) ---------
 
 
-def check_sources(run: Run, sources: dict[str, Any]) -> dict[str, Any]:
+class Sources(dict):
+    """Usable connections by name (None where down or not configured), and why each unusable one is not."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.why: dict[str, str] = {}
+
+
+SOURCE_TITLES = {"prometheus": "Prometheus", "alertmanager": "Alertmanager", "logs": "Elasticsearch (logs)"}
+SOURCE_URLS = {"prometheus": "prometheus_url", "alertmanager": "alertmanager_url", "logs": "elasticsearch_url"}
+
+
+def not_configured(name: str, env: str | None) -> str:
+    """The sentence for a data source without a URL: names the environment (or says there is none)."""
+    title = SOURCE_TITLES.get(name, name)
+    if env:
+        return f"{title} is not configured in env {env} ({SOURCE_URLS.get(name, 'its URL')} in parameters/{env}/env.yaml)"
+    return (f"{title} is not configured: no environment selected (set the env parameter or $RUNBOOKS_ENV, "
+            f"or {SOURCE_URLS.get(name, 'its URL')})")
+
+
+def check_sources(run: Run, sources: dict[str, Any]) -> Sources:
     """Probe each data source; return the usable connections (None where down or not configured)."""
     probes = {"prometheus": lambda c: metrics.check(c), "alertmanager": lambda c: alerts.check(c),
               "logs": probe_logs}
-    usable: dict[str, Any] = {}
+    env = getattr(run, "env", None)
+    usable = Sources()
     for name, conn in sources.items():
         if conn is None:
-            run.source(name, False, "not configured (no URL in parameters/ENV/env.yaml)")
-            run.finding(f"data-source-down/{name}", "warning", f"{name} is not configured: its section is empty",
-                        resource=name)
-            usable[name] = None
+            why = not_configured(name, env)
+            run.source(name, False, why)
+            run.finding(f"data-source-down/{name}", "warning", f"{why}: its section is empty", resource=name)
+            usable[name], usable.why[name] = None, why
             continue
-        usable[name] = conn if run.check_source(name, lambda c=conn, n=name: probes[n](c)) else None
+        ok = run.check_source(name, lambda c=conn, n=name: probes[n](c))
+        usable[name] = conn if ok else None
+        if not ok:
+            usable.why[name] = f"{SOURCE_TITLES.get(name, name)} is unavailable: {run.sources[name]['detail']}"
     return usable
 
 
@@ -462,7 +490,8 @@ def gather_alerts(sources: dict[str, Any], params: IncidentParams) -> pd.DataFra
 def gather_signals(sources: dict[str, Any], params: IncidentParams, start: datetime, end: datetime) -> Signals:
     prom = sources.get("prometheus")
     if prom is None:
-        return Signals(pd.DataFrame(), pd.DataFrame())
+        why = getattr(sources, "why", {}).get("prometheus") or "Prometheus is not configured"
+        return Signals(pd.DataFrame(), pd.DataFrame(), missing=why + ".")
     return signals(prom, params, start, end)
 
 
@@ -474,13 +503,16 @@ class LogView:
     top_errors: pd.DataFrame
     samples: pd.DataFrame
     pod: str | None = None
+    missing: str | None = None  # why there are no logs (Elasticsearch not configured or down)
 
 
 def gather_logs(sources: dict[str, Any], params: IncidentParams, start: datetime, end: datetime,
                 pods: list[dict], around: datetime | None) -> LogView:
     src = sources.get("logs")
     if src is None:
-        return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame())
+        why = getattr(sources, "why", {}).get("logs") or "Elasticsearch is not configured"
+        return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame(),
+                       missing=why + ".")
     ns, svc = params.namespace, params.service
     hist = logs.volume_histogram(src, ns, svc, start=start, end=end)
     top = logs.top_errors(src, ns, svc, start=start, end=end, limit=10)
@@ -508,7 +540,13 @@ def verify_mitigation(run: Run, plan: Any, applied: list[dict], timeout: float =
     """Prove an applied mitigation took: the rollback rolled out, or the silence suppresses the alert."""
     import time
 
-    if plan is None or not applied:
+    applied = applied or (run.applied_results(plan) if hasattr(run, "applied_results") else [])
+    if plan is None:
+        return []
+    if not applied:
+        if plan.changes and not run.approved(plan):
+            print("Nothing was applied, so there is nothing to verify"
+                  + (" (click the plan's button above, then run this cell again)." if not headless() else "."))
         return []
     p = run.params
     out: list[Finding] = []
@@ -550,6 +588,8 @@ def verify_mitigation(run: Run, plan: Any, applied: list[dict], timeout: float =
                            resource=f"Service/{p.namespace}/{p.service}",
                            evidence={"matchers": [alerts.matcher_text(m) for m in matchers]}))
     run.record(out)
+    for f in out:
+        print(f"Verified: {f.title}")
     return out
 
 

@@ -82,8 +82,8 @@ MAX_SCAN = 10_000
 PAGE_SIZE = 1_000
 MAX_BUCKETS = 240
 _INTERVALS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
 _BAD_INDEX = re.compile(r'[\s\\/?"<>|#]')
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -360,6 +360,10 @@ def _interval_text(seconds: int) -> str:
 # -- volume -------------------------------------------------------------------------------------
 
 
+INLINE_LEVELS = ("fatal", "error", "warn", "warning", "info", "debug", "trace")
+"""Levels recognised inside an unparsed JSON line (``"level":"error"`` in the ``log`` field)."""
+
+
 def volume_histogram(
     src: LogSource,
     namespace: str | None = None,
@@ -405,7 +409,12 @@ def volume_histogram(
                                "extended_bounds": {"min": _ms(start), "max": _ms(end) - 1}},
             "aggs": {"level": {
                 "terms": {"field": exact_field(src, f.level), "size": max_levels, "missing": "unknown"},
-                "aggs": {"pod": {"terms": {"field": exact_field(src, f.pod), "size": max_pods}}}}},
+                "aggs": {"pod": {"terms": {"field": exact_field(src, f.pod), "size": max_pods}},
+                         # documents without a parsed level: read it from the JSON line itself
+                         "inline": {"filters": {"filters": {
+                             lvl: {"match_phrase": {f.log: f'"level":"{lvl}"'}} for lvl in INLINE_LEVELS},
+                             "other_bucket_key": "unknown"},
+                             "aggs": {"pod": {"terms": {"field": exact_field(src, f.pod), "size": max_pods}}}}}}},
         }},
     }
     resp = _call(src, "log volume histogram", src.client.search, index=src.index, ignore_unavailable=True,
@@ -416,14 +425,19 @@ def volume_histogram(
         buckets.append(moment)
         other += bucket["level"]["sum_other_doc_count"]
         for level in bucket["level"]["buckets"]:
-            other += level["pod"]["sum_other_doc_count"]
             name = str(level["key"]).lower()
-            for pod_bucket in level["pod"]["buckets"]:
-                rows.append((moment, name, pod_bucket["key"], pod_bucket["doc_count"]))
-            unattributed = level["doc_count"] - sum(b["doc_count"] for b in level["pod"]["buckets"]) \
-                - level["pod"]["sum_other_doc_count"]
-            if unattributed > 0:  # documents without a pod name
-                rows.append((moment, name, "", unattributed))
+            parts = [(name, level)]
+            inline = (level.get("inline") or {}).get("buckets") or {}
+            if name == "unknown" and inline:  # e.g. Fluent-bit without Merge_Log: the level is in `log`
+                parts = [(str(k).lower(), b) for k, b in inline.items() if b.get("doc_count")]
+            for part, agg in parts:
+                other += agg["pod"]["sum_other_doc_count"]
+                for pod_bucket in agg["pod"]["buckets"]:
+                    rows.append((moment, part, pod_bucket["key"], pod_bucket["doc_count"]))
+                unattributed = agg["doc_count"] - sum(b["doc_count"] for b in agg["pod"]["buckets"]) \
+                    - agg["pod"]["sum_other_doc_count"]
+                if unattributed > 0:  # documents without a pod name
+                    rows.append((moment, part, "", unattributed))
     df = pd.DataFrame(rows, columns=["time", "level", "pod", "count"])
     if not df.empty:
         df = df.groupby(["time", "level", "pod"], as_index=False)["count"].sum()

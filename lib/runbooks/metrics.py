@@ -112,7 +112,7 @@ DETECTION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Anomaly-detector settings per signal name (overridable in :func:`find_anomaly`)."""
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _SAFE = "[b-df-hj-np-tv-z2-9]"  # the alphabet of Kubernetes generated name suffixes (no vowels)
 
 

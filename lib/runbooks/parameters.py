@@ -43,9 +43,12 @@ class RunbookParams(ParamsBase):
     """Connection parameters every runbook that talks to Kubernetes declares.
 
     ``kubeconfig``, ``kube_context`` and ``expected_context`` normally come from
-    ``parameters/<env>/env.yaml``; ``run_dir`` is set by ``runbooks run``.
+    ``parameters/<env>/env.yaml``; ``env`` names that environment (``runbooks run
+    --env`` sets it; interactively None means ``$RUNBOOKS_ENV``); ``run_dir`` is
+    set by ``runbooks run``.
     """
 
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kubeconfig: str | None = None
     kube_context: str | None = None
     expected_context: str | None = None
@@ -68,6 +71,7 @@ PARAM_MODULES: dict[str, str] = {
     "incident-investigation": "runbooks.params",
     "provision-service": "runbooks.deploy",
     "certificate-rotation": "runbooks.rotation",
+    "service-reachability": "runbooks.params",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""

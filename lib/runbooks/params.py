@@ -18,7 +18,8 @@ from .durations import parse_duration
 from .errors import InvalidInput
 from .parameters import MutatingParams, RunbookParams, register
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*\Z")
 
 
 def check_namespaces(value: list[str]) -> list[str]:
@@ -93,6 +94,14 @@ class IncidentParams(MutatingParams):
             raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
         return value
 
+    @field_validator("alert_name")
+    @classmethod
+    def _alert_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 128 or not _ALERT_NAME.match(value)):
+            raise ValueError(f"alert_name {value!r} is not an alert name (letters, digits, '_', ':', '.' "
+                             "and '-', starting with a letter or '_')")
+        return value
+
     @field_validator("lookback", "silence_duration")
     @classmethod
     def _duration(cls, value: str) -> str:
@@ -136,3 +145,87 @@ def resolve_window(params: IncidentParams, now: datetime) -> tuple[datetime, dat
     if end - start > timedelta(days=31):
         raise InvalidInput(f"the window {start.isoformat()}..{end.isoformat()} is longer than 31 days")
     return start, end
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+
+
+def check_host(value: str) -> str:
+    """A DNS name an Ingress rule may hold (lowercase; ``*.`` wildcard allowed), or ``all``."""
+    host = (value or "").strip().lower().rstrip(".")
+    if host == "all":
+        return host
+    labels = host.split(".")
+    if labels and labels[0] == "*":
+        labels = labels[1:]
+    if (not host or len(host) > 253 or len(labels) < 2
+            or not all(_HOST_LABEL.match(label) for label in labels)):
+        raise ValueError(f"host {value!r} is not a valid DNS name (labels of a-z, 0-9 and '-', at most 63 "
+                         "characters each, 253 in all, at least two labels, e.g. checkout.shop.example.com) "
+                         "nor 'all'")
+    return host
+
+
+def check_endpoint(value: str) -> str:
+    """``host:port`` (or ``host``, ``[v6]:port``) of a DNS server."""
+    if not _ENDPOINT.match(value or "") or (":" in value and not value.startswith("[")
+                                            and not 0 < int(value.rsplit(":", 1)[1]) < 65536):
+        raise ValueError(f"DNS server {value!r} is not host[:port] (e.g. 127.0.0.1:5353 or ns1.example.com)")
+    return value
+
+
+@register("service-reachability")
+class ReachabilityParams(RunbookParams):
+    """Parameters of notebooks/service-reachability.ipynb (read-only: no dry_run)."""
+
+    host: str
+    path: str = "/"
+    dns_resolver: str | None = None
+    dns_authoritative_servers: list[str] = Field(default_factory=list)
+    ingress_url: str | None = None
+    ingress_ca_file: str | None = None
+    prometheus_url: str | None = None
+    elasticsearch_url: str | None = None
+    log_index: str = "logstash-*"
+    verify_tls: bool = True
+    ingress_controller: str = "ingress-nginx/ingress-nginx-controller"
+    max_5xx_ratio: float = Field(default=0.05, ge=0, le=1)
+    max_p99_seconds: float = Field(default=2.0, gt=0)
+    probe_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    event_window_hours: int = Field(default=1, ge=1, le=24 * 7)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value) or "#" in value \
+                or "?" in value or len(value) > 2048:
+            raise ValueError(f"path {value!r} is not a URL path (starts with '/', no spaces, '?' or '#', "
+                             "e.g. /api)")
+        return value
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _resolver(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return value if value == "system" else check_endpoint(value)
+
+    @field_validator("dns_authoritative_servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        return [check_endpoint(v) for v in value]
+
+    @field_validator("ingress_controller")
+    @classmethod
+    def _controller(cls, value: str) -> str:
+        ns, _, name = value.partition("/")
+        if value and not (_NAMESPACE.match(ns) and _NAMESPACE.match(name)):
+            raise ValueError(f"{value!r} is not namespace/name of a Deployment")
+        return value

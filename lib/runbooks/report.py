@@ -29,6 +29,8 @@ import gzip
 import html
 import json
 import os
+import re
+import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -60,10 +62,12 @@ STATUS_COLOURS = {
 
 def setup_notebook() -> None:
     """Make ``fig.show()`` emit plotly JSON (called by ``runbook.start``)."""
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
-    import plotly.io as pio
-
-    pio.renderers.default = "plotly_mimetype"
+    # plotly reads PLOTLY_RENDERER when plotly.io is first imported, so runbooks that draw
+    # nothing never pay for importing it; if it is already imported, set the default directly.
+    os.environ["PLOTLY_RENDERER"] = "plotly_mimetype"
+    pio = sys.modules.get("plotly.io")
+    if pio is not None:
+        pio.renderers.default = "plotly_mimetype"
 
 
 def _display(obj: Any, **kw: Any) -> None:
@@ -151,23 +155,121 @@ def cert_expiry_chart(df: Any, warning_days: int = 30, critical_days: int = 7) -
     return fig
 
 
+FOLD_CHARS = 160
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?$")
+_RATIO_COLUMN = re.compile(r"(ratio|share|percent|fraction|throttl)", re.I)
+
+
+def format_time(value: Any, seconds: bool | None = None) -> str:
+    """``2026-12-02 20:54 UTC``: UTC, minutes; seconds only when they matter.
+
+    ``seconds=None`` shows them when the time has any (a log line's time), ``False``
+    never, ``True`` always. Text that is not a time is returned unchanged.
+    """
+    import pandas as pd
+
+    if isinstance(value, str):
+        if not _ISO_TIME.match(value.strip()):
+            return value
+        value = value.strip().replace("Z", "+00:00")
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return str(value)
+    if pd.isna(t):
+        return ""
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    if seconds is None:
+        seconds = bool(t.second or t.microsecond)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def format_value(value: Any, column: str = "") -> str:
+    """One table cell as a person reads it (plain text, not escaped).
+
+    Times as :func:`format_time`; ratios (a column named like ``error_ratio``) as
+    percentages; lists as comma-separated text; mappings as ``key=value`` pairs;
+    no ``nan``/``None``.
+    """
+    import datetime as _dt
+
+    import pandas as pd
+
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, (pd.Timestamp, _dt.datetime)):
+        return format_time(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(format_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if _RATIO_COLUMN.search(column) and -10 <= value <= 10:
+            return f"{value:.1%}"
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, str):
+        return format_time(value)
+    return str(value)
+
+
+def cell_html(value: Any, column: str = "", fold: int = FOLD_CHARS) -> str:
+    """A formatted, escaped cell; a long text (a log line) folds, the full line one click away."""
+    text = format_value(value, column)
+    if len(text) <= fold and "\n" not in text:
+        return html.escape(text)
+    first = text.splitlines()[0] if text.strip() else text
+    short = first[:fold].rstrip() + "…"
+    return (f"<details class='kr-fold'><summary>{html.escape(short)}</summary>"
+            f"<pre style='white-space:pre-wrap;word-break:break-all;margin:0'>{html.escape(text)}</pre></details>")
+
+
+def display_frame(df: Any) -> Any:
+    """The frame with every cell formatted and escaped (:func:`cell_html`), ready for a Styler."""
+    shown = df.copy()
+    for col in shown.columns:
+        shown[col] = [cell_html(v, str(col)) for v in shown[col]]
+    return shown
+
+
+TABLE_STYLES = [
+    {"selector": "th, td", "props": "text-align: left; vertical-align: top; padding: 3px 8px;"},
+    {"selector": "caption", "props": "text-align: left; font-weight: bold; padding: 4px 0;"},
+]
+
+
 def table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> Any:
-    """A pandas Styler for a DataFrame: no index, a caption, at most ``max_rows`` rows."""
-    shown = df.head(max_rows)
+    """A pandas Styler for a DataFrame: no index, a caption, at most ``max_rows`` rows, cells formatted."""
+    shown = display_frame(df.head(max_rows))
     if len(df) > max_rows:
         caption = f"{caption + ' — ' if caption else ''}first {max_rows} of {len(df)} rows"
-    styler = shown.style.hide(axis="index").set_table_attributes('class="kr-table"')
+    styler = (shown.style.hide(axis="index").set_table_attributes('class="kr-table"')
+              .set_table_styles(TABLE_STYLES))
     if caption:
         styler = styler.set_caption(caption)
     return styler
 
 
-def show_table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS) -> None:
-    """Display a DataFrame as a styled table (an empty one says so)."""
+def scroll_box(inner_html: str) -> str:
+    """A wide table scrolls inside its own box instead of widening the page."""
+    return f"<div class='kr-scroll' style='overflow-x:auto;max-width:100%'>{inner_html}</div>"
+
+
+def show_table(df: Any, caption: str | None = None, max_rows: int = MAX_TABLE_ROWS,
+               empty: str | None = None) -> None:
+    """Display a DataFrame as a styled table (an empty one says so, or says ``empty``: why)."""
     if len(df) == 0:
-        _display_markdown(f"*{caption + ': ' if caption else ''}nothing to show.*")
+        _display_markdown(f"*{caption + ': ' if caption else ''}{empty or 'nothing to show'}.*"
+                          .replace("..*", ".*"))
         return
-    _display(table(df, caption, max_rows))
+    _display_styler(table(df, caption, max_rows))
+
+
+def _display_styler(styler: Any) -> None:
+    from IPython.display import HTML
+
+    _display(HTML(scroll_box(styler.to_html())))
 
 
 def _display_markdown(text: str) -> None:
@@ -209,7 +311,7 @@ def show_findings(findings: Sequence[Any]) -> None:
     line = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES))
     _display_markdown(f"**Findings:** {line}")
     if findings:
-        _display(findings_table(findings))
+        _display_styler(findings_table(findings))
 
 
 def plan_html(plan: Any, hint: str = "") -> str:
@@ -266,8 +368,41 @@ table.kr-table th, table.kr-table td, table.kr-findings th, table.kr-findings td
   border: 1px solid #ddd; padding: 3px 8px; }
 table.kr-table caption, table.kr-findings caption { text-align: left; font-weight: bold; padding: 4px 0; }
 .kr-plot { width: 100%; }
-details.kr-evidence summary { cursor: pointer; color: #555; }
+details.kr-evidence summary, details.kr-fold summary { cursor: pointer; }
+details.kr-evidence summary { color: #555; }
+.kr-scroll { overflow-x: auto; max-width: 100%; }
+table.kr-table th, table.kr-findings th { cursor: pointer; user-select: none; }
+th.kr-sorted-asc::after { content: " ▲"; font-size: 70%; }
+th.kr-sorted-desc::after { content: " ▼"; font-size: 70%; }
+.kr-story { font-size: 15px; max-width: 60em; }
 </style>
+<script type="text/javascript">
+// Sortable tables: click a column heading to sort by it (again to reverse); numbers sort as numbers.
+document.addEventListener('DOMContentLoaded', function () {
+  document.querySelectorAll('table.kr-table, table.kr-findings').forEach(function (table) {
+    var head = table.tHead, body = table.tBodies[0];
+    if (!head || !body) { return; }
+    var ths = head.rows[head.rows.length - 1].cells;
+    Array.prototype.forEach.call(ths, function (th, col) {
+      th.title = 'sort by this column';
+      th.addEventListener('click', function () {
+        var asc = !th.classList.contains('kr-sorted-asc');
+        Array.prototype.forEach.call(ths, function (o) { o.classList.remove('kr-sorted-asc', 'kr-sorted-desc'); });
+        th.classList.add(asc ? 'kr-sorted-asc' : 'kr-sorted-desc');
+        var rows = Array.prototype.slice.call(body.rows);
+        var key = function (row) { var c = row.cells[col]; return c ? c.textContent.trim() : ''; };
+        rows.sort(function (a, b) {
+          var x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+          var r = (!isNaN(nx) && !isNaN(ny) && /^[-+]?[0-9.]/.test(x) && /^[-+]?[0-9.]/.test(y))
+            ? nx - ny : x.localeCompare(y);
+          return asc ? r : -r;
+        });
+        rows.forEach(function (row) { body.appendChild(row); });
+      });
+    });
+  });
+});
+</script>
 """
 
 PLOTLY_LOADER = """
@@ -383,7 +518,7 @@ def findings_html(findings: Sequence[Mapping[str, Any]]) -> str:
         rows.append(
             f"<tr><td style='color:{fg};background-color:{bg};font-weight:bold'>"
             f"{_esc(f.get('severity'))}</td><td>{_esc(f.get('title'))}</td>"
-            f"<td>{_esc(f.get('resource'))}</td><td>{_esc(f.get('detail'))}{ev}</td>"
+            f"<td>{_esc(f.get('resource'))}</td><td>{cell_html(f.get('detail'))}{ev}</td>"
             f"<td><code>{_esc(f.get('id'))}</code></td></tr>"
         )
     return (
@@ -393,14 +528,49 @@ def findings_html(findings: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def what_happened(summary: Mapping[str, Any]) -> str:
+    """A short paragraph above the findings: the window, the top finding or likely cause, what was done."""
+    window = summary.get("window") or {}
+    start = window.get("start") or summary.get("start")
+    end = window.get("end") or summary.get("end")
+    parts = [f"Between {format_time(start, False)} and {format_time(end, False)}"]
+    findings = list(summary.get("findings") or [])
+    counts = summary.get("counts") or {}
+    worst = next((f for f in findings if str(f.get("id", "")).startswith("incident/")
+                  and f.get("severity") != "ok"), None) or next(
+        (f for f in findings if f.get("severity") == "critical"), None) or next(
+        (f for f in findings if f.get("severity") == "warning"), None)
+    if worst is None:
+        parts[0] += ": nothing needed attention" + (" (no findings)." if not findings else ".")
+    else:
+        parts[0] += f": {worst.get('title')}" + ("" if str(worst.get("title", "")).endswith(".") else ".")
+        parts.append(f"{counts.get('critical', 0)} critical and {counts.get('warning', 0)} warning finding(s).")
+    cause = next((f for f in findings if str(f.get("id", "")).startswith("likely-cause/1/")), None)
+    if cause is not None:
+        sentence = str(cause.get("title", "")).split(": ", 1)[-1]
+        parts.append(f"Most likely cause: {sentence}" + ("" if sentence.endswith(".") else "."))
+    plan = summary.get("plan")
+    if plan and plan.get("applied"):
+        parts.append(f"Plan {plan.get('id')} was applied ({len(plan.get('changes') or [])} change(s); "
+                     "see audit.jsonl).")
+    elif plan and plan.get("changes"):
+        parts.append(f"Plan {plan.get('id')} ({len(plan['changes'])} change(s)) was computed as a dry run; "
+                     "nothing was changed.")
+    else:
+        parts.append("Nothing was changed.")
+    if summary.get("error"):
+        parts.append(f"The run stopped early: {summary['error'].get('message')}")
+    return " ".join(parts)
+
+
 def header_html(summary: Mapping[str, Any]) -> str:
     """Runbook, env, kube context, time window, status; then the findings table."""
     status = summary.get("status", "unknown")
     fg, bg = SEVERITY_COLOURS.get(STATUS_COLOURS.get(status, "info"), ("inherit", "inherit"))
     window = summary.get("window") or {}
     window_text = (
-        f"{window.get('start')} → {window.get('end')}" if window
-        else f"{summary.get('start')} → {summary.get('end')} (run time)"
+        f"{format_time(window.get('start'), False)} → {format_time(window.get('end'), False)}" if window
+        else f"{format_time(summary.get('start'), False)} → {format_time(summary.get('end'), False)} (run time)"
     )
     counts = summary.get("counts") or {}
     plan = summary.get("plan")
@@ -427,7 +597,8 @@ def header_html(summary: Mapping[str, Any]) -> str:
         f"<p><span class='kr-status' style='color:{fg};background-color:{bg}'>status: {_esc(status)}"
         f" (exit {_esc(summary.get('exit_code'))})</span></p>"
         f"<table class='kr-meta'>{meta}</table>{err}"
-        f"{findings_html(summary.get('findings') or [])}</div>"
+        f"<h2>What happened</h2><p class='kr-story'>{_esc(what_happened(summary))}</p>"
+        f"{scroll_box(findings_html(summary.get('findings') or []))}</div>"
     )
 
 
@@ -745,7 +916,8 @@ def _shade(fig: Any, anomaly: Any, rows: int = 1, until: Any = None) -> None:
             fig.add_vrect(x0=anomaly.start, x1=end, fillcolor="#d62728", opacity=0.12, line_width=0, **kw)
 
 
-def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden signals") -> Any:
+def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden signals",
+                         missing: str | None = None) -> Any:
     """Request rate, 5xx error ratio and latency quantiles, stacked, with the anomaly shaded.
 
     Args:
@@ -756,7 +928,7 @@ def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden sig
     from plotly.subplots import make_subplots
 
     if red is None or len(red) == 0:
-        return _empty_figure(title, "Prometheus returned no ingress traffic for this service.")
+        return _empty_figure(title, missing or "Prometheus returned no ingress traffic for this service.")
     panels = [("request_rate", "requests/s"), ("error_ratio", "5xx ratio"), ("latency", "latency (s)")]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[p[1] for p in panels])
@@ -778,13 +950,13 @@ def golden_signals_chart(red: Any, anomaly: Any = None, title: str = "Golden sig
     return fig
 
 
-def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation") -> Any:
+def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation", missing: str | None = None) -> Any:
     """CPU throttling ratio, memory working set / limit, and restarts per pod."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     if use is None or len(use) == 0:
-        return _empty_figure(title, "Prometheus returned no container metrics for this workload.")
+        return _empty_figure(title, missing or "Prometheus returned no container metrics for this workload.")
     panels = [("cpu_throttling", "CPU throttled (share of CFS periods)"), ("memory_ratio", "memory / limit"),
               ("restarts", "restarts")]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
@@ -809,36 +981,106 @@ def saturation_chart(use: Any, anomaly: Any = None, title: str = "Saturation") -
     return fig
 
 
+def label_positions(times: Sequence[Any], start: Any, end: Any, near: float = 0.1,
+                    edge: float = 0.12) -> list[str]:
+    """Plotly ``textposition`` for each label of one lane so that labels neither overlap nor leave the plot.
+
+    Labels closer than ``near`` (share of the window) to the previous one alternate above and
+    below their marker; within ``edge`` of either end they lean inwards (``top right`` at the
+    left edge, ``top left`` at the right edge).
+    """
+    import pandas as pd
+
+    ts = [pd.Timestamp(t) for t in times]
+    if not ts:
+        return []
+    lo = pd.Timestamp(start) if start is not None else min(ts)
+    hi = pd.Timestamp(end) if end is not None else max(ts)
+    span = max((hi - lo).total_seconds(), 1.0)
+    order = sorted(range(len(ts)), key=lambda i: ts[i])
+    out = [""] * len(ts)
+    last_x, flip = None, False
+    for i in order:
+        x = (ts[i] - lo).total_seconds() / span
+        flip = (not flip) if last_x is not None and x - last_x < near else False
+        vertical = "bottom" if flip else "top"
+        horizontal = "right" if x < edge else "left" if x > 1 - edge else "center"
+        out[i] = f"{vertical} {horizontal}"
+        last_x = x
+    return out
+
+
+def cluster_events(lane: Any, start: Any, end: Any, near: float = 0.03) -> Any:
+    """Events of one lane closer than ``near`` (share of the window) become one marker.
+
+    Its label is the first event's and ``+N``; its hover text lists every event. Five alerts
+    firing within a minute would otherwise print five labels over one another.
+    """
+    import pandas as pd
+
+    g = lane.sort_values("time")
+    if len(g) < 2:
+        return g
+    lo = pd.Timestamp(start) if start is not None else g["time"].min()
+    hi = pd.Timestamp(end) if end is not None else g["time"].max()
+    gap = pd.Timedelta(seconds=max((pd.Timestamp(hi) - pd.Timestamp(lo)).total_seconds(), 1.0) * near)
+    groups: list[list[Any]] = []
+    last = None
+    for row in g.itertuples(index=False):
+        t = pd.Timestamp(row.time)
+        if last is None or t - last > gap:
+            groups.append([])
+        groups[-1].append(row)
+        last = t
+    rows = []
+    for rows_in in groups:
+        first = rows_in[0]
+        label = str(first.label) if len(rows_in) == 1 else f"{first.label} +{len(rows_in) - 1}"
+        detail = (str(first.detail) if len(rows_in) == 1 else
+                  "<br>".join(f"{r.label}: {r.detail}" for r in rows_in))
+        rows.append({**first._asdict(), "label": label, "detail": detail})
+    return pd.DataFrame(rows, columns=list(g.columns))
+
+
 def timeline_chart(events: Any, anomaly: Any = None, window: tuple[Any, Any] | None = None,
                    title: str = "Timeline: changes, alerts and the anomaly") -> Any:
-    """One lane per kind (rollout, scaling, config, event, alert, anomaly); hover for details."""
+    """One lane per kind (rollout, scaling, config, event, alert, anomaly); hover for details.
+
+    Labels of one lane alternate above and below their markers where they are close, lean
+    inwards at the edges, and are not clipped by the plot area.
+    """
     import plotly.graph_objects as go
 
     if events is None or len(events) == 0:
         fig = _empty_figure(title, "Nothing changed and no alert fired in the window.")
     else:
         fig = go.Figure()
+        lo, hi = (window if window is not None else (events["time"].min(), events["time"].max()))
         for lane, g in events.groupby("lane", sort=False):
+            g = cluster_events(g, lo, hi)
             fig.add_trace(go.Scatter(
                 x=g["time"], y=[lane] * len(g), mode="markers+text", name=lane, text=g["label"],
-                textposition="top center", marker={"size": 13, "color": LANE_COLOURS.get(lane, "#7f7f7f"),
-                                                   "symbol": "diamond" if lane in ("rollout", "config") else
-                                                   "circle"},
+                textposition=label_positions(list(g["time"]), lo, hi), cliponaxis=False,
+                textfont={"size": 11},
+                marker={"size": 13, "color": LANE_COLOURS.get(lane, "#7f7f7f"),
+                        "symbol": "diamond" if lane in ("rollout", "config") else "circle"},
                 customdata=g["detail"], hovertemplate="%{x}<br>%{text}<br>%{customdata}<extra></extra>"))
-        fig.update_layout(height=140 + 45 * events["lane"].nunique(), showlegend=False, title={"text": title},
-                          margin={"l": 10})
+        lanes = events["lane"].nunique()
+        fig.update_layout(height=160 + 70 * lanes, showlegend=False, title={"text": title},
+                          margin={"l": 10, "r": 30, "t": 60, "b": 40})
+        fig.update_yaxes(range=[-0.7, lanes - 0.3])
     _shade(fig, anomaly, until=window[1] if window is not None else None)
     if window is not None:
         fig.update_xaxes(range=list(window))
     return fig
 
 
-def log_volume_chart(hist: Any, by: str = "level", title: str = "Log lines") -> Any:
+def log_volume_chart(hist: Any, by: str = "level", title: str = "Log lines", missing: str | None = None) -> Any:
     """Stacked bars of log lines per time bucket, by level (or pod)."""
     import plotly.graph_objects as go
 
     if hist is None or len(hist) == 0:
-        return _empty_figure(title, "No log lines for this workload in the window.")
+        return _empty_figure(title, missing or "No log lines for this workload in the window.")
     fig = go.Figure()
     colours = {"error": "#d62728", "fatal": "#7f0000", "warn": "#ff7f0e", "warning": "#ff7f0e", "info": "#1f77b4",
                "debug": "#7f7f7f"}
@@ -886,6 +1128,38 @@ def service_picker(run: Any, choices: Mapping[str, Sequence[str]]) -> None:
     display(widgets.VBox([widgets.HBox([ns, svc]), note]))
 
 
+def env_picker(env: str | None, envs: Sequence[str], context: str | None,
+               namespace: dict[str, Any]) -> None:
+    """Interactive only: the environment this notebook runs against, and a menu to switch.
+
+    Switching sets the notebook's ``env`` variable; running the cells again from
+    Preflight connects to the chosen environment (``parameters/<env>/``).
+    """
+    if headless():
+        return
+    import ipywidgets as widgets
+
+    options = list(envs) if env in envs else [*envs, env]
+    picker = widgets.Dropdown(options=options, value=env, description="environment")
+    note = widgets.HTML()
+
+    def describe(chosen: str | None) -> None:
+        if chosen == env:
+            where = f" (kube context <b>{html.escape(str(context))}</b>)" if context else ""
+            note.value = f"Running against environment <b>{html.escape(str(env))}</b>{where}."
+        else:
+            note.value = (f"Environment <b>{html.escape(str(chosen))}</b> selected: run the cells again "
+                          "from Preflight to connect to it.")
+
+    def on_change(change: Any) -> None:
+        namespace["env"] = change["new"]
+        describe(change["new"])
+
+    picker.observe(on_change, names="value")
+    describe(env)
+    _display(widgets.HBox([picker, note]))
+
+
 def table_frame(rows: Any, columns: Sequence[str] | None = None) -> Any:
     """A DataFrame from a list of dicts (all columns, or the named ones), for show_table."""
     import pandas as pd
@@ -894,3 +1168,29 @@ def table_frame(rows: Any, columns: Sequence[str] | None = None) -> Any:
     if columns is not None:
         df = df.reindex(columns=list(columns))
     return df
+
+
+CHAIN_COLOURS = {"green": ("#ffffff", "#2e7d32"), "red": ("#ffffff", "#c62828"), "grey": ("#333333", "#e0e0e0")}
+
+
+def chain_table(df: Any, caption: str = "The chain, hop by hop") -> Any:
+    """A Styler of reachability hops (host, hop, status, reason...): status cells green, red or grey,
+    the first broken hop of each host in bold."""
+    def colour(value: str) -> str:
+        fg, bg = CHAIN_COLOURS.get(value, ("inherit", "inherit"))
+        return f"color: {fg}; background-color: {bg}; font-weight: bold; text-align: center"
+
+    def first(row: Any) -> list[str]:
+        return ["font-weight: bold" if row.get("first_broken") else "" for _ in row]
+
+    return table(df, caption, max_rows=5000).apply(first, axis=1).map(colour, subset=["status"])
+
+
+def show_chain(df: Any, headline: str = "", caption: str = "The chain, hop by hop") -> None:
+    """The headline (first red hop) and the chain picture: one row per hop, green or red, with the reason."""
+    if headline:
+        _display_markdown(headline)
+    if len(df) == 0:
+        _display_markdown("*No host to show.*")
+        return
+    _display(chain_table(df, caption))

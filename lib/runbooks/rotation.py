@@ -86,7 +86,7 @@ BACKUP_TIME = "kube-runbooks.io/backed-up-at"
 BACKUP_TYPE = "kube-runbooks.io/backup-of-type"
 CM_API = "/apis/cert-manager.io/v1"
 ACME_API = "/apis/acme.cert-manager.io/v1"
-_OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+_OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\Z")
 
 
 # --------------------------------------------------------------------------

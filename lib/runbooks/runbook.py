@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import plans, report
+from .environments import ENV_VARIABLE, Project, explicit_values, merge, new_run_dir
 from .errors import (
     SOURCE_ERRORS,
     ApprovalRefused,
@@ -59,18 +60,23 @@ class Run:
     ``run_id``, ``findings`` (id → :class:`Finding`), ``sources``.
     """
 
-    def __init__(self, runbook: str, params: ParamsBase, cluster: Any = None) -> None:
+    def __init__(self, runbook: str, params: ParamsBase, cluster: Any = None, *,
+                 env: str | None = None, project: Project | None = None) -> None:
         self.runbook = runbook
         self.params = params
         self.cluster = cluster
+        self.env = env or getattr(params, "env", None)
+        self.project = project
         self.started = utcnow()
         run_dir = getattr(params, "run_dir", None)
-        self.run_id = Path(run_dir).name if run_dir else "interactive-" + self.started.strftime(
-            "%Y%m%dT%H%M%SZ"
-        )
+        self.run_dir: Path | None = Path(run_dir) if run_dir else None
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = self.run_dir.name if self.run_dir else (
+            stamp if self.env and project is not None else "interactive-" + stamp)
         self.findings: dict[str, Finding] = {}
         self.sources: dict[str, dict[str, Any]] = {}
         self.last_plan: Plan | None = None
+        self.applied: dict[str, list[dict[str, Any]]] = {}
 
     # -- findings and sources ------------------------------------------------
 
@@ -164,8 +170,14 @@ class Run:
             return "Nothing to change."
         if getattr(self.params, "approve_plan", None) == plan.id:
             return f"Approved plan id: {plan.id}."
-        return (f"Dry run: nothing was changed. To apply {what} headless: "
-                f"runbooks run {self.runbook} --env ENV --approve {plan.id}")
+        command = f"runbooks run {self.runbook} --env {self.env or 'ENV'} --approve {plan.id}"
+        if self._offers(plan):
+            return f"Dry run: nothing was changed. To apply {what}, click the button below, or headless: {command}"
+        return f"Dry run: nothing was changed. To apply {what} headless: {command}"
+
+    def _offers(self, plan: Plan) -> bool:
+        return bool(plan.changes and not getattr(self.params, "approve_plan", None)
+                    and getattr(self.params, "dry_run", True) and not headless())
 
     def check_approval(self, *candidates: Plan | None) -> None:
         """Refuse an approval that names none of the plans computed now (exit 2, nothing applied).
@@ -187,8 +199,7 @@ class Run:
 
     def offer(self, plan: Plan, apply: Callable[[], Any], label: str = "Apply plan") -> None:
         """Interactive dry runs only: a button naming the plan id that calls ``apply()`` once."""
-        if (plan.changes and not getattr(self.params, "approve_plan", None)
-                and getattr(self.params, "dry_run", True) and not headless()):
+        if self._offers(plan):
             report.approval_button(plan, apply, label)
 
     def guard(self, plan: Plan) -> Plan:
@@ -199,8 +210,10 @@ class Run:
             PlanMismatch: the recomputed plan has another id. Nothing was applied.
         """
         if not getattr(self.params, "expected_context", None):
+            where = (f"parameters/{self.env}/env.yaml" if self.env else
+                     f"an environment: set the env parameter or ${ENV_VARIABLE}")
             raise ApprovalRefused(
-                "applying a plan needs expected_context (parameters/<env>/env.yaml) so that "
+                f"applying a plan needs expected_context ({where}) so that "
                 "changes never reach a cluster by accident; nothing was applied")
         self._require_cluster()
         fresh = plan.recompute(self.cluster) if plan.builder is not None else plan
@@ -229,34 +242,50 @@ class Run:
         if plan.changes and not getattr(self.params, "dry_run", True):
             print(f"dry_run=False but no plan was approved: nothing was changed. "
                   f"Approve this plan with --approve {plan.id}")
-        self.offer(plan, lambda: f"{len(self._apply(plan))} change(s); see audit.jsonl")
+        self.offer(plan, lambda: f"{len(self._apply(plan))} change(s) applied")
         return []
 
     def audit_path(self) -> Path:
-        """``audit.jsonl`` in the run directory (``outputs/interactive/...`` without one)."""
+        """``audit.jsonl`` in the run directory (see :meth:`directory`)."""
         return self.audit_log().path
 
-    def output_dir(self) -> Path:
-        """The run directory (``outputs/interactive/...`` without one): where a run's files go."""
-        run_dir = getattr(self.params, "run_dir", None)
-        return Path(run_dir) if run_dir else (
-            Path(os.environ.get("RUNBOOKS_HOME", ".")) / "outputs" / "interactive" / self.runbook / self.run_id)
+    def directory(self) -> Path:
+        """The run directory, made on first use.
 
-    def output_path(self, name: str) -> Path:
-        """A file in the run directory (created on demand), e.g. a CSV with every row of a long table."""
-        base = self.output_dir()
-        base.mkdir(parents=True, exist_ok=True)
-        return base / name
+        Headless: the one ``runbooks run`` made. Interactive with an environment:
+        ``outputs/<env>/<runbook>/<UTC timestamp>/`` like a headless run; without
+        one ``outputs/interactive/<runbook>/<run id>/``.
+        """
+        if self.run_dir is None:
+            if self.env and self.project is not None:
+                self.run_dir = new_run_dir(self.project.outputs_dir, self.env, self.runbook, self.started)
+                self.run_id = self.run_dir.name
+            else:
+                self.run_dir = (Path(os.environ.get("RUNBOOKS_HOME", ".")) / "outputs" / "interactive"
+                                / self.runbook / self.run_id)
+        return self.run_dir
 
     def audit_log(self) -> plans.AuditLog:
-        return plans.AuditLog(self.output_dir(), runbook=self.runbook, run_id=self.run_id, cluster=self.cluster)
+        base = self.directory()
+        return plans.AuditLog(base, runbook=self.runbook, run_id=self.run_id, cluster=self.cluster)
+
+    def output_path(self, name: str) -> Path:
+        """A file in the run directory (made on first use), e.g. a CSV with every row of a long table."""
+        base = self.directory()
+        base.mkdir(parents=True, exist_ok=True)
+        return base / name
 
     def _apply(self, plan: Plan) -> list[dict[str, Any]]:
         fresh = self.guard(plan)
         audit = self.audit_log()
         results = plans.apply(self, fresh, audit)
+        self.applied[plan.id] = results
         print(f"Applied plan {plan.id}: {len(results)} change(s), audit in {audit.path}")
         return results
+
+    def applied_results(self, plan: Plan | None) -> list[dict[str, Any]]:
+        """What applying ``plan`` returned in this run (headless or from the button), else []."""
+        return self.applied.get(plan.id, []) if plan is not None else []
 
     # -- summary ---------------------------------------------------------------
 
@@ -282,16 +311,19 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
     model = params_model(runbook)
     fields = model.model_fields
     values = {k: namespace[k] for k in fields if k in namespace}
+    env, project = None, None
     try:
+        env, project, values = _environment(runbook, model, values)
         params = validate_params(model, values)
         cluster = None
         if connect if connect is not None else "kubeconfig" in fields:
             cluster = preflight(params)
     except RunbookError as exc:
         record("preflight", {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        raise PreflightFailed(f"preflight of {runbook}: {exc}") from exc
-    run = Run(runbook, params, cluster)
-    info = {"runbook": runbook, "run_id": run.run_id, "started": iso(run.started)}
+        where = f" in env {env}" if env else ""
+        raise PreflightFailed(f"preflight of {runbook}{where}: {exc}") from exc
+    run = Run(runbook, params, cluster, env=env, project=project)
+    info = {"runbook": runbook, "run_id": run.run_id, "started": iso(run.started), "env": run.env}
     if cluster is not None:
         info.update(
             kube_context=getattr(cluster, "context", None),
@@ -303,7 +335,29 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
     record("preflight", {"ok": True})
     _record_errors()
     report.setup_notebook()
+    if project is not None and "env" in namespace and not headless():
+        report.env_picker(run.env, project.envs(), info.get("kube_context"), namespace)
     return run
+
+
+def _environment(runbook: str, model: type[ParamsBase], values: dict[str, Any]
+                 ) -> tuple[str | None, Project | None, dict[str, Any]]:
+    """The environment of an interactive run and the parameters it gives, merged as headless.
+
+    A run prepared by ``runbooks run`` (``run_dir`` set) has its parameters merged and
+    validated already. A notebook that declares ``env`` uses it, else ``$RUNBOOKS_ENV``;
+    ``parameters/<env>/env.yaml`` < ``parameters/<env>/<runbook>.yaml`` < the values
+    changed in the notebook (:func:`runbooks.environments.merge`).
+    """
+    if values.get("run_dir") or "env" not in values:
+        return values.get("env"), None, values
+    env = values.get("env") or os.environ.get(ENV_VARIABLE) or None
+    if not env:
+        return None, None, values
+    project = Project.discover(os.environ.get("RUNBOOKS_HOME") or None,
+                               os.environ.get("RUNBOOKS_NOTEBOOKS") or None)
+    merged = merge(project, runbook, env, list(values), model, overrides=explicit_values(model, values))
+    return env, project, merged
 
 
 def _record_errors() -> None:

@@ -44,6 +44,10 @@ def prepare_create(api: ApiServer, rt: ResourceType, body: dict, namespace: str 
         meta["namespace"] = namespace or meta.get("namespace")
     obj = apply_defaults(rt, obj)
     _validate(api, rt, obj, req)
+    if rt.namespaced and not rt.group:
+        from .clusterctl import check_quota
+
+        check_quota(api, rt.kind, obj, meta.get("namespace") or "")  # the ResourceQuota admission plugin
     if managed:
         obj = _record(obj, None, req, rt)
     return obj
@@ -304,7 +308,86 @@ def _ingress(obj: dict, old: dict | None) -> None:
         obj.setdefault("status", {"loadBalancer": {}})
 
 
+def _job_spec(spec: dict, meta: dict, name: str) -> None:
+    """Job defaults and the generated selector (batch Job strategy PrepareForCreate)."""
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"], spec["parallelism"] = 1, 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    tpl = spec.setdefault("template", {})
+    labels = tpl.setdefault("metadata", {}).setdefault("labels", {})
+    if not spec.get("manualSelector") and meta.get("uid"):
+        uid = meta["uid"]
+        spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        for key, value in (("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", name),
+                           ("controller-uid", uid), ("job-name", name)):
+            labels.setdefault(key, value)
+    _pod_spec(tpl.setdefault("spec", {}))
+
+
+def _job(obj: dict, old: dict | None) -> None:
+    meta = obj.setdefault("metadata", {})
+    if old is None:
+        import uuid
+
+        meta.setdefault("uid", str(uuid.uuid4()))  # the selector names it, so it is fixed before storing
+    _job_spec(obj.setdefault("spec", {}), meta, meta.get("name") or meta.get("generateName", ""))
+
+
+def _cronjob(obj: dict, old: dict | None) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    tpl = spec.setdefault("jobTemplate", {}).setdefault("spec", {})
+    tpl.setdefault("template", {}).setdefault("metadata", {})
+    _pod_spec(tpl["template"].setdefault("spec", {}))
+
+
+def _pvc(obj: dict, old: dict | None) -> None:
+    obj.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+    if old is None:
+        obj.setdefault("status", {"phase": "Pending"})
+
+
+def _pv(obj: dict, old: dict | None) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+    spec.setdefault("volumeMode", "Filesystem")
+    if old is None:
+        obj.setdefault("status", {"phase": "Pending"})
+
+
+def _storageclass(obj: dict, old: dict | None) -> None:
+    obj.setdefault("reclaimPolicy", "Delete")
+    obj.setdefault("volumeBindingMode", "Immediate")
+
+
+def _priorityclass(obj: dict, old: dict | None) -> None:
+    obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
+def _replicationcontroller(obj: dict, old: dict | None) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+    if labels:
+        spec.setdefault("selector", dict(labels))
+    _template(obj)
+
+
 _DEFAULTS = {
+    ("batch", "Job"): _job,
+    ("batch", "CronJob"): _cronjob,
+    ("", "PersistentVolumeClaim"): _pvc,
+    ("", "PersistentVolume"): _pv,
+    ("storage.k8s.io", "StorageClass"): _storageclass,
+    ("scheduling.k8s.io", "PriorityClass"): _priorityclass,
+    ("", "ReplicationController"): _replicationcontroller,
     ("", "Pod"): _pod,
     ("apps", "Deployment"): _deployment,
     ("apps", "ReplicaSet"): _replicaset,

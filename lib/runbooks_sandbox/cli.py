@@ -35,7 +35,12 @@ def sandbox() -> None:
 @click.option("--free-ports", is_flag=True, help="Serve Prometheus, Alertmanager, the log store and the ingress "
               "on free loopback ports instead of the fixed ones parameters/sandbox/env.yaml names "
               "(for a second sandbox; `up` prints them and `env` writes an env.yaml for them).")
-def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_ports: bool) -> None:
+@click.option("--alert-webhook", default=None, metavar="URL", envvar="RUNBOOKS_SANDBOX_ALERT_WEBHOOK",
+              help="Send Alertmanager's alerts to this webhook (e.g. http://127.0.0.1:8787/alertmanager of "
+                   "`runbooks serve`); its bearer token comes from $RUNBOOKS_SANDBOX_ALERT_WEBHOOK_TOKEN "
+                   "or $RUNBOOKS_SERVE_TOKEN. Default: $RUNBOOKS_SANDBOX_ALERT_WEBHOOK.")
+def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_ports: bool,
+       alert_webhook: str | None) -> None:
     """Start the sandbox in the background and write its kubeconfig."""
     from .scenario import list_scenarios
 
@@ -44,7 +49,8 @@ def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_por
                                  param_hint="--scenario")
     d = _state_dir(state_dir)
     try:
-        state = launch.start_background(d, scenario, port, api_only=api_only, free_ports=free_ports)
+        state = launch.start_background(d, scenario, port, api_only=api_only, free_ports=free_ports,
+                                        alert_webhook=alert_webhook)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     verb = "already running" if state.get("already_running") else "started"
@@ -117,9 +123,10 @@ def env(state_dir: str | None) -> None:
               help="Percent of the extra pods (whole workloads) that crash-loop.")
 @click.option("--api-only", is_flag=True)
 @click.option("--free-ports", is_flag=True)
+@click.option("--alert-webhook", default=None)
 def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, bulk_namespaces: int, bulk_nodes: int,
-          bulk_unhealthy: float, api_only: bool, free_ports: bool) -> None:
+          bulk_unhealthy: float, api_only: bool, free_ports: bool, alert_webhook: str | None) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, free_ports, bulk_namespaces,
-                         bulk_nodes, bulk_unhealthy)
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, free_ports, alert_webhook,
+                         bulk_namespaces, bulk_nodes, bulk_unhealthy)

@@ -119,6 +119,20 @@ def _labels_match(selector: dict | None, labels: dict | None) -> bool:
     return label_selector_from_spec(selector).matches(labels or {})
 
 
+def _find_port(pod: dict, service_port: dict) -> int | None:
+    """The container port a Service port targets in this pod (podutil.FindPort); None: the pod has no such port."""
+    target = service_port.get("targetPort", service_port.get("port"))
+    if not isinstance(target, str):
+        return target
+    if target.isdigit():
+        return int(target)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for cp in c.get("ports") or []:
+            if cp.get("name") == target and cp.get("protocol", "TCP") == service_port.get("protocol", "TCP"):
+                return cp.get("containerPort")
+    return None
+
+
 def _pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
@@ -1027,18 +1041,30 @@ class Controllers:
         pods = [p for p in self.store.items(self.rt["Pod"], ns)
                 if _active(p) and (p.get("status") or {}).get("podIP")
                 and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
-        ready = [p for p in pods if _pod_ready(p)]
-        not_ready = [p for p in pods if not _pod_ready(p)]
-        ports = []
-        for sp in svc["spec"].get("ports") or []:
-            target = sp.get("targetPort", sp.get("port"))
-            if isinstance(target, str) and pods:
-                target = next((cp.get("containerPort") for c in pods[0]["spec"].get("containers", [])
-                               for cp in c.get("ports") or [] if cp.get("name") == target), sp.get("port"))
-            port = {"port": target, "protocol": sp.get("protocol", "TCP")}
-            if sp.get("name"):
-                port["name"] = sp["name"]
-            ports.append(port)
+        # A named targetPort is looked up in each pod's containers (podutil.FindPort): a pod
+        # without that port is left out of Endpoints; its EndpointSlice entry stays, but the
+        # slice lists only the ports its pods resolve (none when no pod has the named port).
+        svc_ports = (svc.get("spec") or {}).get("ports") or []
+        resolved: dict[str, list[dict]] = {}
+        for p in pods:
+            ports_of_pod = []
+            for sp in svc_ports:
+                target = _find_port(p, sp)
+                if target is None:
+                    continue
+                port = {"port": target, "protocol": sp.get("protocol", "TCP")}
+                if sp.get("name"):
+                    port["name"] = sp["name"]
+                ports_of_pod.append(port)
+            resolved[p["metadata"]["name"]] = ports_of_pod
+        listed = [p for p in pods if resolved[p["metadata"]["name"]]] if svc_ports else pods
+        ready = [p for p in listed if _pod_ready(p)]
+        not_ready = [p for p in listed if not _pod_ready(p)]
+        if pods:
+            ports = resolved[pods[0]["metadata"]["name"]]
+        else:  # no pod to resolve a named port in
+            ports = [{"port": sp.get("targetPort", sp.get("port")), "protocol": sp.get("protocol", "TCP"),
+                      **({"name": sp["name"]} if sp.get("name") else {})} for sp in svc_ports]
 
         def addr(p):
             return {"ip": p["status"]["podIP"], "nodeName": p["spec"].get("nodeName"),

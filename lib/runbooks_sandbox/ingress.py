@@ -9,11 +9,14 @@ ingress-nginx behind its load balancer. This add-on serves, on 127.0.0.1:
   unknown hosts and clients without SNI get a self-signed "Kubernetes Ingress
   Controller Fake Certificate", as ingress-nginx serves.
 * **HTTP(S) requests**: routed by ``Host`` and path through the Ingress rules
-  (exact and prefix paths, longest match, ``defaultBackend``) to the backend
+  (``Exact``, ``Prefix`` and ``ImplementationSpecific`` paths as ingress-nginx matches
+  them, longest match, the older Ingress when two claim the same host and path,
+  ``defaultBackend``) to the backend
   Service, then round-robin to one of its ready endpoints. A small built-in
   responder stands in for the pods and answers JSON such as
   ``{"service": "shop/frontend", "pod": "frontend-...", "host": ..., "path": ...}``;
-  503 when the Service has no ready endpoint, 404 when no rule matches, and a
+  503 when the Service has no ready endpoint serving the backend's port, 404 when no
+  rule of a served IngressClass matches, and a
   308 redirect from HTTP to HTTPS for TLS hosts (ingress-nginx's ``ssl-redirect``).
 
 **Reloads.** Certificates are loaded when the endpoint starts and again each
@@ -44,6 +47,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import ssl
 import tempfile
@@ -304,12 +308,21 @@ class IngressEndpoint:
         return exact or wildcard
 
     def route(self, host: str, path: str) -> tuple[dict | None, dict | None, bool]:
-        """(Ingress, backend service ref, host has TLS) for a request."""
-        best: tuple[int, dict, dict] | None = None
+        """(Ingress, backend service ref, host has TLS) for a request.
+
+        As ingress-nginx: the longest matching path wins, an ``Exact`` path before a prefix
+        of the same length; when two Ingresses claim the same host and path, the older one
+        (``creationTimestamp``, then namespace/name) serves it.
+        """
+        best: tuple[tuple[int, int], dict, dict] | None = None
         default: tuple[dict, dict] | None = None
         has_tls = self._tls_secret_for(host) is not None
-        for ing in self._ingresses():
+        ingresses = sorted(self._ingresses(), key=lambda i: (i["metadata"].get("creationTimestamp", ""),
+                                                              i["metadata"].get("namespace", ""),
+                                                              i["metadata"]["name"]))
+        for ing in ingresses:
             spec = ing.get("spec") or {}
+            annotations = ing["metadata"].get("annotations") or {}
             for rule in spec.get("rules") or []:
                 rule_host = rule.get("host", "")
                 if rule_host and not host_matches(rule_host, host):
@@ -317,15 +330,11 @@ class IngressEndpoint:
                 for p in (rule.get("http") or {}).get("paths") or []:
                     want = p.get("path") or "/"
                     kind = p.get("pathType", "Prefix")
-                    if kind == "Exact":
-                        ok = path == want
-                    else:
-                        base = want.rstrip("/")
-                        ok = path == base or path.startswith(base + "/") or want == "/"
                     backend = (p.get("backend") or {}).get("service")
-                    if ok and backend and (best is None or len(want) > best[0]):
-                        best = (len(want), ing, backend)
-            if spec.get("defaultBackend", {}).get("service") and default is None:
+                    rank = (len(want), 1 if kind == "Exact" else 0)
+                    if backend and path_matches(kind, want, path, annotations) and (best is None or rank > best[0]):
+                        best = (rank, ing, backend)
+            if (spec.get("defaultBackend") or {}).get("service") and default is None:
                 default = (ing, spec["defaultBackend"]["service"])
         if best is not None:
             return best[1], best[2], has_tls
@@ -333,18 +342,27 @@ class IngressEndpoint:
             return default[0], default[1], has_tls
         return None, None, has_tls
 
-    def endpoints(self, namespace: str, service: str) -> list[str]:
-        """Names of the ready pods behind a Service (EndpointSlices, else Endpoints)."""
+    def endpoints(self, namespace: str, service: str, port: str | None = None) -> list[str]:
+        """Names of the ready pods behind a Service (EndpointSlices, else Endpoints).
+
+        With ``port`` (the Service port's name, "" when unnamed), only slices that list that
+        port count, as ingress-nginx matches upstream ports: a targetPort no pod has leaves
+        the slice without the port, and so without upstreams.
+        """
         pods: list[str] = []
         slices = self.registry.by_kind_any_version("EndpointSlice")
+        seen_slice = False
         if slices is not None:
             for s in self.store.items(slices, namespace):
                 if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != service:
                     continue
+                seen_slice = True
+                if port is not None and not any((sp.get("name") or "") == port for sp in s.get("ports") or []):
+                    continue
                 for ep in s.get("endpoints") or []:
                     if (ep.get("conditions") or {}).get("ready", True):
                         pods.append((ep.get("targetRef") or {}).get("name") or (ep.get("addresses") or [""])[0])
-        if not pods:
+        if not pods and not seen_slice:
             eps = self.store.find(self.registry.by_kind_any_version("Endpoints"), namespace, service)
             for subset in (eps or {}).get("subsets") or []:
                 for addr in subset.get("addresses") or []:
@@ -365,12 +383,42 @@ class IngressEndpoint:
         service = backend.get("name", "")
         body = {"service": f"{ns}/{service}", "ingress": f"{ns}/{ing['metadata']['name']}",
                 "host": host, "path": path, "scheme": scheme}
-        if self.store.find(self.registry.by_kind_any_version("Service"), ns, service) is None:
+        svc = self.store.find(self.registry.by_kind_any_version("Service"), ns, service)
+        if svc is None:
             return 503, {**body, "error": f"service {ns}/{service} does not exist"}, {}
-        pods = self.endpoints(ns, service)
+        want = backend.get("port") or {}
+        svc_port = next((sp for sp in (svc.get("spec") or {}).get("ports") or []
+                         if ("name" in want and sp.get("name") == want["name"])
+                         or ("number" in want and sp.get("port") == want["number"])), None)
+        if svc_port is None:
+            return 503, {**body, "error": f"service {ns}/{service} has no port {want.get('name', want.get('number'))}"}, {}
+        pods = self.endpoints(ns, service, svc_port.get("name") or "")
         if not pods:
             return 503, {**body, "error": f"service {ns}/{service} has no ready endpoints"}, {}
         return 200, {**body, "pod": pods[next(self._rr) % len(pods)]}, {}
+
+
+def path_matches(path_type: str, want: str, path: str, annotations: dict | None = None) -> bool:
+    """Does a request path match an Ingress path, as ingress-nginx matches it?
+
+    ``Exact``: the same string. ``Prefix``: element-wise (``/foo`` matches ``/foo`` and
+    ``/foo/bar``, not ``/foobar``). ``ImplementationSpecific``: an nginx location, i.e. a
+    plain string prefix, or a case-insensitive regular expression anchored at the start when
+    the Ingress has ``use-regex`` or ``rewrite-target``.
+    """
+    annotations = annotations or {}
+    if path_type == "Exact":
+        return path == want
+    if path_type == "Prefix":
+        base = want.rstrip("/")
+        return want == "/" or path == base or path.startswith(base + "/")
+    if annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true" or \
+            "nginx.ingress.kubernetes.io/rewrite-target" in annotations:
+        try:
+            return re.match(want, path, re.IGNORECASE) is not None
+        except re.error:
+            return False
+    return path.startswith(want)
 
 
 def previous_certificate(chain_pem: bytes, key_pem: bytes) -> tuple[bytes, bytes]:

@@ -60,6 +60,9 @@ class Sandbox:
         self.store = Store(self.registry, clock)
         self.api = ApiServer(self.registry, self.store)
         self.controllers = Controllers(self.store, self.registry, tick=tick)
+        from .clusterctl import ClusterControllers
+
+        self.cluster_controllers = ClusterControllers(self.api, tick=tick)
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.ca_file = self.state_dir / "ca.crt"
         self.url = ""
@@ -90,11 +93,19 @@ class Sandbox:
         from .podlogs import follow_logs, render_logs
 
         self.api.log_source = render_logs
+        from . import auth
+
+        self.api.ca_file = self.ca_file  # what the token controller puts into token Secrets
+        auth.bootstrap(self.store, self.registry)  # default ClusterRoles and bindings, as on any cluster
+        from .clusterctl import bootstrap_api_services
+
+        bootstrap_api_services(self.store, self.registry)
         self.api.log_follower = follow_logs
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)
         self.controllers.start()
+        self.cluster_controllers.start()
         write_kubeconfig(self.kubeconfig, self.url, ca.cert_pem, self.token)
         for addon in self.addons:
             self.urls.update(addon.start() or {})
@@ -132,6 +143,7 @@ class Sandbox:
                     self.store.update(rt, {**stored, "status": obj["status"]}, subresource="status",
                                       check_rv=False)
             self.controllers.settle(rounds=200)
+            self.cluster_controllers.settle(rounds=50)
             for rt, obj in updates:  # applied once the first pods run, so that the controllers roll them out
                 stored = self.store.get(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])
                 self.store.update(rt, apply_defaults(rt, {**stored, "spec": obj["spec"]}, stored), check_rv=False)
@@ -139,6 +151,7 @@ class Sandbox:
         finally:
             self.controllers.bootstrapping = False
         self.controllers.settle(rounds=50)
+        self.cluster_controllers.settle(rounds=50)
 
     def add_bulk_pods(self, count: int, namespaces: int = 1, nodes: int = 0, unhealthy_percent: float = 0.0,
                       namespace: str = "bulk") -> None:
@@ -219,6 +232,7 @@ class Sandbox:
                 addon.stop()
             except Exception:  # stopping must reach every addon and the API
                 log.exception("stopping %s failed", type(addon).__name__)
+        self.cluster_controllers.stop()
         self.controllers.stop()
         self.api.shutdown()
 
@@ -274,18 +288,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
-                  free_ports: bool = False, bulk_namespaces: int = 1, bulk_nodes: int = 0,
-                  bulk_unhealthy: float = 0.0) -> None:
+                  free_ports: bool = False, alert_webhook: str | None = None, bulk_namespaces: int = 1,
+                  bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`).
 
     The services listen on the fixed ports of ``stack.PORTS`` (what parameters/sandbox/env.yaml
     names), or with ``free_ports`` on any free ones (the state file's ``services`` lists them).
+    ``alert_webhook`` is the URL Alertmanager sends alerts to (e.g. `runbooks serve`).
     """
     from . import stack
 
     sandbox = Sandbox(state_dir, scenario, port)
     if not api_only:
-        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS)))
+        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS),
+                                                 alert_webhook=alert_webhook))
     sandbox.start()
     if bulk_pods:
         sandbox.add_bulk_pods(bulk_pods, bulk_namespaces, bulk_nodes, bulk_unhealthy)
@@ -306,7 +322,8 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
                      bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False,
-                     bulk_namespaces: int = 1, bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> dict:
+                     alert_webhook: str | None = None, bulk_namespaces: int = 1, bulk_nodes: int = 0,
+                     bulk_unhealthy: float = 0.0) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -319,7 +336,8 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
          "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods),
          "--bulk-namespaces", str(bulk_namespaces), "--bulk-nodes", str(bulk_nodes),
          "--bulk-unhealthy", str(bulk_unhealthy)]
-        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else []),
+        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else [])
+        + (["--alert-webhook", alert_webhook] if alert_webhook else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

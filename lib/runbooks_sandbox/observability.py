@@ -47,6 +47,21 @@ from . import promgen
 log = logging.getLogger(__name__)
 
 RULES_DIR = Path(__file__).with_name("rules")
+WEBHOOK_ENV = "RUNBOOKS_SANDBOX_ALERT_WEBHOOK"
+WEBHOOK_TOKEN_ENV = "RUNBOOKS_SANDBOX_ALERT_WEBHOOK_TOKEN"
+TIMING_ENV = "RUNBOOKS_SANDBOX_ALERT_TIMING"
+DEFAULT_TIMING = {"group_wait": "5s", "group_interval": "30s", "repeat_interval": "12h"}
+
+
+def parse_timing(text: str) -> dict[str, str]:
+    """``group_wait=1s,group_interval=2s,repeat_interval=10s`` -> a dict (ValueError names a bad key)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in DEFAULT_TIMING or not value:
+            raise ValueError(f"{part!r} is not one of {', '.join(DEFAULT_TIMING)}=DURATION")
+        out[key] = value
+    return out
 STATE_FILE = "observability.json"
 READY_TIMEOUT = 60.0
 
@@ -204,7 +219,8 @@ class Observability:
     def __init__(self, state_dir: Path | str, objects: Iterable[dict] | Callable[[], Iterable[dict]],
                  now: datetime | None = None, *, history: timedelta = promgen.DEFAULT_HISTORY,
                  step: int = promgen.DEFAULT_STEP, evaluation_interval: int = 5, seed: int | str = 0,
-                 prometheus_port: int = 0, alertmanager_port: int = 0):
+                 prometheus_port: int = 0, alertmanager_port: int = 0, alert_webhook: str | None = None,
+                 alert_webhook_token: str | None = None, alert_timing: dict[str, str] | None = None):
         self.state_dir = Path(state_dir).resolve()
         self._objects_fn = objects if callable(objects) else None
         self._objects = None if callable(objects) else list(objects)
@@ -214,6 +230,11 @@ class Observability:
         self.evaluation_interval = evaluation_interval
         self.seed = seed
         self.ports = {"prometheus": prometheus_port, "alertmanager": alertmanager_port}  # 0: a free port
+        self.alert_webhook = alert_webhook or os.environ.get(WEBHOOK_ENV) or None
+        self.alert_webhook_token = (alert_webhook_token or os.environ.get(WEBHOOK_TOKEN_ENV)
+                                    or os.environ.get("RUNBOOKS_SERVE_TOKEN") or None)
+        self.alert_timing = dict(DEFAULT_TIMING) | parse_timing(os.environ.get(TIMING_ENV, "")) \
+            | dict(alert_timing or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {}
         self.exporter: _Exporter | None = None
@@ -363,12 +384,33 @@ class Observability:
         finally:
             log_file.close()
 
+    def alertmanager_config(self, am_dir: Path) -> dict[str, Any]:
+        """Alertmanager's configuration: alerts go nowhere, or to the webhook when one is named.
+
+        With a webhook (``--alert-webhook`` / ``$RUNBOOKS_SANDBOX_ALERT_WEBHOOK``), every alert but
+        Watchdog goes to it with ``send_resolved``; its bearer token (from
+        ``$RUNBOOKS_SANDBOX_ALERT_WEBHOOK_TOKEN`` or ``$RUNBOOKS_SERVE_TOKEN``) is written to a
+        file only the owner can read and named with ``credentials_file``, never put in the config.
+        """
+        route: dict[str, Any] = {"receiver": "null", "group_by": ["alertname", "namespace"],
+                                 **self.alert_timing}
+        receivers: list[dict[str, Any]] = [{"name": "null"}]
+        if self.alert_webhook:
+            hook: dict[str, Any] = {"url": self.alert_webhook, "send_resolved": True, "max_alerts": 0}
+            if self.alert_webhook_token:
+                token_file = am_dir / "webhook-token"
+                token_file.touch(mode=0o600)
+                token_file.chmod(0o600)
+                token_file.write_text(self.alert_webhook_token)
+                hook["http_config"] = {"authorization": {"type": "Bearer",
+                                                         "credentials_file": str(token_file)}}
+            receivers.append({"name": "runbooks", "webhook_configs": [hook]})
+            route["routes"] = [{"receiver": "null", "matchers": ['alertname="Watchdog"']},
+                               {"receiver": "runbooks"}]
+        return {"route": route, "receivers": receivers}
+
     def _start_alertmanager(self, binary: str, am_dir: Path) -> int:
-        config = {
-            "route": {"receiver": "null", "group_by": ["alertname", "namespace"], "group_wait": "5s",
-                      "group_interval": "30s", "repeat_interval": "12h"},
-            "receivers": [{"name": "null"}],
-        }
+        config = self.alertmanager_config(am_dir)
         (am_dir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         port = self.ports["alertmanager"] or free_port()
         self.urls["alertmanager"] = f"http://127.0.0.1:{port}"

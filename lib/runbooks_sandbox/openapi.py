@@ -284,6 +284,13 @@ def _operation(action: str, op_id: str, description: str, gvk: dict, tag: str, *
     return op
 
 
+_CREATE_SUBRESOURCES = {
+    "eviction": ("Eviction", "policy", "v1", "io.k8s.api.policy.v1.Eviction"),
+    "token": ("TokenRequest", "authentication.k8s.io", "v1", "io.k8s.api.authentication.v1.TokenRequest"),
+    "binding": ("Binding", "", "v1", "io.k8s.api.core.v1.Binding"),
+}
+
+
 def _paths_for(rt: ResourceType, kind_schema: str, list_schema: str) -> dict[str, dict]:
     prefix = f"/apis/{rt.group}/{rt.version}" if rt.group else f"/api/{rt.version}"
     tag = _tag(rt.group, rt.version)
@@ -365,6 +372,19 @@ def _paths_for(rt: ResourceType, kind_schema: str, list_schema: str) -> dict[str
             op["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
             paths[sub_path] = {"get": op, "parameters": params + [_P["pretty"]]}
             continue
+        if sub in _CREATE_SUBRESOURCES:  # eviction, token, binding: POST a different kind
+            sub_kind, sub_group, sub_version, sub_schema = _CREATE_SUBRESOURCES[sub]
+            sub_gvk = {"group": sub_group, "kind": sub_kind, "version": sub_version}
+            sub_body = {"content": {"*/*": {"schema": _ref(sub_schema)}}, "required": True}
+            paths[sub_path] = {
+                "post": _operation("post", f"create{gv}{scope}{rt.kind}{suffix}",
+                                   f"create {sub} of a {rt.kind}", sub_gvk, tag, params=_WRITE_PARAMS,
+                                   response=sub_schema, codes=("200", "201", "202"), body=sub_body),
+                "parameters": params + [_P["pretty"]],
+            }
+            continue
+        if sub in ("proxy", "exec", "attach", "portforward"):
+            continue  # connect operations: no object schema, nothing kubectl reads from OpenAPI
         if sub == "scale":
             sub_gvk = {"group": "autoscaling", "kind": "Scale", "version": "v1"}
             sub_schema = "io.k8s.api.autoscaling.v1.Scale"
@@ -438,6 +458,8 @@ def _build(types: list[ResourceType], group: str, version: str) -> dict:
     for rt in types:
         kind_def = None if rt.crd else definition_name(rt.api_version, rt.kind)
         list_def = None if rt.crd else definition_name(rt.api_version, rt.list_kind)
+        if kind_def is not None and list_def is None and "list" not in rt.verbs:
+            list_def = kind_def  # create-only kinds (reviews, Binding) have no List type
         if kind_def is None or list_def is None:
             crd = _crd_schemas(rt)
             custom.update(crd)
@@ -447,6 +469,7 @@ def _build(types: list[ResourceType], group: str, version: str) -> dict:
             builtin_roots += [kind_def, list_def]
         if "scale" in rt.subresources:
             builtin_roots.append("io.k8s.api.autoscaling.v1.Scale")
+        builtin_roots += [_CREATE_SUBRESOURCES[s][3] for s in rt.subresources if s in _CREATE_SUBRESOURCES]
         paths.update(_paths_for(rt, kind_def, list_def))
     schemas = {name: _convert(defs[name]) for name in _closure(builtin_roots)}
     schemas.update(custom)

@@ -479,6 +479,25 @@ class NginxRoute(Group):
         return outs, new_state
 
 
+def _profile(r: np.random.Generator, cpu_request: float | None, mem_request: float | None,
+             mem_limit: float | None) -> tuple[float, float]:
+    cpu = (cpu_request or 0.02) * r.uniform(0.25, 0.45)
+    mem = (mem_request or 64 * 2**20) * r.uniform(0.78, 0.9)
+    if mem_limit:
+        mem = min(mem, 0.8 * mem_limit)
+    return cpu, mem
+
+
+def usage_profile(namespace: str, workload: str, container: str, resources: dict | None) -> tuple[float, float]:
+    """A container's typical CPU (cores) and memory working set (bytes): what the cAdvisor series
+    centre on, and what metrics.k8s.io reports for it."""
+    res = resources or {}
+    return _profile(_rng("profile", namespace, workload, container),
+                    parse_quantity((res.get("requests") or {}).get("cpu")),
+                    parse_quantity((res.get("requests") or {}).get("memory")),
+                    parse_quantity((res.get("limits") or {}).get("memory")))
+
+
 class ContainerUsage(Group):
     """cAdvisor CPU, CFS throttling and memory working set of one container."""
 
@@ -487,12 +506,7 @@ class ContainerUsage(Group):
         self.key = f"cadvisor/{pod.namespace}/{pod.name}/{c.name}"
         self.begin = pod.started
         r = _rng("profile", pod.namespace, pod.workload or pod.name, c.name)
-        req = c.cpu_request or 0.02
-        self.cpu = req * r.uniform(0.25, 0.45)
-        mem = (c.mem_request or 64 * 2**20) * r.uniform(0.78, 0.9)
-        if c.mem_limit:
-            mem = min(mem, 0.8 * c.mem_limit)
-        self.mem = mem
+        self.cpu, self.mem = _profile(r, c.cpu_request, c.mem_request, c.mem_limit)
         self.throttle = r.uniform(0.004, 0.02)
         self.gc_period = r.uniform(240, 900)
         self.base = _lab(container=c.name, endpoint="https-metrics", image=c.image,
@@ -912,6 +926,7 @@ class Model:
             groups.append(KsmReplicaSet(rs, ksm_instance))
         for cert in facts.certificates:
             groups.append(CertManagerCert(cert, cm_instance))
+        probed: set[str] = set()  # blackbox probes each target once, however many Ingresses name it
         for ing in facts.ingresses:
             for tls in (ing.get("spec") or {}).get("tls") or []:
                 secret = facts.secrets.get((ing["metadata"]["namespace"], tls.get("secretName", "")))
@@ -923,6 +938,9 @@ class Model:
                 if not_after is None:
                     continue
                 for host in tls.get("hosts") or []:
+                    if host in probed:
+                        continue
+                    probed.add(host)
                     groups.append(BlackboxProbe(host, not_after, _ts(ing["metadata"].get("creationTimestamp")) or 0))
         return groups
 

@@ -54,6 +54,7 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] = ()  # CRDs only
     schema: dict | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
     crd: bool = False
+    handler: str = ""  # not stored: answered by authz.py ("review"), metrics.py, "componentstatus"
 
     @property
     def api_version(self) -> str:
@@ -82,35 +83,125 @@ def _rt(api_version: str, plural: str, kind: str, namespaced: bool = True, **kw)
     return ResourceType(group, version, plural, kind, namespaced, **kw)
 
 
+READ = ("get", "list")
+CREATE = ("create",)
+_NS_ALL = ("all",)
+_EXT = ("api-extensions",)
+
 BUILTIN: tuple[ResourceType, ...] = (
-    _rt("v1", "namespaces", "Namespace", False, short_names=("ns",), subresources=("status",)),
-    _rt("v1", "nodes", "Node", False, short_names=("no",), subresources=("status",)),
-    _rt("v1", "pods", "Pod", short_names=("po",), categories=("all",),
-        subresources=("status", "log", "exec", "attach", "portforward", "ephemeralcontainers")),
-    _rt("v1", "services", "Service", short_names=("svc",), categories=("all",), subresources=("status",)),
+    # core/v1, in the order `kubectl api-resources` lists them on a 1.32 cluster
+    _rt("v1", "bindings", "Binding", verbs=CREATE),
+    _rt("v1", "componentstatuses", "ComponentStatus", False, short_names=("cs",), verbs=READ,
+        handler="componentstatus"),
+    _rt("v1", "configmaps", "ConfigMap", short_names=("cm",)),
     _rt("v1", "endpoints", "Endpoints", short_names=("ep",), singular="endpoints"),
     _rt("v1", "events", "Event", short_names=("ev",)),
-    _rt("v1", "secrets", "Secret"),
-    _rt("v1", "configmaps", "ConfigMap", short_names=("cm",)),
-    _rt("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    _rt("apps/v1", "deployments", "Deployment", short_names=("deploy",), categories=("all",),
-        subresources=("status", "scale")),
-    _rt("apps/v1", "replicasets", "ReplicaSet", short_names=("rs",), categories=("all",),
-        subresources=("status", "scale")),
-    _rt("apps/v1", "statefulsets", "StatefulSet", short_names=("sts",), categories=("all",),
-        subresources=("status", "scale")),
-    _rt("apps/v1", "daemonsets", "DaemonSet", short_names=("ds",), categories=("all",),
+    _rt("v1", "limitranges", "LimitRange", short_names=("limits",)),
+    _rt("v1", "namespaces", "Namespace", False, short_names=("ns",), subresources=("finalize", "status")),
+    _rt("v1", "nodes", "Node", False, short_names=("no",), subresources=("status",)),
+    _rt("v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
         subresources=("status",)),
-    _rt("discovery.k8s.io/v1", "endpointslices", "EndpointSlice"),
-    _rt("networking.k8s.io/v1", "ingresses", "Ingress", short_names=("ing",), subresources=("status",)),
-    _rt("networking.k8s.io/v1", "ingressclasses", "IngressClass", False),
+    _rt("v1", "persistentvolumes", "PersistentVolume", False, short_names=("pv",), subresources=("status",)),
+    _rt("v1", "pods", "Pod", short_names=("po",), categories=_NS_ALL,
+        subresources=("attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward",
+                      "status")),
+    _rt("v1", "podtemplates", "PodTemplate"),
+    _rt("v1", "replicationcontrollers", "ReplicationController", short_names=("rc",), categories=_NS_ALL,
+        subresources=("scale", "status")),
+    _rt("v1", "resourcequotas", "ResourceQuota", short_names=("quota",), subresources=("status",)),
+    _rt("v1", "secrets", "Secret"),
+    _rt("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)),
+    _rt("v1", "services", "Service", short_names=("svc",), categories=_NS_ALL, subresources=("status",)),
+    # admissionregistration.k8s.io
+    _rt("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
+        False, categories=_EXT),
+    _rt("admissionregistration.k8s.io/v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+        categories=_EXT, subresources=("status",)),
+    _rt("admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding", False, categories=_EXT),
+    _rt("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration",
+        False, categories=_EXT),
+    _rt("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+        short_names=("crd", "crds"), categories=_EXT, subresources=("status",)),
+    _rt("apiregistration.k8s.io/v1", "apiservices", "APIService", False, categories=_EXT,
+        subresources=("status",)),
+    # apps
+    _rt("apps/v1", "controllerrevisions", "ControllerRevision"),
+    _rt("apps/v1", "daemonsets", "DaemonSet", short_names=("ds",), categories=_NS_ALL, subresources=("status",)),
+    _rt("apps/v1", "deployments", "Deployment", short_names=("deploy",), categories=_NS_ALL,
+        subresources=("scale", "status")),
+    _rt("apps/v1", "replicasets", "ReplicaSet", short_names=("rs",), categories=_NS_ALL,
+        subresources=("scale", "status")),
+    _rt("apps/v1", "statefulsets", "StatefulSet", short_names=("sts",), categories=_NS_ALL,
+        subresources=("scale", "status")),
+    # authentication and authorization: create-only reviews, answered, never stored
+    _rt("authentication.k8s.io/v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=CREATE,
+        handler="review"),
+    _rt("authentication.k8s.io/v1", "tokenreviews", "TokenReview", False, verbs=CREATE, handler="review"),
+    _rt("authorization.k8s.io/v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", verbs=CREATE,
+        handler="review"),
+    _rt("authorization.k8s.io/v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=CREATE,
+        handler="review"),
+    _rt("authorization.k8s.io/v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, verbs=CREATE,
+        handler="review"),
+    _rt("authorization.k8s.io/v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=CREATE,
+        handler="review"),
+    # autoscaling, batch, certificates, coordination, discovery, events, flowcontrol
     _rt("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", short_names=("hpa",),
-        categories=("all",), subresources=("status",)),
+        categories=_NS_ALL, subresources=("status",)),
+    _rt("batch/v1", "cronjobs", "CronJob", short_names=("cj",), categories=_NS_ALL, subresources=("status",)),
+    _rt("batch/v1", "jobs", "Job", categories=_NS_ALL, subresources=("status",)),
+    _rt("certificates.k8s.io/v1", "certificatesigningrequests", "CertificateSigningRequest", False,
+        short_names=("csr",), subresources=("approval", "status")),
+    _rt("coordination.k8s.io/v1", "leases", "Lease"),
+    _rt("discovery.k8s.io/v1", "endpointslices", "EndpointSlice"),
+    _rt("events.k8s.io/v1", "events", "Event", short_names=("ev",)),
+    _rt("flowcontrol.apiserver.k8s.io/v1", "flowschemas", "FlowSchema", False, subresources=("status",)),
+    _rt("flowcontrol.apiserver.k8s.io/v1", "prioritylevelconfigurations", "PriorityLevelConfiguration", False,
+        subresources=("status",)),
+    # served by metrics-server behind the v1beta1.metrics.k8s.io APIService
+    _rt("metrics.k8s.io/v1beta1", "nodes", "NodeMetrics", False, verbs=READ, handler="metrics"),
+    _rt("metrics.k8s.io/v1beta1", "pods", "PodMetrics", verbs=READ, handler="metrics"),
+    # networking, node, policy, rbac, scheduling, storage
+    _rt("networking.k8s.io/v1", "ingressclasses", "IngressClass", False),
+    _rt("networking.k8s.io/v1", "ingresses", "Ingress", short_names=("ing",), subresources=("status",)),
+    _rt("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
+    _rt("node.k8s.io/v1", "runtimeclasses", "RuntimeClass", False),
     _rt("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
         subresources=("status",)),
-    _rt("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-        short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",)),
+    _rt("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    _rt("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
+    _rt("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    _rt("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    _rt("scheduling.k8s.io/v1", "priorityclasses", "PriorityClass", False, short_names=("pc",)),
+    _rt("storage.k8s.io/v1", "csidrivers", "CSIDriver", False),
+    _rt("storage.k8s.io/v1", "csinodes", "CSINode", False),
+    _rt("storage.k8s.io/v1", "csistoragecapacities", "CSIStorageCapacity"),
+    _rt("storage.k8s.io/v1", "storageclasses", "StorageClass", False, short_names=("sc",)),
+    _rt("storage.k8s.io/v1", "volumeattachments", "VolumeAttachment", False, subresources=("status",)),
 )
+"""Every built-in resource a Kubernetes 1.32 API server (with metrics-server) serves by default."""
+
+# Subresource -> (kind, group, version, verbs) as discovery lists them; group "" and version ""
+# mean "the parent's". Status-like ones (status, approval) carry the parent's kind.
+SUBRESOURCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "status": ("", "", "", ("get", "patch", "update")),
+    "approval": ("", "", "", ("get", "patch", "update")),
+    "scale": ("Scale", "autoscaling", "v1", ("get", "patch", "update")),
+    "log": ("Pod", "", "", ("get",)),
+    "binding": ("Binding", "", "", ("create",)),
+    "eviction": ("Eviction", "policy", "v1", ("create",)),
+    "token": ("TokenRequest", "authentication.k8s.io", "v1", ("create",)),
+    "finalize": ("Namespace", "", "", ("update",)),
+    "proxy": ("", "", "", ("create", "delete", "get", "patch", "update")),
+    "exec": ("PodExecOptions", "", "", ("create", "get")),
+    "attach": ("PodAttachOptions", "", "", ("create", "get")),
+    "portforward": ("PodPortForwardOptions", "", "", ("create", "get")),
+    "ephemeralcontainers": ("Pod", "", "", ("get", "patch", "update")),
+}
+"""How each subresource appears in discovery (kind, group, version, verbs)."""
+
+_PROXY_KINDS = {"Node": "NodeProxyOptions", "Service": "ServiceProxyOptions", "Pod": "PodProxyOptions"}
 
 
 def from_crd(crd: dict) -> list[ResourceType]:
@@ -236,13 +327,13 @@ class Registry:
                 entry["categories"] = list(t.categories)
             resources.append(entry)
             for sub in t.subresources:
-                verbs = ["get"] if sub == "log" else ["create", "get"] if sub in STREAMING else \
-                    ["get", "patch", "update"]
-                kind = "Pod" if sub == "log" else "Scale" if sub == "scale" else STREAMING.get(sub, t.kind)
+                kind, sub_group, sub_version, verbs = SUBRESOURCES.get(sub, ("", "", "", ("get",)))
+                if sub == "proxy":
+                    kind = _PROXY_KINDS.get(t.kind, kind)
                 sub_entry = {"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                             "kind": kind, "verbs": verbs}
-                if sub == "scale":
-                    sub_entry.update(group="autoscaling", version="v1")
+                             "kind": kind or t.kind, "verbs": list(verbs)}
+                if sub_group:
+                    sub_entry.update(group=sub_group, version=sub_version)
                 resources.append(sub_entry)
         return {"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}

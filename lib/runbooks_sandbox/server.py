@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import admission, websocket
+from . import admission, virtual, websocket
 from .kubelet import Kubelet
 from .resources import SERVER_VERSION, STREAMING, Registry, ResourceType
 from .store import ApiError, Store, rfc3339
@@ -61,6 +61,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.warnings: list[str] = []  # sent back as `Warning: 299 - "..."` headers
+        self.user = None  # auth.User, set once authenticated
 
     def q(self, name: str, default: str = "") -> str:
         return self.query.get(name, default)
@@ -205,21 +206,27 @@ class ApiServer:
             return 200, b"ok", "text/plain"
         if p == "/version":
             return 200, SERVER_VERSION, JSON
-        auth = req.headers.get("Authorization") or ""
-        if not secrets.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-            raise ApiError(401, "Unauthorized", "Unauthorized")
+        from . import auth
+
+        user = req.user = auth.authenticate(self, req)  # 401, impersonation (403 if not allowed)
         if req.method == "GET" and p.startswith("/openapi/"):
             from . import openapi
+
+            auth.check(self, req, None, user)
 
             code, headers, body = openapi.respond(self.registry, p, req.query, dict(req.headers.items()))
             return code, body, headers.pop("Content-Type", JSON), headers
         if req.method == "GET":
             doc = self.discovery(p)
             if doc is not None:
+                auth.check(self, req, None, user)
                 return 200, doc, JSON
         route = self.route(p)
         if route is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        auth.check(self, req, route, user)
+        if route.rt.handler or route.sub in virtual.SUBRESOURCES:  # reviews, metrics, eviction, token...
+            return virtual.handle(self, req, route)
         return self.resource(req, route)
 
     def discovery(self, path: str) -> dict | None:
@@ -727,7 +734,8 @@ def deleted_answer(rt: ResourceType, gone: dict) -> dict:
 
 #: Built-in kinds whose registry store sets ReturnDeletedObject (their generated clients expect the object).
 RETURN_DELETED_OBJECT = frozenset({"Pod", "Service", "ServiceAccount", "PersistentVolume",
-                                   "PersistentVolumeClaim", "PodTemplate", "ResourceQuota"})
+                                   "PersistentVolumeClaim", "PodTemplate", "ResourceQuota", "StorageClass",
+                                   "VolumeAttachment", "CSIDriver", "CSINode"})
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -841,6 +849,10 @@ class _Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] = {}
         try:
             answer = self.api.handle(req)
+            if "protobuf" in (self.headers.get("Accept") or ""):  # protobuf-only clients get protobuf
+                from . import protobuf
+
+                answer = protobuf.negotiate(self.headers.get("Accept") or "", answer)
             code, body, ctype = answer[:3]
             if len(answer) > 3:
                 extra = answer[3]

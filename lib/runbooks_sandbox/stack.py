@@ -41,16 +41,20 @@ class LogStoreAddon:
 class ObservabilityAddon:
     """The real Prometheus and Alertmanager, backfilled from the cluster's objects."""
 
-    def __init__(self, sandbox: Sandbox, prometheus_port: int = 0, alertmanager_port: int = 0):
+    def __init__(self, sandbox: Sandbox, prometheus_port: int = 0, alertmanager_port: int = 0,
+                 alert_webhook: str | None = None, alert_timing: dict[str, str] | None = None,
+                 alert_webhook_token: str | None = None):
         self.sandbox = sandbox
         self.ports = {"prometheus_port": prometheus_port, "alertmanager_port": alertmanager_port}
+        self.alerting = {"alert_webhook": alert_webhook, "alert_timing": alert_timing,
+                         "alert_webhook_token": alert_webhook_token}
         self.obs: Any = None
 
     def start(self) -> dict[str, str]:
         from .observability import Observability, sandbox_objects
 
         self.obs = Observability(self.sandbox.state_dir / "observability", lambda: sandbox_objects(self.sandbox),
-                                 self.sandbox.store.clock(), **self.ports)
+                                 self.sandbox.store.clock(), **self.ports, **self.alerting)
         urls = self.obs.start()
         wait_for_alerts(urls["prometheus"], urls["alertmanager"])
         return urls
@@ -125,6 +129,9 @@ class StackOptions:
     logs: bool = True
     certificates: bool = True
     ports: dict[str, int] | None = None
+    alert_webhook: str | None = None  # Alertmanager's webhook receiver (e.g. `runbooks serve`)
+    alert_timing: dict[str, str] | None = None  # group_wait, group_interval, repeat_interval
+    alert_webhook_token: str | None = None  # its bearer token (default: from the environment)
 
 
 def attach(box: Sandbox, options: StackOptions | None = None) -> Sandbox:
@@ -141,7 +148,8 @@ def attach(box: Sandbox, options: StackOptions | None = None) -> Sandbox:
     if options.logs:
         box.add(LogStoreAddon(box, ports["elasticsearch"]))
     if options.observability:
-        box.add(ObservabilityAddon(box, ports["prometheus"], ports["alertmanager"]))
+        box.add(ObservabilityAddon(box, ports["prometheus"], ports["alertmanager"],
+                                   options.alert_webhook, options.alert_timing, options.alert_webhook_token))
     return box
 
 

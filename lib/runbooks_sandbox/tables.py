@@ -766,6 +766,210 @@ def _default_columns() -> list[dict]:
     return [_name_col(), _col("Created At", "date", _doc(_META, "creationTimestamp"))]
 
 
+# ---- the other built-in kinds: declared as (column, type, priority, cell function) ------------
+
+Cell = Callable[[dict, datetime], Any]
+_NAME: tuple[str, str, int, Cell] = ("Name", "string", 0, lambda o, now: _get(o, "metadata", "name", default=""))
+_AGE: tuple[str, str, int, Cell] = ("Age", "string", 0, lambda o, now: _since(_get(o, "metadata",
+                                                                                "creationTimestamp"), now))
+
+
+def _cond_true(obj: dict, type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True"
+               for c in _get(obj, "status", "conditions", default=[]) if isinstance(c, dict))
+
+
+def _job_status(obj: dict, now: datetime) -> str:
+    for cond, word in (("Complete", "Complete"), ("Failed", "Failed")):
+        if _cond_true(obj, cond):
+            return word
+    if _get(obj, "metadata", "deletionTimestamp"):
+        return "Terminating"
+    for cond in ("Suspended", "FailureTarget", "SuccessCriteriaMet"):
+        if _cond_true(obj, cond):
+            return cond
+    return "Running"
+
+
+def _job_completions(obj: dict, now: datetime) -> str:
+    spec, succeeded = obj.get("spec") or {}, _get(obj, "status", "succeeded", default=0)
+    if spec.get("completions") is not None:
+        return f"{succeeded}/{spec['completions']}"
+    parallelism = spec.get("parallelism", 0) or 0
+    return f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
+
+
+def _job_duration(obj: dict, now: datetime) -> str:
+    start = parse_time(_get(obj, "status", "startTime"))
+    if start is None:
+        return ""
+    end = parse_time(_get(obj, "status", "completionTime")) or now
+    return human_duration((end - start).total_seconds())
+
+
+def _tmpl(*path: str) -> list[tuple[str, str, int, Cell]]:
+    return [("Containers", "string", 1, lambda o, now: _containers(_get(o, *path))[0]),
+            ("Images", "string", 1, lambda o, now: _containers(_get(o, *path))[1])]
+
+
+def _access_modes(modes: Any) -> str:
+    short = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+    return ",".join(short.get(m, m) for m in modes or [])
+
+
+def _subjects(kind: str) -> Cell:
+    def cell(o: dict, now: datetime) -> str:
+        out = []
+        for s in o.get("subjects") or []:
+            if s.get("kind") == kind:
+                out.append(f"{s.get('namespace', '')}/{s.get('name')}" if kind == "ServiceAccount" else s.get("name"))
+        return ", ".join(out)
+    return cell
+
+
+def _quota(which: str) -> Cell:
+    def cell(o: dict, now: datetime) -> str:
+        hard, used = _get(o, "status", "hard", default={}), _get(o, "status", "used", default={})
+        keys = sorted(k for k in hard if (k.startswith("limits.") if which == "limit"
+                                          else not k.startswith("limits.")))
+        return ", ".join(f"{k}: {used.get(k, '0')}/{hard[k]}" for k in keys)
+    return cell
+
+
+def _default_sc(o: dict, now: datetime) -> str:
+    name = _get(o, "metadata", "name", default="")
+    annotations = _get(o, "metadata", "annotations", default={})
+    default = any(annotations.get(k) == "true" for k in ("storageclass.kubernetes.io/is-default-class",
+                                                          "storageclass.beta.kubernetes.io/is-default-class"))
+    return f"{name} (default)" if default else name
+
+
+def _or_none(*path: str) -> Cell:
+    return lambda o, now: _get(o, *path, default="<none>") if _get(o, *path) not in (None, "") else "<none>"
+
+
+def _since_or_none(*path: str) -> Cell:
+    return lambda o, now: _since(_get(o, *path), now) if _get(o, *path) else "<none>"
+
+
+def _ref_cell(o: dict, now: datetime) -> str:
+    ref = o.get("roleRef") or {}
+    return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+def _component_status(o: dict, now: datetime) -> str:
+    return "Healthy" if any(c.get("type") == "Healthy" and c.get("status") == "True"
+                            for c in o.get("conditions") or []) else "Unhealthy"
+
+
+_COLUMNS: dict[tuple[str, str], list[tuple[str, str, int, Cell]]] = {
+    ("batch", "Job"): [_NAME, ("Status", "string", 0, _job_status),
+                       ("Completions", "string", 0, _job_completions),
+                       ("Duration", "string", 0, _job_duration), _AGE, *_tmpl("spec", "template", "spec"),
+                       ("Selector", "string", 1, lambda o, now: _selector_string(_get(o, "spec", "selector")))],
+    ("batch", "CronJob"): [_NAME, ("Schedule", "string", 0, lambda o, now: _get(o, "spec", "schedule", default="")),
+                           ("Timezone", "string", 0, _or_none("spec", "timeZone")),
+                           ("Suspend", "boolean", 0, lambda o, now: bool(_get(o, "spec", "suspend", default=False))),
+                           ("Active", "integer", 0, lambda o, now: len(_get(o, "status", "active", default=[]))),
+                           ("Last Schedule", "string", 0, _since_or_none("status", "lastScheduleTime")), _AGE,
+                           *_tmpl("spec", "jobTemplate", "spec", "template", "spec"),
+                           ("Selector", "string", 1, lambda o, now: _selector_string(
+                               _get(o, "spec", "jobTemplate", "spec", "selector")) or "<none>")],
+    ("", "PersistentVolume"): [
+        _NAME, ("Capacity", "string", 0, lambda o, now: _get(o, "spec", "capacity", "storage", default="")),
+        ("Access Modes", "string", 0, lambda o, now: _access_modes(_get(o, "spec", "accessModes"))),
+        ("Reclaim Policy", "string", 0, lambda o, now: _get(o, "spec", "persistentVolumeReclaimPolicy", default="")),
+        ("Status", "string", 0, lambda o, now: _get(o, "status", "phase", default="")),
+        ("Claim", "string", 0, lambda o, now: (f"{_get(o, 'spec', 'claimRef', 'namespace')}/"
+                                                f"{_get(o, 'spec', 'claimRef', 'name')}")
+         if _get(o, "spec", "claimRef") else ""),
+        ("StorageClass", "string", 0, lambda o, now: _get(o, "spec", "storageClassName", default="")),
+        ("VolumeAttributesClass", "string", 0, _or_none("spec", "volumeAttributesClassName")),
+        ("Reason", "string", 0, lambda o, now: _get(o, "status", "reason", default="")), _AGE,
+        ("VolumeMode", "string", 1, lambda o, now: _get(o, "spec", "volumeMode", default="<unset>"))],
+    ("", "PersistentVolumeClaim"): [
+        _NAME, ("Status", "string", 0, lambda o, now: _get(o, "status", "phase", default="")),
+        ("Volume", "string", 0, lambda o, now: _get(o, "spec", "volumeName", default="")),
+        ("Capacity", "string", 0, lambda o, now: _get(o, "status", "capacity", "storage", default="")),
+        ("Access Modes", "string", 0, lambda o, now: _access_modes(_get(o, "status", "accessModes"))),
+        ("StorageClass", "string", 0, lambda o, now: _get(o, "spec", "storageClassName", default="")),
+        ("VolumeAttributesClass", "string", 0, _or_none("spec", "volumeAttributesClassName")), _AGE,
+        ("VolumeMode", "string", 1, lambda o, now: _get(o, "spec", "volumeMode", default="<unset>"))],
+    ("storage.k8s.io", "StorageClass"): [
+        ("Name", "string", 0, _default_sc), ("Provisioner", "string", 0, lambda o, now: o.get("provisioner", "")),
+        ("ReclaimPolicy", "string", 0, lambda o, now: o.get("reclaimPolicy") or "Delete"),
+        ("VolumeBindingMode", "string", 0, lambda o, now: o.get("volumeBindingMode") or "Immediate"),
+        ("AllowVolumeExpansion", "string", 0, lambda o, now: str(bool(o.get("allowVolumeExpansion"))).lower()),
+        _AGE],
+    ("rbac.authorization.k8s.io", "RoleBinding"): [
+        _NAME, ("Role", "string", 0, _ref_cell), _AGE, ("Users", "string", 1, _subjects("User")),
+        ("Groups", "string", 1, _subjects("Group")), ("ServiceAccounts", "string", 1, _subjects("ServiceAccount"))],
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): [
+        _NAME, ("Role", "string", 0, _ref_cell), _AGE, ("Users", "string", 1, _subjects("User")),
+        ("Groups", "string", 1, _subjects("Group")), ("ServiceAccounts", "string", 1, _subjects("ServiceAccount"))],
+    ("coordination.k8s.io", "Lease"): [_NAME, ("Holder", "string", 0, lambda o, now: _get(
+        o, "spec", "holderIdentity", default="")), _AGE],
+    ("scheduling.k8s.io", "PriorityClass"): [
+        _NAME, ("Value", "integer", 0, lambda o, now: o.get("value", 0)),
+        ("Global-Default", "boolean", 0, lambda o, now: bool(o.get("globalDefault", False))), _AGE,
+        ("PreemptionPolicy", "string", 0, lambda o, now: o.get("preemptionPolicy") or "PreemptLowerPriority")],
+    ("networking.k8s.io", "NetworkPolicy"): [
+        _NAME, ("Pod-Selector", "string", 0, lambda o, now: _selector_string(_get(o, "spec", "podSelector"))), _AGE],
+    ("", "ResourceQuota"): [_NAME, _AGE, ("Request", "string", 0, _quota("request")),
+                            ("Limit", "string", 0, _quota("limit"))],
+    ("", "ReplicationController"): [
+        _NAME, ("Desired", "integer", 0, lambda o, now: _get(o, "spec", "replicas", default=0)),
+        ("Current", "integer", 0, lambda o, now: _get(o, "status", "replicas", default=0)),
+        ("Ready", "integer", 0, lambda o, now: _get(o, "status", "readyReplicas", default=0)), _AGE,
+        *_tmpl("spec", "template", "spec"),
+        ("Selector", "string", 1, lambda o, now: _format_labels(_get(o, "spec", "selector")))],
+    ("apps", "ControllerRevision"): [
+        _NAME, ("Controller", "string", 0, lambda o, now: next(
+            (f"{r.get('kind', '').lower()}.{r.get('apiVersion', '').split('/')[0]}/{r.get('name')}"
+             for r in _get(o, "metadata", "ownerReferences", default=[]) if r.get("controller")), "<none>")),
+        ("Revision", "integer", 0, lambda o, now: o.get("revision", 0)), _AGE],
+    ("", "ComponentStatus"): [
+        _NAME, ("Status", "string", 0, _component_status),
+        ("Message", "string", 0, lambda o, now: next((c.get("message", "") for c in o.get("conditions") or []), "")),
+        ("Error", "string", 0, lambda o, now: next((c.get("error", "") for c in o.get("conditions") or []), ""))],
+    ("certificates.k8s.io", "CertificateSigningRequest"): [
+        _NAME, _AGE, ("SignerName", "string", 0, lambda o, now: _get(o, "spec", "signerName", default="")),
+        ("Requestor", "string", 0, lambda o, now: _get(o, "spec", "username", default="")),
+        ("RequestedDuration", "string", 0, lambda o, now: human_duration(_get(o, "spec", "expirationSeconds"))
+         if _get(o, "spec", "expirationSeconds") else "<none>"),
+        ("Condition", "string", 0, lambda o, now: ",".join(
+            c.get("type", "") for c in _get(o, "status", "conditions", default=[])) or "Pending")],
+    ("apiregistration.k8s.io", "APIService"): [
+        _NAME, ("Service", "string", 0, lambda o, now: (f"{_get(o, 'spec', 'service', 'namespace')}/"
+                                                        f"{_get(o, 'spec', 'service', 'name')}")
+                if _get(o, "spec", "service") else "Local"),
+        ("Available", "string", 0, lambda o, now: next(
+            (c.get("status", "") + (f" ({c['reason']})" if c.get("status") != "True" and c.get("reason") else "")
+             for c in _get(o, "status", "conditions", default=[]) if c.get("type") == "Available"), "Unknown")),
+        _AGE],
+    ("node.k8s.io", "RuntimeClass"): [_NAME, ("Handler", "string", 0, lambda o, now: o.get("handler", "")), _AGE],
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): [
+        _NAME, ("Webhooks", "integer", 0, lambda o, now: len(o.get("webhooks") or [])), _AGE],
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): [
+        _NAME, ("Webhooks", "integer", 0, lambda o, now: len(o.get("webhooks") or [])), _AGE],
+    ("storage.k8s.io", "VolumeAttachment"): [
+        _NAME, ("Attacher", "string", 0, lambda o, now: _get(o, "spec", "attacher", default="")),
+        ("PV", "string", 0, lambda o, now: _get(o, "spec", "source", "persistentVolumeName", default="")),
+        ("Node", "string", 0, lambda o, now: _get(o, "spec", "nodeName", default="")),
+        ("Attached", "boolean", 0, lambda o, now: bool(_get(o, "status", "attached", default=False))), _AGE],
+    ("storage.k8s.io", "CSINode"): [
+        _NAME, ("Drivers", "integer", 0, lambda o, now: len(_get(o, "spec", "drivers", default=[]))), _AGE],
+}
+"""Printer columns of the kinds printed with simple cell functions (printers.go, column for column)."""
+
+
+def _declared(key: tuple[str, str]) -> tuple[Callable[[], list[dict]], Callable[[dict, datetime], Row]]:
+    cols = _COLUMNS[key]
+    return (lambda: [_col(name, type_, priority=prio, format_="name" if name == "Name" else "")
+                     for name, type_, prio, _ in cols],
+            lambda obj, now: [fn(obj, now) for *_, fn in cols])
+
+
 _PRINTERS: dict[tuple[str, str], tuple[Callable[[], list[dict]], Callable[[dict, datetime], Row]]] = {
     ("apps", "Deployment"): (_deployment_columns, _print_deployment),
     ("apps", "ReplicaSet"): (_replicaset_columns, _print_replicaset),
@@ -784,6 +988,7 @@ _PRINTERS: dict[tuple[str, str], tuple[Callable[[], list[dict]], Callable[[dict,
     ("networking.k8s.io", "IngressClass"): (_ingressclass_columns, _print_ingressclass),
     ("autoscaling", "HorizontalPodAutoscaler"): (_hpa_columns, _print_hpa),
     ("policy", "PodDisruptionBudget"): (_pdb_columns, _print_pdb),
+    **{key: _declared(key) for key in _COLUMNS},
 }
 
 

@@ -1,0 +1,221 @@
+"""Onboarding an environment: write ``parameters/<env>/env.yaml`` and check it before a page.
+
+Why this module exists: a newcomer with a real cluster should not write ``env.yaml`` by hand
+and learn at 3 a.m. that a token lacks a permission. :func:`init_env` probes what it writes
+(the API server, each data source, with the credentials the README names taken from the
+environment), and :func:`check_env` probes an existing environment: the API server reachable
+and authenticated; for each runbook, every verb on every resource it needs, asked of the API
+server itself with a ``SelfSubjectAccessReview`` (so a missing permission is named before a
+run); each data source reachable. Every check is one row (:class:`Check`); a failed one has a
+named reason, and ``runbooks env check`` exits 2 when any failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import alerts, kube, logs, metrics
+from .environments import EnvConfig, Project
+from .errors import SOURCE_ERRORS, Forbidden, InvalidInput, NotFound, RunbookError, cut
+
+SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+# What each runbook does through the API: (verb, API group, resource). Read-only runbooks only
+# read; mutating ones also need the writes their plans make.
+PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
+    "cluster-health": [
+        ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"), ("list", "", "services"),
+        ("list", "", "endpoints"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
+        ("list", "networking.k8s.io", "ingresses"), ("list", "", "secrets"),
+    ],
+    "incident-investigation": [
+        ("get", "apps", "deployments"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
+        ("list", "", "pods"), ("list", "", "events"), ("list", "", "configmaps"),
+        ("patch", "apps", "deployments"),
+    ],
+    "certificate-rotation": [
+        ("list", "", "secrets"), ("list", "cert-manager.io", "certificates"),
+        ("list", "networking.k8s.io", "ingresses"), ("patch", "", "secrets"), ("create", "", "secrets"),
+        ("patch", "cert-manager.io", "certificates"),
+    ],
+    "provision-service": [
+        ("list", "", "secrets"), ("create", "", "secrets"), ("list", "apps", "deployments"),
+        ("create", "apps", "deployments"), ("patch", "apps", "deployments"), ("create", "", "services"),
+        ("create", "networking.k8s.io", "ingresses"), ("list", "", "pods"),
+    ],
+}
+
+SOURCES = (("prometheus", "prometheus_url"), ("alertmanager", "alertmanager_url"),
+           ("elasticsearch", "elasticsearch_url"))
+CREDENTIALS = {"prometheus": "PROMETHEUS_TOKEN or PROMETHEUS_USERNAME/PROMETHEUS_PASSWORD",
+               "alertmanager": "ALERTMANAGER_TOKEN or ALERTMANAGER_USERNAME/ALERTMANAGER_PASSWORD",
+               "elasticsearch": "ES_API_KEY or ES_USERNAME/ES_PASSWORD"}
+
+
+@dataclass
+class Check:
+    """One row of ``runbooks env check``: what was checked, ok / warning / failed, and why."""
+
+    what: str
+    state: str  # ok | warning | failed
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
+
+
+def probe_source(kind: str, url: str, *, verify: bool = True) -> Check:
+    """Reachable, the version it reports, credentials accepted (from the environment variables)."""
+    what = f"{kind} {url}"
+    try:
+        if kind == "prometheus":
+            info = metrics.check(url, verify=verify)
+        elif kind == "alertmanager":
+            info = alerts.check(alerts.connect(url, verify=verify))
+        else:
+            info = logs.check(logs.connect(url, verify_certs=verify))
+            if not info.get("reachable", True):
+                return Check(what, "failed", f"unreachable: {cut(str(info.get('error') or ''))} "
+                             f"(credentials: {CREDENTIALS[kind]})")
+            if not info.get("ok", True):
+                return Check(what, "warning", f"version {info.get('version') or '?'}; "
+                             + "; ".join(map(str, info.get("problems") or [])))
+    except SOURCE_ERRORS as exc:
+        return Check(what, "failed", f"{type(exc).__name__}: {cut(str(exc))} (credentials: {CREDENTIALS[kind]})")
+    return Check(what, "ok", f"version {info.get('version') or '?'}")
+
+
+def probe_cluster(kubeconfig: str | None, context: str | None) -> tuple[Any, Check]:
+    """Connect with the kubeconfig context and make one authenticated call (``/version``)."""
+    what = f"API server (context {context or 'current'})"
+    try:
+        cluster = kube.connect(kubeconfig, context)
+        version = kube.request(cluster, "GET", "/version")
+    except SOURCE_ERRORS as exc:
+        return None, Check(what, "failed", f"{type(exc).__name__}: {cut(str(exc))}")
+    except RunbookError as exc:
+        return None, Check(what, "failed", cut(str(exc)))
+    try:  # /version is often public: a namespace list proves the credentials
+        kube.request(cluster, "GET", "/api/v1/namespaces", query=[("limit", 1)])
+        auth = "authenticated"
+    except SOURCE_ERRORS as exc:
+        if isinstance(exc, Forbidden) and "401" not in str(exc) and "Unauthorized" not in str(exc):
+            auth = "authenticated (may not list namespaces)"
+        else:
+            return cluster, Check(what, "failed", f"not authenticated: {type(exc).__name__}: {cut(str(exc))}")
+    return cluster, Check(what, "ok", f"{cluster.server}, Kubernetes {version.get('gitVersion', '?')}, {auth}")
+
+
+def access_review(cluster: Any, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+    """``SelfSubjectAccessReview``: may the identity of this connection do ``verb`` on ``resource``?
+
+    Raises:
+        NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
+    """
+    attrs = {"verb": verb, "group": group, "resource": resource}
+    if namespace:
+        attrs["namespace"] = namespace
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs}}
+    answer = kube.request(cluster, "POST", SSAR_PATH, body=body)
+    return bool((answer.get("status") or {}).get("allowed"))
+
+
+def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | None = None) -> list[Check]:
+    """One row per runbook: every permission it needs, or the ones missing, named."""
+    rows: list[Check] = []
+    for name in runbooks:
+        needed = PERMISSIONS.get(name)
+        if needed is None:
+            rows.append(Check(f"runbook {name}", "warning", "no declared permissions to check"))
+            continue
+        missing = []
+        try:
+            for verb, group, resource in needed:
+                if not access_review(cluster, verb, group, resource, namespace):
+                    missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+        except NotFound:
+            rows.append(Check(f"runbook {name}", "warning",
+                              "cannot check permissions (no SelfSubjectAccessReview API)"))
+            continue
+        except SOURCE_ERRORS as exc:
+            rows.append(Check(f"runbook {name}", "failed", f"access review failed: {cut(str(exc))}"))
+            continue
+        if missing:
+            rows.append(Check(f"runbook {name}", "failed", "missing permission: " + ", ".join(missing)))
+        else:
+            rows.append(Check(f"runbook {name}", "ok", f"{len(needed)} permissions granted"))
+    return rows
+
+
+def check_env(project: Project, name: str, *, verify: bool = True,
+              probe: Callable[..., Check] = probe_source) -> list[Check]:
+    """Every check of ``runbooks env check NAME`` (see the module docstring)."""
+    cfg = project.load_env(name)
+    cluster, api = probe_cluster(cfg.kubeconfig, cfg.kube_context)
+    rows = [api]
+    if cluster is not None:
+        if cfg.expected_context and cfg.expected_context not in (cluster.context, cluster.server):
+            rows.append(Check("expected_context", "failed",
+                              f"the active context is {cluster.context!r}, env.yaml expects {cfg.expected_context!r}"))
+        elif not cfg.expected_context:
+            rows.append(Check("expected_context", "warning", "not set: plans cannot be applied in this env"))
+        else:
+            rows.append(Check("expected_context", "ok", cfg.expected_context))
+        rows += check_permissions(cluster, list(project.notebooks()))
+    for kind, key in SOURCES:
+        url = getattr(cfg, key)
+        rows.append(probe(kind, url, verify=verify) if url else
+                    Check(kind, "warning", f"not configured in env {name} ({key} in env.yaml)"))
+    return rows
+
+
+def init_env(project: Project, name: str, *, context: str, kubeconfig: str | None = None,
+             urls: dict[str, str | None] | None = None, description: str = "", force: bool = False,
+             verify: bool = True) -> tuple[Path, list[Check]]:
+    """Probe, then write ``parameters/NAME/env.yaml`` with ``expected_context`` set to ``context``.
+
+    Raises:
+        InvalidInput: a bad name, an existing file without ``force``, or a cluster that cannot be
+            reached with that context (nothing is written then).
+    """
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise InvalidInput(f"environment name {name!r} is not allowed (letters, digits, '.', '_', '-')")
+    path = project.parameters_dir / name / "env.yaml"
+    if path.exists() and not force:
+        raise InvalidInput(f"{path} exists; check it with `runbooks env check {name}` or pass --force")
+    cluster, api = probe_cluster(kubeconfig, context)
+    if cluster is None:
+        raise InvalidInput(f"cannot reach the cluster of context {context!r}: {api.detail}; nothing was written")
+    rows = [api]
+    urls = {k: v for k, v in (urls or {}).items() if v}
+    for kind, key in SOURCES:
+        if urls.get(key):
+            rows.append(probe_source(kind, urls[key], verify=verify))
+    cfg = EnvConfig(description=description or f"{name}: context {context} at {cluster.server}",
+                    kubeconfig=str(Path(kubeconfig).resolve()) if kubeconfig else None,
+                    kube_context=context, expected_context=context, **urls)
+    data = {k: v for k, v in cfg.model_dump().items() if v not in (None, "")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Environment `{name}`, written by `runbooks env init` (schema: runbooks.environments.EnvConfig).\n"
+              "# Credentials never go here: kubeconfig for Kubernetes, environment variables for the data\n"
+              "# sources (PROMETHEUS_TOKEN, ALERTMANAGER_TOKEN, ES_API_KEY ...). Check it: runbooks env check "
+              f"{name}\n")
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path, rows
+
+
+def format_checks(rows: Sequence[Check]) -> str:
+    """The table ``runbooks env check`` prints."""
+    width = max((len(r.what) for r in rows), default=10)
+    lines = [f"{'check':<{width}}  {'state':<8}  detail", f"{'-' * width}  {'-' * 8}  {'-' * 6}"]
+    lines += [f"{r.what:<{width}}  {r.state:<8}  {r.detail}" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1000 @@
+"""service-reachability: follow one host from DNS to the pods and name the broken link.
+
+"https://checkout.shop.example.com is down" can break at any link of one chain:
+DNS (records ExternalDNS registers) → load balancer → ingress-nginx (name-based
+routing, TLS termination) → Service → ready endpoints → pods. Each part is
+checked elsewhere (cluster-health, certificate-rotation); this module walks the
+chain for one host, in order, and keeps going after a broken hop so one run
+shows everything that is wrong. The first red hop is the headline.
+
+The cluster is read once (:func:`snapshot`: raw paginated lists of the kinds the
+chain touches, listed concurrently), then each host is judged in memory; the
+network checks (DNS queries, one HTTPS request per host through the ingress,
+which also yields the certificate presented for the SNI) run concurrently with
+a bound. Prometheus (5xx ratio and p99 per host) and the log store (the
+controller's upstream errors) are asked once for all hosts. Nothing is changed:
+each red hop names the object, the fix and the next runbook to run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from . import certs, kube
+from .errors import SOURCE_ERRORS, InvalidInput, cut
+from .model import Finding
+
+HOPS: tuple[str, ...] = ("dns", "ingress", "tls", "backend", "probe")
+"""The hops, in the order a request crosses them."""
+
+MANY_HOSTS = 20
+"""Above this many hosts, reachable hosts share one ``ok`` finding and the chain shows broken hosts only."""
+
+HOP_TITLES = {"dns": "DNS", "ingress": "Ingress", "tls": "TLS", "backend": "Backend", "probe": "Live probe"}
+
+ROUTING_ANNOTATIONS = (
+    "nginx.ingress.kubernetes.io/rewrite-target",
+    "nginx.ingress.kubernetes.io/use-regex",
+    "nginx.ingress.kubernetes.io/ssl-redirect",
+    "nginx.ingress.kubernetes.io/force-ssl-redirect",
+    "nginx.ingress.kubernetes.io/backend-protocol",
+    "nginx.ingress.kubernetes.io/app-root",
+    "nginx.ingress.kubernetes.io/permanent-redirect",
+    "nginx.ingress.kubernetes.io/temporal-redirect",
+)
+"""ingress-nginx annotations that change where or how a request is routed (listed per host)."""
+
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+INGRESS_NGINX_CONTROLLER = "k8s.io/ingress-nginx"
+
+FIVE_XX_QUERY = (
+    '(sum by (host) (rate(nginx_ingress_controller_requests{{status=~"5..",{sel}}}[15m]))'
+    ' or sum by (host) (rate(nginx_ingress_controller_requests{{{sel}}}[15m])) * 0)'
+    ' / sum by (host) (rate(nginx_ingress_controller_requests{{{sel}}}[15m]))'
+)
+P99_QUERY = (
+    "histogram_quantile(0.99, sum by (host, le) "
+    "(rate(nginx_ingress_controller_request_duration_seconds_bucket{{{sel}}}[15m])))"
+)
+
+
+# ---- the cluster, read once -------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """The objects the chain touches, listed once (plain dicts)."""
+
+    ingresses: list[dict]
+    classes: dict[str, dict]
+    services: dict[tuple[str, str], dict]
+    slices: dict[tuple[str, str], list[dict]]  # (namespace, service) → EndpointSlices
+    pods: dict[tuple[str, str], dict]
+    secrets: dict[tuple[str, str], dict]
+    deployments: list[dict]
+    events: dict[tuple[str, str], list[dict]]  # (namespace, pod) → recent Warning events
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def hosts(self) -> list[str]:
+        """Every host an Ingress rule names (sorted)."""
+        return sorted({r["host"].lower() for i in self.ingresses for r in (i.get("spec") or {}).get("rules") or []
+                       if r.get("host")})
+
+
+def snapshot(cluster: kube.Cluster, *, event_window_hours: int = 1, workers: int = 8) -> Snapshot:
+    """List Ingresses, IngressClasses, Services, EndpointSlices, pods, TLS Secrets, Deployments and
+    recent Warning events, concurrently (raw, paginated)."""
+    lists: dict[str, Callable[[], Any]] = {
+        "ingresses": lambda: list(kube.iter_objects(cluster, "ingresses")),
+        "classes": lambda: list(kube.iter_objects(cluster, "ingressclasses")),
+        "services": lambda: list(kube.iter_objects(cluster, "services")),
+        "slices": lambda: list(kube.iter_objects(cluster, "endpointslices")),
+        "pods": lambda: list(kube.iter_objects(cluster, "pods")),
+        "secrets": lambda: [s for s in kube.iter_objects(cluster, "secrets") if s.get("type") == certs.TLS_TYPE],
+        "deployments": lambda: list(kube.iter_objects(cluster, "deployments")),
+        "events": lambda: kube.events(cluster, None, since=timedelta(hours=event_window_hours),
+                                      warnings_only=True),
+    }
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {k: pool.submit(fn) for k, fn in lists.items()}
+        got = {k: f.result() for k, f in futures.items()}
+
+    def key(o: dict) -> tuple[str, str]:
+        return (o["metadata"].get("namespace") or "", o["metadata"]["name"])
+
+    slices: dict[tuple[str, str], list[dict]] = {}
+    for s in got["slices"]:
+        svc = (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            slices.setdefault((s["metadata"].get("namespace") or "", svc), []).append(s)
+    events: dict[tuple[str, str], list[dict]] = {}
+    for e in got["events"]:  # kube.events rows: namespace, reason, object "Kind/name"
+        kind, _, name = str(e.get("object") or "").partition("/")
+        if kind == "Pod":
+            events.setdefault((e.get("namespace") or "", name), []).append(e)
+    return Snapshot(
+        ingresses=got["ingresses"], classes={c["metadata"]["name"]: c for c in got["classes"]},
+        services={key(s): s for s in got["services"]}, slices=slices, pods={key(p): p for p in got["pods"]},
+        secrets={key(s): s for s in got["secrets"]}, deployments=got["deployments"], events=events,
+    )
+
+
+# ---- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Hop:
+    """The verdict on one hop for one host: ``ok`` True (green), False (red) or None (not checked)."""
+
+    name: str
+    ok: bool | None
+    reason: str
+    resource: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HostResult:
+    """One host's walk down the chain."""
+
+    host: str
+    path: str
+    hops: dict[str, Hop]
+    findings: list[Finding]
+
+    @property
+    def first_broken(self) -> Hop | None:
+        return next((self.hops[h] for h in HOPS if h in self.hops and self.hops[h].ok is False), None)
+
+    @property
+    def verdict(self) -> str:
+        hop = self.first_broken
+        return "reachable" if hop is None else f"broken at {HOP_TITLES[hop.name]}: {hop.reason}"
+
+
+@dataclass
+class Probe:
+    """One HTTPS request through the ingress: status, latency and the certificate presented."""
+
+    host: str
+    status: int | None = None
+    latency_ms: float | None = None
+    body: str = ""
+    sha256: str = ""
+    subject: str = ""
+    issuer: str = ""
+    not_after: datetime | None = None
+    error: str = ""
+
+
+@dataclass
+class DnsAnswer:
+    """What one server answers for a host: addresses and CNAME targets, or an error/NXDOMAIN."""
+
+    server: str
+    addresses: list[str] = field(default_factory=list)
+    cnames: list[str] = field(default_factory=list)
+    status: str = "NOERROR"
+    error: str = ""
+
+
+@dataclass
+class Context:
+    """What a host's checks need besides the snapshot: settings and the shared network results."""
+
+    env: str = "this environment"
+    ingress_url: str = ""
+    dns_resolver: str | None = None
+    dns_servers: Sequence[str] = ()
+    dns: Mapping[str, list[DnsAnswer]] = field(default_factory=dict)
+    probes: Mapping[str, Probe] = field(default_factory=dict)
+    metrics: Mapping[str, dict[str, float]] | None = None  # host → {"ratio_5xx", "p99"}; None: not configured
+    metrics_error: str = ""
+    log_errors: Mapping[str, int] | None = None  # upstream name → error lines; None: not configured
+    max_5xx_ratio: float = 0.05
+    max_p99_seconds: float = 2.0
+
+
+# ---- Ingress semantics --------------------------------------------------------------------
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Ingress host matching: exact, or ``*.example.com`` covering exactly one more label."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return host.endswith(suffix) and len(host) > len(suffix) and "." not in host[: -len(suffix)]
+    return pattern == host
+
+
+def path_matches(path_type: str, want: str, path: str, annotations: Mapping[str, str] | None = None) -> bool:
+    """Does a request path match an Ingress path, as ingress-nginx matches it?
+
+    ``Exact``: the same string. ``Prefix``: element-wise (``/foo`` matches ``/foo`` and
+    ``/foo/bar``, not ``/foobar``). ``ImplementationSpecific``: an nginx location, a plain
+    string prefix, or a case-insensitive regular expression anchored at the start when the
+    Ingress has ``use-regex`` or ``rewrite-target``.
+
+    >>> path_matches("Prefix", "/api", "/api/v1"), path_matches("Prefix", "/api", "/apix")
+    (True, False)
+    >>> path_matches("ImplementationSpecific", "/api", "/apix")
+    True
+    """
+    annotations = annotations or {}
+    if path_type == "Exact":
+        return path == want
+    if path_type == "Prefix":
+        base = want.rstrip("/")
+        return want == "/" or path == base or path.startswith(base + "/")
+    if annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true" or \
+            "nginx.ingress.kubernetes.io/rewrite-target" in annotations:
+        try:
+            return re.match(want, path, re.IGNORECASE) is not None
+        except re.error:
+            return False
+    return path.startswith(want)
+
+
+def _name(o: dict) -> str:
+    return f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+
+
+def ingress_class_of(ing: dict, classes: Mapping[str, dict]) -> str | None:
+    """``spec.ingressClassName``, else the legacy annotation, else the default IngressClass."""
+    cls = (ing.get("spec") or {}).get("ingressClassName") or \
+        (ing["metadata"].get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
+    if cls:
+        return cls
+    defaults = [n for n, c in classes.items()
+                if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"]
+    return defaults[0] if len(defaults) == 1 else None
+
+
+@dataclass
+class Claim:
+    """One Ingress path that claims the host and path."""
+
+    ingress: dict
+    path: str
+    path_type: str
+    backend: dict  # backend.service
+    rank: tuple[int, int]
+
+    @property
+    def key(self) -> str:
+        return _name(self.ingress)
+
+    @property
+    def created(self) -> str:
+        return self.ingress["metadata"].get("creationTimestamp") or ""
+
+
+def claims(ingresses: Iterable[dict], host: str, path: str) -> list[Claim]:
+    """Ingress paths claiming host+path, best first (longest, Exact before prefix, then oldest)."""
+    out = []
+    for ing in ingresses:
+        annotations = ing["metadata"].get("annotations") or {}
+        for rule in (ing.get("spec") or {}).get("rules") or []:
+            if not rule.get("host") or not host_matches(rule["host"], host):
+                continue
+            for p in (rule.get("http") or {}).get("paths") or []:
+                want, kind = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+                svc = (p.get("backend") or {}).get("service")
+                if svc and path_matches(kind, want, path, annotations):
+                    exact_host = 1 if not rule["host"].startswith("*.") else 0
+                    out.append(Claim(ing, want, kind, svc, (exact_host, len(want), 1 if kind == "Exact" else 0)))
+    out.sort(key=lambda c: (tuple(-x for x in c.rank), c.created, c.key))
+    return out
+
+
+def controllers_for(class_obj: dict, deployments: Iterable[dict]) -> list[dict]:
+    """Deployments running the controller an IngressClass names (``--controller-class``;
+    ingress-nginx's default is ``k8s.io/ingress-nginx``)."""
+    want = (class_obj.get("spec") or {}).get("controller") or ""
+    out = []
+    for d in deployments:
+        for c in (((d.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []:
+            args = [*(c.get("command") or []), *(c.get("args") or [])]
+            named = [a.split("=", 1)[1] for a in args if a.startswith("--controller-class=")]
+            is_nginx = any("nginx-ingress-controller" in a for a in args) or "ingress-nginx/controller" in \
+                (c.get("image") or "")
+            if want in named or (not named and is_nginx and want == INGRESS_NGINX_CONTROLLER):
+                out.append(d)
+                break
+    return out
+
+
+# ---- hops -------------------------------------------------------------------------------------
+
+
+def _lb_addresses(ing: dict) -> list[str]:
+    return [x.get("ip") or x.get("hostname") or "" for x in
+            ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+
+
+def check_dns(host: str, ing: dict | None, ctx: Context) -> Hop:
+    """Authoritative answers and the resolver's, compared with the Ingress's load balancer."""
+    if not ctx.dns_servers and not ctx.dns_resolver:
+        return Hop("dns", None, f"not configured in env {ctx.env} (set dns_resolver and "
+                                f"dns_authoritative_servers in parameters/{ctx.env}/env.yaml)")
+    answers = ctx.dns.get(host) or []
+    lb = _lb_addresses(ing) if ing else []
+    details: dict[str, Any] = {"load_balancer": lb, "answers": [a.__dict__ for a in answers]}
+    problems = []
+    for a in answers:
+        what = "resolver" if a.server == "resolver" else f"authoritative server {a.server}"
+        if a.error:
+            problems.append(f"{what} did not answer: {a.error}")
+        elif not a.addresses and not a.cnames:
+            problems.append(f"{what} has no record for {host} ({a.status})")
+        elif lb and not (set(lb) & (set(a.addresses) | {c.rstrip('.') for c in a.cnames})):
+            problems.append(f"{what} answers {', '.join(a.cnames + a.addresses)}, not the load balancer "
+                            f"{', '.join(lb)}")
+    if problems:
+        return Hop("dns", False, "; ".join(problems), f"DNS/{host}", details)
+    return Hop("dns", True, f"{host} resolves to {', '.join(lb) or 'an address'}"
+               + ("" if lb else " (the Ingress publishes no load balancer address to compare)"), None, details)
+
+
+def check_ingress(host: str, path: str, snap: Snapshot, found: list[Claim]) -> Hop:
+    """Which rules claim the host and path; duplicates; class → controller, ready; annotations."""
+    if not found:
+        defaults = [i for i in snap.ingresses if ((i.get("spec") or {}).get("defaultBackend") or {}).get("service")]
+        others = sorted({_name(i) for i in snap.ingresses for rule in (i.get("spec") or {}).get("rules") or []
+                         if rule.get("host") and host_matches(rule["host"], host)})
+        why = (f"Ingress(es) {', '.join(others)} serve {host} but no path matches {path}" if others
+               else f"no Ingress has a rule for host {host}")
+        return Hop("ingress", False, why + (f"; it falls to a defaultBackend ({_name(defaults[0])})" if defaults
+                                            else "; ingress-nginx answers 404"),
+                   f"Ingress/{others[0]}" if others else f"Host/{host}", {"no_ingress": not others})
+    win = found[0]
+    ing = win.ingress
+    ns, name = ing["metadata"].get("namespace", ""), ing["metadata"]["name"]
+    annotations = ing["metadata"].get("annotations") or {}
+    details: dict[str, Any] = {
+        "ingress": f"{ns}/{name}", "path": win.path, "pathType": win.path_type,
+        "backend": f"{win.backend.get('name')}:{_port_text(win.backend.get('port') or {})}",
+        "annotations": {k: v for k, v in annotations.items() if k in ROUTING_ANNOTATIONS},
+        "claims": [f"{c.key} {c.path} ({c.path_type})" for c in found],
+    }
+    default = (ing.get("spec") or {}).get("defaultBackend")
+    if default:
+        details["defaultBackend"] = (default.get("service") or {}).get("name")
+    cls = ingress_class_of(ing, snap.classes)
+    dup = [c for c in found[1:] if c.path == win.path and c.path_type == win.path_type and c.key != win.key
+           and ingress_class_of(c.ingress, snap.classes) == cls]
+    problems, resource = [], f"Ingress/{ns}/{name}"
+    if dup:
+        problems.append(f"{len(dup) + 1} Ingresses claim {host}{win.path}: {win.key} (older, served) and "
+                        f"{', '.join(c.key for c in dup)} (ignored); delete or change one of them")
+        details["duplicates"] = [c.key for c in dup]
+    if cls is None:
+        problems.append(f"Ingress {ns}/{name} has no ingressClassName and there is no single default "
+                        "IngressClass: no controller serves it")
+    elif cls not in snap.classes:
+        problems.append(f"IngressClass {cls} (named by Ingress {ns}/{name}) does not exist")
+        resource = f"IngressClass/{cls}"
+    else:
+        controller = (snap.classes[cls].get("spec") or {}).get("controller", "")
+        runners = controllers_for(snap.classes[cls], snap.deployments)
+        ready = [d for d in runners if ((d.get("status") or {}).get("readyReplicas") or 0) > 0]
+        details["ingressClass"] = cls
+        details["controller"] = controller
+        details["controller_deployments"] = [_name(d) for d in runners]
+        if not runners:
+            problems.append(f"IngressClass {cls} names controller {controller}, which no Deployment runs: "
+                            f"nothing serves Ingress {ns}/{name} (move it to a served class or deploy the "
+                            "controller)")
+            resource = f"IngressClass/{cls}"
+        elif not ready:
+            problems.append(f"the controller of IngressClass {cls} ({', '.join(_name(d) for d in runners)}) has "
+                            "no ready replica")
+            resource = f"Deployment/{_name(runners[0])}"
+    if problems:
+        return Hop("ingress", False, "; ".join(problems), resource, details)
+    notes = ", ".join(f"{k.rsplit('/', 1)[1]}={v}" for k, v in details["annotations"].items())
+    return Hop("ingress", True, f"{ns}/{name} {win.path} ({win.path_type}) → {details['backend']}, class {cls}"
+               + (f"; {notes}" if notes else ""), resource, details)
+
+
+def _port_text(port: Mapping[str, Any]) -> str:
+    return str(port.get("name") or port.get("number") or "?")
+
+
+def check_tls(host: str, ing: dict | None, snap: Snapshot, probe: Probe | None) -> Hop:
+    """A TLS section covers the host; its Secret exists and holds a valid certificate whose SANs
+    cover the host, with a complete chain; the ingress serves that certificate."""
+    if ing is None:
+        return Hop("tls", None, "no Ingress: nothing to check")
+    ns, name = ing["metadata"].get("namespace", ""), ing["metadata"]["name"]
+    sections = [t for t in (ing.get("spec") or {}).get("tls") or []
+                if any(host_matches(h, host) for h in t.get("hosts") or [])]
+    if not sections or not sections[0].get("secretName"):
+        return Hop("tls", False, f"no TLS section of Ingress {ns}/{name} covers {host}: the ingress serves "
+                                 "its default (fake) certificate; add the host to spec.tls",
+                   f"Ingress/{ns}/{name}")
+    secret_name = sections[0]["secretName"]
+    resource = f"Secret/{ns}/{secret_name}"
+    secret = snap.secrets.get((ns, secret_name))
+    if secret is None:
+        return Hop("tls", False, f"TLS Secret {ns}/{secret_name} does not exist: the ingress serves its "
+                                 "default (fake) certificate", resource)
+    info = certs.read_tls_secret(secret, check_key=False)
+    details: dict[str, Any] = {"secret": f"{ns}/{secret_name}", "sha256": info.sha256}
+    if info.error or info.leaf is None:
+        return Hop("tls", False, f"TLS Secret {ns}/{secret_name}: {info.error}", resource, details)
+    leaf, problems = info.leaf, []
+    details.update(not_after=leaf.not_after.isoformat(), issuer=leaf.issuer, sans=leaf.dns_names)
+    days = leaf.days_left(snap.now)
+    if days < 0:
+        problems.append(f"its certificate expired {-days:.0f} day(s) ago ({leaf.not_after:%Y-%m-%d})")
+    elif leaf.not_before > snap.now:
+        problems.append(f"its certificate is not valid before {leaf.not_before:%Y-%m-%d %H:%M} UTC")
+    if not certs.host_covered(host, leaf.dns_names):
+        problems.append(f"its SANs ({', '.join(leaf.dns_names) or 'none'}) do not cover {host}")
+    if not info.chain_complete or not info.chain_in_order:
+        problems.append(f"its chain is broken: {info.chain_problem}")
+    if probe is not None and not probe.error and probe.sha256:
+        details["served_sha256"] = probe.sha256
+        if probe.sha256 != info.sha256:
+            problems.append(f"the ingress serves another certificate for {host} ({certs._cn(probe.subject)}, "
+                            f"sha256 {probe.sha256[:16]}…) than the Secret holds ({info.sha256[:16]}…)")
+    if problems:
+        return Hop("tls", False, f"TLS Secret {ns}/{secret_name}: " + "; ".join(problems), resource, details)
+    return Hop("tls", True, f"{ns}/{secret_name} valid for {days:.0f} more day(s), covers {host}"
+               + (", served" if probe is not None and probe.sha256 else ""), resource, details)
+
+
+def _find_port(pod: dict, target: Any, protocol: str = "TCP") -> int | None:
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        return int(target)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for cp in c.get("ports") or []:
+            if cp.get("name") == target and cp.get("protocol", "TCP") == protocol:
+                return cp.get("containerPort")
+    return None
+
+
+def _selects(selector: Mapping[str, str], pod: dict) -> bool:
+    labels = pod["metadata"].get("labels") or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _ready(pod: dict) -> bool:
+    return kube.condition(pod, "Ready").get("status") == "True"
+
+
+def check_backend(ns: str, backend: Mapping[str, Any] | None, snap: Snapshot) -> tuple[Hop, list[Finding]]:
+    """The Service and its port, the targetPort against the pods' container ports, ready
+    EndpointSlice endpoints, and the pods behind them (ready, restarts, Warning events)."""
+    if not backend:
+        return Hop("backend", None, "no backend to check"), []
+    svc_name, want = backend.get("name", ""), backend.get("port") or {}
+    resource = f"Service/{ns}/{svc_name}"
+    svc = snap.services.get((ns, svc_name))
+    if svc is None:
+        return Hop("backend", False, f"Service {ns}/{svc_name} does not exist (the ingress answers 503)",
+                   resource), []
+    spec = svc.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return Hop("backend", True, f"ExternalName Service → {spec.get('externalName')}", resource), []
+    port = next((p for p in spec.get("ports") or [] if ("name" in want and p.get("name") == want["name"])
+                 or ("number" in want and p.get("port") == want["number"])), None)
+    if port is None:
+        have = ", ".join(f"{p.get('name') or '-'}:{p.get('port')}" for p in spec.get("ports") or [])
+        return Hop("backend", False, f"Service {ns}/{svc_name} has no port {_port_text(want)} (it has {have}); "
+                                     "fix the Ingress backend's port or the Service", resource), []
+    target = port.get("targetPort", port.get("port"))
+    selector = spec.get("selector") or {}
+    selected = [p for (pns, _), p in snap.pods.items() if pns == ns and _selects(selector, p)
+                and (p.get("status") or {}).get("phase") in ("Running", "Pending")]
+    details: dict[str, Any] = {"service_port": f"{port.get('name') or '-'}:{port.get('port')}",
+                               "targetPort": target, "selected_pods": len(selected)}
+    if selected and isinstance(target, str) and not target.isdigit():
+        unresolved = [p for p in selected if _find_port(p, target, port.get("protocol", "TCP")) is None]
+        if len(unresolved) == len(selected):
+            names = sorted({f"{cp.get('name') or '-'}:{cp.get('containerPort')}" for p in selected
+                            for c in p["spec"].get("containers") or [] for cp in c.get("ports") or []})
+            return Hop("backend", False, f"Service {ns}/{svc_name} port {port.get('name') or port.get('port')} "
+                                         f"targets port '{target}', which no container of its {len(selected)} "
+                                         f"pod(s) declares (they have {', '.join(names) or 'no named ports'}); "
+                                         "set targetPort to the container port's name or number",
+                       resource, details), []
+    elif selected and isinstance(target, int):
+        declared = {cp.get("containerPort") for p in selected for c in p["spec"].get("containers") or []
+                    for cp in c.get("ports") or []}
+        if declared and target not in declared:
+            details["note"] = f"targetPort {target} is not among the declared container ports {sorted(declared)}"
+    slices = snap.slices.get((ns, svc_name), [])
+    ready_pods, not_ready = [], []
+    for s in slices:
+        if not any((sp.get("name") or "") == (port.get("name") or "") for sp in s.get("ports") or []):
+            continue
+        for ep in s.get("endpoints") or []:
+            ref = (ep.get("targetRef") or {}).get("name") or (ep.get("addresses") or [""])[0]
+            (ready_pods if (ep.get("conditions") or {}).get("ready", True) else not_ready).append(ref)
+    details.update(ready_endpoints=len(ready_pods), not_ready_endpoints=len(not_ready))
+    findings: list[Finding] = []
+    pods_info = []
+    for name in sorted(set(ready_pods) | set(not_ready)):
+        pod = snap.pods.get((ns, name))
+        if pod is None:
+            continue
+        restarts = sum(s.get("restartCount", 0) for s in (pod.get("status") or {}).get("containerStatuses") or [])
+        warnings = snap.events.get((ns, name), [])
+        pods_info.append({"pod": name, "ready": _ready(pod), "restarts": restarts,
+                          "warning_events": sorted({e.get("reason", "") for e in warnings})})
+    details["pods"] = pods_info
+    if not ready_pods:
+        why = ("its selector matches no pod" if not selected else
+               f"none of its {len(selected)} pod(s) is ready")
+        if selected and not slices:
+            why = "no EndpointSlice lists its pods"
+        return Hop("backend", False, f"Service {ns}/{svc_name} has no ready endpoints ({why}): the ingress "
+                                     "answers 503", resource, details), findings
+    troubled = [p for p in pods_info if p["restarts"] or p["warning_events"] or not p["ready"]]
+    text = f"{ns}/{svc_name}:{port.get('port')} → {len(ready_pods)} ready endpoint(s)"
+    if not_ready:
+        text += f", {len(not_ready)} not ready"
+    if troubled:
+        text += "; " + ", ".join(f"{p['pod']} ({p['restarts']} restarts"
+                                 + (f", {'/'.join(p['warning_events'])}" if p["warning_events"] else "") + ")"
+                                 for p in troubled[:3])
+    return Hop("backend", True, text, resource, details), findings
+
+
+def check_probe(host: str, path: str, ctx: Context, upstream: str | None) -> Hop:
+    """The live request through the ingress; with Prometheus, 5xx ratio and p99 over 15 minutes;
+    with logs, the controller's upstream errors."""
+    details: dict[str, Any] = {}
+    problems, notes = [], []
+    ok: bool | None = None
+    probe = ctx.probes.get(host)
+    if probe is None:
+        notes.append(f"no ingress_url in env {ctx.env}: no live request")
+    elif probe.error:
+        problems.append(f"https://{host}{path} through {ctx.ingress_url} failed: {probe.error}")
+    else:
+        details.update(status=probe.status, latency_ms=probe.latency_ms, certificate=probe.subject,
+                       sha256=probe.sha256)
+        status = probe.status or 0
+        if status >= 500 or status == 404 or status == 0:
+            problems.append(f"https://{host}{path} answers {status} in {probe.latency_ms:.0f} ms"
+                            + (f" ({cut(probe.body, 120)})" if probe.body else ""))
+        else:
+            ok = True
+            notes.append(f"{status} in {probe.latency_ms:.0f} ms, certificate {certs._cn(probe.subject) or '-'}")
+    if ctx.metrics is None:
+        notes.append(ctx.metrics_error or "Prometheus not configured")
+    else:
+        m = ctx.metrics.get(host) or {}
+        ratio, p99 = m.get("ratio_5xx"), m.get("p99")
+        details.update(ratio_5xx_15m=ratio, p99_seconds_15m=p99)
+        if ratio is not None and ratio == ratio:  # not NaN
+            if ratio > ctx.max_5xx_ratio:
+                problems.append(f"5xx ratio {ratio:.1%} over the last 15 minutes (> {ctx.max_5xx_ratio:.0%})")
+            else:
+                notes.append(f"5xx {ratio:.2%}")
+        if p99 is not None and p99 == p99:
+            if p99 > ctx.max_p99_seconds:
+                problems.append(f"p99 latency {p99:.2f} s over the last 15 minutes (> {ctx.max_p99_seconds} s)")
+            else:
+                notes.append(f"p99 {p99 * 1000:.0f} ms")
+    if ctx.log_errors is not None and upstream:
+        n = ctx.log_errors.get(upstream, 0)
+        details["upstream_error_lines"] = n
+        if n:
+            notes.append(f"{n} controller error line(s) for upstream {upstream}")
+    if problems:
+        return Hop("probe", False, "; ".join(problems), f"Host/{host}", details)
+    if ok is None and not ctx.metrics:
+        return Hop("probe", None, "; ".join(notes), None, details)
+    return Hop("probe", True, "; ".join(notes), None, details)
+
+
+# ---- next runbook ---------------------------------------------------------------------------
+
+
+def next_step(hop: Hop, host: str, env: str, backend_ns: str = "", backend_svc: str = "") -> str:
+    """The next runbook to run for a red hop, as the exact command (read-only advice)."""
+    if hop.name == "dns":
+        return f"runbooks run dns-audit --env {env}"
+    if hop.name == "tls" and hop.resource and hop.resource.startswith("Secret/"):
+        _, ns, name = hop.resource.split("/", 2)
+        return f"runbooks run certificate-rotation --env {env} -p certificates '[\"{ns}/{name}\"]'"
+    if hop.name in ("backend", "probe") and backend_ns and backend_svc:
+        return f"runbooks run incident-investigation --env {env} -p namespace {backend_ns} -p service {backend_svc}"
+    return ""
+
+
+# ---- one host ------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-")
+
+
+def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_ok: bool = True) -> HostResult:
+    """Walk the chain for one host (every hop, even after a red one) and build its findings
+    (``per_host_ok``: an ``ok`` finding when every hop is green)."""
+    found = claims(snap.ingresses, host, path)
+    win = found[0] if found else None
+    ing = win.ingress if win else None
+    hops: dict[str, Hop] = {}
+    hops["dns"] = check_dns(host, ing, ctx)
+    hops["ingress"] = check_ingress(host, path, snap, found)
+    hops["tls"] = check_tls(host, ing, snap, ctx.probes.get(host))
+    ns = ing["metadata"].get("namespace", "") if ing else ""
+    backend = win.backend if win else None
+    hops["backend"], extra = check_backend(ns, backend, snap)
+    upstream = None
+    if backend:
+        upstream = f"{ns}-{backend.get('name')}-{_port_text(backend.get('port') or {})}"
+    hops["probe"] = check_probe(host, path, ctx, upstream)
+    findings: list[Finding] = list(extra)
+    first = next((h for h in HOPS if hops[h].ok is False), None)
+    svc = (backend or {}).get("name", "")
+    step = next_step(hops[first], host, ctx.env, ns, svc) if first else ""
+    shown_path = path if path != "/" else ""
+    for name in HOPS:
+        hop = hops[name]
+        if hop.ok is not False:
+            continue
+        code = "no-ingress" if name == "ingress" and hop.details.get("no_ingress") else name
+        lead = name == first
+        findings.append(Finding(
+            id=f"reachability/{_slug(host)}/{code}", severity="critical",
+            title=f"{host}{shown_path}: {HOP_TITLES[name]} hop broken" + (" (first broken hop)" if lead else ""),
+            detail=hop.reason + (f". Next: {step}" if lead and step else ""), resource=hop.resource,
+            evidence={"hop": name, "first_broken": lead, "next": step if lead else "",
+                      **{k: v for k, v in hop.details.items() if k in (
+                          "duplicates", "controller", "sans", "targetPort", "status", "secret", "ready_endpoints",
+                          "ingress")}}))
+    if first is None and per_host_ok:
+        findings.append(Finding(id=f"reachability/{_slug(host)}", severity="ok",
+                                title=f"{host}{shown_path}: reachable",
+                                detail="; ".join(f"{HOP_TITLES[h]}: {hops[h].reason}" for h in HOPS),
+                                resource=hops["ingress"].resource))
+    return HostResult(host, path, hops, findings)
+
+
+# ---- network checks for many hosts ---------------------------------------------------------------
+
+
+def _split(endpoint: str, default_port: int) -> tuple[str, int]:
+    if endpoint.startswith("["):
+        h, _, rest = endpoint[1:].partition("]")
+        return h, int(rest[1:]) if rest else default_port
+    h, _, p = endpoint.partition(":")
+    return h, int(p) if p else default_port
+
+
+def probe(host: str, path: str, endpoint: str, *, timeout: float = 5.0) -> Probe:
+    """One HTTPS GET with SNI and Host ``host`` to the ingress ``endpoint``: status, latency and
+    the certificate presented. Verification is off on purpose: the point is to see what is
+    served (the TLS hop judges it)."""
+    address, port = certs.split_endpoint(endpoint)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    out = Probe(host)
+    started = time.perf_counter()
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.sock = tls
+            conn.request("GET", path, headers={"Host": host, "User-Agent": "kube-runbooks/service-reachability",
+                                               "Connection": "close"})
+            resp = conn.getresponse()
+            out.body = resp.read(4096).decode("utf-8", "replace").strip()
+            out.status = resp.status
+    except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+        out.error = f"{type(e).__name__}: {cut(str(e), 160)}"
+        return out
+    out.latency_ms = (time.perf_counter() - started) * 1000
+    if der:
+        cert = x509.load_der_x509_certificate(der)
+        out.sha256 = cert.fingerprint(hashes.SHA256()).hex()
+        out.subject, out.issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        out.not_after = cert.not_valid_after_utc
+    return out
+
+
+def dns_query(host: str, server: str | None, *, recursive: bool = True, timeout: float = 3.0,
+              label: str = "") -> DnsAnswer:
+    """A and AAAA records (and the CNAMEs on the way) for ``host`` from ``server`` (``host:port``;
+    None: the system resolver), with dnspython. ``recursive=False`` asks an authoritative server
+    (RD flag off)."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+    import dns.resolver
+
+    out = DnsAnswer(label or server or "resolver")
+    try:
+        for rtype in ("A", "AAAA"):
+            if server is None:
+                resolver = dns.resolver.Resolver()
+                resolver.lifetime = timeout
+                try:
+                    resp = resolver.resolve(host, rtype, raise_on_no_answer=False).response
+                except dns.resolver.NXDOMAIN:
+                    out.status = "NXDOMAIN"
+                    break
+            else:
+                address, port = _split(server, 53)
+                q = dns.message.make_query(host, rtype)
+                if not recursive:
+                    q.flags &= ~dns.flags.RD
+                resp = dns.query.udp(q, address, port=port, timeout=timeout)
+                if resp.rcode() != dns.rcode.NOERROR:
+                    out.status = dns.rcode.to_text(resp.rcode())
+                    break
+            for rr in resp.answer:
+                if rr.rdtype == dns.rdatatype.CNAME:
+                    out.cnames += [r.target.to_text().rstrip(".") for r in rr if r.target.to_text().rstrip(".")
+                                   not in out.cnames]
+                elif rr.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                    out.addresses += [r.to_text() for r in rr]
+    except (dns.exception.DNSException, OSError) as e:
+        out.error = f"{type(e).__name__}: {cut(str(e), 160)}"
+    return out
+
+
+def network_checks(hosts: Sequence[str], path: str, ctx: Context, *, timeout: float = 5.0,
+                   concurrency: int = 16) -> None:
+    """DNS queries and live probes for every host, concurrently with a bound (fills ``ctx``)."""
+    jobs: list[tuple[str, str, Callable[[], Any]]] = []
+    if ctx.ingress_url:
+        jobs += [("probe", h, (lambda h=h: probe(h, path, ctx.ingress_url, timeout=timeout))) for h in hosts
+                 if not h.startswith("*.")]
+    if ctx.dns_servers or ctx.dns_resolver:
+        for h in hosts:
+            resolver = None if ctx.dns_resolver in (None, "system") else ctx.dns_resolver
+            jobs.append(("dns", h, lambda h=h, s=resolver: dns_query(h, s, timeout=timeout, label="resolver")))
+            for s in ctx.dns_servers:
+                jobs.append(("dns", h, lambda h=h, s=s: dns_query(h, s, recursive=False, timeout=timeout)))
+    probes: dict[str, Probe] = dict(ctx.probes)
+    dns: dict[str, list[DnsAnswer]] = {h: list(v) for h, v in ctx.dns.items()}
+    if jobs:
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs)))) as pool:
+            for (kind, h, _), result in zip(jobs, pool.map(lambda j: j[2](), jobs), strict=True):
+                if kind == "probe":
+                    probes[h] = result
+                else:
+                    dns.setdefault(h, []).append(result)
+    ctx.probes, ctx.dns = probes, dns
+
+
+def ingress_metrics(prom: Any, hosts: Sequence[str]) -> dict[str, dict[str, float]]:
+    """5xx ratio and p99 latency per host over the last 15 minutes (one query each, all hosts)."""
+    from . import metrics
+
+    if len(hosts) == 1:  # one host: only its series; none given: every host
+        sel = f'host="{metrics._promql_string(hosts[0])}"'
+    else:
+        sel = 'host!=""'
+    out: dict[str, dict[str, float]] = {}
+    for key, promql in (("ratio_5xx", FIVE_XX_QUERY), ("p99", P99_QUERY)):
+        df = metrics.query(prom, promql.format(sel=sel))
+        if "host" not in df.columns:
+            continue
+        for row in df.itertuples():
+            out.setdefault(str(row.host), {})[key] = float(row.value)
+    return out
+
+
+def upstream_errors(src: Any, controller: str, *, lookback: str = "15m") -> dict[str, int]:
+    """Error lines of the ingress controller per upstream name (``namespace-service-port``)."""
+    from . import logs
+
+    ns, _, name = controller.partition("/")
+    df = logs.top_errors(src, ns or None, name or None, lookback=lookback, limit=50)
+    out: dict[str, int] = {}
+    for row in df.itertuples():
+        for m in re.finditer(r"\[([a-z0-9-]+-[a-z0-9-]+-[0-9a-z-]+)\]", str(row.example)):
+            out[m.group(1)] = out.get(m.group(1), 0) + int(row.count)
+    return out
+
+
+# ---- the runbook's entry points ------------------------------------------------------------------
+
+
+def env_of(run_dir: str | None) -> str:
+    """The environment a run belongs to (``outputs/<env>/<runbook>/<ts>``), else $RUNBOOKS_ENV."""
+    import os
+    from pathlib import Path
+
+    if run_dir:
+        parts = Path(run_dir).parts
+        if len(parts) >= 3:
+            return parts[-3]
+    return os.environ.get("RUNBOOKS_ENV") or "this environment"
+
+
+@dataclass
+class Reachability:
+    """Every host's result, with the shared context."""
+
+    results: list[HostResult]
+    ctx: Context
+    extra: list[Finding] = field(default_factory=list)  # data sources that were down
+
+    @property
+    def findings(self) -> list[Finding]:
+        out = [f for r in self.results for f in r.findings] + list(self.extra)
+        if not self.ctx.dns_servers and not self.ctx.dns_resolver:
+            out.append(Finding(id="reachability/dns-not-configured", severity="info",
+                               title="DNS hop not checked: no DNS servers configured",
+                               detail=f"not configured in env {self.ctx.env}: set dns_resolver (host:port or "
+                                      f"'system') and dns_authoritative_servers in parameters/{self.ctx.env}/env.yaml"))
+        return out
+
+    def chain(self, only_broken: bool | None = None) -> pd.DataFrame:
+        """One row per host and hop: status (green/red/grey) and reason.
+
+        ``only_broken`` (default: when there are more than 20 hosts) leaves out the hosts whose
+        every hop is green: their verdict is in :meth:`verdicts`.
+        """
+        if only_broken is None:
+            only_broken = len(self.results) > MANY_HOSTS
+        rows = []
+        for r in self.results:
+            first = r.first_broken
+            if only_broken and first is None:
+                continue
+            for name in HOPS:
+                hop = r.hops[name]
+                rows.append({"host": r.host, "hop": HOP_TITLES[name],
+                             "status": {True: "green", False: "red", None: "grey"}[hop.ok],
+                             "first_broken": first is not None and first.name == name,
+                             "reason": hop.reason, "object": hop.resource or ""})
+        return pd.DataFrame(rows, columns=["host", "hop", "status", "first_broken", "reason", "object"])
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per host, broken ones first: its verdict (the first red hop) and the next command."""
+        rows = []
+        for r in self.results:
+            first = r.first_broken
+            step = ""
+            if first is not None:
+                f = next((f for f in r.findings if (f.evidence or {}).get("first_broken")), None)
+                step = (f.evidence or {}).get("next", "") if f else ""
+            rows.append({"host": r.host, "verdict": "reachable" if first is None else "broken",
+                         "first_broken_hop": HOP_TITLES[first.name] if first else "",
+                         "object": first.resource if first else "", "reason": first.reason if first else "",
+                         "next": step})
+        rows.sort(key=lambda row: (row["verdict"] != "broken", row["host"]))
+        return pd.DataFrame(rows, columns=["host", "verdict", "first_broken_hop", "object", "reason", "next"])
+
+
+def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | None = None,
+          on_source: Callable[[str, bool, str], None] | None = None) -> Reachability:
+    """Run every hop for ``params.host`` (or every Ingress host with ``all``).
+
+    ``sources`` holds connected clients (:func:`connect_sources`; None: not configured). The
+    cluster read, the DNS queries and HTTPS probes, and each data source (checked, then
+    queried once for all hosts) run concurrently; a data source that fails is reported through
+    ``on_source(name, ok, detail)``, becomes a warning finding, and its part is skipped.
+    """
+    sources = dict(sources or {})
+    single = params.host != "all"
+    ctx = Context(env=env_of(params.run_dir), ingress_url=params.ingress_url or "",
+                  dns_resolver=params.dns_resolver, dns_servers=tuple(params.dns_authoritative_servers),
+                  max_5xx_ratio=params.max_5xx_ratio, max_p99_seconds=params.max_p99_seconds)
+    probes = source_probes()
+    down: list[Finding] = []
+
+    def use(name: str, conn: Any, query: Callable[[], Any]) -> Any:
+        try:
+            state = probes[name](conn)
+            value = query()
+        except SOURCE_ERRORS as e:
+            if on_source:
+                on_source(name, False, f"{type(e).__name__}: {e}")
+            down.append(Finding(id=f"data-source-down/{name}", severity="warning",
+                                title=f"{name} is unavailable: its checks were skipped", detail=cut(str(e)),
+                                resource=name))
+            return None
+        if on_source:
+            on_source(name, True, "" if state is None else cut(str(state)))
+        return value
+
+    def net(hosts: Sequence[str]) -> None:
+        network_checks(hosts, params.path, ctx, timeout=params.probe_timeout_seconds,
+                       concurrency=params.concurrency)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        snap_f = pool.submit(snapshot, cluster, event_window_hours=params.event_window_hours)
+        net_f = pool.submit(net, [params.host]) if single else None
+        prom, log_source = sources.get("prometheus"), sources.get("logs")
+        metrics_f = pool.submit(use, "prometheus", prom, lambda: ingress_metrics(
+            prom, [params.host] if single else [])) if prom is not None else None
+        logs_f = pool.submit(use, "logs", log_source, lambda: upstream_errors(
+            log_source, params.ingress_controller)) if log_source is not None else None
+        snap = snap_f.result()
+        hosts = [params.host] if single else snap.hosts()
+        if not hosts:
+            raise InvalidInput("host 'all': no Ingress in the cluster names a host")
+        if net_f is None:
+            net_f = pool.submit(net, hosts)
+        net_f.result()
+        if metrics_f is not None:
+            ctx.metrics = metrics_f.result()
+            if ctx.metrics is None:
+                ctx.metrics_error = "Prometheus unavailable"
+        if logs_f is not None:
+            ctx.log_errors = logs_f.result()
+    many = len(hosts) > MANY_HOSTS
+    results = [check_host(h, params.path, snap, ctx, per_host_ok=not many) for h in hosts]
+    out = Reachability(results, ctx)
+    out.extra = down
+    reachable = [r.host for r in results if r.first_broken is None]
+    if many and reachable:  # one finding lists them, rather than hundreds of "ok" rows
+        out.extra.append(Finding(id="reachability/reachable", severity="ok",
+                                 title=f"{len(reachable)} of {len(hosts)} hosts reachable",
+                                 detail="every hop green: " + ", ".join(reachable[:20])
+                                        + (f" and {len(reachable) - 20} more" if len(reachable) > 20 else ""),
+                                 evidence={"hosts": reachable}))
+    return out
+
+
+def connect_sources(params: Any) -> dict[str, Any]:
+    """Connections for the configured data sources (None where no URL is set); nothing is sent yet."""
+    from . import logs, metrics
+
+    return {
+        "prometheus": metrics.connect(params.prometheus_url, verify=params.verify_tls)
+        if params.prometheus_url else None,
+        "logs": logs.connect(params.elasticsearch_url, params.log_index, verify_certs=params.verify_tls)
+        if params.elasticsearch_url else None,
+    }
+
+
+def source_probes() -> dict[str, Callable[[Any], Any]]:
+    """How each data source is checked in preflight."""
+    from . import logs, metrics
+    from .errors import Unavailable
+
+    def probe_logs(src: Any) -> str:
+        state = logs.check(src)
+        if not state["reachable"]:
+            raise Unavailable(f"log store {src.url}: {state['error']}")
+        return f"{state['docs']} documents in {state['indices']} indices"
+
+    return {"prometheus": lambda c: metrics.check(c), "logs": probe_logs}
+
+
+def headline(result: Reachability) -> str:
+    """One line per host for the top of the report: the first red hop, or reachable."""
+    lines = []
+    for r in result.results:
+        first = r.first_broken
+        if first is None:
+            lines.append(f"**{r.host}{r.path if r.path != '/' else ''}**: reachable, every hop green.")
+        else:
+            lines.append(f"**{r.host}{r.path if r.path != '/' else ''}**: broken at **{HOP_TITLES[first.name]}** "
+                         f"({first.resource or ''}): {first.reason}")
+    if len(lines) > 20:
+        broken = sum(1 for r in result.results if r.first_broken is not None)
+        return f"**{len(lines)} hosts: {broken} broken, {len(lines) - broken} reachable** (see the verdicts below)"
+    return "\n\n".join(lines)
