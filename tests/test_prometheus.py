@@ -75,7 +75,7 @@ def test_servers_listen_on_loopback_and_answer(stack):
     assert stack.prom.startswith("http://127.0.0.1:") and stack.am.startswith("http://127.0.0.1:")
     assert metrics.check(stack.prom)["version"].startswith("2.")
     assert alerts.check(stack.am)["cluster"] == "disabled"  # no gossip listener on 0.0.0.0:9094
-    assert 200_000 < stack.obs.stats["samples"] < 2_500_000
+    assert 200_000 < stack.obs.stats["samples"] < 3_500_000  # grows with the scenario's pods
     state = observability.read_state(stack.obs.state_dir)
     assert state["prometheus"]["pid"] == stack.obs.procs["prometheus"].pid
 
