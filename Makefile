@@ -23,9 +23,9 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to run as root without being told (the Debian set-up here is root).
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# Debian packages later features need (the real Prometheus and Alertmanager for the
-# sandbox). Installed only when missing, with a single `apt-get update` first.
-DEB_PACKAGES := prometheus prometheus-alertmanager
+# Debian packages later features need (the real Prometheus and Alertmanager, BIND 9 and
+# PowerDNS with its sqlite3 backend for the sandbox). Installed only when missing, with a single `apt-get update` first.
+DEB_PACKAGES := prometheus prometheus-alertmanager bind9 bind9-dnsutils pdns-server pdns-backend-sqlite3
 # Debian splits venv/ensurepip out of the interpreter: ask for it only where it is missing.
 VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv)
 
