@@ -93,6 +93,8 @@ class EnvConfig(BaseModel):
     elasticsearch_url: str | None = None
     ingress_url: str | None = None
     ingress_ca_file: str | None = None
+    cluster_dns_server: str | None = None
+    dns_providers: dict[str, dict[str, Any]] | None = None
 
     def connections(self) -> dict[str, Any]:
         """The settings that become parameters (everything but the description)."""
