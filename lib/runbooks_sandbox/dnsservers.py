@@ -118,6 +118,17 @@ def _soa(zone: str) -> str:
             f"@ IN NS ns1.{zone}.\nns1.{zone}. IN A 127.0.0.1\n")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """The server gets SIGTERM when the sandbox process dies, whatever way it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, Linux only
+        pass
+
+
 class _Process:
     """One server process: spawn, wait until it answers, stop (only this pid)."""
 
@@ -129,7 +140,7 @@ class _Process:
         log_file = open(self.dir / f"{self.name}.log", "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.dir, start_new_session=True)
+                                         cwd=self.dir, start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log_file.close()
 
