@@ -33,7 +33,7 @@ VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || ech
 
 help:
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make demo   start the sandbox, show it, run cluster-health and incident-investigation on it, stop it"
+	@echo "make demo   start the sandbox, show it, run cluster-health, incident-investigation and dns-audit on it, stop it"
 	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
 	@echo "make lint   ruff check and import contracts"
 	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
@@ -79,8 +79,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health and"
-	@echo ">>       incident-investigation (the checkout incident) on it, stop it"
+	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health,"
+	@echo ">>       incident-investigation (the checkout incident) and dns-audit on it, stop it"
 	@started=no; \
 	if ! $(BIN)/runbooks sandbox status >/dev/null 2>&1; then \
 	  started=yes; \
@@ -97,7 +97,10 @@ demo: setup
 	else \
 	  echo ">> kubectl is not on PATH: skipping 'kubectl get pods -A'"; \
 	fi; \
-	for rb in cluster-health incident-investigation; do \
+	creds=$(SANDBOX_DIR)/dns/credentials.env; \
+	if [ -f $$creds ]; then echo ">> DNS provider credentials for dns-audit from $$creds (PDNS_API_KEY, RFC2136_TSIG_SECRET)"; \
+	  set -a; . ./$$creds; set +a; fi; \
+	for rb in cluster-health incident-investigation dns-audit; do \
 	  echo ">> runbooks run $$rb --env sandbox (exit 1 = findings, as planted in the sandbox)"; \
 	  set +e; $(BIN)/runbooks run $$rb --env sandbox; code=$$?; set -e; \
 	  if [ $$code -gt 1 ]; then echo "!! $$rb failed (exit $$code)" >&2; exit $$code; fi; \

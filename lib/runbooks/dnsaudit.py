@@ -528,6 +528,20 @@ def owner_findings(insts: list[Instance]) -> list[Finding]:
     return out
 
 
+def audit_providers(providers: dict[str, dns.Provider], matched: dict[str, Instance | None], ingresses: list[dict],
+                    services: list[dict], *, hostnames: Iterable[str] = (), ttl_factor: float = 10.0
+                    ) -> dict[str, ProviderAudit]:
+    """:func:`audit_provider` for every provider at once (one thread each: their servers work in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hostnames = list(hostnames)
+    with ThreadPoolExecutor(max_workers=max(1, len(providers))) as pool:
+        futures = {name: pool.submit(audit_provider, name, prov, matched.get(name), ingresses, services,
+                                     hostnames=hostnames, ttl_factor=ttl_factor)
+                   for name, prov in providers.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 def audit(cluster: kube.Cluster, providers: dict[str, dns.Provider], *, image: str = "external-dns",
           hostnames: Iterable[str] = (), ttl_factor: float = 10.0) -> Audit:
     """Every provider's verdicts plus the instance findings (no authoritative queries: see :func:`answers`)."""
@@ -535,17 +549,14 @@ def audit(cluster: kube.Cluster, providers: dict[str, dns.Provider], *, image: s
     ingresses = kube.list_objects(cluster, "ingresses")
     services = kube.list_objects(cluster, "services")
     findings = owner_findings(insts)
-    audits = {}
-    hostnames = list(hostnames)
-    for name, prov in providers.items():
-        inst = match_instance(name, prov, insts)
+    matched = {name: match_instance(name, prov, insts) for name, prov in providers.items()}
+    for name, inst in matched.items():
         if inst is None:
             findings.append(Finding(id=f"externaldns-no-instance/{name}", severity="warning",
-                                    title=f"no ExternalDNS instance writes provider {name} ({prov.kind})",
+                                    title=f"no ExternalDNS instance writes provider {name} ({providers[name].kind})",
                                     detail="its records were read but nothing is desired from it; set `instance` "
                                            "in its settings if the Deployment is unusual", resource=name))
-        audits[name] = audit_provider(name, prov, inst, ingresses, services, hostnames=hostnames,
-                                      ttl_factor=ttl_factor)
+    audits = audit_providers(providers, matched, ingresses, services, hostnames=hostnames, ttl_factor=ttl_factor)
     configured = {p.kind for p in providers.values()}
     for inst in insts:
         if inst.provider not in configured:
@@ -557,18 +568,28 @@ def audit(cluster: kube.Cluster, providers: dict[str, dns.Provider], *, image: s
 
 
 def answers(result: Audit, *, concurrency: int = 200, timeout: float = 2.0) -> None:
-    """Ask each provider's authoritative server about every audited hostname (bounded, concurrent)."""
-    for pa in result.providers.values():
-        questions = [(r.hostname, t) for r in pa.rows for t in ("A", "CNAME")]
-        got = dns.query_many(pa.provider.nameserver, questions, concurrency=concurrency, timeout=timeout)
+    """Ask each provider's authoritative server about every audited hostname (bounded, concurrent).
+
+    One A question per hostname: an authoritative server answers a CNAME owner with the CNAME.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(pa: ProviderAudit) -> dict[tuple[str, str], dns.Answer]:
+        return dns.query_many(pa.provider.nameserver, [(r.hostname, "A") for r in pa.rows],
+                              concurrency=concurrency, timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(result.providers))) as pool:
+        replies = list(pool.map(ask, result.providers.values()))
+    for pa, got in zip(result.providers.values(), replies, strict=True):
         for r in pa.rows:
-            a, c = got.get((r.hostname, "A")), got.get((r.hostname, "CNAME"))
-            if a is None or c is None:
+            a = got.get((r.hostname, "A"))
+            if a is None:
                 continue
+            cname = [v for owner, t, _, v in a.records if t == "CNAME" and owner == r.hostname]
             if a.error:
                 r.answer = a.error
-            elif c.values("CNAME"):
-                r.answer = "CNAME " + ", ".join(v.rstrip(".") for v in c.values("CNAME"))
+            elif cname:
+                r.answer = "CNAME " + ", ".join(sorted(v.rstrip(".") for v in cname))
             elif a.values("A"):
                 r.answer = "A " + ", ".join(a.values("A"))
             else:

@@ -271,7 +271,7 @@ class PowerDNS:
             "api=yes", f"api-key={self.api_key}", "webserver=yes", "webserver-address=127.0.0.1",
             f"webserver-port={self.api_port}", "webserver-allow-from=127.0.0.0/8", f"socket-dir={self.dir}",
             "guardian=no", "daemon=no", "disable-syslog=yes", "loglevel=4", "receiver-threads=1",
-            "distributor-threads=1", "query-cache-ttl=0", "negquery-cache-ttl=0", "cache-ttl=0",
+            "distributor-threads=1",
             "zone-cache-refresh-interval=0", "primary=no", "secondary=no", "default-ttl=300", "",
         ])
         (self.dir / "pdns.conf").write_text(conf)
