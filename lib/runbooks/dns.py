@@ -239,13 +239,15 @@ def _answer(name: str, rdtype: str, resp: dns.message.Message) -> Answer:
     return out
 
 
-def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency: int = 200,
+def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency: int = 64,
                timeout: float = 2.0, retries: int = 2) -> dict[tuple[str, str], Answer]:
     """Ask ``server`` every (name, type) question, at most ``concurrency`` in flight at a time.
 
     One UDP socket carries every query; answers are matched by message id and
-    question. A question without an answer is retried ``retries`` times, then
-    recorded with ``error='timeout'``; a truncated answer is asked again over TCP.
+    question. ``timeout`` is the time one question may take in all: it is sent up to
+    ``retries + 1`` times, each waiting its share, then recorded with ``error='timeout'``
+    (a burst that overflows a server's queue recovers in a fraction of it); a truncated
+    answer is asked again over TCP.
 
     Raises:
         Unavailable: nothing at all came back from the server (it is unreachable).
@@ -255,6 +257,7 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
     results: dict[tuple[str, str], Answer] = {}
     if not todo:
         return results
+    attempt_timeout = timeout / (retries + 1)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
@@ -303,7 +306,7 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
                         results[q] = Answer(q[0], q[1], resp.rcode, bool(resp.flags & 0x0400), resp.records)
             now = time.monotonic()
             for mid, (q, sent, attempt) in list(pending.items()):
-                if now - sent > timeout:
+                if now - sent > attempt_timeout:
                     del pending[mid]
                     if attempt < retries:
                         queue.append((q, attempt + 1))
@@ -313,7 +316,7 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
         sock.close()
     if not got_any:
         raise Unavailable(f"DNS server {server} did not answer ({len(todo)} question(s), "
-                          f"{retries + 1} tries of {timeout:g}s)")
+                          f"{retries + 1} tries in {timeout:g}s)")
     for q in truncated:
         msg = dns.message.make_query(q[0] + ".", q[1])
         msg.flags &= ~dns.flags.RD
@@ -363,8 +366,11 @@ def _secret(env: str, what: str) -> str:
 
 
 def _zone_of(name: str, zones: Iterable[str]) -> str | None:
-    found = [z for z in zones if name == z or name.endswith("." + z)]
-    return max(found, key=len) if found else None
+    best = None
+    for z in zones:
+        if (name == z or (name.endswith(z) and name[-len(z) - 1] == ".")) and (best is None or len(z) > len(best)):
+            best = z
+    return best
 
 
 class Provider:

@@ -23,8 +23,8 @@ and is sent with them as prerequisites (RFC 2136) or checked against them just b
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,7 +82,7 @@ class DnsAuditParams(MutatingParams):
     externaldns_image: str = "external-dns"
     hostnames: list[str] = Field(default_factory=list)
     ttl_factor: float = Field(default=10.0, gt=1)
-    query_concurrency: int = Field(default=200, ge=1, le=5000)
+    query_concurrency: int = Field(default=64, ge=1, le=5000)
     query_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     fix: list[Literal["missing", "stale", "orphaned"]] = Field(default_factory=lambda: list(FIXABLE))
     jvm_ttl_properties: list[str] = Field(default_factory=lambda: ["networkaddress.cache.ttl",
@@ -212,11 +212,13 @@ def instances(cluster: kube.Cluster, image: str = "external-dns") -> list[Instan
 
 
 def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 @dataclass
@@ -295,9 +297,12 @@ def txt_value(owner: str, resource: str) -> str:
 
 def parse_txt(value: str) -> dict[str, str] | None:
     """The labels of an ExternalDNS registry TXT value; None for any other TXT."""
-    text = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', value)) or value
-    if HERITAGE not in text:
+    if HERITAGE not in value:
         return None
+    if value.startswith('"') and value.endswith('"') and '"' not in value[1:-1]:
+        text = value[1:-1]
+    else:
+        text = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', value)) or value
     labels = {}
     for part in text.split(","):
         k, _, v = part.partition("=")
@@ -371,7 +376,11 @@ class ProviderAudit:
 
 
 def _held(records: dns.Records, host: str) -> dns.RRset | None:
-    return next((records[(host, t)] for t in ADDRESS_TYPES if (host, t) in records), None)
+    for t in ADDRESS_TYPES:
+        rr = records.get((host, t))
+        if rr is not None:
+            return rr
+    return None
 
 
 def _norm(values: Iterable[str]) -> list[str]:
@@ -567,7 +576,7 @@ def audit(cluster: kube.Cluster, providers: dict[str, dns.Provider], *, image: s
     return Audit(insts, audits, findings)
 
 
-def answers(result: Audit, *, concurrency: int = 200, timeout: float = 2.0) -> None:
+def answers(result: Audit, *, concurrency: int = 64, timeout: float = 2.0) -> None:
     """Ask each provider's authoritative server about every audited hostname (bounded, concurrent).
 
     One A question per hostname: an authoritative server answers a CNAME owner with the CNAME.
@@ -754,7 +763,7 @@ class VerificationFailed(RunbookError):
 
 
 def verify(providers: dict[str, dns.Provider], applied: list[dict], plan: Any, *, timeout: float = 2.0,
-           concurrency: int = 200) -> list[Finding]:
+           concurrency: int = 64) -> list[Finding]:
     """Query the authoritative servers again for every applied change."""
     out: list[Finding] = []
     done = {(a["change"]["namespace"], a["change"]["name"]) for a in applied if a.get("result") == "applied"}
