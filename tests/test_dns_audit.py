@@ -53,7 +53,8 @@ def _servers_installed():
 @pytest.fixture(scope="module")
 def box(tmp_path_factory, _servers_installed):
     sandbox = Sandbox(tmp_path_factory.mktemp("dns-sandbox"), "default", tick=1.0)
-    stack.attach(sandbox, stack.StackOptions(observability=False, logs=False, certificates=False))
+    # with the real Prometheus: CoreDNS's and ExternalDNS's metrics are part of the audit
+    stack.attach(sandbox, stack.StackOptions(observability=True, logs=False, certificates=False))
     sandbox.start()
     yield sandbox
     sandbox.stop()
@@ -192,6 +193,13 @@ def test_dry_run_reports_service_discovery_and_drift_and_changes_nothing(project
     assert "dns-ndots/web/Deployment/mailer" in ids
     assert "dns-service-env/web/Deployment/storefront/sessions" in ids
     assert not [i for i in ids if i.startswith("dns-service-unresolved/")]  # every healthy Service resolves
+    # from Prometheus: the pdns instance has failed every sync for 3h (the CNAME/TXT clash), CoreDNS is healthy
+    stale = [i for i in ids if i.startswith("externaldns-sync-stale/external-dns/external-dns-pdns-")]
+    assert len(stale) == 1 and ids[stale[0]]["severity"] == "critical"
+    assert [i for i in ids if i.startswith("externaldns-registry-errors/external-dns/external-dns-pdns-")]
+    assert not [i for i in ids if i.startswith(("externaldns-sync-stale/external-dns/external-dns-rfc2136",
+                                                 "coredns-"))]
+    assert summary["data_sources"]["prometheus"]["state"] == "ok"
     verdicts = {(i.split("/")[2], i.split("/")[1]): i.split("/")[0].removeprefix("dns-") for i in ids
                 if i.split("/")[0] in {f"dns-{v}" for v in dnsaudit.VERDICTS}}
     assert verdicts == {k: v for k, v in EXPECTED.items() if v != "ok"}
