@@ -263,6 +263,11 @@ def test_approved_plan_fixes_what_we_own_and_nothing_else(project, dns_addon):
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     assert [a["result"] for a in audit] == ["applied"] * 4
     assert not [f for f in summary["findings"] if f["id"].startswith("dns-verify/") and f["severity"] != "info"]
+    severities = {f["id"]: f["severity"] for f in summary["findings"]}
+    for fixed in ("dns-missing/rfc2136/blog.apps.example.com", "dns-stale/rfc2136/api.apps.example.com",
+                  "dns-orphaned/pdns/promo.apps.example.com", "dns-orphaned/rfc2136/promo.apps.example.com"):
+        assert severities[fixed] == "ok", fixed  # resolved by the plan
+    assert severities["dns-blocked/pdns/status.apps.example.com"] == "critical"
     after = state(dns_addon)
     bind, pdns = after["bind"], after["pdns"]
     # fixed, through each provider's protocol

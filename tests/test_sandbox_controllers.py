@@ -138,7 +138,8 @@ def test_failing_template_crash_loops_with_growing_restarts(live, ns):
 def test_image_pull_backoff(live, ns):
     _, cluster = live
     cluster.apps.create_namespaced_deployment(ns, web("pull", replicas=1, fail="ImagePullBackOff"))
-    pod = wait_for(lambda: next(iter(pods(cluster, ns)), None), what="a pod")
+    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if (p.get("status") or {}).get("containerStatuses")),
+                                None), what="a pod the kubelet reported on")
     st = pod["status"]["containerStatuses"][0]
     assert pod["status"]["phase"] == "Pending"
     assert st["state"]["waiting"]["reason"] == "ImagePullBackOff" and st["restartCount"] == 0

@@ -793,3 +793,19 @@ def fail_unless_verified(findings: Iterable[Finding]) -> None:
     bad = [f for f in findings if f.severity == "critical"]
     if bad:
         raise VerificationFailed("; ".join(f.title for f in bad))
+
+
+def reevaluate(cluster: kube.Cluster, providers: dict[str, dns.Provider], before: Iterable[Finding],
+               applied: list[dict], plan: Any, p: DnsAuditParams) -> list[Finding]:
+    """After a verified plan: audit the changed hostnames again, so that a fixed verdict is recorded as
+    resolved (:func:`runbooks.resolution.reevaluate`) and the run is not reported as still broken."""
+    from . import resolution
+
+    done = [a["change"] for a in applied if a.get("result") == "applied"]
+    if not done:
+        return []
+    touched = {f"{c['namespace']}:{c['name'].split()[0]}" for c in done}
+    hosts = sorted({t.split(":", 1)[1] for t in touched})
+    after = verdict_findings(audit(cluster, providers, image=p.externaldns_image, hostnames=hosts,
+                                   ttl_factor=p.ttl_factor))
+    return resolution.reevaluate(before, after, touched, plan.id)
