@@ -191,11 +191,11 @@ class Named:
 
     def __init__(self, name: str, directory: Path, zones: tuple[str, ...], key_name: str, port: int = 0,
                  records: dict[str, str] | None = None):
-        self.name, self.dir, self.zones, self.key_name = name, directory, zones, key_name
+        self.name, self.dir, self.zones, self.key_name = name, Path(directory).resolve(), zones, key_name
         self.port = port
         self.secret = new_tsig_secret()
         self.records = records or {}
-        self.process = _Process("named", directory)
+        self.process = _Process("named", self.dir)
 
     def start(self) -> int:
         binary = find_binary("named")
@@ -246,9 +246,9 @@ class PowerDNS:
     """PowerDNS Authoritative with the gsqlite3 backend, its HTTP API on a loopback port."""
 
     def __init__(self, directory: Path, zones: tuple[str, ...], port: int = 0, api_port: int = 0):
-        self.dir, self.zones, self.port, self.api_port = directory, zones, port, api_port
+        self.dir, self.zones, self.port, self.api_port = Path(directory).resolve(), zones, port, api_port
         self.api_key = secrets.token_urlsafe(24)
-        self.process = _Process("pdns_server", directory)
+        self.process = _Process("pdns_server", self.dir)
 
     @property
     def api_url(self) -> str:

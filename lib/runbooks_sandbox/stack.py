@@ -92,7 +92,7 @@ class DnsAddon:
         from . import clusterdns, dnsservers, externaldns
         from .scenario import scenario_dir
 
-        root = self.sandbox.state_dir / "dns"
+        root = (self.sandbox.state_dir / "dns").resolve()
         plan = {"zones": []}
         if self.sandbox.scenario:
             f = scenario_dir(self.sandbox.scenario).joinpath("dns.yaml")
