@@ -199,7 +199,8 @@ def test_dry_run_reports_service_discovery_and_drift_and_changes_nothing(project
     assert [i for i in ids if i.startswith("externaldns-registry-errors/external-dns/external-dns-pdns-")]
     assert not [i for i in ids if i.startswith(("externaldns-sync-stale/external-dns/external-dns-rfc2136",
                                                  "coredns-"))]
-    assert summary["data_sources"]["prometheus"]["state"] == "ok"
+    assert {summary["data_sources"][k]["state"] for k in ("prometheus", "cluster-dns", "dns:pdns", "dns:rfc2136")} \
+        == {"ok"}
     verdicts = {(i.split("/")[2], i.split("/")[1]): i.split("/")[0].removeprefix("dns-") for i in ids
                 if i.split("/")[0] in {f"dns-{v}" for v in dnsaudit.VERDICTS}}
     assert verdicts == {k: v for k, v in EXPECTED.items() if v != "ok"}

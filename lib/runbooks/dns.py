@@ -377,6 +377,7 @@ class Provider:
     """One DNS provider as ExternalDNS writes it: settings from env.yaml / parameters."""
 
     kind = ""
+    checked = ""  # what check() found, once it ran
 
     def __init__(self, name: str, settings: dict[str, Any]):
         self.name = name

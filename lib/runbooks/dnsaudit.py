@@ -503,18 +503,25 @@ def connect_providers(settings: dict[str, dict[str, Any]]) -> dict[str, dns.Prov
     """
     out = {name: dns.provider(name, s) for name, s in settings.items()}
     for prov in out.values():
-        prov.check()
+        prov.checked = prov.check()
     return out
 
 
-def check_providers(settings: dict[str, dict[str, Any]]) -> dict[str, dns.Provider]:
-    """:func:`connect_providers` for the preflight: every failure is bad configuration (exit 2)."""
+def check_providers(settings: dict[str, dict[str, Any]], run: Run | None = None) -> dict[str, dns.Provider]:
+    """:func:`connect_providers` for the preflight: every failure is bad configuration (exit 2).
+
+    With ``run``, each provider is recorded as a data source of the run (summary.json).
+    """
     from .errors import PreflightFailed
 
     try:
-        return connect_providers(settings)
+        providers = connect_providers(settings)
     except RunbookError as exc:
         raise PreflightFailed(f"DNS providers: {exc}") from exc
+    for name, prov in providers.items():
+        if run is not None:
+            run.source(f"dns:{name}", True, prov.checked)
+    return providers
 
 
 def owner_findings(insts: list[Instance]) -> list[Finding]:
