@@ -118,6 +118,7 @@ def test_expected_records_follow_the_kubernetes_dns_specification():
            "spec": {"clusterIP": "10.0.0.5", "ports": [{"name": "http", "port": 80}, {"port": 81}]}}
     assert discovery.expected_records(svc, [], "cluster.local") == {
         ("s.n.svc.cluster.local", "A"): ["10.0.0.5"],
+        ("5.0.0.10.in-addr.arpa", "PTR"): ["s.n.svc.cluster.local."],
         ("_http._tcp.s.n.svc.cluster.local", "SRV"): ["0 100 80 s.n.svc.cluster.local."]}
     headless = {"metadata": {"namespace": "n", "name": "h"}, "spec": {"clusterIP": "None"}}
     sl = {"endpoints": [{"addresses": ["10.1.0.2"], "conditions": {"ready": True}, "hostname": "db-0"},

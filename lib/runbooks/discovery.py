@@ -44,6 +44,8 @@ def expected_records(svc: dict, slices: list[dict], domain: str) -> dict[tuple[s
             vals = sorted(ip for ip in ips if fam(ip))
             if vals:
                 out[(base, t)] = vals
+        for ip in ips:  # reverse lookups of the ClusterIPs
+            out[(dns.reverse_name(ip), "PTR")] = [base + "."]
         for port in spec.get("ports") or []:
             if port.get("name"):
                 proto = (port.get("protocol") or "TCP").lower()

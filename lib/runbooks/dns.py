@@ -38,6 +38,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
+import dns.reversename
 import dns.tsig
 import dns.update
 import dns.xfr
@@ -66,6 +67,11 @@ def check_dns_name(text: Any, what: str = "hostname") -> str:
         raise InvalidInput(f"{what} {text!r} is not a DNS name (labels of a-z, 0-9, '-', at most 63 "
                            "characters each, 253 in all)")
     return text.lower().rstrip(".")
+
+
+def reverse_name(ip: str) -> str:
+    """The PTR owner of an address: ``10.0.0.5`` → ``5.0.0.10.in-addr.arpa``."""
+    return dns.reversename.from_address(ip).to_text(omit_final_dot=True)
 
 
 def parse_server(text: str, default_port: int = 53) -> tuple[str, int]:
