@@ -23,9 +23,10 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to run as root without being told (the Debian set-up here is root).
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# Debian packages later features need (the real Prometheus and Alertmanager for the
-# sandbox; chromium for the browser tests, driven by Playwright). Installed only when missing, with a single `apt-get update` first.
-DEB_PACKAGES := prometheus prometheus-alertmanager chromium
+# Debian packages later features need (the real Prometheus and Alertmanager, BIND 9 and
+# PowerDNS with its sqlite3 backend for the sandbox; chromium for the browser tests, driven by
+# Playwright). Installed only when missing, with a single `apt-get update` first.
+DEB_PACKAGES := prometheus prometheus-alertmanager bind9 bind9-dnsutils pdns-server pdns-backend-sqlite3 chromium
 # Debian splits venv/ensurepip out of the interpreter: ask for it only where it is missing.
 VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv)
 
@@ -33,7 +34,7 @@ VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || ech
 
 help:
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make demo   start the sandbox, show it, run cluster-health, provision a service (plan, approve, verify), stop it"
+	@echo "make demo   start the sandbox, show it, run cluster-health, provision a service (plan, approve, verify), run dns-audit, stop it"
 	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
 	@echo "make lint   ruff check and import contracts"
 	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
@@ -80,7 +81,8 @@ test: setup
 
 demo: setup
 	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health on it,"
-	@echo ">>       provision the hello service (dry run, approve the printed plan, verify through the ingress), stop it"
+	@echo ">>       provision the hello service (dry run, approve the printed plan, verify through the ingress),"
+	@echo ">>       run dns-audit (service discovery, ExternalDNS drift), stop it"
 	@started=no; \
 	if ! $(BIN)/runbooks sandbox status >/dev/null 2>&1; then \
 	  started=yes; \
@@ -113,6 +115,12 @@ demo: setup
 	fi; \
 	echo ">> the service through the ingress, trusting only the sandbox CA file env.yaml names"; \
 	$(BIN)/python tools/check_ingress.py hello.example.com --env sandbox; \
+	creds=$(SANDBOX_DIR)/dns/credentials.env; \
+	if [ -f $$creds ]; then echo ">> DNS provider credentials for dns-audit from $$creds (PDNS_API_KEY, RFC2136_TSIG_SECRET)"; \
+	  set -a; . ./$$creds; set +a; fi; \
+	echo ">> runbooks run dns-audit --env sandbox (exit 1 = findings: the DNS drift planted in the sandbox)"; \
+	set +e; $(BIN)/runbooks run dns-audit --env sandbox; code=$$?; set -e; \
+	if [ $$code -gt 1 ]; then echo "!! dns-audit failed (exit $$code)" >&2; exit $$code; fi; \
 	echo ">> open the report paths above in a browser; all runs: outputs/index.html"; \
 	if [ $$started = no ]; then echo ">> the sandbox was already running: leaving it up"; fi
 

@@ -69,10 +69,46 @@ def test_permissions_come_from_self_subject_access_reviews(sandbox, sandbox_env)
     rows = onboarding.check_permissions(cluster, ["incident-investigation", "unknown-runbook"])
     first = rows[0]
     assert first.what == "runbook incident-investigation"
-    if first.state == "warning":  # a sandbox without the authorization API answers 404
-        assert first.detail == "cannot check permissions (no SelfSubjectAccessReview API)"
-    else:
-        assert first.state == "ok", first.detail  # the sandbox's admin token may do everything
+    assert first.state == "ok", first.detail  # the sandbox's admin (system:masters) may do everything
     assert rows[1].state == "warning" and "no declared permissions" in rows[1].detail
     checks = onboarding.check_env(Project(sandbox_env, sandbox_env / "notebooks"), "sandbox")
     assert checks[0].state == "ok" and checks[1].what == "expected_context" and checks[1].state == "ok"
+
+
+@pytest.fixture
+def viewer_token(sandbox, namespace):
+    """A ServiceAccount bound cluster-wide to the default `view` ClusterRole, and a token for it."""
+    admin = kube.connect(str(sandbox.kubeconfig), "sandbox")
+    kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                 body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "viewer"}})
+    binding = f"{namespace}-viewer"
+    kube.request(admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": namespace}]})
+    answer = kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/viewer/token",
+                          body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                "spec": {"expirationSeconds": 600}})
+    yield answer["status"]["token"]
+    kube.request(admin, "DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{binding}")
+
+
+def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_env, tmp_path, viewer_token):
+    """A ServiceAccount bound to `view` may read but not read Secrets or patch: named before any run."""
+    token = viewer_token
+    kc = tmp_path / "reader-kubeconfig"
+    kc.write_text(sandbox.kubeconfig.read_text().replace(sandbox.token, token))
+    path = sandbox_env / "parameters" / "sandbox" / "env.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg.update(kubeconfig=str(kc), prometheus_url=None, alertmanager_url=None, elasticsearch_url=None)
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}))
+    proc = runbooks(sandbox_env, "env", "check", "sandbox")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "authenticated" in proc.stdout
+    rows = {r.what: r for r in onboarding.check_env(Project(sandbox_env, sandbox_env / "notebooks"), "sandbox")}
+    health = rows["runbook cluster-health"]
+    assert health.state == "failed" and health.detail == "missing permission: list nodes, list secrets"  # view: no nodes, no Secrets
+    incident = rows["runbook incident-investigation"]
+    assert incident.state == "failed" and incident.detail == "missing permission: patch deployments.apps"
+    assert rows["runbook dns-audit"].state == "ok"  # view reads everything it needs
+    assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr

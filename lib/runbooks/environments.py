@@ -66,6 +66,8 @@ class EnvConfig(BaseModel):
     ingress_ca_file: str | None = None
     dns_resolver: str | None = None
     dns_authoritative_servers: list[str] | None = None
+    cluster_dns_server: str | None = None
+    dns_providers: dict[str, dict[str, Any]] | None = None
 
     def connections(self) -> dict[str, Any]:
         """The settings that become parameters (everything but the description)."""

@@ -48,6 +48,15 @@ PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
         ("create", "apps", "deployments"), ("patch", "apps", "deployments"), ("create", "", "services"),
         ("create", "networking.k8s.io", "ingresses"), ("list", "", "pods"),
     ],
+    "service-reachability": [
+        ("list", "networking.k8s.io", "ingresses"), ("list", "networking.k8s.io", "ingressclasses"),
+        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
+        ("list", "", "secrets"), ("list", "apps", "deployments"), ("list", "", "events"),
+    ],
+    "dns-audit": [
+        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
+        ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
+    ],
 }
 
 SOURCES = (("prometheus", "prometheus_url"), ("alertmanager", "alertmanager_url"),

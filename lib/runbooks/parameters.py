@@ -72,6 +72,7 @@ PARAM_MODULES: dict[str, str] = {
     "provision-service": "runbooks.deploy",
     "certificate-rotation": "runbooks.rotation",
     "service-reachability": "runbooks.params",
+    "dns-audit": "runbooks.dnsaudit",
 }
 """Runbook name → module that registers its model (imported on first look-up), for
 models defined next to the checks they parameterise rather than in this module."""

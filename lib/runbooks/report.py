@@ -272,6 +272,17 @@ def _display_styler(styler: Any) -> None:
     _display(HTML(scroll_box(styler.to_html())))
 
 
+def show_coloured(df: Any, colours: Mapping[str, str], caption: str | None = None,
+                  max_rows: int = MAX_TABLE_ROWS) -> None:
+    """A table whose cells are coloured by their value (e.g. a verdict per hostname and provider)."""
+    if len(df) == 0:
+        _display_markdown(f"*{caption + ': ' if caption else ''}nothing to show.*")
+        return
+    styler = table(df, caption, max_rows)
+    styler = styler.map(lambda v: f"background-color: {colours[v]}" if isinstance(v, str) and v in colours else "")
+    _display(styler)
+
+
 def _display_markdown(text: str) -> None:
     from IPython.display import Markdown
 

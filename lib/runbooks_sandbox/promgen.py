@@ -867,6 +867,132 @@ def _fmt_values(values: np.ndarray) -> list[str]:
     return out
 
 
+COREDNS_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
+                   1.024, 2.048, 4.096, 8.192)
+# CoreDNS answer mix of a cluster whose pods use ndots:5: most external lookups walk the search list first
+COREDNS_RCODES = {"NOERROR": 0.62, "NXDOMAIN": 0.375, "SERVFAIL": 0.004, "REFUSED": 0.001}
+SYNC_FAILING = "sandbox.kube-runbooks.io/sync-failing-since"
+
+
+class CoreDNSServer(Group):
+    """CoreDNS's prometheus plugin (:9153) on one coredns pod: requests, responses by rcode, latency."""
+
+    def __init__(self, pod: PodInfo):
+        self.pod = pod
+        self.key = f"coredns/{pod.name}"
+        self.begin = pod.started
+        self.rps = _rng("coredns", pod.name).uniform(120, 180)
+        self.base = _lab(instance=f"{pod.pod_ip}:9153", job="kube-dns", namespace=pod.namespace, pod=pod.name,
+                         server="dns://:53", view="", zone=".")
+
+    def render(self, times, state, rng):
+        mid = (times[:-1] + times[1:]) / 2.0
+        dt = np.diff(times).astype(float)
+        n = rng.poisson(self.rps * (1 + 0.3 * daily(mid)) * dt)
+        outs: list[Out] = []
+        new_state: dict[str, Any] = {}
+        age = max(0.0, float(times[0]) - self.begin) * self.rps * 0.7
+        by_type = {"A": 0.55, "AAAA": 0.42, "SRV": 0.03}
+        remaining = n
+        for i, (t, share) in enumerate(by_type.items()):
+            cnt = remaining if i == len(by_type) - 1 else rng.binomial(remaining, share / sum(list(by_type.values())[i:]))
+            remaining = remaining - cnt
+            init = state[f"req/{t}"] if state is not None else round(age * share)
+            vals = self.cumulate(init, cnt)
+            new_state[f"req/{t}"] = int(vals[-1])
+            outs.append(Out("coredns_dns_requests", "counter", "coredns_dns_requests_total",
+                            self.base + _lab(family="1", proto="udp", type=t), times, vals))
+        remaining = n
+        for i, (rcode, share) in enumerate(COREDNS_RCODES.items()):
+            rest = sum(list(COREDNS_RCODES.values())[i:])
+            cnt = remaining if i == len(COREDNS_RCODES) - 1 else rng.binomial(remaining, share / rest)
+            remaining = remaining - cnt
+            init = state[f"resp/{rcode}"] if state is not None else round(age * share)
+            vals = self.cumulate(init, cnt)
+            new_state[f"resp/{rcode}"] = int(vals[-1])
+            outs.append(Out("coredns_dns_responses", "counter", "coredns_dns_responses_total",
+                            self.base + _lab(plugin="", rcode=rcode), times, vals))
+        les = np.array(COREDNS_BUCKETS)
+        cdf = _lognormal_cdf(les, np.array(0.0009), np.array(0.9))
+        mass = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+        per_bucket = rng.multinomial(n, mass / mass.sum()) if len(n) else np.zeros((0, len(les) + 1), dtype=np.int64)
+        cum = np.cumsum(per_bucket, axis=1)
+        init_b = (np.asarray(state["b"], dtype=np.int64) if state is not None
+                  else np.round(np.concatenate([cdf, [1.0]]) * age).astype(np.int64))
+        buckets = self.cumulate(init_b, cum)
+        init_s = float(state["s"]) if state is not None else age * 0.0014
+        sums = self.cumulate(init_s, n * 0.0014)
+        new_state["b"], new_state["s"] = buckets[-1].tolist(), float(sums[-1])
+        fam = "coredns_dns_request_duration_seconds"
+        labels = self.base + _lab(type="A")
+        for i, le in enumerate(list(COREDNS_BUCKETS) + [math.inf]):
+            le_text = "+Inf" if le == math.inf else repr(le)
+            outs.append(Out(fam, "histogram", fam + "_bucket", labels + (("le", le_text),), times, buckets[:, i]))
+        outs.append(Out(fam, "histogram", fam + "_sum", labels, times, np.round(sums, 4)))
+        outs.append(Out(fam, "histogram", fam + "_count", labels, times, buckets[:, -1]))
+        return outs, new_state
+
+
+class ExternalDNSController(Group):
+    """ExternalDNS's /metrics on one pod: last successful sync, registry and source errors.
+
+    A Deployment annotated ``sandbox.kube-runbooks.io/sync-failing-since: <duration>`` has had
+    every sync fail since then (the provider refuses its batch): the last-sync timestamp stops
+    and each attempt adds a registry error.
+    """
+
+    grid = "slow"
+
+    def __init__(self, pod: PodInfo, interval: int, failing_since: int | None):
+        self.pod, self.interval, self.failing_since = pod, interval, failing_since
+        self.key = f"external-dns/{pod.namespace}/{pod.name}"
+        self.begin = pod.started
+        self.base = _lab(instance=f"{pod.pod_ip}:7979", job="external-dns", namespace=pod.namespace, pod=pod.name)
+
+    def render(self, times, state, rng):
+        t = times.astype(np.int64)
+        last = (t - self.begin) // self.interval * self.interval + self.begin
+        errors = np.zeros(len(t), dtype=np.int64)
+        if self.failing_since is not None:
+            frozen = (self.failing_since - self.begin) // self.interval * self.interval + self.begin
+            failing = t >= self.failing_since
+            last = np.where(failing, frozen, last)
+            errors = np.where(failing, (t - self.failing_since) // self.interval + 1, 0)
+        return [_gauge("external_dns_controller_last_sync_timestamp_seconds", self.base, times, last.astype(float)),
+                Out("external_dns_registry_errors", "counter", "external_dns_registry_errors_total", self.base,
+                    times, errors),
+                Out("external_dns_source_errors", "counter", "external_dns_source_errors_total", self.base,
+                    times, np.zeros(len(t), dtype=np.int64))], {}
+
+
+def _externaldns_pods(facts: Facts, now: int) -> list[Group]:
+    groups: list[Group] = []
+    for dep in facts.deployments:
+        containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        c = next((c for c in containers if "external-dns" in (c.get("image") or "")), None)
+        if c is None:
+            continue
+        interval = 60
+        for arg in c.get("args") or []:
+            if arg.startswith("--interval="):
+                interval = max(1, int(_DURATION_SECONDS(arg.split("=", 1)[1])))
+        since = (dep["metadata"].get("annotations") or {}).get(SYNC_FAILING)
+        failing = now - int(_DURATION_SECONDS(since)) if since else None
+        for pod in facts.pods:
+            if pod.namespace == dep["metadata"]["namespace"] and pod.workload == dep["metadata"]["name"] \
+                    and pod.phase == "Running":
+                groups.append(ExternalDNSController(pod, interval, failing))
+    return groups
+
+
+def _DURATION_SECONDS(text: str) -> float:  # noqa: N802 - a tiny parser, named like a constant table
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not m or not any(m.groups()):
+        return 60.0
+    h, mi, se = (int(x or 0) for x in m.groups())
+    return h * 3600 + mi * 60 + se
+
+
 class Model:
     """The scenario's series: write the history once, then serve live samples after it."""
 
@@ -879,7 +1005,7 @@ class Model:
         self.end = int(now.timestamp()) // self.step * self.step  # never in the future
         self.start = self.end - int(history.total_seconds())
         self.facts = Facts(objects)
-        self.groups = self._groups(self.facts)
+        self.groups = self._groups(self.facts, self.end)
         self.state: dict[str, dict] = {}
         self.last: dict[str, int] = {}
         self.cache: dict[str, list[Out]] = {}
@@ -890,7 +1016,7 @@ class Model:
         return self.facts.incidents
 
     @staticmethod
-    def _groups(facts: Facts) -> list[Group]:
+    def _groups(facts: Facts, now: int = 0) -> list[Group]:
         ksm = facts.pod_by_prefix("monitoring", "kube-state-metrics")
         ksm_instance = f"{ksm.pod_ip}:8080" if ksm and ksm.pod_ip else "10.244.1.20:8080"
         cm = next((p for p in facts.pods if p.namespace == "cert-manager" and p.workload == "cert-manager"), None)
@@ -927,6 +1053,10 @@ class Model:
         for cert in facts.certificates:
             groups.append(CertManagerCert(cert, cm_instance))
         probed: set[str] = set()  # blackbox probes each target once, however many Ingresses name it
+        for pod in facts.pods:
+            if pod.namespace == "kube-system" and pod.workload == "coredns" and pod.phase == "Running":
+                groups.append(CoreDNSServer(pod))
+        groups += _externaldns_pods(facts, now)
         for ing in facts.ingresses:
             for tls in (ing.get("spec") or {}).get("tls") or []:
                 secret = facts.secrets.get((ing["metadata"]["namespace"], tls.get("secretName", "")))
@@ -981,7 +1111,7 @@ class Model:
         now = int(t if t is not None else _time.time())
         if objects is not None:
             self.facts = Facts(objects)
-            self.groups = self._groups(self.facts)
+            self.groups = self._groups(self.facts, self.end)
         families: dict[str, list[Out]] = {}
         for g in self.groups:
             if now < g.begin:

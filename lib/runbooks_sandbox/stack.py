@@ -17,7 +17,7 @@ from .launch import Sandbox
 
 # Default ports of `runbooks sandbox up`, which parameters/sandbox/env.yaml names; tests use free ports.
 PORTS = {"prometheus": 19090, "alertmanager": 19093, "elasticsearch": 19200, "ingress_https": 18443,
-         "ingress_http": 18080}
+         "ingress_http": 18080, "cluster_dns": 10053, "rfc2136": 10054, "pdns": 10055, "pdns_api": 18081}
 
 
 class LogStoreAddon:
@@ -62,6 +62,89 @@ class ObservabilityAddon:
     def stop(self) -> None:
         if self.obs is not None:
             self.obs.stop()
+
+
+class DnsAddon:
+    """Real DNS servers: cluster DNS (BIND, fed from Services), and two ExternalDNS providers
+    (PowerDNS through its API, BIND through RFC 2136 + TSIG) holding what the sandbox's
+    ExternalDNS wrote plus the scenario's planted drift (:mod:`.externaldns`).
+
+    The providers' credentials are random per start; they are written to
+    ``<state dir>/dns/credentials.env`` (mode 0600) under the environment variable names
+    :data:`CREDENTIAL_ENV` that ``env_settings`` names in the env.yaml settings.
+    """
+
+    def __init__(self, sandbox: Sandbox, ports: dict[str, int] | None = None):
+        self.sandbox = sandbox
+        self.ports = {k: 0 for k in ("cluster_dns", "rfc2136", "pdns", "pdns_api")} | (ports or {})
+        self.servers: list[Any] = []
+        self.sync: Any = None
+        self.cluster: Any = None
+        self.bind: Any = None
+        self.pdns: Any = None
+        self.zones: list[str] = []
+        self.published: dict[str, Any] = {}
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """Environment variable -> secret, for the runbook's provider settings."""
+        return {CREDENTIAL_ENV["pdns"]: self.pdns.api_key, CREDENTIAL_ENV["rfc2136"]: self.bind.secret}
+
+    def start(self) -> dict[str, str]:
+        import os
+
+        from . import clusterdns, dnsservers, externaldns
+        from .scenario import scenario_dir
+
+        root = (self.sandbox.state_dir / "dns").resolve()
+        plan = {"zones": []}
+        if self.sandbox.scenario:
+            f = scenario_dir(self.sandbox.scenario).joinpath("dns.yaml")
+            if f.is_file():
+                plan = externaldns.load_plan(f.read_text())
+        self.zones = [z.rstrip(".").lower() for z in plan["zones"]]
+        try:
+            self.cluster = dnsservers.Named("cluster-dns", root / "cluster", dnsservers.CLUSTER_ZONES,
+                                            dnsservers.CLUSTER_KEY, self.ports["cluster_dns"])
+            self.servers.append(self.cluster)
+            self.cluster.start()
+            self.bind = dnsservers.Named("rfc2136", root / "bind", tuple(self.zones) or ("example.invalid",),
+                                         dnsservers.EXTERNAL_KEY, self.ports["rfc2136"])
+            self.servers.append(self.bind)
+            self.bind.start()
+            self.pdns = dnsservers.PowerDNS(root / "pdns", tuple(self.zones), self.ports["pdns"],
+                                            self.ports["pdns_api"])
+            self.servers.append(self.pdns)
+            self.pdns.start()
+            self.sync = clusterdns.ClusterDNSSync(self.sandbox, self.cluster.port, self.cluster.secret)
+            self.sync.start()
+            objects = {kind: self.sandbox.store.items(self.sandbox.registry.by_kind_any_version(kind))
+                       for kind in ("Deployment", "Ingress", "Service")}
+            writers = {"pdns": externaldns.PdnsWriter(self.pdns),
+                       "rfc2136": externaldns.Rfc2136Writer(self.bind.port, self.bind.secret)}
+            self.published = externaldns.run_once(objects, writers, plan)
+        except BaseException:
+            self.stop()
+            raise
+        creds = root / "credentials.env"
+        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in self.credentials.items()))
+        return {"cluster_dns": f"127.0.0.1:{self.cluster.port}", "rfc2136": f"127.0.0.1:{self.bind.port}",
+                "pdns": f"127.0.0.1:{self.pdns.port}", "pdns_api": self.pdns.api_url,
+                "dns_zones": ",".join(self.zones), "dns_credentials_file": str(creds)}
+
+    def stop(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers = []
+
+
+# The environment variables the runbook reads the sandbox providers' secrets from.
+CREDENTIAL_ENV = {"pdns": "PDNS_API_KEY", "rfc2136": "RFC2136_TSIG_SECRET"}
 
 
 class IngressCAFile:
@@ -128,6 +211,7 @@ class StackOptions:
     observability: bool = True
     logs: bool = True
     certificates: bool = True
+    dns: bool = True
     ports: dict[str, int] | None = None
     alert_webhook: str | None = None  # Alertmanager's webhook receiver (e.g. `runbooks serve`)
     alert_timing: dict[str, str] | None = None  # group_wait, group_interval, repeat_interval
@@ -147,6 +231,16 @@ def attach(box: Sandbox, options: StackOptions | None = None) -> Sandbox:
         box.add(IngressCAFile(box))
     if options.logs:
         box.add(LogStoreAddon(box, ports["elasticsearch"]))
+    if options.dns:
+        from .dnsservers import missing_binaries
+
+        missing = missing_binaries()
+        if missing:
+            import logging
+
+            logging.getLogger(__name__).warning("no DNS servers in the sandbox: %s", "; ".join(missing))
+        else:
+            box.add(DnsAddon(box, {k: ports[k] for k in ("cluster_dns", "rfc2136", "pdns", "pdns_api")}))
     if options.observability:
         box.add(ObservabilityAddon(box, ports["prometheus"], ports["alertmanager"],
                                    options.alert_webhook, options.alert_timing, options.alert_webhook_token))
@@ -163,4 +257,23 @@ def env_from_urls(kubeconfig: str, urls: dict[str, str]) -> dict[str, str]:
     names = {"prometheus": "prometheus_url", "alertmanager": "alertmanager_url",
              "elasticsearch": "elasticsearch_url", "ingress": "ingress_url", "ingress_ca_file": "ingress_ca_file"}
     out = {"kubeconfig": kubeconfig, "kube_context": "sandbox", "expected_context": "sandbox"}
-    return out | {names[k]: v for k, v in urls.items() if k in names}
+    out |= {names[k]: v for k, v in urls.items() if k in names}
+    if urls.get("cluster_dns"):
+        out["cluster_dns_server"] = urls["cluster_dns"]
+    if urls.get("pdns_api") and urls.get("rfc2136"):
+        out["dns_providers"] = dns_providers(urls)
+    return out
+
+
+def dns_providers(urls: dict[str, str]) -> dict[str, dict]:
+    """The env.yaml ``dns_providers`` setting for the sandbox's two ExternalDNS providers."""
+    from .dnsservers import EXTERNAL_KEY, PDNS_SERVER_ID, TSIG_ALGORITHM
+
+    zones = [z for z in urls.get("dns_zones", "").split(",") if z]
+    return {
+        "pdns": {"type": "pdns", "api_url": urls["pdns_api"], "server_id": PDNS_SERVER_ID,
+                 "api_key_env": CREDENTIAL_ENV["pdns"], "nameserver": urls["pdns"], "zones": zones},
+        "rfc2136": {"type": "rfc2136", "nameserver": urls["rfc2136"], "zones": zones,
+                    "tsig_key_name": EXTERNAL_KEY, "tsig_algorithm": TSIG_ALGORITHM,
+                    "tsig_secret_env": CREDENTIAL_ENV["rfc2136"]},
+    }
