@@ -80,3 +80,24 @@ def test_dry_run_then_stale_approval_then_approval(sandbox_env, cluster, web):
     assert line["change"]["diff"][0]["to"] == stamp
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["plan"]["applied"] is True and summary["parameters"]["dry_run"] is False
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_an_id_approved_for_one_env_does_not_apply_in_another(sandbox_env, cluster, web):
+    """The same changes against the same cluster under another --env name: another id, exit 2."""
+    import shutil
+
+    result = run(sandbox_env, web)
+    assert result.exit_code == 0, result.output
+    plan_id = re.search(r"plan ([0-9a-f]{12}): 1 change\(s\), not applied", result.output).group(1)
+    shutil.copytree(sandbox_env / "parameters" / "sandbox", sandbox_env / "parameters" / "prod")
+    result = CliRunner().invoke(main, [
+        "--project-dir", str(sandbox_env), "--notebooks-dir", str(FIXTURES),
+        "run", "restart", "--env", "prod", "-p", "namespace", web, "-p", "deployment", "web",
+        "--approve", plan_id], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "PlanMismatch" in result.output and f"approved plan {plan_id} does not match" in result.output
+    assert restarted_at(cluster, web) is None
+    run_dir = sorted((sandbox_env / "outputs" / "prod" / "restart").iterdir())[-1]
+    assert not (run_dir / "audit.jsonl").exists()

@@ -179,6 +179,8 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
 class ProvisionParams(MutatingParams):
     """Parameters of notebooks/provision-service.ipynb."""
 
+    APPLY_PARAMETERS = ("auto_rollback", "timeout_seconds")  # the upgrade's --timeout decides a rollback
+
     release: str = Field(default="web", max_length=53)
     namespace: str = Field(default="web", max_length=63)
     create_namespace: bool = True
@@ -916,8 +918,13 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
                         history[-1]["status"] if history else "not installed",
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         validation)
-    _DETAILS[Plan(changes).id] = detail
+    _DETAILS[Plan(changes).digest] = detail
     return changes
+
+
+def helm_identity(helm: Helm, spec: ReleaseSpec) -> dict[str, Any]:
+    """Where Helm applies a plan: release, namespace and kube context (part of the plan id)."""
+    return {"release": spec.release, "namespace": spec.namespace, "context": helm.context}
 
 
 def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues = NO_SECRETS) -> Plan:
@@ -929,9 +936,9 @@ def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues =
     Raises:
         PlanInvalid: Helm or the server refused it; nothing was changed (exit 2).
     """
-    plan = Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
-                   {"helm": helm, "spec": spec, "secrets": secrets})
-    detail = _DETAILS.get(plan.id)
+    plan = run.bind(Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
+                         {"helm": helm, "spec": spec, "secrets": secrets}), helm=helm_identity(helm, spec))
+    detail = _DETAILS.get(plan.digest)
     plan.validated = True
     plan.validation = list(detail.validation if detail else [])
     run.last_plan = plan
@@ -941,7 +948,7 @@ def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues =
 
 def plan_table(plan: Plan) -> pd.DataFrame:
     """Every object the plan looked at: create / change (which fields) / unchanged / delete."""
-    detail = _DETAILS.get(plan.id)
+    detail = _DETAILS.get(plan.digest)
     if detail is None:
         return pd.DataFrame(columns=["kind", "namespace", "name", "action", "changes"])
     return detail.objects
@@ -949,7 +956,7 @@ def plan_table(plan: Plan) -> pd.DataFrame:
 
 def plan_detail(plan: Plan) -> PlanDetail | None:
     """Release, revision and validation behind a plan computed in this process."""
-    return _DETAILS.get(plan.id)
+    return _DETAILS.get(plan.digest)
 
 
 def last_good_revision(history: list[dict[str, Any]]) -> int | None:
@@ -974,7 +981,7 @@ def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> li
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         [f"server-side apply dry run of revision {to}'s manifest: every object accepted"],
                         target_revision=to)
-    _DETAILS[Plan(changes).id] = detail
+    _DETAILS[Plan(changes).digest] = detail
     return changes
 
 
@@ -994,12 +1001,12 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
     to = last_good_revision(history)
     if to is None:
         return None
-    plan = Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
-                   {"helm": helm, "spec": spec, "to": to})
+    plan = run.bind(Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
+                         {"helm": helm, "spec": spec, "to": to}), helm=helm_identity(helm, spec))
     if not plan.changes:
         return None  # the live objects are revision `to` already
     plan.validated = True
-    plan.validation = list((_DETAILS.get(plan.id) or PlanDetail("", "", 0, "", pd.DataFrame())).validation)
+    plan.validation = list((_DETAILS.get(plan.digest) or PlanDetail("", "", 0, "", pd.DataFrame())).validation)
     return plan
 
 

@@ -100,6 +100,8 @@ class EnvConfig(BaseModel):
 
 
 PATH_PARAMETERS = ("kubeconfig", "ingress_ca_file")
+GUARD = "expected_context"
+"""The context guard: set by env.yaml only, never by -p, -f or a runbook's parameter file."""
 
 
 @dataclass
@@ -372,6 +374,12 @@ def prepare(
             if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
                 data[key] = str(Path(data[key]).expanduser().resolve())
         sources.append((f, data))
+    guarded = [where for where, data in sources if GUARD in data] + \
+        [f"-p {GUARD}" for key, _ in pairs if key == GUARD]
+    if guarded:
+        raise InvalidInput(
+            f"{GUARD} is the apply guard and comes from parameters/{env}/env.yaml only; "
+            f"it was also given by {', '.join(guarded)}: remove it there")
     for _, data in sources:
         given.update(data)
     for key, raw in pairs:
@@ -560,6 +568,7 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
     kernel_env.update(
         RUNBOOKS_HEADLESS="1",
         RUNBOOKS_HOME=str(prepared.project.root),
+        RUNBOOKS_ENV=prepared.env,  # part of every plan id (runbook.Run.binding)
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )

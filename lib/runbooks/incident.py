@@ -349,6 +349,11 @@ def silence(_cluster: Any, alertmanager: str, matchers: list[str], duration: str
 class AlertmanagerTarget:
     """Applies silence changes through the Alertmanager API v2 (validated locally on dry run)."""
 
+    def identity(self, run: Run) -> dict[str, Any]:
+        """Which Alertmanager: its URL (without credentials), part of the plan id."""
+        url = str(getattr(run.params, "alertmanager_url", "") or "")
+        return {"url": re.sub(r"//[^/@]*@", "//", url).rstrip("/")}
+
     def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
         url = getattr(run.params, "alertmanager_url", None)
         if not url:

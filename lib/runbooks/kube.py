@@ -293,6 +293,25 @@ def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[s
     raise check_response(status, raw, what)
 
 
+def identity(cluster: Any) -> dict[str, Any]:
+    """Which cluster this is: API server URL, context and the cluster's uid (part of a plan id).
+
+    The uid is the ``kube-system`` Namespace's ``metadata.uid``, created with the cluster
+    and never reused: two clusters built from the same manifests, or one recreated
+    behind the same URL, differ there. Where reading it is forbidden it is None
+    (the server URL still binds the plan).
+    """
+    if not hasattr(cluster, "_cluster_uid"):
+        try:
+            ns = request(cluster, "GET", KINDS["Namespace"].path(None, "kube-system"))
+            uid = ((ns or {}).get("metadata") or {}).get("uid")
+        except (NotFound, Forbidden):
+            uid = None
+        cluster._cluster_uid = uid  # the uid of a cluster never changes: read it once per connection
+    return {"server": str(getattr(cluster, "server", "") or "").rstrip("/"),
+            "context": getattr(cluster, "context", None), "cluster_uid": cluster._cluster_uid}
+
+
 def kind_for(cluster: Cluster, api_version: str, kind: str) -> Kind:
     """Where ``kind`` of ``api_version`` is served: the table, else discovery (then cached in it).
 

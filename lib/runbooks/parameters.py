@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -57,6 +57,10 @@ class MutatingParams(RunbookParams):
 
     dry_run: bool = True
     approve_plan: str | None = Field(default=None, pattern=r"^[0-9a-f]{12}$")
+
+    APPLY_PARAMETERS: ClassVar[tuple[str, ...]] = ()
+    """Parameters that change what applying a plan does beyond its changes (``auto_rollback``,
+    a timeout after which the apply rolls back ...): part of the plan id."""
 
 
 _BASE_FIELDS = MutatingParams.model_fields

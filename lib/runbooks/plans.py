@@ -138,12 +138,23 @@ class Change(BaseModel):
         }
 
 
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class Plan:
     """An ordered list of changes with a stable id, and the builder that made it.
 
     The id is the first 12 hex digits of the SHA-256 of the canonical JSON of
-    the changes: the same changes planned against the same objects give the
-    same id in any process, and any difference gives another.
+    the changes and of the plan's *binding*: the environment name, the
+    identity of every system it changes (API server URL and cluster uid,
+    Alertmanager's URL, Helm's release, namespace and context) and the
+    parameters that change what applying does (``runbook.Run.bind`` sets it).
+    The same changes planned against the same objects of the same cluster give
+    the same id in any process; any difference, including another cluster
+    started from the same scenario or another environment, gives another.
+    An unbound plan's id is :attr:`digest`.
     """
 
     def __init__(
@@ -151,24 +162,26 @@ class Plan:
         changes: Iterable[Change],
         builder: Callable[..., Iterable[Change]] | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        binding: Mapping[str, Any] | None = None,
     ) -> None:
         self.changes: tuple[Change, ...] = tuple(changes)
         self.builder = builder
         self.kwargs = dict(kwargs or {})
+        self.binding: dict[str, Any] = dict(binding or {})
         self.validated: bool = False
         self.validation: list[str] = []
 
     @property
+    def digest(self) -> str:
+        """Short hash of the canonical changes alone (what a builder keys its own details by)."""
+        return _hash([c.canonical() for c in self.changes])
+
+    @property
     def id(self) -> str:
-        """Short hash of the canonical plan."""
-        text = json.dumps(
-            [c.canonical() for c in self.changes],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-            default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Short hash of the canonical plan and its binding (the id an approval names)."""
+        if not self.binding:
+            return self.digest
+        return _hash({"binding": self.binding, "changes": [c.canonical() for c in self.changes]})
 
     def __len__(self) -> int:
         return len(self.changes)
@@ -180,6 +193,7 @@ class Plan:
         """The plan section of summary.json."""
         return {
             "id": self.id,
+            "binding": self.binding,
             "changes": [c.public() for c in self.changes],
             "validated": self.validated,
             "applied": applied,
@@ -222,16 +236,22 @@ class Target(Protocol):
     ``send`` applies a change, or validates it without applying when
     ``dry_run`` is true (the Kubernetes target uses the server's ``dryRun=All``);
     ``current`` returns the object as it is now, for the backup taken before
-    applying (None when there is nothing to back up).
+    applying (None when there is nothing to back up); ``identity`` says which
+    system the changes go to (part of the plan id, see :class:`Plan`).
     """
 
     def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any: ...
 
     def current(self, run: Any, change: Change) -> Any: ...
 
+    def identity(self, run: Any) -> dict[str, Any]: ...
+
 
 class KubernetesTarget:
     """Changes sent to the API server: merge patches, creates and deletes, ``dryRun=All`` to validate."""
+
+    def identity(self, run: Any) -> dict[str, Any]:
+        return kube.identity(run.cluster)
 
     def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any:
         body = materialize(change.body, now) if change.body is not None else None

@@ -143,6 +143,8 @@ def _check_object(value: str, what: str) -> str:
 class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
 
+    APPLY_PARAMETERS = ("renew_timeout_seconds",)
+
     namespaces: list[str] = Field(default_factory=list)
     warning_days: int = Field(default=30, ge=0)
     critical_days: int = Field(default=7, ge=0)
@@ -686,6 +688,9 @@ class CertManagerRenewal:
     """
 
     poll = 1.0
+
+    def identity(self, run: Run) -> dict[str, Any]:
+        return kube.identity(run.cluster)
 
     def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
         cluster = run.cluster

@@ -145,14 +145,49 @@ class Run:
             raise PlanInvalid("no Kubernetes connection: start() with kubeconfig parameters first")
         return self.cluster
 
+    @property
+    def env(self) -> str:
+        """The environment name (``runbooks run --env`` passes it as ``$RUNBOOKS_ENV``; '' if unknown)."""
+        return os.environ.get("RUNBOOKS_ENV", "")
+
+    def binding(self, plan: Plan, **extra: Any) -> dict[str, Any]:
+        """What a plan's id is bound to besides its changes (see :class:`~runbooks.plans.Plan`).
+
+        The environment name, the identity of each system the plan changes (the
+        target's ``identity``: API server URL, context and cluster uid; Alertmanager's
+        URL ...), the values of the model's ``APPLY_PARAMETERS``, and ``extra``
+        (e.g. Helm's release, namespace and context).
+        """
+        targets = sorted({c.target for c in plan.changes} | ({"kubernetes"} if self.cluster is not None else set()))
+        identities = {}
+        for name in targets:
+            identity = getattr(plans.TARGETS.get(name), "identity", None)
+            if identity is not None and (name != "kubernetes" or self.cluster is not None):
+                identities[name] = identity(self)
+        names = getattr(type(self.params), "APPLY_PARAMETERS", ())
+        return {
+            "env": self.env,
+            "targets": identities,
+            "parameters": {k: getattr(self.params, k, None) for k in names},
+            **extra,
+        }
+
+    def bind(self, plan: Plan, **extra: Any) -> Plan:
+        """Bind ``plan``'s id to this run's environment, targets and parameters (returns ``plan``)."""
+        plan.binding = self.binding(plan, **extra)
+        return plan
+
     def plan(self, builder: Callable[..., Iterable[Change]], /, **kwargs: Any) -> Plan:
         """Compute a plan with ``builder(cluster, **kwargs)``, dry-run it on the server, show it.
+
+        The plan's id is bound to this run (:meth:`bind`): the same changes on another
+        cluster or in another environment get another id.
 
         Raises:
             PlanInvalid: the builder refused (e.g. the object does not exist)
                 or the server's dry run rejected a change. Nothing was changed.
         """
-        plan = plans.dry_run(self, plans.build_plan(self._require_cluster(), builder, kwargs))
+        plan = plans.dry_run(self, self.bind(plans.build_plan(self._require_cluster(), builder, kwargs)))
         self.last_plan = plan
         record("plan", plan.public(applied=False))
         report.show_plan(plan, self.approval_hint(plan))
@@ -203,7 +238,10 @@ class Run:
                 "applying a plan needs expected_context (parameters/<env>/env.yaml) so that "
                 "changes never reach a cluster by accident; nothing was applied")
         self._require_cluster()
-        fresh = plan.recompute(self.cluster) if plan.builder is not None else plan
+        fresh = plan
+        if plan.builder is not None:
+            extra = {k: v for k, v in plan.binding.items() if k not in ("env", "targets", "parameters")}
+            fresh = self.bind(plan.recompute(self.cluster), **extra)
         if fresh.id != plan.id:
             raise PlanMismatch(f"plan {plan.id} changed to {fresh.id} just before applying: nothing was applied")
         fresh.validated, fresh.validation = plan.validated, plan.validation
