@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ def web(cluster, namespace):
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}},
     })
+    # rolled out: the controller stops writing its status (an approved write carries the resourceVersion)
+    deadline = time.monotonic() + 30
+    while True:
+        d = kube.request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+        st = d.get("status") or {}
+        if st.get("observedGeneration") == d["metadata"]["generation"] and st.get("availableReplicas") == 1:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
     return namespace
 
 

@@ -336,7 +336,8 @@ def rollback(cluster: kube.Cluster, namespace: str, name: str, to_revision: int 
     return [Change(operation="patch", kind="Deployment", namespace=namespace, name=name,
                    diff=_diff(live, template), body={"spec": {"template": merge_patch(live, template)}},
                    precondition={"generation": d["metadata"].get("generation"), "from_revision": current,
-                                 "to_revision": target["revision"]})]
+                                 "to_revision": target["revision"]},
+                   resource_version=d["metadata"].get("resourceVersion"))]
 
 
 def silence(_cluster: Any, alertmanager: str, matchers: list[str], duration: str, comment: str,

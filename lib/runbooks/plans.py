@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, mod
 
 from . import kube
 from .errors import (
+    ApplyConflict,
     ApplyFailed,
     Conflict,
     InvalidInput,
@@ -62,6 +63,10 @@ class Change(BaseModel):
         precondition: facts about the object the change was planned against
             (e.g. ``{"generation": 4}``); part of the plan id, so a plan
             computed against a changed object gets another id.
+        resource_version: the object's ``metadata.resourceVersion`` when the plan
+            was computed. Not part of the id (controllers bump it all the time), but
+            every write of an approved plan carries the one its recomputation saw, so
+            the API server refuses (409) a write to an object changed since.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,6 +80,7 @@ class Change(BaseModel):
     precondition: dict[str, Any] = {}
     subresource: Literal["status", "scale"] | None = None
     target: str = "kubernetes"
+    resource_version: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Change:
@@ -135,7 +141,13 @@ class Change(BaseModel):
             "resource": self.resource,
             "diff": self.diff,
             "precondition": self.precondition,
+            **({"resource_version": self.resource_version} if self.resource_version else {}),
         }
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> str | None:
+    """``metadata.resourceVersion`` of an object a builder read (for :attr:`Change.resource_version`)."""
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion") or None
 
 
 def _hash(value: Any) -> str:
@@ -255,6 +267,13 @@ class KubernetesTarget:
 
     def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any:
         body = materialize(change.body, now) if change.body is not None else None
+        if change.resource_version and not dry_run:  # optimistic concurrency: a 409 if it changed since
+            if change.operation == "patch":
+                body = {**(body or {}), "metadata": {**((body or {}).get("metadata") or {}),
+                                                     "resourceVersion": change.resource_version}}
+            elif change.operation == "delete":
+                body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                        "preconditions": {"resourceVersion": change.resource_version}}
         return kube.request(
             run.cluster, _METHODS[change.operation], path(change, with_name=change.operation != "create"),
             query=[("dryRun", "All")] if dry_run else [], body=body,
@@ -312,6 +331,7 @@ def rollout_restart(cluster: Any, namespace: str, name: str, kind: str = "Deploy
             }],
             body={"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: APPLY_TIME}}}}},
             precondition={"generation": (obj.get("metadata") or {}).get("generation")},
+            resource_version=resource_version(obj),
         )
     ]
 
@@ -373,9 +393,13 @@ def apply(run: Any, fresh: Plan, audit: AuditLog) -> list[dict[str, Any]]:
 
     The caller has decided the plan may be applied and recomputed it
     (``runbook.Run.guard``); the first refused change stops the apply (later
-    changes are not sent).
+    changes are not sent). Kubernetes writes carry the resourceVersion the
+    recomputed plan saw: an object changed since (a ``kubectl set image`` in
+    between) is refused by the API server, never overwritten.
 
     Raises:
+        ApplyConflict: an object changed after the plan was recomputed (HTTP 409;
+            exit 2). Recorded in the audit log; later changes were not sent.
         ApplyFailed: the target refused a change (recorded in the audit log).
     """
     results = []
@@ -384,6 +408,13 @@ def apply(run: Any, fresh: Plan, audit: AuditLog) -> list[dict[str, Any]]:
         now = iso(utcnow())
         try:
             TARGETS[change.target].send(run, change, dry_run=False, now=now)
+        except Conflict as exc:
+            audit.write(fresh.id, change, f"conflict: {cut(str(exc))}", now)
+            done = f"; {len(results)} earlier change(s) were applied (audit.jsonl)" if results else ""
+            raise ApplyConflict(
+                f"{change.operation} {change.resource} was refused: the object changed after the plan was "
+                f"recomputed ({exc}). It and the changes after it were not applied{done}; review a new "
+                "dry run and approve its id") from exc
         except RunbookError as exc:
             audit.write(fresh.id, change, f"failed: {cut(str(exc))}", now)
             raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc

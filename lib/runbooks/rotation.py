@@ -660,6 +660,7 @@ def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> Change
               "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())
                        if k in ("tls.crt", "tls.key", "ca.crt")}},
         precondition={"sha256": d.current_sha256},
+        resource_version=meta.get("resourceVersion"),
     )
 
 
