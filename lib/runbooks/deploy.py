@@ -73,9 +73,9 @@ from .errors import (
     cut,
 )
 from .model import Finding, iso, record, utcnow
-from .parameters import MutatingParams, register
+from .parameters import MutatingParams, project_root, register
 from .plans import Change, Plan
-from .secrets import REDACTED, redact_text
+from .secrets import REDACTED, is_secret_name, redact_text
 
 __all__ = [
     "ApplyResult",
@@ -150,7 +150,7 @@ def parse_image(image: str) -> tuple[str, str, str]:
     Raises:
         ValueError: not an image reference, or one without a tag or digest.
     """
-    m = _IMAGE.match(image or "")
+    m = _IMAGE.fullmatch(image or "")
     if not m or len(image) > 255:
         raise ValueError(f"image {image!r} is not a valid image reference "
                          "([registry[:port]/]path:tag or …@sha256:<64 hex>, lowercase path)")
@@ -169,7 +169,7 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
             if name not in ("cpu", "memory", "ephemeral-storage"):
                 raise ValueError(f"resources.{section}.{name}: allowed resources are cpu, memory, "
                                  "ephemeral-storage")
-            if not _QUANTITY.match(str(qty)):
+            if not _QUANTITY.fullmatch(str(qty)):
                 raise ValueError(f"resources.{section}.{name} = {qty!r} is not a quantity "
                                  "(e.g. 250m, 0.5, 128Mi, 1Gi)")
     return resources
@@ -209,7 +209,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("release", "namespace")
     @classmethod
     def _label(cls, value: str, info: Any) -> str:
-        if not _LABEL.match(value):
+        if not _LABEL.fullmatch(value):
             raise ValueError(f"{info.field_name} {value!r} is not a valid name (lowercase RFC 1123 "
                              "label: a-z, 0-9 and '-', starting and ending with a letter or digit)")
         return value
@@ -223,7 +223,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if len(value) > 253 or not _HOST.match(value):
+        if len(value) > 253 or not _HOST.fullmatch(value):
             raise ValueError(f"host {value!r} is not a valid DNS name (lowercase labels of a-z, 0-9 "
                              "and '-' separated by dots, e.g. web.example.com)")
         return value
@@ -231,7 +231,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("cluster_issuer", "ingress_class")
     @classmethod
     def _object_name(cls, value: str, info: Any) -> str:
-        if value and (len(value) > 253 or not re.match(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$", value)):
+        if value and (len(value) > 253 or not re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*", value)):
             raise ValueError(f"{info.field_name} {value!r} is not a valid object name")
         return value
 
@@ -243,15 +243,29 @@ class ProvisionParams(MutatingParams):
     @field_validator("config")
     @classmethod
     def _config(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in value if not _ENV_NAME.match(k)]
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"config keys become environment variables; not valid names: {bad}")
+        secret = [k for k in value if is_secret_name(k)]
+        if secret:
+            raise ValueError(f"config keys {secret} look like credentials: config values are written into the "
+                             "output notebook and the release; take them from the vault with vault_keys")
+        return value
+
+    @field_validator("values_files")
+    @classmethod
+    def _values_files(cls, value: list[str]) -> list[str]:
+        root = project_root()
+        outside = [f for f in value if not Path(f).expanduser().resolve().is_relative_to(root)]
+        if outside:
+            raise ValueError(f"values files {outside} are outside the project ({root.name}/): "
+                             "only files of the project are read")
         return value
 
     @field_validator("vault_keys")
     @classmethod
     def _vault_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _ENV_NAME.match(k)]
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"vault_keys maps environment variable names to vault keys; "
                              f"not valid variable names: {bad}")
@@ -260,7 +274,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("vault_password_env")
     @classmethod
     def _password_env(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
+        if not _ENV_NAME.fullmatch(value):
             raise ValueError(f"vault_password_env {value!r} is not an environment variable name; it "
                              "names the variable holding the password, never the password itself")
         return value
@@ -268,7 +282,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("pod_annotations")
     @classmethod
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _QUALIFIED.match(k) or len(k) > 316]
+        bad = [k for k in value if not _QUALIFIED.fullmatch(k) or len(k) > 316]
         if bad:
             raise ValueError(f"not valid annotation keys: {bad}")
         return value
@@ -528,7 +542,7 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
     missing = sorted(v for v in wanted.values() if v not in data)
     if missing:
         raise PreflightFailed(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
-    bad = sorted(k for k in wanted if not _ENV_NAME.match(k))
+    bad = sorted(k for k in wanted if not _ENV_NAME.fullmatch(k))
     if bad:
         raise PreflightFailed(f"vault keys {bad} are not environment variable names: map them with vault_keys")
     values = {}

@@ -58,9 +58,16 @@ from runbooks.errors import (
     RunbookError,
     cut,
 )
-from runbooks.parameters import ParamsBase, params_model, validate_params
+from runbooks.parameters import PROJECT_ROOT, ParamsBase, params_model, validate_params
 
 DEFAULT_CELL_TIMEOUT = 600
+MAX_CELL_TIMEOUT = 86400
+MAX_FILE_BYTES = 1 << 20
+"""Largest parameter or env file read (a parameter file is a few lines)."""
+MAX_VALUE_BYTES = 64 << 10
+"""Largest ``-p`` value."""
+MAX_NODES = 10_000
+"""Most values a parameter file or ``-p`` value may expand to (YAML aliases included)."""
 KERNEL_START_TIMEOUT = 60
 WATCHDOG_GRACE = 30
 FAIL_ON_CHOICES = ("info", "warning", "critical")
@@ -205,6 +212,40 @@ class Project:
         return cfg
 
 
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds once YAML aliases are expanded, counting up to ``limit`` + 1."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """YAML text as data, bounded: at most :data:`MAX_NODES` values after expanding aliases.
+
+    A few hundred bytes of nested aliases (a "billion laughs" file) would otherwise expand
+    to gigabytes when the values are validated or serialised.
+
+    Raises:
+        InvalidInput: not YAML, or too large once expanded.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{what} is not valid YAML: {cut(str(exc))}") from exc
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply") from None
+    if _expanded_size(data, MAX_NODES) > MAX_NODES:
+        raise InvalidInput(f"{what} expands to more than {MAX_NODES} values (YAML aliases?): refused")
+    return data
+
+
 def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") -> dict[str, Any]:
     """A YAML file holding a mapping of names to values.
 
@@ -212,13 +253,17 @@ def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") ->
         InvalidInput: unreadable, not YAML, or not a mapping with string keys.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise InvalidInput(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise InvalidInput(f"{what} {str(path)!r} is larger than {MAX_FILE_BYTES // 1024} KiB")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{what} {str(path)!r} is not valid YAML: {cut(str(exc))}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {str(path)!r} is not UTF-8 text") from None
+    data = safe_yaml(text, f"{what} {str(path)!r}")
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -305,8 +350,10 @@ def parse_value(raw: str, annotation: Any) -> Any:
     ):
         return None if raw in ("null", "None", "~") and annotation is not str else raw
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = safe_yaml(raw, "value")
+    except InvalidInput as exc:
+        if "expands" in str(exc) or "nested" in str(exc):
+            raise
         return raw
     return None if raw == "None" else value
 
@@ -351,8 +398,8 @@ def prepare(
     """
     if fail_on not in FAIL_ON_CHOICES:
         raise InvalidInput(f"--fail-on {fail_on!r} is not one of {', '.join(FAIL_ON_CHOICES)}")
-    if timeout <= 0:
-        raise InvalidInput(f"--timeout {timeout} must be a positive number of seconds")
+    if not 0 < timeout <= MAX_CELL_TIMEOUT:
+        raise InvalidInput(f"--timeout {timeout} must be a number of seconds from 1 to {MAX_CELL_TIMEOUT} (a day)")
     notebook = project.notebook(name)
     runbook = notebook.stem
     env_cfg = project.load_env(env)
@@ -383,8 +430,13 @@ def prepare(
     for _, data in sources:
         given.update(data)
     for key, raw in pairs:
+        if len(raw.encode("utf-8", "replace")) > MAX_VALUE_BYTES:
+            raise InvalidInput(f"-p {key}: the value is larger than {MAX_VALUE_BYTES // 1024} KiB")
         field_info = model.model_fields.get(key)
-        value = parse_value(raw, field_info.annotation if field_info else Any)
+        try:
+            value = parse_value(raw, field_info.annotation if field_info else Any)
+        except InvalidInput as exc:
+            raise InvalidInput(f"-p {key}: {exc}") from None
         if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
             value = str(Path(value).expanduser().resolve())
         given[key] = value
@@ -412,7 +464,11 @@ def prepare(
                 for k in problems
             )
         )
-    validated = validate_params(model, given)
+    token = PROJECT_ROOT.set(str(project.root))
+    try:
+        validated = validate_params(model, given)
+    finally:
+        PROJECT_ROOT.reset(token)
 
     cluster = None
     if check_cluster and ("kubeconfig" in declared or "kube_context" in declared):
@@ -448,6 +504,18 @@ def _refuse_known_secret_values(given: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------
 # Execution
 # --------------------------------------------------------------------------
+
+
+def check_output_dir(output_dir: str | os.PathLike[str] | None) -> None:
+    """``--output-dir`` must be a directory, or not exist yet (it is created)."""
+    if output_dir is None:
+        return
+    path = Path(output_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InvalidInput(f"--output-dir {str(output_dir)!r} is not a directory ({str(existing)!r} is a file)")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--output-dir {str(output_dir)!r} cannot be written")
 
 
 def new_run_dir(outputs: Path, env: str, runbook: str, now: _dt.datetime | None = None) -> Path:

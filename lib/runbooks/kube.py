@@ -238,7 +238,36 @@ def preflight(params: Any) -> Cluster:
     cluster = connect(getattr(params, "kubeconfig", None), getattr(params, "kube_context", None))
     check_context(cluster, getattr(params, "expected_context", None))
     check_api(cluster)
+    check_namespaces(cluster, params)
     return cluster
+
+
+def check_namespaces(cluster: Cluster, params: Any) -> None:
+    """The namespaces a run names (the model's ``EXISTING_NAMESPACES`` fields) must exist.
+
+    Where reading namespaces is forbidden, they stay unchecked: ``cluster.unverified_namespaces``
+    lists them (the notebook records a warning finding).
+
+    Raises:
+        InvalidInput: naming each namespace that does not exist.
+    """
+    names: list[str] = []
+    for field in getattr(type(params), "EXISTING_NAMESPACES", ()):
+        value = getattr(params, field, None)
+        names.extend([value] if isinstance(value, str) else list(value or []))
+    missing, unverified = [], []
+    for name in dict.fromkeys(names):
+        try:
+            request(cluster, "GET", KINDS["Namespace"].path(None, name))
+        except NotFound:
+            missing.append(name)
+        except Forbidden:
+            unverified.append(name)
+    cluster.unverified_namespaces = unverified
+    if missing:
+        raise InvalidInput(f"namespace{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                           "does not exist in the cluster; allowed: existing namespaces "
+                           "(kubectl get namespaces)")
 
 
 def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,

@@ -242,11 +242,11 @@ def window(start: datetime | None = None, end: datetime | None = None, lookback:
 
 
 def _check_names(namespace, workload, pod, labels) -> None:
-    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
+    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.fullmatch(namespace)):
         raise InvalidInput(f"namespace {namespace!r} is not a Kubernetes namespace name "
                            "(lowercase letters, digits and '-', at most 63)")
     for name, value in (("workload", workload), ("pod", pod)):
-        if value is not None and not (isinstance(value, str) and _DNS_NAME.match(value)):
+        if value is not None and not (isinstance(value, str) and _DNS_NAME.fullmatch(value)):
             raise InvalidInput(f"{name} {value!r} is not a Kubernetes object name "
                                "(lowercase letters, digits, '-' and '.')")
     if labels is not None and (not isinstance(labels, Mapping) or

@@ -341,7 +341,7 @@ def range_query(prom: Any, promql: str, start: Any, end: Any, step: Any = None, 
 
 
 def _check_name(what: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or len(value) > 253:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 253:
         raise InvalidInput(f"{what} {value!r} is not a Kubernetes name (lowercase letters, digits and '-')")
     return value
 

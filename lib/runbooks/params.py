@@ -18,13 +18,37 @@ from .durations import parse_duration
 from .errors import InvalidInput
 from .parameters import MutatingParams, RunbookParams, register
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ALERT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_:]*")
+_INDEX = re.compile(r"[a-z0-9*][a-z0-9._*+-]*(,[a-z0-9*][a-z0-9._*+-]*)*")
+_HTTP_URL = re.compile(r"https?://[^\s/?#@]+(:\d{1,5})?(/[^\s]*)?")
+MAX_SILENCE_SECONDS = 30 * 86400
+MAX_COMMENT = 1000
+
+
+def check_url(value: str | None, what: str) -> str | None:
+    """An http(s) URL of a data source, checked whole (no spaces, no credentials in it)."""
+    if value is None:
+        return value
+    if not isinstance(value, str) or len(value) > 2048 or not _HTTP_URL.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not an http(s) URL without credentials "
+                         "(e.g. http://127.0.0.1:9090; credentials come from environment variables)")
+    return value
+
+
+def check_regex(value: str, what: str) -> str:
+    """A PromQL ``=~`` regex, compiled here so that a bad one exits 2 before a kernel starts."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{what} {value!r} is not a valid regular expression ({exc})") from None
+    return value
 
 
 def check_namespaces(value: list[str]) -> list[str]:
     """Namespace names as Kubernetes allows them (for pydantic validators: ValueError names the bad one)."""
     for ns in value:
-        if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
+        if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.fullmatch(ns):
             raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 "
                              "label: a-z, 0-9 and '-', at most 63 characters)")
     return value
@@ -33,6 +57,8 @@ def check_namespaces(value: list[str]) -> list[str]:
 @register("cluster-health")
 class ClusterHealthParams(RunbookParams):
     """Parameters of notebooks/cluster-health.ipynb (checked before a kernel starts and in preflight)."""
+
+    EXISTING_NAMESPACES = ("namespaces",)
 
     namespaces: list[str] = Field(default_factory=list)
     restart_threshold: int = Field(default=5, ge=1)
@@ -58,6 +84,8 @@ class ClusterHealthParams(RunbookParams):
 class IncidentParams(MutatingParams):
     """Parameters of notebooks/incident-investigation.ipynb."""
 
+    EXISTING_NAMESPACES = ("namespace",)
+
     namespace: str = "shop"
     service: str = "checkout"
     lookback: str = "6h"
@@ -80,7 +108,7 @@ class IncidentParams(MutatingParams):
     @field_validator("namespace", "service")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _NAMESPACE.match(value or "") or len(value) > 63:
+        if not _NAMESPACE.fullmatch(value or "") or len(value) > 63:
             raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
         return value
 
@@ -90,6 +118,13 @@ class IncidentParams(MutatingParams):
         seconds = parse_duration(value)
         if seconds <= 0:
             raise ValueError(f"{value!r} must be a positive duration such as 30m, 6h or 2d")
+        return value
+
+    @field_validator("silence_duration")
+    @classmethod
+    def _silence_bound(cls, value: str) -> str:
+        if parse_duration(value) > MAX_SILENCE_SECONDS:
+            raise ValueError(f"silence_duration {value!r} is longer than 30d, the longest silence allowed")
         return value
 
     @field_validator("queries")

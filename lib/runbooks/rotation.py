@@ -83,6 +83,7 @@ BACKUP_TIME = "kube-runbooks.io/backed-up-at"
 BACKUP_TYPE = "kube-runbooks.io/backup-of-type"
 CM_API = "/apis/cert-manager.io/v1"
 ACME_API = "/apis/acme.cert-manager.io/v1"
+_DOMAIN_SUFFIX = re.compile(r"\.?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
@@ -134,7 +135,7 @@ class ReplacementFiles(BaseModel):
 
 
 def _check_object(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _OBJECT.match(value):
+    if not isinstance(value, str) or not _OBJECT.fullmatch(value):
         raise ValueError(f"{what} {value!r} is not 'namespace/name' (lowercase RFC 1123 names)")
     return value
 
@@ -144,6 +145,7 @@ class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
 
     APPLY_PARAMETERS = ("renew_timeout_seconds",)
+    EXISTING_NAMESPACES = ("namespaces",)
 
     namespaces: list[str] = Field(default_factory=list)
     warning_days: int = Field(default=30, ge=0)
@@ -176,6 +178,15 @@ class CertificateRotationParams(MutatingParams):
     def _valid_files(cls, value: dict[str, ReplacementFiles]) -> dict[str, ReplacementFiles]:
         for k in value:
             _check_object(k, "replacement_files key")
+        return value
+
+    @field_validator("internal_domains")
+    @classmethod
+    def _valid_domains(cls, value: list[str]) -> list[str]:
+        for d in value:
+            if not isinstance(d, str) or len(d) > 253 or not _DOMAIN_SUFFIX.fullmatch(d):
+                raise ValueError(f"internal domain {d!r} is not a domain suffix such as .internal or "
+                                 "corp.example.com (an empty one would match every host)")
         return value
 
     @field_validator("ingress_controller", "rollback_backup")

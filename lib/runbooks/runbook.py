@@ -328,6 +328,11 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
             expected_context=getattr(params, "expected_context", None),
         )
         run.source("kubernetes", True, f"context {info['kube_context']} at {info['server']}")
+        unverified = getattr(cluster, "unverified_namespaces", None)
+        if unverified:
+            run.finding("namespaces-unverified", "warning",
+                        f"namespaces {', '.join(unverified)} could not be checked (listing namespaces is forbidden)",
+                        detail="the run goes on; a namespace that does not exist shows no objects")
     record("run", info)
     record("preflight", {"ok": True})
     _record_errors()

@@ -84,12 +84,15 @@ def kubeconfig_secrets(path: str | os.PathLike[str] | None) -> list[Secret]:
     if not path:
         return []
     try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):  # not a kubeconfig: connect() says so
         return []
+    users = config.get("users") if isinstance(config, dict) else None
     out: list[Secret] = []
-    for entry in config.get("users") or []:
-        user = (entry or {}).get("user") or {}
+    for entry in users if isinstance(users, list) else []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(user, dict):
+            continue
         for field, kind in _KUBECONFIG_USER_FIELDS.items():
             value = user.get(field)
             if isinstance(value, str) and len(value) >= 8:
@@ -102,7 +105,9 @@ def kubeconfig_secrets(path: str | os.PathLike[str] | None) -> list[Secret]:
                 value = ""
             if len(value) >= 8:
                 out.append(Secret("kubeconfig bearer token", value))
-        provider = (user.get("auth-provider") or {}).get("config") or {}
+        provider = (user.get("auth-provider") or {}).get("config") or {} \
+            if isinstance(user.get("auth-provider"), dict) else {}
+        provider = provider if isinstance(provider, dict) else {}
         for field in _AUTH_PROVIDER_FIELDS:
             value = provider.get(field)
             if isinstance(value, str) and len(value) >= 8:
