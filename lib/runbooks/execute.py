@@ -167,6 +167,8 @@ class Project:
             path = Path(name).resolve()
             if not path.is_file():
                 raise InvalidInput(f"notebook {name!r} does not exist")
+            if path.suffix != ".ipynb":
+                raise InvalidInput(f"{name!r} is not a notebook: allowed are a runbook name or a .ipynb file")
             return path
         books = self.notebooks()
         if name not in books:
@@ -284,8 +286,9 @@ def read_notebook(path: str | os.PathLike[str]) -> Any:
 
     try:
         return nbformat.read(str(path), as_version=4)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"notebook {str(path)!r} cannot be read: {cut(str(exc))}") from exc
+    except (OSError, ValueError) as exc:  # never quote the file's content
+        raise InvalidInput(f"notebook {str(path)!r} cannot be read: it is not a valid notebook "
+                           f"({type(exc).__name__})") from exc
 
 
 def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
@@ -295,8 +298,9 @@ def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
 
     try:
         found = inspect_notebook(str(path))
-    except (OSError, ValueError, AttributeError, KeyError) as exc:
-        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: {cut(str(exc))}") from exc
+    except (OSError, ValueError, AttributeError, KeyError) as exc:  # never quote the file: it may be a key
+        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: it is not a valid notebook "
+                           f"({type(exc).__name__})") from exc
     return [Parameter(**p) for p in found.values()]
 
 
@@ -459,7 +463,8 @@ def prepare(
     if problems:
         raise InvalidInput(
             "; ".join(
-                f"unknown parameter {k!r} (value {sec.shown(given[k])}) for runbook {runbook!r}; "
+                f"unknown parameter {k!r} for runbook {runbook!r} (its value is not shown: an unknown "
+                "name may hold a credential); "
                 f"known parameters: {', '.join(declared) or 'none'}"
                 for k in problems
             )

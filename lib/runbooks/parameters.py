@@ -253,7 +253,7 @@ def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> Param
             )
         elif key not in model.model_fields:
             problems.append(
-                f"unknown parameter {key!r} (value {shown(value)}); known parameters: "
+                f"unknown parameter {key!r} (its value is not shown); known parameters: "
                 + (", ".join(known) or "none")
             )
         else:

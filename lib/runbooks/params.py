@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -103,13 +103,43 @@ class IncidentParams(MutatingParams):
     mitigation: Literal["none", "rollback", "silence"] = "none"
     rollback_to_revision: int | None = Field(default=None, ge=1)
     silence_duration: str = "2h"
-    silence_comment: str = "Investigating with the incident-investigation runbook"
+    silence_comment: str = Field(default="Investigating with the incident-investigation runbook",
+                                 min_length=1, max_length=MAX_COMMENT)
 
     @field_validator("namespace", "service")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _NAMESPACE.fullmatch(value or "") or len(value) > 63:
-            raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
+        if len(value) > 63:
+            raise ValueError(f"{value!r} is {len(value)} characters long; the limit is 63")
+        if not _NAMESPACE.fullmatch(value or ""):
+            raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-', "
+                             "at most 63 characters)")
+        return value
+
+    @field_validator("prometheus_url", "alertmanager_url", "elasticsearch_url")
+    @classmethod
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        return check_url(value, info.field_name)
+
+    @field_validator("ingress")
+    @classmethod
+    def _ingress(cls, value: str) -> str:
+        return check_regex(value, "ingress")
+
+    @field_validator("alert_name")
+    @classmethod
+    def _alert_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 255 or not _ALERT_NAME.fullmatch(value)):
+            raise ValueError(f"alert_name {value!r} is not an alert name (letters, digits, '_' and ':', "
+                             "not starting with a digit, e.g. KubePodCrashLooping)")
+        return value
+
+    @field_validator("log_index")
+    @classmethod
+    def _log_index(cls, value: str) -> str:
+        if len(value) > 255 or not _INDEX.fullmatch(value):
+            raise ValueError(f"log_index {value!r} is not an index pattern (lowercase index names or "
+                             "wildcards, comma-separated, no spaces, e.g. logstash-*)")
         return value
 
     @field_validator("lookback", "silence_duration")
