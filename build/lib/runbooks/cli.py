@@ -1,0 +1,219 @@
+"""The ``runbooks`` command: list, run, report, runs (and plugins such as ``sandbox``).
+
+Only argument parsing and printing live here; the execution contract is in
+:mod:`runbooks.execute`. Exit codes (DESIGN.md): 0 no finding at or above
+``--fail-on``; 1 findings at or above it; 2 bad input, configuration or
+approval (nothing executed or changed); 3 the runbook failed while running,
+or its output failed the secret scan.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+
+import click
+
+from runbooks import __version__
+from runbooks.errors import RunbookError
+
+EXIT_INVALID = 2
+
+
+class Context:
+    """What the group options decide, handed to every command (``ctx.obj``)."""
+
+    def __init__(self, project_dir: str | None, notebooks_dir: str | None) -> None:
+        self.project_dir = project_dir
+        self.notebooks_dir = notebooks_dir
+        self._project = None
+
+    @property
+    def project(self):
+        """The :class:`runbooks.execute.Project` (found lazily: `sandbox` commands need none)."""
+        from runbooks.execute import Project
+
+        if self._project is None:
+            self._project = Project.discover(self.project_dir, self.notebooks_dir)
+        return self._project
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> None:
+    click.echo(f"runbooks: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runbooks")
+@click.option("--project-dir", envvar="RUNBOOKS_HOME", default=None, metavar="DIR",
+              help="Project root holding notebooks/, parameters/ and outputs/ "
+                   "(default: $RUNBOOKS_HOME, else the nearest such directory upwards).")
+@click.option("--notebooks-dir", envvar="RUNBOOKS_NOTEBOOKS", default=None, metavar="DIR",
+              help="Where the runbook notebooks are (default: PROJECT/notebooks).")
+@click.pass_context
+def main(ctx: click.Context, project_dir: str | None, notebooks_dir: str | None) -> None:
+    """Kubernetes runbooks as notebooks: run them headless, read their reports."""
+    ctx.obj = Context(project_dir, notebooks_dir)
+
+
+@main.command("list")
+@click.argument("name", required=False)
+@click.pass_obj
+def list_cmd(obj: Context, name: str | None) -> None:
+    """List runbooks with their purpose, or NAME's parameters with defaults and help."""
+    from runbooks import execute
+
+    try:
+        project = obj.project
+        if name is None:
+            books = project.notebooks()
+            if not books:
+                click.echo(f"no runbooks in {project.notebooks_dir}")
+                return
+            width = max(len(n) for n in books)
+            for book, path in books.items():
+                click.echo(f"{book:<{width}}  {execute.purpose(path)}")
+            return
+        path = project.notebook(name)
+        params = execute.notebook_parameters(path)
+    except RunbookError as exc:
+        _fail(str(exc))
+    click.echo(f"{path.stem}: {execute.purpose(path)}")
+    if not params:
+        click.echo("  (no cell tagged 'parameters')")
+        return
+    click.echo("parameters (set with -p NAME VALUE, -f FILE or parameters/ENV/"
+               f"{path.stem}.yaml):")
+    width = max(len(p.name) for p in params)
+    for p in params:
+        kind = "" if p.inferred_type_name in ("None", "") else f" ({p.inferred_type_name})"
+        help_text = f"  # {p.help}" if p.help else ""
+        click.echo(f"  {p.name:<{width}} = {p.default}{kind}{help_text}")
+
+
+@main.command("run")
+@click.argument("name")
+@click.option("--env", "env", required=True, metavar="ENV",
+              help="Environment: loads parameters/ENV/env.yaml and parameters/ENV/NAME.yaml.")
+@click.option("-f", "--parameters-file", "files", multiple=True, metavar="FILE",
+              help="YAML mapping of parameters (repeatable; later files win).")
+@click.option("-p", "--parameter", "pairs", multiple=True, nargs=2, metavar="NAME VALUE",
+              help="One parameter; VALUE is parsed as YAML unless the parameter is a string.")
+@click.option("--approve", metavar="PLAN_ID", default=None,
+              help="Apply the plan with this id (printed by a dry run); turns dry_run off.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "critical"]), default="critical",
+              show_default=True, help="Exit 1 when a finding is at or above this severity.")
+@click.option("--output-dir", metavar="DIR", default=None,
+              help="Base of run directories (default PROJECT/outputs): DIR/ENV/NAME/TIMESTAMP/.")
+@click.option("--timeout", type=int, default=600, show_default=True, metavar="S",
+              help="Per-cell timeout in seconds (the whole run is bounded by S x cells).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show papermill's progress bar (default: when stderr is a terminal).")
+@click.pass_obj
+def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
+            pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
+            output_dir: str | None, timeout: int, progress: bool | None) -> None:
+    """Run runbook NAME headless against ENV; print the run directory and findings.
+
+    Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
+    < -f FILE < -p NAME VALUE; they are validated before a kernel starts.
+    """
+    from runbooks import execute
+
+    try:
+        prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
+                                   approve=approve, fail_on=fail_on, timeout=timeout)
+    except RunbookError as exc:
+        _fail(str(exc))
+    result = execute.execute(prepared, output_dir=output_dir, progress=progress,
+                             echo=lambda m: click.echo(m, err=True))
+    click.echo(execute.format_summary(result))
+    sys.exit(result.exit_code)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def report_cmd(run_dir: Path) -> None:
+    """Render RUN_DIR/report.html again from its notebook and summary.json."""
+    from runbooks import execute
+
+    try:
+        result = execute.rerender(run_dir)
+    except RunbookError as exc:
+        _fail(str(exc))
+    for message in result.messages:
+        click.echo(message, err=True)
+    if result.report is None:
+        error = (result.summary.get("error") or {}).get("message")
+        if error:
+            click.echo(f"runbooks: {error}", err=True)
+        sys.exit(execute.EXIT_FAILED)
+    click.echo(str(result.report))
+
+
+@main.command("runs")
+@click.option("--env", default=None, help="Only runs of this environment.")
+@click.option("--runbook", default=None, help="Only runs of this runbook.")
+@click.option("--output-dir", metavar="DIR", default=None,
+              help="Base of run directories (default PROJECT/outputs).")
+@click.pass_obj
+def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str | None) -> None:
+    """List past runs from their summary.json and regenerate outputs/index.html."""
+    from runbooks import execute
+
+    try:
+        outputs = Path(output_dir).resolve() if output_dir else obj.project.outputs_dir
+    except RunbookError as exc:
+        _fail(str(exc))
+    runs = execute.list_runs(outputs, env, runbook)
+    index = execute.write_index(outputs)
+    if not runs:
+        click.echo("no runs" + (" match" if env or runbook else " yet"))
+    for rel, s in runs:
+        counts = s.get("counts") or {}
+        plan = (s.get("plan") or {}).get("id") or ""
+        click.echo(
+            f"{s.get('start', '?'):20}  {s.get('status', '?'):8} exit {s.get('exit_code', '?')}  "
+            f"{counts.get('critical', 0)} critical {counts.get('warning', 0)} warning  "
+            f"{('plan ' + plan) if plan else '':17}  {rel}"
+        )
+    click.echo(f"index: {index}")
+
+
+PLUGIN_GROUP = "runbooks.plugins"
+# Plugins the project documents, with how to get them when they are not installed.
+KNOWN_PLUGINS = {
+    "sandbox": "the embedded sandbox is not installed: pip install -e lib/runbooks_sandbox "
+               "(from a checkout; `make` does it)",
+}
+
+
+def _missing_plugin(name: str, hint: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help=f"(not installed) {hint}", add_help_option=False)
+    def missing() -> None:
+        _fail(hint)
+
+    return missing
+
+
+def add_plugins(group: click.Group) -> None:
+    """Commands other distributions contribute through the ``runbooks.plugins`` entry point.
+
+    The product never imports the sandbox: ``runbooks sandbox`` exists only when the
+    sandbox distribution is installed, and otherwise says how to install it.
+    """
+    found = {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+    for name in sorted(found.keys() | KNOWN_PLUGINS.keys()):
+        if name in found:
+            group.add_command(found[name].load(), name)
+        else:
+            group.add_command(_missing_plugin(name, KNOWN_PLUGINS[name]))
+
+
+add_plugins(main)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,944 @@
+"""Headless execution: the contract behind ``runbooks run``.
+
+Why this module exists: papermill runs notebooks, but on its own it has three
+pitfalls for scheduled use, which this module closes once for every runbook:
+
+- **silent exit 0 after truncated output**: a cell calling ``sys.exit(0)``
+  stops the notebook without an error. Here every code cell must have run,
+  or the run fails (exit 3).
+- **hangs when the kernel dies**: a dead kernel (``DeadKernelError``) and a
+  cell running past ``--timeout`` (``CellTimeoutError``) end the run with exit
+  3; a watchdog also guards the whole run (per-cell timeout × code cells +
+  kernel start-up) by killing the kernel's process group and, if even that
+  does not end it, the process.
+- **secrets in the output notebook**: parameters are validated before a
+  kernel starts (unknown names, wrong types, secret-looking names → exit 2,
+  nothing executed); after the run the notebook and the HTML are scanned
+  (:mod:`runbooks.secrets`) and a leak fails the run (exit 3) with no
+  report.html.
+
+The steps: :func:`prepare` (project, env, merged and validated parameters,
+Kubernetes preflight) → :func:`execute` (papermill with a progress bar into a
+run directory ``outputs/<env>/<runbook>/<UTC timestamp>/``) → records read
+back from the executed notebook (:func:`runbooks.model.read_records`) →
+``summary.json``, secret scan, ``report.html``, ``outputs/index.html``.
+
+Exit codes: 0 no finding at or above ``--fail-on``; 1 findings at or above it;
+2 bad input, configuration or approval (nothing executed or changed); 3 the
+runbook failed while running, or the output failed the secret scan.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from runbooks import kube, model
+from runbooks import secrets as sec
+from runbooks.errors import (
+    EXIT_FAILED,
+    EXIT_FINDINGS,
+    EXIT_INVALID,
+    EXIT_OK,
+    InvalidInput,
+    RunbookError,
+    cut,
+)
+from runbooks.parameters import ParamsBase, params_model, validate_params
+
+DEFAULT_CELL_TIMEOUT = 600
+KERNEL_START_TIMEOUT = 60
+WATCHDOG_GRACE = 30
+FAIL_ON_CHOICES = ("info", "warning", "critical")
+SUMMARY_SCHEMA = 1
+
+
+# --------------------------------------------------------------------------
+# Project and environments
+# --------------------------------------------------------------------------
+
+
+class EnvConfig(BaseModel):
+    """Schema of ``parameters/<env>/env.yaml``: how to reach an environment.
+
+    Connection settings become the lowest-precedence notebook parameters;
+    only the keys a notebook declares in its parameters cell are passed.
+    Relative paths (``kubeconfig``) are relative to the project root.
+    Credentials never belong here: they come from the kubeconfig and from
+    environment variables.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    expected_context: str | None = None
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    elasticsearch_url: str | None = None
+    ingress_url: str | None = None
+    ingress_ca_file: str | None = None
+
+    def connections(self) -> dict[str, Any]:
+        """The settings that become parameters (everything but the description)."""
+        return {k: v for k, v in self.model_dump(exclude={"description"}).items() if v is not None}
+
+
+PATH_PARAMETERS = ("kubeconfig", "ingress_ca_file")
+
+
+@dataclass
+class Project:
+    """Where notebooks, parameters and outputs live.
+
+    ``root`` is ``--project-dir`` / ``$RUNBOOKS_HOME`` or the nearest directory
+    upwards from the working directory holding ``notebooks/`` and
+    ``parameters/``; ``notebooks_dir`` defaults to ``root/notebooks``
+    (``--notebooks-dir`` / ``$RUNBOOKS_NOTEBOOKS`` point elsewhere, e.g. at test
+    fixtures, while parameters and outputs stay under ``root``).
+    """
+
+    root: Path
+    notebooks_dir: Path
+
+    @classmethod
+    def discover(cls, project_dir: str | os.PathLike[str] | None = None,
+                 notebooks_dir: str | os.PathLike[str] | None = None) -> Project:
+        if project_dir:
+            root = Path(project_dir).resolve()
+            if not root.is_dir():
+                raise InvalidInput(f"project directory {str(project_dir)!r} does not exist")
+        else:
+            here = Path.cwd().resolve()
+            for candidate in (here, *here.parents):
+                if (candidate / "notebooks").is_dir() and (candidate / "parameters").is_dir():
+                    root = candidate
+                    break
+            else:
+                raise InvalidInput(
+                    "not inside a kube-runbooks project (no directory with notebooks/ and "
+                    "parameters/ above the working directory); pass --project-dir or set RUNBOOKS_HOME"
+                )
+        nbdir = Path(notebooks_dir).resolve() if notebooks_dir else root / "notebooks"
+        if not nbdir.is_dir():
+            raise InvalidInput(f"notebooks directory {str(nbdir)!r} does not exist")
+        return cls(root, nbdir)
+
+    @property
+    def parameters_dir(self) -> Path:
+        return self.root / "parameters"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.root / "outputs"
+
+    def notebooks(self) -> dict[str, Path]:
+        """Runbook name → notebook path (kebab-case names, sorted)."""
+        return {p.stem: p for p in sorted(self.notebooks_dir.glob("*.ipynb"))
+                if not p.name.startswith(".") and not p.stem.endswith("-checkpoint")}
+
+    def notebook(self, name: str) -> Path:
+        """The notebook of a runbook name, or a path to a ``.ipynb`` file."""
+        if name.endswith(".ipynb") or os.sep in name:
+            path = Path(name).resolve()
+            if not path.is_file():
+                raise InvalidInput(f"notebook {name!r} does not exist")
+            return path
+        books = self.notebooks()
+        if name not in books:
+            raise InvalidInput(
+                f"unknown runbook {name!r}; known runbooks: {', '.join(books) or 'none'} "
+                f"(in {self.notebooks_dir})"
+            )
+        return books[name]
+
+    def envs(self) -> list[str]:
+        if not self.parameters_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.parameters_dir.iterdir() if p.is_dir())
+
+    def load_env(self, env: str) -> EnvConfig:
+        """Read and validate ``parameters/<env>/env.yaml`` (missing file: no connections)."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", env) or env not in self.envs():
+            raise InvalidInput(
+                f"unknown env {env!r}; known envs: {', '.join(self.envs()) or 'none'} "
+                f"(directories under {self.parameters_dir})"
+            )
+        path = self.parameters_dir / env / "env.yaml"
+        if not path.exists():
+            return EnvConfig()
+        data = load_mapping(path, "env file")
+        try:
+            cfg = EnvConfig.model_validate(data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                key = ".".join(str(x) for x in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    problems.append(
+                        f"unknown key {key!r}; allowed: {', '.join(EnvConfig.model_fields)}"
+                    )
+                else:
+                    problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+            raise InvalidInput(f"{path}: " + "; ".join(problems)) from exc
+        if cfg.kubeconfig and not Path(cfg.kubeconfig).expanduser().is_absolute():
+            cfg.kubeconfig = str((self.root / cfg.kubeconfig).resolve())
+        elif cfg.kubeconfig:
+            cfg.kubeconfig = str(Path(cfg.kubeconfig).expanduser())
+        return cfg
+
+
+def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") -> dict[str, Any]:
+    """A YAML file holding a mapping of names to values.
+
+    Raises:
+        InvalidInput: unreadable, not YAML, or not a mapping with string keys.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{what} {str(path)!r} is not valid YAML: {cut(str(exc))}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise InvalidInput(
+            f"{what} {str(path)!r} must be a mapping of parameter names to values, "
+            f"not {type(data).__name__}"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------
+# Notebook inspection
+# --------------------------------------------------------------------------
+
+
+def read_notebook(path: str | os.PathLike[str]) -> Any:
+    import nbformat
+
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"notebook {str(path)!r} cannot be read: {cut(str(exc))}") from exc
+
+
+def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
+    """The notebook's parameters cell, as papermill infers it (name, type, default, help)."""
+    from papermill import inspect_notebook
+    from papermill.models import Parameter
+
+    try:
+        found = inspect_notebook(str(path))
+    except (OSError, ValueError, AttributeError, KeyError) as exc:
+        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: {cut(str(exc))}") from exc
+    return [Parameter(**p) for p in found.values()]
+
+
+def purpose(path: str | os.PathLike[str]) -> str:
+    """One line from the first markdown cell: its title, and the first sentence after it."""
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError):
+        return "(unreadable notebook)"
+    for cell in cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else source
+        title, first = "", ""
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("#"):
+                title = title or line.lstrip("#").strip()
+            elif not first:
+                first = re.sub(r"[*_`]", "", line)
+        line = f"{title}: {first}" if title and first else title or first
+        return line if len(line) <= 110 else line[:109] + "…"
+    return "(no description: the notebook has no markdown cell)"
+
+
+# --------------------------------------------------------------------------
+# Parameters: merge, parse, validate (before any kernel starts)
+# --------------------------------------------------------------------------
+
+
+def _accepts_str(annotation: Any) -> bool:
+    """`str` or a union with `str` (`str | None`); not a container of strings (`list[str]`)."""
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return str in typing.get_args(annotation)
+    return False
+
+
+def parse_value(raw: str, annotation: Any) -> Any:
+    """A ``-p NAME VALUE`` value: kept as text for string parameters, else a YAML scalar/flow value.
+
+    ``-p namespaces "[shop, web]"`` gives a list, ``-p cert_warning_days 14``
+    an int, ``-p dry_run false`` a bool, ``-p namespace 007`` the text ``007``.
+    """
+    if _accepts_str(annotation) and not any(
+        a in (int, float, bool, list, dict) for a in getattr(annotation, "__args__", ())
+    ):
+        return None if raw in ("null", "None", "~") and annotation is not str else raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return None if raw == "None" else value
+
+
+@dataclass
+class Prepared:
+    """Everything decided before a kernel starts."""
+
+    project: Project
+    runbook: str
+    notebook: Path
+    env: str
+    model: type[ParamsBase]
+    declared: list[str]
+    given: dict[str, Any]
+    validated: ParamsBase
+    cluster: Any = None
+    fail_on: str = "critical"
+    timeout: int = DEFAULT_CELL_TIMEOUT
+
+
+def prepare(
+    project: Project,
+    name: str,
+    env: str,
+    *,
+    files: Sequence[str] = (),
+    pairs: Sequence[tuple[str, str]] = (),
+    approve: str | None = None,
+    fail_on: str = "critical",
+    timeout: int = DEFAULT_CELL_TIMEOUT,
+    check_cluster: bool = True,
+) -> Prepared:
+    """Resolve and validate a run; raise :class:`InvalidInput` (exit 2) on any problem.
+
+    Merge order, lowest first: ``parameters/<env>/env.yaml`` connections (only
+    the keys the notebook declares) < ``parameters/<env>/<runbook>.yaml`` <
+    each ``-f FILE`` < each ``-p NAME VALUE`` < ``--approve`` (sets
+    ``approve_plan`` and ``dry_run=False``). Then the Kubernetes preflight
+    (connection, context guard, API check) when the notebook declares
+    ``kubeconfig`` — all before any kernel starts.
+    """
+    if fail_on not in FAIL_ON_CHOICES:
+        raise InvalidInput(f"--fail-on {fail_on!r} is not one of {', '.join(FAIL_ON_CHOICES)}")
+    if timeout <= 0:
+        raise InvalidInput(f"--timeout {timeout} must be a positive number of seconds")
+    notebook = project.notebook(name)
+    runbook = notebook.stem
+    env_cfg = project.load_env(env)
+    inspected = notebook_parameters(notebook)
+    declared = [p.name for p in inspected]
+    model = params_model(runbook, inspected)
+
+    given: dict[str, Any] = {}
+    for key, value in env_cfg.connections().items():
+        if key in declared:
+            given[key] = value
+    own = project.parameters_dir / env / f"{runbook}.yaml"
+    sources: list[tuple[str, dict[str, Any]]] = []
+    if own.exists():
+        sources.append((str(own), load_mapping(own)))
+    for f in files:
+        data = load_mapping(f)
+        for key in PATH_PARAMETERS:
+            if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
+                data[key] = str(Path(data[key]).expanduser().resolve())
+        sources.append((f, data))
+    for _, data in sources:
+        given.update(data)
+    for key, raw in pairs:
+        field_info = model.model_fields.get(key)
+        value = parse_value(raw, field_info.annotation if field_info else Any)
+        if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
+            value = str(Path(value).expanduser().resolve())
+        given[key] = value
+    if approve is not None:
+        if "approve_plan" not in declared:
+            raise InvalidInput(
+                f"runbook {runbook!r} declares no approve_plan parameter: it changes nothing, "
+                "so --approve does not apply"
+            )
+        if not re.fullmatch(r"[0-9a-f]{12}", approve):
+            raise InvalidInput(f"--approve {approve!r} is not a plan id (12 hex digits, as printed by a dry run)")
+        given["approve_plan"] = approve
+        if "dry_run" in declared:
+            given["dry_run"] = False
+
+    _refuse_known_secret_values(given)
+    problems = [
+        k for k in given if k not in declared and not sec.is_secret_name(k)
+    ]
+    if problems:
+        raise InvalidInput(
+            "; ".join(
+                f"unknown parameter {k!r} (value {sec.shown(given[k])}) for runbook {runbook!r}; "
+                f"known parameters: {', '.join(declared) or 'none'}"
+                for k in problems
+            )
+        )
+    validated = validate_params(model, given)
+
+    cluster = None
+    if check_cluster and ("kubeconfig" in declared or "kube_context" in declared):
+        try:
+            cluster = kube.preflight(validated)
+        except RunbookError as exc:
+            raise InvalidInput(f"preflight for env {env!r}: {exc}") from exc
+    return Prepared(
+        project=project, runbook=runbook, notebook=notebook, env=env, model=model,
+        declared=declared, given=given, validated=validated, cluster=cluster,
+        fail_on=fail_on, timeout=timeout,
+    )
+
+
+def _refuse_known_secret_values(given: Mapping[str, Any]) -> None:
+    """A parameter must not carry a credential we know (it would land in the notebook)."""
+    kubeconfig = given.get("kubeconfig") if isinstance(given.get("kubeconfig"), str) else None
+    secrets = sec.known_secrets(kubeconfig)
+    problems = []
+    for key, value in given.items():
+        text = json.dumps(value, default=str)
+        for secret in secrets:
+            if secret.value in text or json.dumps(secret.value)[1:-1] in text:
+                problems.append(
+                    f"parameter {key!r} holds the {secret.kind}: credentials never travel as "
+                    "parameters (they would be written into the output notebook)"
+                )
+                break
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+# --------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------
+
+
+def new_run_dir(outputs: Path, env: str, runbook: str, now: _dt.datetime | None = None) -> Path:
+    """``outputs/<env>/<runbook>/<UTC timestamp>/``, created (``-2``, ``-3`` ... on collision)."""
+    stamp = (now or model.utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    base = outputs / env / runbook
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunbookError(f"cannot create a run directory under {base}")
+
+
+class _Watchdog:
+    """Guards a whole run: at the deadline kill the kernel; if that does not end it, exit 3."""
+
+    def __init__(self, seconds: float, on_abort: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self.on_abort = on_abort
+        self.client: Any = None
+        self.expired = False
+        self.done = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def start(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self.done.set()
+        self._timer.cancel()
+
+    def kill_kernel(self) -> None:
+        km = getattr(self.client, "km", None)
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the kernel leads its own session
+        except (ProcessLookupError, PermissionError, OSError):
+            process.kill()
+
+    def flush_notebook(self) -> None:
+        """Best effort: save the executed notebook as it stands (it shows the cell that hung)."""
+        flush = getattr(getattr(self.client, "nb_man", None), "flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception:  # noqa: BLE001 - the process is about to end either way
+                pass
+
+    def _expire(self) -> None:
+        if self.done.is_set():
+            return
+        self.expired = True
+        self.kill_kernel()
+        if not self.done.wait(WATCHDOG_GRACE):
+            try:
+                self.flush_notebook()
+                self.on_abort()
+            finally:
+                os._exit(EXIT_FAILED)
+
+
+@dataclass
+class Outcome:
+    """How the execution itself ended (before findings and the secret scan)."""
+
+    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed
+    message: str = ""
+    cell_index: int | None = None
+    ename: str | None = None
+
+
+def _running_cell(nb: Any) -> int | None:
+    """The cell that was executing when the run ended: the last code cell that started."""
+    last = None
+    for index, cell in enumerate(nb.cells if nb is not None else []):
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("papermill", {}).get("start_time"):
+            last = index
+    return last
+
+
+def _unexecuted_code_cell(nb: Any) -> int | None:
+    """The first code cell that never ran (papermill status ``pending``, no execution count)."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        status = cell.get("metadata", {}).get("papermill", {}).get("status")
+        if status == "pending" or (status is None and cell.get("execution_count") is None):
+            return index
+    return None
+
+
+def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
+    if nb is None or index is None or index >= len(nb.cells):
+        return None, ""
+    for output in nb.cells[index].get("outputs", []):
+        if output.get("output_type") == "error":
+            return output.get("ename"), output.get("evalue", "")
+    return None, ""
+
+
+def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
+                   progress: bool, watchdog: _Watchdog) -> Outcome:
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    from runbooks import engine
+
+    engine.register()
+    kernel_env = dict(os.environ)
+    kernel_env.update(
+        RUNBOOKS_HEADLESS="1",
+        RUNBOOKS_HOME=str(prepared.project.root),
+        PLOTLY_RENDERER="plotly_mimetype",
+        PYTHONUNBUFFERED="1",
+    )
+    try:
+        pm.execute_notebook(
+            str(prepared.notebook), str(output), parameters=parameters,
+            engine_name=engine.NAME, progress_bar=progress, log_output=False,
+            start_timeout=KERNEL_START_TIMEOUT, execution_timeout=prepared.timeout,
+            cwd=str(prepared.project.root), request_save_on_cell_execute=True,
+            watchdog=watchdog, kernel_env=kernel_env,
+        )
+    except pm.PapermillExecutionError as exc:
+        return Outcome("cell-error", f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
+                       exc.cell_index, exc.ename)
+    except DeadKernelError:
+        kind = "run-timeout" if watchdog.expired else "dead-kernel"
+        return Outcome(kind, "", None)
+    except CellTimeoutError:
+        return Outcome("cell-timeout", "", None)
+    except KeyboardInterrupt:
+        return Outcome("crashed", "interrupted (Ctrl-C or SIGINT): the run was stopped")
+    except Exception as exc:  # kernel failed to start, papermill I/O ...
+        if watchdog.expired:
+            return Outcome("run-timeout", "", None)
+        return Outcome("crashed", f"{type(exc).__name__}: {cut(str(exc))}")
+    return Outcome("completed")
+
+
+def _classify(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
+    """Fill in the failing cell and a message an SRE can act on."""
+    running = _running_cell(nb)
+    if outcome.kind == "completed" and nb is not None:
+        missing = _unexecuted_code_cell(nb)
+        if missing is not None:
+            ename = None
+            stopped = next(
+                (i for i in range(missing - 1, -1, -1)
+                 if nb.cells[i].cell_type == "code" and _error_output(nb, i)[0]),
+                None,
+            )
+            if stopped is not None:
+                ename, evalue = _error_output(nb, stopped)
+                why = f"cell {stopped} raised {ename}: {cut(evalue, 120)}"
+            else:
+                why = f"cell {missing} never ran"
+            return Outcome(
+                "truncated",
+                f"the notebook stopped early without a papermill error ({why}); "
+                f"cells from {missing} on did not run, so its results are incomplete",
+                stopped if stopped is not None else missing,
+                ename,
+            )
+        return outcome
+    if outcome.kind == "dead-kernel":
+        return Outcome("dead-kernel", f"the kernel died while running cell {running} "
+                       "(out of memory, a crash or os._exit?)", running)
+    if outcome.kind == "cell-timeout":
+        return Outcome("cell-timeout", f"cell {running} ran longer than the {prepared.timeout} s "
+                       "per-cell timeout (--timeout) and was stopped", running)
+    if outcome.kind == "run-timeout":
+        return Outcome("run-timeout", f"the run exceeded its overall limit of {deadline:.0f} s "
+                       f"and was stopped at cell {running}", running)
+    error = model.read_records(nb).get("error") if nb is not None else None
+    if outcome.kind == "cell-error" and (error or {}).get("exit_code") == EXIT_INVALID:
+        return Outcome("rejected", outcome.message, outcome.cell_index, outcome.ename)
+    return outcome
+
+
+EXIT_BY_KIND = {
+    "completed": EXIT_OK, "rejected": EXIT_INVALID, "cell-error": EXIT_FAILED,
+    "dead-kernel": EXIT_FAILED, "cell-timeout": EXIT_FAILED, "run-timeout": EXIT_FAILED,
+    "truncated": EXIT_FAILED, "crashed": EXIT_FAILED, "secret-leak": EXIT_FAILED,
+    "report-failed": EXIT_FAILED,
+}
+
+
+def exit_code_for(findings: Iterable[Mapping[str, Any]], fail_on: str) -> int:
+    """1 if any finding is at or above ``fail_on`` (``ok`` findings never count), else 0."""
+    threshold = model.SEVERITIES.index(fail_on)
+    worst = max((model.SEVERITIES.index(f.get("severity", "ok")) for f in findings), default=0)
+    return EXIT_FINDINGS if worst >= threshold and worst > 0 else EXIT_OK
+
+
+def status_for(code: int, kind: str) -> str:
+    if kind == "secret-leak":
+        return "leaked"
+    return {EXIT_OK: "ok", EXIT_FINDINGS: "findings", EXIT_INVALID: "rejected"}.get(code, "failed")
+
+
+@dataclass
+class RunResult:
+    """What ``runbooks run`` reports: exit code, run directory, summary."""
+
+    exit_code: int
+    run_dir: Path
+    summary: dict[str, Any]
+    report: Path | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def build_summary(
+    *, runbook: str, env: str, run_id: str, start: _dt.datetime, end: _dt.datetime,
+    parameters: Mapping[str, Any], records: Mapping[str, Any], outcome: Outcome,
+    fail_on: str, notebook_name: str, cluster: Any = None,
+) -> dict[str, Any]:
+    """summary.json (before the secret scan decides about the report)."""
+    findings = list(records.get("findings") or [])
+    counts = {s: 0 for s in model.SEVERITIES}
+    for f in findings:
+        counts[f.get("severity", "ok")] = counts.get(f.get("severity", "ok"), 0) + 1
+    code = EXIT_BY_KIND.get(outcome.kind, EXIT_FAILED)
+    if code == EXIT_OK:
+        code = exit_code_for(findings, fail_on)
+    run_info = records.get("run") or {}
+    plan = records.get("plan")
+    if plan is not None:
+        plan = {k: plan.get(k) for k in ("id", "changes", "validated", "applied")}
+        plan["applied_changes"] = records.get("changes") or []
+    sources = dict(records.get("data_sources") or {})
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "runbook": runbook,
+        "env": env,
+        "run_id": run_id,
+        "start": model.iso(start),
+        "end": model.iso(end),
+        "duration_s": round((end - start).total_seconds(), 1),
+        "status": status_for(code, outcome.kind),
+        "exit_code": code,
+        "fail_on": fail_on,
+        "kube_context": run_info.get("kube_context") or getattr(cluster, "context", None),
+        "server": run_info.get("server") or getattr(cluster, "server", None),
+        "window": records.get("window"),
+        "parameters": dict(parameters),
+        "findings": findings,
+        "counts": counts,
+        "plan": plan,
+        "data_sources": sources,
+        "error": None if outcome.kind == "completed" else {
+            "kind": outcome.kind, "message": outcome.message, "cell_index": outcome.cell_index,
+            "ename": outcome.ename,
+        },
+        "notebook": notebook_name,
+        "report": None,
+        "secret_scan": {"clean": True, "leaks": []},
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.Secret]) -> RunResult:
+    """Secret-scan the notebook, render and scan the HTML, write summary.json and report.html.
+
+    A leak: the stored notebook is redacted, no report.html is written (an
+    old one is removed), the run fails with exit 3 and the summary says what
+    kind of secret leaked and where, never the value.
+    """
+    import nbformat
+
+    from runbooks import report
+
+    notebook_path = run_dir / summary["notebook"]
+    leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
+    html_text = None
+    if nb is not None and not leaks:
+        try:
+            html_text = report.render_html(nb, summary)
+        except Exception as exc:  # a rendering bug must not hide the run's result
+            summary["error"] = summary["error"] or {
+                "kind": "report-failed", "message": f"report.html could not be rendered: "
+                f"{type(exc).__name__}: {cut(str(exc))}", "cell_index": None, "ename": None,
+            }
+            summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
+        else:
+            leaks = sec.scan_text(html_text, secrets, "report.html")
+    report_path = run_dir / "report.html"
+    if leaks:
+        nb = sec.redact_notebook(nb, secrets)
+        nbformat.write(nbformat.from_dict(nb), str(notebook_path))
+        text = sec.describe(leaks)
+        summary.update(sec.redact(summary, secrets))
+        summary["secret_scan"] = {"clean": False, "leaks": [
+            {"kind": leak.kind, "where": leak.where} for leak in leaks
+        ]}
+        summary["error"] = {
+            "kind": "secret-leak",
+            "message": f"secret scan failed: {text}. report.html was not published and the "
+                       "stored notebook was redacted",
+            "cell_index": None, "ename": None,
+        }
+        summary["exit_code"], summary["status"] = EXIT_FAILED, "leaked"
+        html_text = None
+        if report_path.exists():
+            report_path.unlink()
+    else:
+        summary.update(sec.redact(summary, secrets))
+    if html_text is not None:
+        report_path.write_text(html_text, encoding="utf-8")
+        summary["report"] = "report.html"
+    _write_json(run_dir / "summary.json", summary)
+    return RunResult(summary["exit_code"], run_dir, summary,
+                     report_path if html_text is not None else None)
+
+
+def redacted_parameters(validated: ParamsBase, secrets: list[sec.Secret]) -> dict[str, Any]:
+    """Every effective parameter value, with secret-looking names and known secrets masked."""
+    values = validated.model_dump(mode="json")
+    values = {k: (sec.REDACTED if sec.is_secret_name(k) else v) for k, v in values.items()}
+    return sec.redact(values, secrets)
+
+
+def execute(
+    prepared: Prepared,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Run a prepared runbook end to end and write its run directory.
+
+    Never raises for a failure of the runbook itself: the exit code in the
+    result says what happened (0/1/2/3).
+    """
+    outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
+    start = model.utcnow()
+    run_dir = new_run_dir(outputs, prepared.env, prepared.runbook, start)
+    run_id = run_dir.name
+    parameters = dict(prepared.validated.model_dump(mode="json", include=set(prepared.given)))
+    if "run_dir" in prepared.declared:
+        parameters["run_dir"] = str(run_dir)
+    output = run_dir / f"{prepared.runbook}.ipynb"
+    nb_source = read_notebook(prepared.notebook)
+    code_cells = sum(1 for c in nb_source.cells if c.cell_type == "code") + 1
+    deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
+    kubeconfig = getattr(prepared.validated, "kubeconfig", None)
+    secrets = sec.known_secrets(kubeconfig)
+    effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
+        if "run_dir" in prepared.model.model_fields else prepared.validated
+    redacted = redacted_parameters(effective, secrets)
+
+    def summary_for(outcome: Outcome, nb: Any) -> dict[str, Any]:
+        records = model.read_records(nb) if nb is not None else model.fold_records([])
+        return build_summary(
+            runbook=prepared.runbook, env=prepared.env, run_id=run_id, start=start, end=model.utcnow(),
+            parameters=redacted, records=records, outcome=outcome, fail_on=prepared.fail_on,
+            notebook_name=output.name, cluster=prepared.cluster,
+        )
+
+    def on_abort() -> None:
+        outcome = Outcome("run-timeout", f"the run exceeded its overall limit of {deadline:.0f} s "
+                          "and could not be stopped cleanly; the process was ended")
+        summary = summary_for(outcome, None)
+        summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
+        _write_json(run_dir / "summary.json", summary)
+        echo(f"runbooks: {outcome.message}; run directory {run_dir}")
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    watchdog = _Watchdog(deadline, on_abort).start()
+    try:
+        outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
+    finally:
+        watchdog.cancel()
+    try:
+        nb = read_notebook(output) if output.exists() else None
+    except RunbookError as exc:
+        nb = None
+        if outcome.kind == "completed":
+            outcome = Outcome("crashed", f"the executed notebook cannot be read: {exc}")
+    outcome = _classify(outcome, nb, prepared, deadline)
+    summary = summary_for(outcome, nb)
+    result = publish(run_dir, nb, summary, secrets)
+    try:
+        write_index(outputs)
+    except OSError:
+        pass
+    return result
+
+
+def run(project: Project, name: str, env: str, *, files: Sequence[str] = (),
+        pairs: Sequence[tuple[str, str]] = (), approve: str | None = None,
+        fail_on: str = "critical", timeout: int = DEFAULT_CELL_TIMEOUT,
+        output_dir: str | os.PathLike[str] | None = None, progress: bool | None = None,
+        echo: Callable[[str], None] = print) -> RunResult:
+    """:func:`prepare` then :func:`execute` (raises InvalidInput for exit 2 before any kernel)."""
+    prepared = prepare(project, name, env, files=files, pairs=pairs, approve=approve,
+                       fail_on=fail_on, timeout=timeout)
+    return execute(prepared, output_dir=output_dir, progress=progress, echo=echo)
+
+
+# --------------------------------------------------------------------------
+# Re-rendering and the index of runs
+# --------------------------------------------------------------------------
+
+
+def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"{str(run_dir)!r} is not a run directory: {path.name} cannot be read "
+                           f"({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON: {cut(str(exc))}") from exc
+
+
+def rerender(run_dir: str | os.PathLike[str]) -> RunResult:
+    """Render report.html again from the run's notebook and summary.json (with the secret scan)."""
+    run_dir = Path(run_dir).resolve()
+    summary = load_summary(run_dir)
+    notebook = run_dir / str(summary.get("notebook") or "")
+    if not notebook.is_file():
+        raise InvalidInput(f"{run_dir} holds no executed notebook {summary.get('notebook')!r}")
+    nb = read_notebook(notebook)
+    kubeconfig = (summary.get("parameters") or {}).get("kubeconfig")
+    secrets = sec.known_secrets(kubeconfig)
+    if summary.get("status") == "leaked":
+        return RunResult(EXIT_FAILED, run_dir, summary, None,
+                         ["this run failed its secret scan: no report is published for it"])
+    return publish(run_dir, nb, summary, secrets)
+
+
+def list_runs(outputs: Path, env: str | None = None, runbook: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(path relative to outputs/, summary) of every run, newest first, optionally filtered."""
+    runs = []
+    for path in outputs.glob("*/*/*/summary.json"):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if env and summary.get("env") != env:
+            continue
+        if runbook and summary.get("runbook") != runbook:
+            continue
+        runs.append((path.parent.relative_to(outputs).as_posix(), summary))
+    runs.sort(key=lambda r: (r[1].get("start") or "", r[0]), reverse=True)
+    return runs
+
+
+def write_index(outputs: Path) -> Path:
+    """Regenerate ``outputs/index.html`` from every run's summary.json."""
+    from runbooks import report
+
+    outputs.mkdir(parents=True, exist_ok=True)
+    path = outputs / "index.html"
+    path.write_text(report.index_html(list_runs(outputs)), encoding="utf-8")
+    return path
+
+
+def format_summary(result: RunResult, limit: int = 15) -> str:
+    """The one-screen summary ``runbooks run`` prints after a run."""
+    s = result.summary
+    counts = s.get("counts") or {}
+    lines = [
+        f"{s['runbook']} on {s['env']}: {s['status']} (exit {s['exit_code']}) in {s.get('duration_s')} s",
+        "findings: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in reversed(model.SEVERITIES)),
+    ]
+    for f in (s.get("findings") or [])[:limit]:
+        if f.get("severity") == "ok":
+            continue
+        where = f" [{f['resource']}]" if f.get("resource") else ""
+        lines.append(f"  {f['severity'].upper():8} {f.get('title')}{where}")
+    shown = [f for f in (s.get("findings") or []) if f.get("severity") != "ok"]
+    if len(shown) > limit:
+        lines.append(f"  ... and {len(shown) - limit} more in summary.json")
+    plan = s.get("plan")
+    if plan:
+        state = "applied" if plan.get("applied") else "not applied"
+        lines.append(f"plan {plan['id']}: {len(plan.get('changes') or [])} change(s), {state}")
+    down = [k for k, v in (s.get("data_sources") or {}).items() if v.get("state") != "ok"]
+    if down:
+        lines.append("data sources down: " + ", ".join(down))
+    if s.get("error"):
+        lines.append(f"error: {s['error']['message']}")
+    lines.append(f"run directory: {result.run_dir}")
+    if result.report:
+        lines.append(f"report: {result.report}")
+    return "\n".join(lines)

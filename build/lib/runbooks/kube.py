@@ -1,0 +1,554 @@
+"""Kubernetes access for runbooks: connect, list fast, read pods, events and logs.
+
+Connections come from a kubeconfig context or the in-cluster service account,
+never from parameters carrying credentials. Large lists go through
+:func:`iter_objects`, which asks for raw JSON pages (`_preload_content=False`,
+`limit`/`continue`) and yields plain dicts page by page: the official
+client's model deserialisation is an order of magnitude slower and holds
+every object twice. Results are plain data; nothing here draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from .errors import (
+    Conflict,
+    ContextMismatch,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RunbookError,
+    Unavailable,
+    cut,
+)
+
+PAGE_SIZE = 500
+
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where the API serves one kind: the one kind table every request path is built from."""
+
+    kind: str
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        """``/apis/apps/v1/namespaces/shop/deployments/web[/scale]`` (a list path without ``name``)."""
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        ns = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
+        tail = (f"/{name}" if name else "") + (f"/{subresource}" if name and subresource else "")
+        return f"{prefix}{ns}/{self.plural}{tail}"
+
+
+def _kinds(*rows: tuple[str, str, str, bool]) -> dict[str, Kind]:
+    return {kind: Kind(kind, api_version, plural, namespaced) for kind, api_version, plural, namespaced in rows}
+
+
+KINDS: dict[str, Kind] = _kinds(
+    ("Namespace", "v1", "namespaces", False),
+    ("Node", "v1", "nodes", False),
+    ("Pod", "v1", "pods", True),
+    ("Service", "v1", "services", True),
+    ("Endpoints", "v1", "endpoints", True),
+    ("Event", "v1", "events", True),
+    ("Secret", "v1", "secrets", True),
+    ("ConfigMap", "v1", "configmaps", True),
+    ("Deployment", "apps/v1", "deployments", True),
+    ("ReplicaSet", "apps/v1", "replicasets", True),
+    ("StatefulSet", "apps/v1", "statefulsets", True),
+    ("DaemonSet", "apps/v1", "daemonsets", True),
+    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+    ("Ingress", "networking.k8s.io/v1", "ingresses", True),
+    ("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+    ("Certificate", "cert-manager.io/v1", "certificates", True),
+    ("CertificateRequest", "cert-manager.io/v1", "certificaterequests", True),
+    ("Issuer", "cert-manager.io/v1", "issuers", True),
+    ("ClusterIssuer", "cert-manager.io/v1", "clusterissuers", False),
+)
+"""Kind → where it is served: the built-in kinds runbooks use, plus what :func:`kind_for`
+discovered (a chart's CRDs). Lists name a kind by its plural (:func:`resource`)."""
+
+
+def resource(plural: str) -> Kind:
+    """The kind served under a plural (``pods``, ``deployments`` ...)."""
+    for k in KINDS.values():
+        if k.plural == plural:
+            return k
+    raise InvalidInput(f"resource {plural!r} is not known; pass api_path= or use one of: "
+                       f"{', '.join(sorted(k.plural for k in KINDS.values()))}")
+
+
+@dataclass
+class Cluster:
+    """A connection to one cluster: the API client and the context it came from."""
+
+    api_client: client.ApiClient
+    context: str
+    server: str
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api_client)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client)
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+    """Connect with a kubeconfig context (default: $KUBECONFIG / ~/.kube/config), else in-cluster.
+
+    Example:
+        >>> cluster = connect(".sandbox/kubeconfig", "sandbox")  # doctest: +SKIP
+        >>> cluster.context
+        'sandbox'
+    """
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    in_cluster = not kubeconfig and not os.path.exists(path) and os.environ.get("KUBERNETES_SERVICE_HOST")
+    cfg = client.Configuration()
+    if in_cluster:
+        config.load_incluster_config(client_configuration=cfg)
+        return Cluster(client.ApiClient(cfg), "in-cluster", cfg.host)
+    if not os.path.exists(path):
+        raise InvalidInput(f"kubeconfig {path!r} does not exist; pass an existing file "
+                           "(for the sandbox: start it with `runbooks sandbox up`)")
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+    except Exception as e:
+        raise InvalidInput(f"kubeconfig {path!r} cannot be read: {cut(str(e))}") from e
+    names = [c["name"] for c in contexts]
+    name = context or (active or {}).get("name")
+    if name not in names:
+        raise InvalidInput(f"context {name!r} is not in kubeconfig {path!r}; available: {', '.join(names)}")
+    try:
+        config.load_kube_config(config_file=path, context=name, client_configuration=cfg,
+                                persist_config=False)
+    except Exception as e:
+        raise InvalidInput(f"context {name!r} in {path!r} cannot be loaded: {cut(str(e))}") from e
+    return Cluster(client.ApiClient(cfg), name, cfg.host)
+
+
+def check_response(status: int, body: str | bytes | None, what: str) -> RunbookError:
+    """The one mapping of an API server's error answer to this package's errors.
+
+    404 NotFound, 409 Conflict, 401/403 Forbidden, 400/422 InvalidInput, anything
+    else Unavailable; the message is the Status ``message`` (cut), never the body.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        message = json.loads(text).get("message", text)
+    except (ValueError, AttributeError):
+        message = text
+    prefix = f"{what}: " if what else ""
+    if status == 401:
+        return Forbidden(f"{prefix}the API server refused the credentials (HTTP 401: {cut(message)})")
+    if status == 403:
+        return Forbidden(f"{prefix}HTTP 403: {cut(message)}")
+    if status == 404:
+        return NotFound(f"{prefix}{cut(message)}")
+    if status == 409:
+        return Conflict(f"{prefix}{cut(message)}")
+    if status in (400, 422):
+        return InvalidInput(f"{prefix}{cut(message)}")
+    return Unavailable(f"{prefix}HTTP {status} from the API server: {cut(message)}")
+
+
+def translate(e: ApiException | urllib3.exceptions.HTTPError | OSError, what: str = "") -> RunbookError:
+    """Map a client or connection exception to this package's errors (callers chain the cause).
+
+    Callers catch only these exception types, so that a bug never masquerades as an outage.
+    """
+    if isinstance(e, ApiException):
+        return check_response(e.status or 0, e.body or e.reason, what)
+    prefix = f"{what}: " if what else ""
+    return Unavailable(f"{prefix}the API server cannot be reached: {cut(str(e))}")
+
+
+def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
+    """Prove the API answers and accepts our credentials; return its version."""
+    try:
+        # raw GETs: the generated API classes cost a second to import, a preflight needs none
+        version = json.loads(get_raw(cluster, "/version", timeout=timeout))
+        # /version is public on most clusters: also make one authenticated call
+        get_raw(cluster, "/api/v1/namespaces", [("limit", 1)], timeout=timeout)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"API server {cluster.server}") from e
+    except ValueError as e:  # /version answered, but not with JSON: not a Kubernetes API server
+        raise Unavailable(f"API server {cluster.server}: /version is not JSON ({cut(str(e))})") from e
+    return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}
+
+
+# ---- preflight: the context guard ---------------------------------------------------
+
+
+def check_context(cluster: Any, expected: str | None) -> None:
+    """Refuse to go on unless the active context is the one the environment expects.
+
+    ``expected`` matches the context name, or the API server URL when it is
+    one (``https://...``). Call it after building the client and before any
+    API request.
+
+    Raises:
+        ContextMismatch: naming the active context and server and the expected one.
+    """
+    if not expected:
+        return
+    context = getattr(cluster, "context", None)
+    server = str(getattr(cluster, "server", "") or "")
+    if expected == context or (
+        "://" in expected and expected.rstrip("/") == server.rstrip("/")
+    ):
+        return
+    raise ContextMismatch(
+        f"the active kube context is {context!r} (server {server}) but this environment "
+        f"expects {expected!r}: refusing to run. Choose the context with kube_context, or fix "
+        "expected_context in parameters/<env>/env.yaml"
+    )
+
+
+def preflight(params: Any) -> Cluster:
+    """Connect to Kubernetes as the parameters say, guard the context, check the API.
+
+    Shared by ``runbooks run`` (before a kernel starts) and :func:`start`
+    (inside the notebook).
+
+    Raises:
+        InvalidInput: missing kubeconfig or unknown context.
+        ContextMismatch: the active context is not ``expected_context``.
+        Forbidden: credentials refused. Unavailable: API server unreachable.
+    """
+    cluster = connect(getattr(params, "kubeconfig", None), getattr(params, "kube_context", None))
+    check_context(cluster, getattr(params, "expected_context", None))
+    check_api(cluster)
+    return cluster
+
+
+def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
+            timeout: float = 60.0) -> bytes:
+    """GET an API path and return the response body unparsed (no model deserialisation).
+
+    Uses the client's own request building (auth, TLS, proxy settings from the
+    kubeconfig) and reads the raw bytes, as `_preload_content=False` does for
+    the generated API methods; non-2xx answers raise ApiException with the body.
+    """
+    api = cluster.api_client
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", path, query_params=list(query or []), header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"])
+    resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout)
+    resp.read()
+    if not 200 <= resp.status <= 299:
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = resp.data.decode("utf-8", "replace") if resp.data else ""
+        raise err
+    return resp.data
+
+
+def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
+            body: Any = None, content_type: str = "application/json", timeout: float = 30.0) -> Any:
+    """One request to the API server, JSON in and out, errors mapped by :func:`check_response`.
+
+    The one way runbooks write to Kubernetes (plans, Helm's dry runs, rotations),
+    and read single objects by path.
+
+    Raises:
+        NotFound, Conflict, Forbidden, InvalidInput, Unavailable (see :func:`check_response`).
+    """
+    api = cluster.api_client
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    what = f"{method} {path}"
+    try:
+        method, url, headers, body, _ = api.param_serialize(
+            method=method, resource_path=path, query_params=list(query), header_params=headers,
+            body=body, auth_settings=["BearerToken"])
+        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+        raw = response.read()
+        status = response.status
+    except ApiException as exc:
+        status, raw = exc.status or 0, exc.body or exc.reason or ""
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}") from exc
+    if 200 <= status < 300:
+        return json.loads(raw) if raw else None
+    raise check_response(status, raw, what)
+
+
+def kind_for(cluster: Cluster, api_version: str, kind: str) -> Kind:
+    """Where ``kind`` of ``api_version`` is served: the table, else discovery (then cached in it).
+
+    Raises:
+        InvalidInput: the cluster does not serve that kind (e.g. a CRD that is not installed).
+    """
+    known = KINDS.get(kind)
+    if known is not None and known.api_version == api_version:
+        return known
+    path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        doc = request(cluster, "GET", path)
+    except NotFound:
+        doc = {"resources": []}
+    for r in doc.get("resources") or []:
+        if r.get("kind") == kind and "/" not in r["name"]:
+            found = Kind(kind, api_version, r["name"], bool(r.get("namespaced")))
+            KINDS.setdefault(kind, found)
+            return found
+    raise InvalidInput(f"the cluster does not serve {kind} in {api_version} (is its CRD installed?)")
+
+
+def _path(plural: str, namespace: str | None, api_path: str | None = None) -> str:
+    if api_path:
+        return f"{api_path}/namespaces/{namespace}/{plural}" if namespace else f"{api_path}/{plural}"
+    return resource(plural).path(namespace)
+
+
+def iter_pages(cluster: Cluster, resource: str, namespace: str | None = None, *,
+               label_selector: str = "", field_selector: str = "", page_size: int = PAGE_SIZE,
+               api_path: str | None = None, timeout: float = 60.0) -> Iterator[list[dict]]:
+    """Raw JSON pages of a list, following `continue` tokens; one page in memory at a time."""
+    path = _path(resource, namespace, api_path)
+    token = ""
+    while True:
+        query = [("limit", page_size)]
+        if token:
+            query.append(("continue", token))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        try:
+            data = json.loads(get_raw(cluster, path, query, timeout))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            raise translate(e, f"listing {resource}") from e
+        yield data.get("items") or []
+        token = (data.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return
+
+
+def iter_objects(cluster: Cluster, resource: str, namespace: str | None = None, **kw: Any) -> Iterator[dict]:
+    """Every object of a list as a plain dict, fetched page by page (see :func:`iter_pages`).
+
+    Example:
+        >>> sum(1 for _ in iter_objects(cluster, "pods"))  # doctest: +SKIP
+        42
+    """
+    for page in iter_pages(cluster, resource, namespace, **kw):
+        yield from page
+
+
+def list_objects(cluster: Cluster, resource: str, namespaces: list[str] | None = None, **kw: Any) -> list[dict]:
+    """All objects in the given namespaces (None: all namespaces)."""
+    if not namespaces:
+        return list(iter_objects(cluster, resource, None, **kw))
+    out: list[dict] = []
+    for ns in namespaces:
+        out.extend(iter_objects(cluster, resource, ns, **kw))
+    return out
+
+
+def get_object(cluster: Cluster, resource: str, namespace: str | None, name: str,
+               api_path: str | None = None) -> dict:
+    path = _path(resource, namespace, api_path) + f"/{name}"
+    try:
+        return json.loads(get_raw(cluster, path))
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"reading {resource} {namespace + '/' if namespace else ''}{name}") from e
+
+
+# ---- pods, events, logs ----------------------------------------------------------
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def condition(obj: dict, type_: str) -> dict:
+    """The ``status.conditions`` entry of a type (``Ready``, ``Progressing`` ...), or ``{}``."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+def container_problems(pod: dict) -> list[dict]:
+    """One row per unhealthy container: waiting reason, last termination, restarts."""
+    rows = []
+    meta, status = pod["metadata"], pod.get("status") or {}
+    for st in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (st.get("state") or {}).get("waiting") or {}
+        last = (st.get("lastState") or {}).get("terminated") or {}
+        if st.get("ready") and not waiting and not st.get("restartCount"):
+            continue
+        rows.append({
+            "namespace": meta.get("namespace"), "pod": meta["name"], "container": st["name"],
+            "ready": bool(st.get("ready")), "waiting_reason": waiting.get("reason", ""),
+            "restarts": st.get("restartCount", 0), "last_termination_reason": last.get("reason", ""),
+            "last_exit_code": last.get("exitCode"), "last_finished": last.get("finishedAt", ""),
+            "node": (pod.get("spec") or {}).get("nodeName", ""),
+        })
+    return rows
+
+
+def owner_workload(pod: dict) -> str:
+    """`Deployment/checkout`-style owner of a pod (ReplicaSet names lose their hash)."""
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            if ref["kind"] == "ReplicaSet":
+                labels = pod["metadata"].get("labels") or {}
+                h = labels.get("pod-template-hash")
+                name = ref["name"][: -len(h) - 1] if h and ref["name"].endswith("-" + h) else ref["name"]
+                return f"Deployment/{name}"
+            return f"{ref['kind']}/{ref['name']}"
+    return f"Pod/{pod['metadata']['name']}"
+
+
+def events(cluster: Cluster, namespace: str | None = None, *, object_name: str = "", kind: str = "",
+           since: timedelta | None = None, warnings_only: bool = False) -> list[dict]:
+    """Events (newest last), optionally for one object, a type, and a time window."""
+    fields = []
+    if object_name:
+        fields.append(f"involvedObject.name={object_name}")
+    if kind:
+        fields.append(f"involvedObject.kind={kind}")
+    if warnings_only:
+        fields.append("type=Warning")
+    cutoff = datetime.now(UTC) - since if since else None
+    out = []
+    for ev in iter_objects(cluster, "events", namespace, field_selector=",".join(fields)):
+        last = parse_time(ev.get("lastTimestamp") or ev.get("eventTime")
+                          or ev["metadata"].get("creationTimestamp"))
+        if cutoff and last and last < cutoff:
+            continue
+        io = ev.get("involvedObject") or {}
+        out.append({
+            "namespace": ev["metadata"].get("namespace"), "type": ev.get("type", ""),
+            "reason": ev.get("reason", ""), "object": f"{io.get('kind', '')}/{io.get('name', '')}",
+            "message": ev.get("message", ""), "count": ev.get("count", 1), "last_seen": last,
+        })
+    out.sort(key=lambda e: e["last_seen"] or datetime.min.replace(tzinfo=UTC))
+    return out
+
+
+def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None, *,
+             tail_lines: int | None = None, since_seconds: int | None = None, previous: bool = False,
+             timestamps: bool = False) -> str:
+    """A container's log text (the previous instance's with previous=True)."""
+    kw: dict[str, Any] = {"previous": previous, "timestamps": timestamps}
+    if container:
+        kw["container"] = container
+    if tail_lines is not None:
+        kw["tail_lines"] = tail_lines
+    if since_seconds is not None:
+        kw["since_seconds"] = since_seconds
+    try:
+        return cluster.core.read_namespaced_pod_log(pod, namespace, **kw)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"logs of {namespace}/{pod}") from e
+
+
+# ---- a summary for people -----------------------------------------------------------
+
+
+# ---- what changed -------------------------------------------------------------------
+
+
+def _selector_string(selector: dict | None) -> str:
+    """A metav1.LabelSelector as the `labelSelector` query string."""
+    if not selector:
+        return ""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def rollout_history(cluster: Cluster, namespace: str, deployment: str) -> list[dict]:
+    """A Deployment's ReplicaSets by revision (oldest first): images, creation time, replicas.
+
+    The same facts `kubectl rollout history` shows, plus when each revision was
+    created, which is when it was rolled out.
+    """
+    d = get_object(cluster, "deployments", namespace, deployment)
+    uid = d["metadata"]["uid"]
+    rows = []
+    for rs in iter_objects(cluster, "replicasets", namespace, label_selector=_selector_string(
+            (d.get("spec") or {}).get("selector"))):
+        if not any(r.get("uid") == uid for r in rs["metadata"].get("ownerReferences") or []):
+            continue
+        ann = rs["metadata"].get("annotations") or {}
+        spec = (rs.get("spec") or {}).get("template", {}).get("spec", {})
+        tpl_ann = ((rs.get("spec") or {}).get("template", {}).get("metadata") or {}).get("annotations") or {}
+        rows.append({
+            "revision": int(ann.get("deployment.kubernetes.io/revision", "0")),
+            "replicaset": rs["metadata"]["name"],
+            "created": parse_time(rs["metadata"].get("creationTimestamp")),
+            "images": [c.get("image", "") for c in spec.get("containers", [])],
+            "replicas": (rs.get("spec") or {}).get("replicas", 0),
+            "ready": (rs.get("status") or {}).get("readyReplicas", 0),
+            "change_cause": ann.get("kubernetes.io/change-cause", ""),
+            "pod_template_hash": (rs["metadata"].get("labels") or {}).get("pod-template-hash", ""),
+            "restarted_at": tpl_ann.get("kubectl.kubernetes.io/restartedAt", ""),
+        })
+    rows.sort(key=lambda r: r["revision"])
+    return rows
+
+
+def workload_pods(cluster: Cluster, namespace: str, deployment: str, history: list[dict] | None = None) -> list[dict]:
+    """The pods of a Deployment (by its selector), each with its ReplicaSet's revision.
+
+    Pass the Deployment's `history` (from :func:`rollout_history`) when you have it already.
+    """
+    d = get_object(cluster, "deployments", namespace, deployment)
+    history = history if history is not None else rollout_history(cluster, namespace, deployment)
+    revisions = {r["pod_template_hash"]: r["revision"] for r in history}
+    out = []
+    for pod in iter_objects(cluster, "pods", namespace,
+                            label_selector=_selector_string((d.get("spec") or {}).get("selector"))):
+        h = (pod["metadata"].get("labels") or {}).get("pod-template-hash", "")
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        problems = container_problems(pod)
+        out.append({
+            "pod": pod["metadata"]["name"], "revision": revisions.get(h), "phase": (pod.get("status") or {})
+            .get("phase", ""), "ready": all(s.get("ready") for s in statuses) if statuses else False,
+            "restarts": sum(s.get("restartCount", 0) for s in statuses),
+            "waiting_reason": next((p["waiting_reason"] for p in problems if p["waiting_reason"]), ""),
+            "last_termination_reason": next((p["last_termination_reason"] for p in problems
+                                             if p["last_termination_reason"]), ""),
+            "node": (pod.get("spec") or {}).get("nodeName", ""),
+            "created": parse_time(pod["metadata"].get("creationTimestamp")),
+        })
+    return sorted(out, key=lambda p: (p["revision"] or 0, p["pod"]))
+
+
+def last_modified(obj: dict) -> datetime | None:
+    """When an object was last written, from its managedFields (the API records it per manager)."""
+    times = [parse_time(m.get("time")) for m in obj["metadata"].get("managedFields") or [] if m.get("time")]
+    times = [t for t in times if t]
+    return max(times) if times else parse_time(obj["metadata"].get("creationTimestamp"))

@@ -1,0 +1,815 @@
+"""Logs from Elasticsearch (Fluent-bit documents): volume, top errors, lines around a time.
+
+Runbooks ask three questions of the log store for a namespace, a workload
+and a time window: how much was logged, at which level, by which pod
+(:func:`volume_histogram`); which error messages dominate once ids and
+numbers are ignored (:func:`top_errors`); and what the log says around a
+moment (:func:`sample_lines`).  :func:`check` is the preflight.
+
+Design choices:
+
+* **The server counts, not the client.**  Counts and histograms are
+  Elasticsearch aggregations (``date_histogram`` and ``terms``), so a
+  million-line window costs one request.  Top errors start from a ``terms``
+  aggregation on the exact message; what that cannot cover (messages longer
+  than the ``.keyword`` limit, more distinct messages than ``max_groups``) is
+  read with a point-in-time ``search_after`` scan of *error documents only*,
+  at most ``max_scan`` of them; the result says when that bound was hit
+  (``attrs["complete"]``).  Nothing here pages through every document.
+* **Every field name is a parameter** (:class:`LogFields`), defaulting to
+  what Fluent-bit's kubernetes filter and ``Logstash_Format`` write
+  (``logstash-*``, ``@timestamp``, ``log``, ``kubernetes.pod_name`` ...).  For
+  exact matching and aggregations each field is resolved once through
+  ``_field_caps``: a ``keyword`` field is used as is, a ``text`` field through
+  its ``.keyword`` sub-field (Elasticsearch's dynamic mapping).
+* **Levels**: documents whose app logs JSON carry a parsed ``level``; lines
+  without one count as errors when their ``log`` mentions an error keyword
+  (``error``, ``exception``, ``fatal``, ``panic``), so a plain-text stack
+  trace header still shows up.  Both lists are parameters.
+* **Credentials only from the environment**: ``ES_API_KEY`` (``id:key`` or
+  the encoded form), or ``ES_USERNAME`` and ``ES_PASSWORD``, or
+  ``ES_BEARER_TOKEN``; never parameters, which papermill writes into the
+  output notebook.  TLS verification is on by default; ``ca_certs`` names a
+  CA bundle.  Credentials are refused over plain ``http://`` except to
+  loopback.
+
+Results are plain data (pandas DataFrames with metadata in ``.attrs``, and
+dicts); nothing here draws.
+
+Example:
+    >>> src = connect("http://127.0.0.1:9200")                       # doctest: +SKIP
+    >>> volume_histogram(src, "shop", "checkout", lookback="6h")     # doctest: +SKIP
+    >>> top_errors(src, "shop", "checkout", lookback="6h").head(5)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+from elasticsearch import (
+    ApiError,
+    AuthenticationException,
+    AuthorizationException,
+    BadRequestError,
+    Elasticsearch,
+    NotFoundError,
+    TransportError,
+    UnsupportedProductError,
+)
+
+from .durations import positive_timedelta
+from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
+
+DEFAULT_INDEX = "logstash-*"
+ERROR_LEVELS = (
+    "error", "err", "fatal", "critical", "crit", "panic", "emerg", "alert", "severe",
+    "ERROR", "Error", "ERR", "FATAL", "Fatal", "CRITICAL", "Critical", "CRIT", "PANIC", "EMERG",
+    "ALERT", "SEVERE", "E", "F", "50", "60",
+)  # fmt: skip
+ERROR_KEYWORDS = ("error", "exception", "fatal", "panic")
+MAX_GROUPS = 500
+MAX_SCAN = 10_000
+PAGE_SIZE = 1_000
+MAX_BUCKETS = 240
+_INTERVALS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_BAD_INDEX = re.compile(r'[\s\\/?"<>|#]')
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class LogFields:
+    """Field names in the log documents (defaults: Fluent-bit kubernetes filter + Logstash_Format)."""
+
+    timestamp: str = "@timestamp"
+    log: str = "log"
+    message: str = "message"  # the app's message when Merge_Log parsed a JSON line; else `log` is used
+    level: str = "level"
+    stream: str = "stream"
+    namespace: str = "kubernetes.namespace_name"
+    pod: str = "kubernetes.pod_name"
+    container: str = "kubernetes.container_name"
+    host: str = "kubernetes.host"
+    labels: str = "kubernetes.labels"
+
+
+@dataclass
+class LogSource:
+    """A connection to one log store: the client, the index pattern and the field names."""
+
+    client: Elasticsearch
+    url: str
+    index: str = DEFAULT_INDEX
+    fields: LogFields = field(default_factory=LogFields)
+    replace_dots: bool = True  # Fluent-bit's Replace_Dots: label app.kubernetes.io/name -> app_kubernetes_io/name
+    _exact: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def label_field(self, key: str) -> str:
+        """The document field of a Kubernetes label key."""
+        return f"{self.fields.labels}.{key.replace('.', '_') if self.replace_dots else key}"
+
+
+def connect(
+    url: str,
+    index: str = DEFAULT_INDEX,
+    *,
+    fields: LogFields | None = None,
+    verify_certs: bool = True,
+    ca_certs: str | None = None,
+    timeout: float = 10.0,
+    replace_dots: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> LogSource:
+    """A :class:`LogSource` for ``url``; no request is made until it is used.
+
+    Args:
+        url: ``http(s)://host:port`` of Elasticsearch.
+        index: index pattern (comma lists and ``*`` allowed).
+        fields: document field names (:class:`LogFields`).
+        verify_certs: verify the server's TLS certificate (keep it on).
+        ca_certs: path of a CA bundle for that verification.
+        timeout: seconds per request.
+        replace_dots: label keys are stored with dots replaced by ``_``.
+        env: where credentials are read from (default: ``os.environ``).
+
+    Raises:
+        InvalidInput: a malformed parameter or an incomplete credential pair.
+    """
+    env = os.environ if env is None else env
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"log store url {url!r} must look like http(s)://host:port")
+    if not isinstance(index, str) or not index.strip() or _BAD_INDEX.search(index):
+        raise InvalidInput(f"index pattern {index!r} must be index names or wildcards like 'logstash-*', "
+                           "comma-separated, without spaces or any of \\ / ? \" < > | #")
+    if timeout is None or timeout <= 0:
+        raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if ca_certs is not None and not os.path.isfile(ca_certs):
+        raise InvalidInput(f"ca_certs {ca_certs!r} is not a readable file (a PEM CA bundle)")
+    auth = _credentials(env)
+    if auth and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise InvalidInput(f"refusing to send log store credentials over plain http to {parts.hostname}; "
+                           "use https")
+    options: dict[str, Any] = {"request_timeout": timeout, "max_retries": 1, "retry_on_timeout": False}
+    if parts.scheme == "https":
+        options["verify_certs"] = verify_certs
+        if ca_certs:
+            options["ca_certs"] = ca_certs
+    options.update(auth)
+    client = Elasticsearch(url, **options)
+    return LogSource(client, url, index, fields or LogFields(), replace_dots)
+
+
+def _credentials(env: Mapping[str, str]) -> dict:
+    api_key, token = env.get("ES_API_KEY"), env.get("ES_BEARER_TOKEN")
+    user, password = env.get("ES_USERNAME"), env.get("ES_PASSWORD")
+    given = [name for name, value in (("ES_API_KEY", api_key), ("ES_BEARER_TOKEN", token),
+                                      ("ES_USERNAME/ES_PASSWORD", user or password)) if value]
+    if len(given) > 1:
+        raise InvalidInput(f"set only one kind of log store credentials, found {' and '.join(given)}")
+    if api_key:
+        key_id, sep, secret = api_key.partition(":")
+        return {"api_key": (key_id, secret) if sep else api_key}
+    if token:
+        return {"bearer_auth": token}
+    if user or password:
+        if not (user and password):
+            raise InvalidInput("ES_USERNAME and ES_PASSWORD must be set together")
+        return {"basic_auth": (user, password)}
+    return {}
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def _reason(error: ApiError) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        causes = err.get("root_cause") or [err]
+        cause = causes[0] if causes else err
+        return cut(f"{cause.get('type', err.get('type'))}: {cause.get('reason', err.get('reason'))}")
+    return cut(str(getattr(error, "message", error)))
+
+
+def _call(src: LogSource, what: str, fn, **kwargs):
+    """Run one client call, translating its errors into this package's."""
+    try:
+        return fn(**kwargs)
+    except (AuthenticationException, AuthorizationException) as e:
+        raise Forbidden(f"{what}: the log store at {src.url} refused the credentials "
+                        f"(HTTP {e.meta.status}): {_reason(e)}") from e
+    except UnsupportedProductError as e:
+        raise InvalidInput(f"{what}: {src.url} does not answer as Elasticsearch "
+                           "(no X-Elastic-Product header); check the URL") from e
+    except NotFoundError as e:
+        raise NotFound(f"{what}: {_reason(e)} (index pattern {src.index!r})") from e
+    except BadRequestError as e:
+        raise InvalidInput(f"{what}: the log store rejected the request: {_reason(e)}; "
+                           "check the field names and index pattern") from e
+    except ApiError as e:
+        raise Unavailable(f"{what}: the log store at {src.url} answered HTTP {e.meta.status}: "
+                          f"{_reason(e)}") from e
+    except TransportError as e:
+        raise Unavailable(f"{what}: cannot reach the log store at {src.url}: {cut(str(e))}") from e
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def window(start: datetime | None = None, end: datetime | None = None, lookback: str | timedelta = "6h",
+           now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The (start, end) a function works on: explicit times, or ``lookback`` before ``end``/now."""
+    for name, value in (("start", start), ("end", end), ("now", now)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise InvalidInput(f"{name} must be a timezone-aware datetime (UTC), got {value!r}")
+    end = end or now or datetime.now(UTC)
+    start = start or end - positive_timedelta(lookback, "lookback")
+    if start >= end:
+        raise InvalidInput(f"window start {start.isoformat()} must be before end {end.isoformat()}")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _check_names(namespace, workload, pod, labels) -> None:
+    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
+        raise InvalidInput(f"namespace {namespace!r} is not a Kubernetes namespace name "
+                           "(lowercase letters, digits and '-', at most 63)")
+    for name, value in (("workload", workload), ("pod", pod)):
+        if value is not None and not (isinstance(value, str) and _DNS_NAME.match(value)):
+            raise InvalidInput(f"{name} {value!r} is not a Kubernetes object name "
+                               "(lowercase letters, digits, '-' and '.')")
+    if labels is not None and (not isinstance(labels, Mapping) or
+                               not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
+        raise InvalidInput(f"labels must map label keys to values (strings), got {labels!r}")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _time(ms) -> pd.Timestamp:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+# -- field resolution -------------------------------------------------------------------------
+
+
+def exact_field(src: LogSource, name: str) -> str:
+    """The variant of ``name`` that supports exact matches and aggregations.
+
+    Resolved through ``_field_caps`` (cached on ``src``): a ``keyword``-like
+    field is used as is, a ``text`` field through its ``.keyword`` sub-field;
+    when the store does not know the field (no document has it yet, or
+    field capabilities are not readable) ``name.keyword``, the dynamic
+    mapping's convention.
+    """
+    if name in src._exact:
+        return src._exact[name]
+    f = src.fields
+    wanted = {f.timestamp, f.log, f.message, f.level, f.stream, f.namespace, f.pod, f.container, f.host, name}
+    request = sorted(wanted | {w + ".keyword" for w in wanted} | {f.labels + ".*"})
+    try:
+        caps = _call(src, "reading field capabilities", src.client.field_caps, index=src.index,
+                     fields=request, ignore_unavailable=True, allow_no_indices=True)["fields"]
+    except (Forbidden, InvalidInput, NotFound):
+        caps = {}
+    for field_name in set(caps) | wanted:
+        src._exact.setdefault(field_name, _pick_exact(field_name, caps))
+    if name not in src._exact:
+        src._exact[name] = _pick_exact(name, caps)
+    return src._exact[name]
+
+
+def _pick_exact(name: str, caps: dict) -> str:
+    def aggregatable(field_name: str) -> bool:
+        return any(entry.get("aggregatable") for entry in (caps.get(field_name) or {}).values())
+
+    if aggregatable(name):
+        return name
+    if aggregatable(name + ".keyword"):
+        return name + ".keyword"
+    if name in caps:  # text without a keyword sub-field: exact queries cannot work on it
+        return name
+    return name if name.endswith(".keyword") else name + ".keyword"
+
+
+def _filters(src: LogSource, namespace, workload, labels, pod, start: datetime | None,
+             end: datetime | None) -> list[dict]:
+    _check_names(namespace, workload, pod, labels)
+    f = src.fields
+    out: list[dict] = []
+    if start is not None or end is not None:
+        bounds: dict[str, Any] = {"format": "strict_date_optional_time"}
+        if start is not None:
+            bounds["gte"] = _iso(start)
+        if end is not None:
+            bounds["lt"] = _iso(end)
+        out.append({"range": {f.timestamp: bounds}})
+    if namespace:
+        out.append({"term": {exact_field(src, f.namespace): namespace}})
+    if workload:
+        out.append({"prefix": {exact_field(src, f.pod): f"{workload}-"}})
+    if pod:
+        out.append({"term": {exact_field(src, f.pod): pod}})
+    for key, value in (labels or {}).items():
+        out.append({"term": {exact_field(src, src.label_field(key)): value}})
+    return out
+
+
+def error_query(src: LogSource, levels=ERROR_LEVELS, keywords=ERROR_KEYWORDS) -> dict:
+    """Documents at an error level, or without a level whose line mentions an error keyword."""
+    f = src.fields
+    should: list[dict] = [{"terms": {exact_field(src, f.level): list(levels)}}]
+    if keywords:
+        should.append({"bool": {"must_not": [{"exists": {"field": f.level}}],
+                                "must": [{"match": {f.log: {"query": " ".join(keywords), "operator": "or"}}}]}})
+    return {"bool": {"should": should, "minimum_should_match": 1}}
+
+
+def choose_interval(start: datetime, end: datetime, max_buckets: int = MAX_BUCKETS) -> str:
+    """The smallest usual interval (10s ... 1d) that keeps the window within ``max_buckets``."""
+    seconds = (end - start).total_seconds()
+    for step in _INTERVALS:
+        if seconds / step <= max_buckets:
+            return _interval_text(step)
+    return f"{math.ceil(seconds / max_buckets / 86400)}d"
+
+
+def _interval_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- volume -------------------------------------------------------------------------------------
+
+
+def volume_histogram(
+    src: LogSource,
+    namespace: str | None = None,
+    workload: str | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    pod: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    lookback: str | timedelta = "6h",
+    interval: str | None = None,
+    max_levels: int = 10,
+    max_pods: int = 50,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Log lines per time bucket, level and pod: one ``date_histogram`` > ``terms`` > ``terms`` request.
+
+    Returns a tidy DataFrame with columns ``time`` (bucket start, UTC),
+    ``level`` (lower-cased; ``unknown`` when the document has none), ``pod``
+    and ``count``, one row per non-empty combination.  ``attrs`` holds
+    ``interval``, ``start``, ``end``, ``buckets`` (every bucket start, empty
+    ones included), ``total`` and ``other`` (documents in levels/pods beyond
+    ``max_levels``/``max_pods``).  :func:`volume_by` pivots it.
+    """
+    start, end = window(start, end, lookback, now)
+    if interval is None:
+        interval = choose_interval(start, end)
+    else:
+        step = positive_timedelta(interval, "interval")
+        if step.total_seconds() < 1 or step.total_seconds() % 1:
+            raise InvalidInput(f"interval {interval!r} must be a whole number of seconds (e.g. 30s, 5m, 1h)")
+        interval = _interval_text(int(step.total_seconds()))  # fixed_interval knows s, m, h, d
+        if (end - start) / step > 10 * MAX_BUCKETS:
+            raise InvalidInput(f"interval {interval!r} makes {int((end - start) / step)} buckets for this window; "
+                               f"use a larger interval (at most {10 * MAX_BUCKETS} buckets)")
+    f = src.fields
+    body = {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": _filters(src, namespace, workload, labels, pod, start, end)}},
+        "aggs": {"t": {
+            "date_histogram": {"field": f.timestamp, "fixed_interval": interval, "min_doc_count": 0,
+                               "extended_bounds": {"min": _ms(start), "max": _ms(end) - 1}},
+            "aggs": {"level": {
+                "terms": {"field": exact_field(src, f.level), "size": max_levels, "missing": "unknown"},
+                "aggs": {"pod": {"terms": {"field": exact_field(src, f.pod), "size": max_pods}}}}},
+        }},
+    }
+    resp = _call(src, "log volume histogram", src.client.search, index=src.index, ignore_unavailable=True,
+                 allow_no_indices=True, **body)
+    rows, buckets, other = [], [], 0
+    for bucket in resp["aggregations"]["t"]["buckets"]:
+        moment = _time(bucket["key"])
+        buckets.append(moment)
+        other += bucket["level"]["sum_other_doc_count"]
+        for level in bucket["level"]["buckets"]:
+            other += level["pod"]["sum_other_doc_count"]
+            name = str(level["key"]).lower()
+            for pod_bucket in level["pod"]["buckets"]:
+                rows.append((moment, name, pod_bucket["key"], pod_bucket["doc_count"]))
+            unattributed = level["doc_count"] - sum(b["doc_count"] for b in level["pod"]["buckets"]) \
+                - level["pod"]["sum_other_doc_count"]
+            if unattributed > 0:  # documents without a pod name
+                rows.append((moment, name, "", unattributed))
+    df = pd.DataFrame(rows, columns=["time", "level", "pod", "count"])
+    if not df.empty:
+        df = df.groupby(["time", "level", "pod"], as_index=False)["count"].sum()
+    df.attrs.update(interval=interval, start=start, end=end, buckets=buckets,
+                    total=resp["hits"]["total"]["value"], other=other)
+    return df
+
+
+def volume_by(df: pd.DataFrame, by: str = "level") -> pd.DataFrame:
+    """A :func:`volume_histogram` result as a wide table: one row per bucket (empty ones as 0),
+    one column per ``level`` or ``pod``."""
+    if by not in ("level", "pod"):
+        raise InvalidInput(f"by must be 'level' or 'pod', got {by!r}")
+    index = pd.DatetimeIndex(df.attrs.get("buckets") or sorted(df["time"].unique()), name="time")
+    if df.empty:
+        return pd.DataFrame(index=index)
+    wide = df.pivot_table(index="time", columns=by, values="count", aggfunc="sum", fill_value=0)
+    wide = wide.reindex(index, fill_value=0)
+    wide.columns.name = by
+    return wide.astype(int)
+
+
+# -- top errors ---------------------------------------------------------------------------------
+
+_NORMALISE = [
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:\s?(?:Z|UTC|[+-]\d{2}:?\d{2}))?"), "<time>"),
+    (re.compile(r"\b\d{1,2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?"), "<time>"),
+    (re.compile(r"\b\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}"), "<time>"),
+    (re.compile(r"(?<=\b[IWEF])\d{4} \d{2}:\d{2}:\d{2}\.\d+"), "<time>"),
+    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<uuid>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), "<ip>"),
+    (re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b"), "<ip>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
+    (re.compile(r"\b(?:\d+(?:\.\d+)?(?:h|m|s|ms|µs|us|ns)){2,}\b"), "<duration>"),
+    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|s|sec|secs|seconds|min|mins|minutes|h|hours)\b"), "<duration>"),
+    (re.compile(r"\b\d+(?:[.,]\d+)*\b"), "<n>"),
+    (re.compile(r"\s+"), " "),
+]
+MAX_PATTERN = 500
+
+
+def normalise(message: str) -> str:
+    """A message with its variable parts as placeholders, so that ids don't split groups.
+
+    Times -> ``<time>``, UUIDs -> ``<uuid>``, IPv4/IPv6 (with port) -> ``<ip>``,
+    hex ids (8+ hex digits with a letter and a digit, or ``0x...``) -> ``<hex>``,
+    durations (``5000ms``, ``1.5 s``, ``5m0s``) -> ``<duration>``, other
+    numbers -> ``<n>``.
+
+    >>> normalise("Order 3f0c6b2e-1d2a-4c3b-9a8f-0e1d2c3b4a59 failed after 5000ms (10.244.1.7:8080)")
+    'Order <uuid> failed after <duration> (<ip>)'
+    """
+    text = message
+    for pattern, placeholder in _NORMALISE:
+        text = pattern.sub(placeholder, text)
+    text = text.strip()
+    return text if len(text) <= MAX_PATTERN else text[:MAX_PATTERN] + "…"
+
+
+def message_text(source: dict, fields: LogFields) -> str:
+    """The message of a document: the parsed message, else the ``log`` line (its ``message``/
+    ``msg`` when the line is JSON that nothing parsed)."""
+    value = _get(source, fields.message)
+    if isinstance(value, str) and value:
+        return value
+    line = _get(source, fields.log)
+    line = line if isinstance(line, str) else "" if line is None else str(line)
+    return _json_message(line)
+
+
+def _json_message(line: str) -> str:
+    text = line.strip()
+    if text.startswith("{"):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(record, dict):
+            for key in ("message", "msg", "error", "err"):
+                if isinstance(record.get(key), str):
+                    return record[key]
+    return text
+
+
+def _get(source: dict, path: str):
+    if path in source:
+        return source[path]
+    node: Any = source
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class _Group:
+    __slots__ = ("count", "first", "last", "pods", "levels", "example", "example_time")
+
+    def __init__(self):
+        self.count, self.first, self.last = 0, None, None
+        self.pods: Counter = Counter()
+        self.levels: Counter = Counter()
+        self.example, self.example_time = "", None
+
+    def add(self, count: int, first, last, pods: Mapping, levels: Mapping, example: str, example_time) -> None:
+        self.count += count
+        self.first = first if self.first is None or (first is not None and first < self.first) else self.first
+        self.last = last if self.last is None or (last is not None and last > self.last) else self.last
+        self.pods.update(pods)
+        self.levels.update(levels)
+        if example and (self.example_time is None or (example_time is not None and example_time > self.example_time)):
+            self.example, self.example_time = example, example_time
+
+
+def top_errors(
+    src: LogSource,
+    namespace: str | None = None,
+    workload: str | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    pod: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    lookback: str | timedelta = "6h",
+    levels=ERROR_LEVELS,
+    keywords=ERROR_KEYWORDS,
+    limit: int = 20,
+    max_groups: int = MAX_GROUPS,
+    max_scan: int = MAX_SCAN,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Error messages grouped after :func:`normalise`, most frequent first.
+
+    One aggregation request groups error documents by exact message
+    (``max_groups`` distinct messages, with first/last seen, pods, levels and
+    the latest line of each); groups that differ only in ids or numbers are
+    merged.  Error documents the aggregation could not cover are read with
+    a point-in-time ``search_after`` scan of at most ``max_scan`` documents.
+
+    Returns columns ``pattern``, ``count``, ``share`` (of all error
+    documents), ``first_seen``, ``last_seen``, ``pods`` (most active first),
+    ``levels`` and ``example``; ``attrs``: ``total`` (error documents in the
+    window), ``from_aggregation``, ``scanned``, ``scan_limit_hit`` and
+    ``complete`` (every error document is counted).
+    """
+    if limit < 1 or max_groups < 1 or max_scan < 0:
+        raise InvalidInput(f"limit and max_groups must be >= 1 and max_scan >= 0, got {limit}, {max_groups}, "
+                           f"{max_scan}")
+    start, end = window(start, end, lookback, now)
+    f = src.fields
+    errors = error_query(src, levels, keywords)
+    base = _filters(src, namespace, workload, labels, pod, start, end) + [errors]
+    msg_field, log_field = exact_field(src, f.message), exact_field(src, f.log)
+    group_aggs = {
+        "first": {"min": {"field": f.timestamp}},
+        "last": {"max": {"field": f.timestamp}},
+        "pods": {"terms": {"field": exact_field(src, f.pod), "size": 10}},
+        "levels": {"terms": {"field": exact_field(src, f.level), "size": 3}},
+        "example": {"top_hits": {"size": 1, "sort": [{f.timestamp: {"order": "desc"}}],
+                                 "_source": [f.timestamp, f.log, f.message, f.pod]}},
+    }
+    body = {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": base}},
+        "aggs": {
+            "msg": {"terms": {"field": msg_field, "size": max_groups}, "aggs": group_aggs},
+            "raw": {"filter": {"bool": {"must_not": [{"exists": {"field": f.message}}]}},
+                    "aggs": {"log": {"terms": {"field": log_field, "size": max_groups}, "aggs": group_aggs}}},
+        },
+    }
+    resp = _call(src, "top error messages", src.client.search, index=src.index, ignore_unavailable=True,
+                 allow_no_indices=True, **body)
+    total = resp["hits"]["total"]["value"]
+    groups: dict[str, _Group] = {}
+    covered = 0
+    keys = {"msg": [], "log": []}
+    for name, agg in (("msg", resp["aggregations"]["msg"]), ("log", resp["aggregations"]["raw"]["log"])):
+        for bucket in agg["buckets"]:
+            covered += bucket["doc_count"]
+            keys[name].append(bucket["key"])
+            hit = (bucket["example"]["hits"]["hits"] or [{}])[0]
+            source = hit.get("_source") or {}
+            text = bucket["key"] if name == "msg" else _json_message(str(bucket["key"]))
+            example = _get(source, f.log) or text
+            pattern = normalise(text)
+            groups.setdefault(pattern, _Group()).add(
+                bucket["doc_count"], bucket["first"].get("value"), bucket["last"].get("value"),
+                {b["key"]: b["doc_count"] for b in bucket["pods"]["buckets"]},
+                {str(b["key"]).lower(): b["doc_count"] for b in bucket["levels"]["buckets"]},
+                str(example), bucket["last"].get("value"))
+    scanned, limit_hit = 0, False
+    if covered < total and max_scan > 0:
+        exclude = []
+        if keys["msg"]:
+            exclude.append({"terms": {msg_field: keys["msg"]}})
+        if keys["log"]:
+            exclude.append({"bool": {"must_not": [{"exists": {"field": f.message}}],
+                                     "filter": [{"terms": {log_field: keys["log"]}}]}})
+        query = {"bool": {"filter": base, "must_not": exclude}}
+        source_fields = [f.timestamp, f.log, f.message, f.pod, f.level]
+        for hit in scan(src, query, max_docs=max_scan, source=source_fields):
+            scanned += 1
+            source = hit.get("_source") or {}
+            moment = (hit.get("sort") or [None])[0]
+            level = _get(source, f.level)
+            groups.setdefault(normalise(message_text(source, f)), _Group()).add(
+                1, moment, moment, {_get(source, f.pod) or "": 1},
+                {str(level).lower(): 1} if level is not None else {}, str(_get(source, f.log) or ""), moment)
+        limit_hit = covered + scanned < total
+    rows = []
+    for pattern, g in groups.items():
+        rows.append({
+            "pattern": pattern,
+            "count": g.count,
+            "share": g.count / total if total else 0.0,
+            "first_seen": _time(g.first) if g.first is not None else pd.NaT,
+            "last_seen": _time(g.last) if g.last is not None else pd.NaT,
+            "pods": [p for p, _ in g.pods.most_common() if p],
+            "levels": [lv for lv, _ in g.levels.most_common()],
+            "example": g.example,
+        })
+    columns = ["pattern", "count", "share", "first_seen", "last_seen", "pods", "levels", "example"]
+    df = pd.DataFrame(rows, columns=columns)
+    if not df.empty:
+        df = df.sort_values(["count", "last_seen"], ascending=[False, False], kind="stable")
+        df = df.head(limit).reset_index(drop=True)
+    df.attrs.update(total=total, from_aggregation=covered, scanned=scanned, scan_limit_hit=limit_hit,
+                    complete=covered + scanned >= total, max_scan=max_scan, start=start, end=end)
+    return df
+
+
+def scan(src: LogSource, query: dict, *, max_docs: int = MAX_SCAN, source: list[str] | None = None,
+         page_size: int = PAGE_SIZE, descending: bool = False):
+    """Yield the hits of ``query`` in time order, ``page_size`` at a time with ``search_after``,
+    at most ``max_docs``.  Uses a point in time when the store allows it (consistent pages);
+    otherwise sorts by time with the document order as tie-breaker."""
+    if max_docs <= 0:
+        return
+    f = src.fields
+    order = "desc" if descending else "asc"
+    sort: list = [{f.timestamp: {"order": order}}]
+    pit_id = None
+    try:
+        pit_id = _call(src, "opening a point in time", src.client.open_point_in_time, index=src.index,
+                       keep_alive="1m", ignore_unavailable=True)["id"]
+    except (InvalidInput, Forbidden, NotFound):
+        sort.append({"_doc": {"order": order}})
+    seen, after = 0, None
+    try:
+        while seen < max_docs:
+            body: dict[str, Any] = {"query": query, "size": min(page_size, max_docs - seen), "sort": sort,
+                                    "track_total_hits": False}
+            if source is not None:
+                body["_source"] = source
+            if after is not None:
+                body["search_after"] = after
+            if pit_id:
+                body["pit"] = {"id": pit_id, "keep_alive": "1m"}
+                resp = _call(src, "scanning log documents", src.client.search, **body)
+                pit_id = resp.get("pit_id", pit_id)
+            else:
+                resp = _call(src, "scanning log documents", src.client.search, index=src.index,
+                             ignore_unavailable=True, allow_no_indices=True, **body)
+            hits = resp["hits"]["hits"]
+            yield from hits
+            seen += len(hits)
+            if len(hits) < body["size"]:
+                break
+            after = hits[-1]["sort"]
+    finally:
+        if pit_id:
+            try:
+                src.client.close_point_in_time(id=pit_id)
+            except Exception:  # noqa: BLE001 - best effort; it expires after keep_alive anyway
+                pass
+
+
+# -- sample lines ---------------------------------------------------------------------------------
+
+
+def sample_lines(
+    src: LogSource,
+    namespace: str | None = None,
+    workload: str | None = None,
+    *,
+    around: datetime,
+    pod: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    n: int = 50,
+    within: str | timedelta = "1h",
+    errors_only: bool = False,
+) -> pd.DataFrame:
+    """About ``n`` lines closest to ``around`` (half before, half after when both exist), in order.
+
+    Returns columns ``time``, ``pod``, ``container``, ``stream``, ``level``
+    and ``line``; only lines within ``within`` of ``around`` are considered.
+    """
+    if not isinstance(around, datetime) or around.tzinfo is None:
+        raise InvalidInput(f"around must be a timezone-aware datetime (UTC), got {around!r}")
+    if not isinstance(n, int) or n < 1 or n > 1000:
+        raise InvalidInput(f"n must be between 1 and 1000, got {n!r}")
+    span = positive_timedelta(within, "within")
+    f = src.fields
+    base = _filters(src, namespace, workload, labels, pod, None, None)
+    if errors_only:
+        base.append(error_query(src))
+    source = [f.timestamp, f.log, f.stream, f.level, f.pod, f.container]
+
+    def side(bounds: dict, order: str) -> list[dict]:
+        query = {"bool": {"filter": base + [{"range": {f.timestamp: {**bounds,
+                                                                       "format": "strict_date_optional_time"}}}]}}
+        resp = _call(src, "sample log lines", src.client.search, index=src.index, ignore_unavailable=True,
+                     allow_no_indices=True, query=query, size=n, sort=[{f.timestamp: {"order": order}}],
+                     _source=source, track_total_hits=False)
+        return resp["hits"]["hits"]
+
+    before = side({"lte": _iso(around), "gte": _iso(around - span)}, "desc")
+    after = side({"gt": _iso(around), "lte": _iso(around + span)}, "asc")
+    take_before = min(len(before), max(n // 2, n - len(after)))
+    take_after = min(len(after), n - take_before)
+    hits = list(reversed(before[:take_before])) + after[:take_after]
+    rows = []
+    for hit in hits:
+        s = hit.get("_source") or {}
+        moment = (hit.get("sort") or [None])[0]
+        rows.append({
+            "time": _time(moment) if isinstance(moment, (int, float)) else pd.Timestamp(_get(s, f.timestamp)),
+            "pod": _get(s, f.pod), "container": _get(s, f.container), "stream": _get(s, f.stream),
+            "level": _get(s, f.level), "line": _get(s, f.log),
+        })
+    df = pd.DataFrame(rows, columns=["time", "pod", "container", "stream", "level", "line"])
+    df.attrs.update(around=around, within=span)
+    return df
+
+
+# -- preflight ----------------------------------------------------------------------------------
+
+
+def check(src: LogSource, *, max_age: str | timedelta = "15m", now: datetime | None = None) -> dict:
+    """Preflight: reachable, the index pattern matches indices, the newest document is recent.
+
+    Never raises for an unreachable or refusing store: the result says so
+    (``reachable``, ``ok``, ``problems``, ``error``) so that a runbook can
+    degrade its log section.  Keys: ``url``, ``index``, ``version``,
+    ``indices``, ``docs``, ``newest``, ``newest_age_s``, ``fields`` (the
+    exact variants used for matching).
+    """
+    limit = positive_timedelta(max_age, "max_age")
+    now = now or datetime.now(UTC)
+    out: dict[str, Any] = {"url": src.url, "index": src.index, "reachable": False, "ok": False,
+                           "version": None, "indices": 0, "docs": 0, "newest": None, "newest_age_s": None,
+                           "fields": {}, "problems": [], "error": None}
+    try:
+        info = _call(src, "connecting", src.client.info)
+        out["reachable"] = True
+        out["version"] = (info.get("version") or {}).get("number")
+        rows = _call(src, "listing indices", src.client.cat.indices, index=src.index, format="json",
+                     h="index,docs.count")
+        rows = rows.body if hasattr(rows, "body") else rows
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Unavailable(f"listing indices: unexpected answer from {src.url}: {cut(repr(rows))}")
+        out["indices"] = len(rows)
+        out["docs"] = sum(int(r.get("docs.count") or 0) for r in rows)
+        if not rows:
+            out["problems"].append(f"index pattern {src.index!r} matches no index")
+        else:
+            f = src.fields
+            resp = _call(src, "reading the newest document time", src.client.search, index=src.index,
+                         size=0, track_total_hits=False, ignore_unavailable=True,
+                         aggs={"newest": {"max": {"field": f.timestamp}}})
+            value = resp["aggregations"]["newest"].get("value")
+            if value is None:
+                out["problems"].append(f"no document in {src.index!r} has a {f.timestamp!r} field")
+            else:
+                newest = datetime.fromtimestamp(value / 1000, UTC)
+                out["newest"] = newest
+                out["newest_age_s"] = round((now - newest).total_seconds(), 3)
+                if now - newest > limit:
+                    out["problems"].append(f"the newest document is {now - newest} old (more than {limit}): "
+                                           "is the log shipper running?")
+            for name in (f.namespace, f.pod, f.level, f.log, f.message):
+                out["fields"][name] = exact_field(src, name)
+    except RunbookError as e:
+        out["problems"].append(str(e))
+        out["error"] = type(e).__name__
+    out["ok"] = out["reachable"] and not out["problems"]
+    return out

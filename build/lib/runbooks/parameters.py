@@ -1,0 +1,240 @@
+"""Parameter models: how a runbook's parameters are declared, registered and validated.
+
+Each runbook has a pydantic model (subclass of :class:`RunbookParams`)
+registered under the notebook's name with :func:`register`. ``runbooks run``
+validates the merged parameters with it *before* a kernel starts and
+``runbook.start`` validates them again inside the notebook, so the two checks
+cannot disagree. Notebooks without a registered model (test fixtures, drafts)
+get a model derived from their ``parameters`` cell (:func:`derive_model`).
+Models forbid unknown names; names that look like credentials are refused
+(:func:`runbooks.secrets.is_secret_name`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from .errors import InvalidInput
+from .secrets import is_secret_name, secret_value_kind, shown
+
+
+class ParamsBase(BaseModel):
+    """Config shared by every parameter model: unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+    @model_validator(mode="after")
+    def _approval_needs_apply_mode(self) -> ParamsBase:
+        approve = getattr(self, "approve_plan", None)
+        if approve is not None and getattr(self, "dry_run", False) is True:
+            raise ValueError(
+                f"approve_plan={approve!r} needs dry_run=False: an approval applies the plan "
+                "(runbooks run --approve sets both)"
+            )
+        return self
+
+
+class RunbookParams(ParamsBase):
+    """Connection parameters every runbook that talks to Kubernetes declares.
+
+    ``kubeconfig``, ``kube_context`` and ``expected_context`` normally come from
+    ``parameters/<env>/env.yaml``; ``run_dir`` is set by ``runbooks run``.
+    """
+
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    expected_context: str | None = None
+    run_dir: str | None = None
+
+
+class MutatingParams(RunbookParams):
+    """Parameters of a runbook that can change something: dry run by default."""
+
+    dry_run: bool = True
+    approve_plan: str | None = Field(default=None, pattern=r"^[0-9a-f]{12}$")
+
+
+_BASE_FIELDS = MutatingParams.model_fields
+
+_REGISTRY: dict[str, type[ParamsBase]] = {}
+
+PARAM_MODULES: dict[str, str] = {
+    "cluster-health": "runbooks.params",
+    "incident-investigation": "runbooks.params",
+    "provision-service": "runbooks.deploy",
+    "certificate-rotation": "runbooks.rotation",
+}
+"""Runbook name → module that registers its model (imported on first look-up), for
+models defined next to the checks they parameterise rather than in this module."""
+
+
+def register(name: str) -> Callable[[type[ParamsBase]], type[ParamsBase]]:
+    """Class decorator: register the parameter model of the notebook ``notebooks/<name>.ipynb``.
+
+    Example::
+
+        @register("cluster-health")
+        class ClusterHealthParams(RunbookParams):
+            namespaces: list[str] = []
+            cert_warning_days: int = Field(default=21, ge=0)
+    """
+
+    def decorate(model: type[ParamsBase]) -> type[ParamsBase]:
+        if not issubclass(model, ParamsBase):
+            raise TypeError(f"{model.__name__} must subclass runbooks.parameters.RunbookParams")
+        _REGISTRY[name] = model
+        return model
+
+    return decorate
+
+
+def _import_models(names: Iterable[str]) -> None:
+    import importlib
+
+    for name in names:
+        module = PARAM_MODULES.get(name)
+        if module and name not in _REGISTRY:
+            importlib.import_module(module)
+
+
+def registered_models() -> dict[str, type[ParamsBase]]:
+    """Name → model for every registered runbook (imports :data:`PARAM_MODULES` first)."""
+    _import_models(PARAM_MODULES)
+    return dict(_REGISTRY)
+
+
+_TYPE_NAMES: dict[str, Any] = {
+    "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
+}
+
+
+def _annotation_for(type_name: str, default: Any) -> Any:
+    name = (type_name or "None").strip()
+    optional = False
+    match = re.fullmatch(r"Optional\[(.+)\]", name)
+    if match:
+        name, optional = match.group(1).strip(), True
+    base = re.split(r"\[", name)[0].strip().lower()
+    annotation: Any = _TYPE_NAMES.get(base)
+    if annotation is None and default is not None:
+        annotation = type(default) if type(default) in _TYPE_NAMES.values() else Any
+    if annotation is None:
+        return Any
+    if optional or default is None:
+        return annotation | None
+    return annotation
+
+
+def derive_model(name: str, parameters: Sequence[Any]) -> type[ParamsBase]:
+    """A model for a notebook without a registered one, from its parameters cell.
+
+    ``parameters`` are papermill's inspection results (``name``,
+    ``inferred_type_name``, ``default``, ``help``). Base parameters
+    (``kubeconfig``, ``dry_run`` ...) keep their base definitions; the type of
+    any other is its annotation or the type of its default.
+    """
+    fields: dict[str, Any] = {}
+    for p in parameters:
+        if p.name in _BASE_FIELDS:
+            f = _BASE_FIELDS[p.name]
+            fields[p.name] = (f.annotation, f)
+            continue
+        try:
+            default = ast.literal_eval(p.default)
+        except (ValueError, SyntaxError):
+            default = None
+        fields[p.name] = (_annotation_for(p.inferred_type_name, default), default)
+    model_name = "".join(w.capitalize() for w in re.split(r"[^a-zA-Z0-9]+", name) if w) + "Params"
+    return create_model(model_name, __base__=ParamsBase, **fields)
+
+
+def params_model(name: str, parameters: Sequence[Any] | None = None) -> type[ParamsBase]:
+    """The parameter model of runbook ``name``.
+
+    The registered model if there is one; else one derived from
+    ``parameters`` (papermill's inspection of the notebook); else
+    :class:`MutatingParams` (inside a kernel, which cannot see the notebook).
+    """
+    _import_models([name])
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if parameters is not None:
+        return derive_model(name, parameters)
+    return MutatingParams
+
+
+def _describe_allowed(model: type[ParamsBase], field: str) -> str:
+    info = model.model_fields.get(field)
+    if info is None:
+        return ""
+    annotation = info.annotation
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    text = text.replace("typing.", "").replace("NoneType", "None")
+    bounds = []
+    for meta in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("pattern", "matching")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                bounds.append(f"{sym} {value}")
+    return text + (" " + ", ".join(bounds) if bounds else "")
+
+
+def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> ParamsBase:
+    """Validate parameter values against a model, with messages an SRE can act on.
+
+    Raises:
+        InvalidInput: naming each bad parameter, its value and what is allowed;
+            unknown names list the known ones; secret-looking names and
+            credential-looking values are refused.
+
+    >>> validate_params(MutatingParams, {"dry_run": False}).dry_run
+    False
+    """
+    problems: list[str] = []
+    known = sorted(model.model_fields)
+    for key, value in values.items():
+        if is_secret_name(key):
+            problems.append(
+                f"parameter {key!r} looks like a credential: credentials never travel as "
+                "parameters (they would be written into the output notebook); use the "
+                "kubeconfig or an environment variable"
+            )
+        elif key not in model.model_fields:
+            problems.append(
+                f"unknown parameter {key!r} (value {shown(value)}); known parameters: "
+                + (", ".join(known) or "none")
+            )
+        else:
+            kind = secret_value_kind(value)
+            if kind:
+                problems.append(
+                    f"parameter {key!r} holds what looks like {kind}: credentials never travel "
+                    "as parameters; use the kubeconfig or an environment variable"
+                )
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if err["type"] == "missing":
+                problems.append(f"Required parameter {loc!r} not supplied")
+                continue
+            allowed = _describe_allowed(model, field)
+            value = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            if not field:
+                problems.append(msg)
+            else:
+                problems.append(
+                    f"parameter {loc!r} = {shown(value)} is not allowed: {msg}"
+                    + (f" (allowed: {allowed})" if allowed else "")
+                )
+        raise InvalidInput("; ".join(problems)) from exc

@@ -1,0 +1,317 @@
+"""What a runbook notebook calls: start, findings, plan and apply, summary.
+
+This module is the notebook side of the execution contract in DESIGN.md: every
+runbook gets validation, the context guard, records for ``summary.json`` and
+the approval flow by calling the same few functions, whether it runs in
+JupyterLab, under ``runbooks run`` or under a plain ``papermill`` command.
+
+A notebook uses it like this::
+
+    import runbooks.runbook as rb
+    run = rb.start("cluster-health", globals())   # validate, connect, context guard
+    run.record(findings)                          # list[Finding] from a lib/ call
+    plan = run.plan(plans.rollout_restart, namespace="shop", name="web")
+    run.apply(plan)                               # only with approval
+    run.summary()                                 # findings table
+
+Parameters are validated with the runbook's model (:mod:`runbooks.parameters`),
+findings and records are :mod:`runbooks.model`'s, plans and their application
+:mod:`runbooks.plans`'. What is decided here is *whether* a plan is applied:
+only with approval (the ``approve_plan`` parameter headless, set by ``runbooks
+run --approve``; a button naming the plan id interactively), only under the
+environment's ``expected_context`` guard, and only when the recomputed plan
+still has the approved id (:class:`~runbooks.errors.PlanMismatch`, exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import plans, report
+from .errors import (
+    SOURCE_ERRORS,
+    ApprovalRefused,
+    InvalidInput,
+    PlanInvalid,
+    PlanMismatch,
+    PreflightFailed,
+    RunbookError,
+    cut,
+)
+from .kube import check_context, preflight
+from .model import Finding, headless, iso, record, shell, utcnow
+from .parameters import ParamsBase, params_model, validate_params
+from .plans import Change, Plan
+
+__all__ = ["Run", "check_context", "preflight", "start"]
+
+
+class Run:
+    """A runbook's execution as seen from inside the notebook.
+
+    Created by :func:`start`. Attributes: ``runbook``, ``params`` (the
+    validated model), ``cluster`` (a ``runbooks.kube.Cluster`` or ``None``),
+    ``run_id``, ``findings`` (id → :class:`Finding`), ``sources``.
+    """
+
+    def __init__(self, runbook: str, params: ParamsBase, cluster: Any = None) -> None:
+        self.runbook = runbook
+        self.params = params
+        self.cluster = cluster
+        self.started = utcnow()
+        run_dir = getattr(params, "run_dir", None)
+        self.run_id = Path(run_dir).name if run_dir else "interactive-" + self.started.strftime(
+            "%Y%m%dT%H%M%SZ"
+        )
+        self.findings: dict[str, Finding] = {}
+        self.sources: dict[str, dict[str, Any]] = {}
+        self.last_plan: Plan | None = None
+
+    # -- findings and sources ------------------------------------------------
+
+    def finding(
+        self,
+        id: str,
+        severity: str,
+        title: str,
+        detail: str = "",
+        resource: str | None = None,
+        evidence: Any = None,
+    ) -> Finding:
+        """Create and record one finding (same id again: the last one wins)."""
+        try:
+            f = Finding(
+                id=id, severity=severity, title=title, detail=detail, resource=resource,
+                evidence=evidence,
+            )
+        except ValidationError as exc:
+            raise InvalidInput(f"finding {id!r}: {exc.errors()[0]['msg']}") from exc
+        self.record(f)
+        return f
+
+    def record(self, findings: Finding | Iterable[Finding]) -> list[Finding]:
+        """Record findings built elsewhere (e.g. returned by a lib/ function)."""
+        items = [findings] if isinstance(findings, Finding) else list(findings)
+        for f in items:
+            if not isinstance(f, Finding):
+                raise InvalidInput(f"run.record() takes Finding objects, not {type(f).__name__}")
+            self.findings[f.id] = f
+            record("finding", f.to_json())
+        return items
+
+    def source(self, name: str, ok: bool, detail: str = "") -> None:
+        """Record the state of a data source (``ok`` or ``down``) for summary.json."""
+        state = {"name": name, "state": "ok" if ok else "down", "detail": cut(detail)}
+        self.sources[name] = state
+        record("source", state)
+
+    def check_source(self, name: str, probe: Callable[[], Any]) -> bool:
+        """Probe a data source; if it is down, record that and a warning, and go on.
+
+        A data source that is down must not crash an investigation: its
+        section says so, a warning finding records it, the report renders.
+
+        Returns:
+            True when ``probe()`` returned, False when it raised.
+        """
+        try:
+            result = probe()
+        except SOURCE_ERRORS as exc:  # connection, HTTP, credentials; a bug fails the run
+            self.source(name, False, f"{type(exc).__name__}: {exc}")
+            self.finding(
+                f"data-source-down/{name}",
+                "warning",
+                f"{name} is unavailable: its checks were skipped",
+                detail=cut(str(exc)),
+                resource=name,
+            )
+            return False
+        self.source(name, True, "" if result is None else cut(str(result)))
+        return True
+
+    def window(self, start: Any, end: Any) -> None:
+        """Record the time window the runbook looked at (shown in the report header)."""
+        record("window", {"start": str(start), "end": str(end)})
+
+    # -- plan and apply ------------------------------------------------------
+
+    def _require_cluster(self) -> Any:
+        if self.cluster is None:
+            raise PlanInvalid("no Kubernetes connection: start() with kubeconfig parameters first")
+        return self.cluster
+
+    def plan(self, builder: Callable[..., Iterable[Change]], /, **kwargs: Any) -> Plan:
+        """Compute a plan with ``builder(cluster, **kwargs)``, dry-run it on the server, show it.
+
+        Raises:
+            PlanInvalid: the builder refused (e.g. the object does not exist)
+                or the server's dry run rejected a change. Nothing was changed.
+        """
+        plan = plans.dry_run(self, plans.build_plan(self._require_cluster(), builder, kwargs))
+        self.last_plan = plan
+        record("plan", plan.public(applied=False))
+        report.show_plan(plan, self.approval_hint(plan))
+        return plan
+
+    def approval_hint(self, plan: Plan, what: str = "this plan") -> str:
+        """The line under a plan: nothing to do, the approved id, or how to approve it."""
+        if not plan.changes:
+            return "Nothing to change."
+        if getattr(self.params, "approve_plan", None) == plan.id:
+            return f"Approved plan id: {plan.id}."
+        return (f"Dry run: nothing was changed. To apply {what} headless: "
+                f"runbooks run {self.runbook} --env ENV --approve {plan.id}")
+
+    def check_approval(self, *candidates: Plan | None) -> None:
+        """Refuse an approval that names none of the plans computed now (exit 2, nothing applied).
+
+        Raises:
+            PlanMismatch: ``approve_plan`` is set and is none of these plans' ids.
+        """
+        approve = getattr(self.params, "approve_plan", None)
+        ids = [p.id for p in candidates if p is not None]
+        if approve and approve not in ids:
+            raise PlanMismatch(
+                f"approved plan {approve} does not match the plan(s) computed now ({', '.join(ids) or 'none'}): "
+                "the cluster or the parameters changed since it was approved. Nothing was applied; review "
+                "the new plan and approve its id")
+
+    def approved(self, plan: Plan) -> bool:
+        """Whether this run was started with ``--approve`` naming this plan."""
+        return bool(plan.changes) and getattr(self.params, "approve_plan", None) == plan.id
+
+    def offer(self, plan: Plan, apply: Callable[[], Any], label: str = "Apply plan") -> None:
+        """Interactive dry runs only: a button naming the plan id that calls ``apply()`` once."""
+        if (plan.changes and not getattr(self.params, "approve_plan", None)
+                and getattr(self.params, "dry_run", True) and not headless()):
+            report.approval_button(plan, apply, label)
+
+    def guard(self, plan: Plan) -> Plan:
+        """The last checks before anything is applied; returns the plan recomputed now.
+
+        Raises:
+            ApprovalRefused: the environment sets no ``expected_context``.
+            PlanMismatch: the recomputed plan has another id. Nothing was applied.
+        """
+        if not getattr(self.params, "expected_context", None):
+            raise ApprovalRefused(
+                "applying a plan needs expected_context (parameters/<env>/env.yaml) so that "
+                "changes never reach a cluster by accident; nothing was applied")
+        self._require_cluster()
+        fresh = plan.recompute(self.cluster) if plan.builder is not None else plan
+        if fresh.id != plan.id:
+            raise PlanMismatch(f"plan {plan.id} changed to {fresh.id} just before applying: nothing was applied")
+        fresh.validated, fresh.validation = plan.validated, plan.validation
+        return fresh
+
+    def apply(self, plan: Plan) -> list[dict[str, Any]]:
+        """Apply the plan if, and only if, it is approved; otherwise change nothing.
+
+        Headless: applies when the ``approve_plan`` parameter equals the plan
+        id (``runbooks run --approve ID``, which also sets ``dry_run=False``).
+        Interactive (JupyterLab) with ``dry_run=True``: shows a button naming
+        the plan id; clicking it applies.
+
+        Raises:
+            PlanMismatch: the approved id is not this plan's id (the cluster or
+                the parameters changed since): nothing applied, exit code 2.
+            ApprovalRefused: applying without ``expected_context`` set.
+            ApplyFailed: the API server refused a change while applying.
+        """
+        self.check_approval(plan)
+        if self.approved(plan):
+            return self._apply(plan)
+        if plan.changes and not getattr(self.params, "dry_run", True):
+            print(f"dry_run=False but no plan was approved: nothing was changed. "
+                  f"Approve this plan with --approve {plan.id}")
+        self.offer(plan, lambda: f"{len(self._apply(plan))} change(s); see audit.jsonl")
+        return []
+
+    def audit_path(self) -> Path:
+        """``audit.jsonl`` in the run directory (``outputs/interactive/...`` without one)."""
+        return self.audit_log().path
+
+    def audit_log(self) -> plans.AuditLog:
+        run_dir = getattr(self.params, "run_dir", None)
+        base = Path(run_dir) if run_dir else (
+            Path(os.environ.get("RUNBOOKS_HOME", ".")) / "outputs" / "interactive" / self.runbook / self.run_id)
+        return plans.AuditLog(base, runbook=self.runbook, run_id=self.run_id, cluster=self.cluster)
+
+    def _apply(self, plan: Plan) -> list[dict[str, Any]]:
+        fresh = self.guard(plan)
+        audit = self.audit_log()
+        results = plans.apply(self, fresh, audit)
+        print(f"Applied plan {plan.id}: {len(results)} change(s), audit in {audit.path}")
+        return results
+
+    # -- summary ---------------------------------------------------------------
+
+    def summary(self) -> None:
+        """Show the findings table (worst first): the runbook's closing cell."""
+        report.show_findings(list(self.findings.values()))
+
+
+def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = None) -> Run:
+    """Preflight: validate the parameters, connect, guard the context; record it all.
+
+    Args:
+        runbook: the notebook's name (``cluster-health``), which selects its
+            registered parameter model.
+        namespace: where the parameters are, normally ``globals()``: only the
+            model's fields are read from it.
+        connect: connect to Kubernetes (default: when the model has ``kubeconfig``).
+
+    Raises:
+        PreflightFailed: any parameter, connection or context problem, with
+            the cause chained; the run stops before touching anything (exit 2).
+    """
+    model = params_model(runbook)
+    fields = model.model_fields
+    values = {k: namespace[k] for k in fields if k in namespace}
+    try:
+        params = validate_params(model, values)
+        cluster = None
+        if connect if connect is not None else "kubeconfig" in fields:
+            cluster = preflight(params)
+    except RunbookError as exc:
+        record("preflight", {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        raise PreflightFailed(f"preflight of {runbook}: {exc}") from exc
+    run = Run(runbook, params, cluster)
+    info = {"runbook": runbook, "run_id": run.run_id, "started": iso(run.started)}
+    if cluster is not None:
+        info.update(
+            kube_context=getattr(cluster, "context", None),
+            server=getattr(cluster, "server", None),
+            expected_context=getattr(params, "expected_context", None),
+        )
+        run.source("kubernetes", True, f"context {info['kube_context']} at {info['server']}")
+    record("run", info)
+    record("preflight", {"ok": True})
+    _record_errors()
+    report.setup_notebook()
+    return run
+
+
+def _record_errors() -> None:
+    """Have the kernel record the exit code of an exception that ends a cell (``error`` record).
+
+    ``runbooks run`` takes a run's exit code from that record, so an error
+    class decides its own code (:attr:`RunbookError.exit_code`) and nobody
+    matches class names. The traceback is shown as usual.
+    """
+    ip = shell()
+    if ip is None:
+        return
+
+    def handler(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
+        code = getattr(value, "exit_code", 3) if isinstance(value, RunbookError) else 3
+        record("error", {"ename": etype.__name__, "exit_code": code, "message": cut(str(value))})
+        self.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+        return []
+
+    ip.set_custom_exc((Exception,), handler)

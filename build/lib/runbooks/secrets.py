@@ -1,0 +1,352 @@
+"""Secrets: the one secret-name rule, the one redaction format, the one output scan.
+
+Credentials never travel as parameters (:func:`is_secret_name`), Secret objects
+are redacted where they are read (:func:`redact_object`), and whatever is shown
+in place of a secret is :data:`REDACTED` (or :func:`redacted_digest` where two
+values must stay comparable, as in backups).
+
+The scan runs on every run's outputs before anything is published.
+
+Runbooks never display Secret data on purpose, but a stray ``print``, a
+traceback or a library's repr can. So after each run the executed notebook
+and the rendered HTML are scanned for three kinds of secret:
+
+- PEM private keys (any ``-----BEGIN ... PRIVATE KEY-----`` block);
+- the credentials of the kubeconfig in use: bearer tokens, passwords,
+  client keys and auth-provider tokens of every user in it;
+- values of secret-named environment variables (the same rule as parameter
+  names, :func:`is_secret_name`: ``*_TOKEN``, ``*_PASSWORD``, ``*_API_KEY`` ...;
+  ``*_FILE``/``*_PATH``/``*_ENV`` hold a location, not a secret) of 7+ characters.
+
+Known values are also looked for base64-encoded (as Kubernetes Secret
+``.data`` shows them) and HTML-escaped. A finding names the kind of secret and
+where it is (cell index and part) but never the value; :func:`redact_notebook`
+replaces every occurrence so the stored notebook no longer holds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PEM_BLOCK = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+PEM_KIND = "PEM private key"
+REDACTED = "<redacted>"
+"""What is shown in place of a secret value, everywhere."""
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+MIN_ENV_SECRET = 7
+SHELL_ENV = frozenset({"PWD", "OLDPWD"})
+"""Environment variables whose names look secret but hold the shell's working directories."""
+
+_KUBECONFIG_USER_FIELDS = {
+    "token": "kubeconfig bearer token",
+    "password": "kubeconfig password",
+    "client-key-data": "kubeconfig client key",
+}
+_AUTH_PROVIDER_FIELDS = ("id-token", "refresh-token", "access-token", "client-secret")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that must never appear in outputs, and what to call it in messages."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Where a secret was found (never the value)."""
+
+    kind: str
+    where: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} in {self.where}"
+
+
+def kubeconfig_secrets(path: str | os.PathLike[str] | None) -> list[Secret]:
+    """Credentials held by a kubeconfig file (every user), or none if unreadable."""
+    if not path:
+        return []
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    out: list[Secret] = []
+    for entry in config.get("users") or []:
+        user = (entry or {}).get("user") or {}
+        for field, kind in _KUBECONFIG_USER_FIELDS.items():
+            value = user.get(field)
+            if isinstance(value, str) and len(value) >= 8:
+                out.append(Secret(kind, value))
+        token_file = user.get("tokenFile") or user.get("token-file")
+        if token_file:
+            try:
+                value = Path(token_file).read_text().strip()
+            except OSError:
+                value = ""
+            if len(value) >= 8:
+                out.append(Secret("kubeconfig bearer token", value))
+        provider = (user.get("auth-provider") or {}).get("config") or {}
+        for field in _AUTH_PROVIDER_FIELDS:
+            value = provider.get(field)
+            if isinstance(value, str) and len(value) >= 8:
+                out.append(Secret(f"kubeconfig auth-provider {field}", value))
+    return out
+
+
+def env_secrets(environ: Mapping[str, str] | None = None) -> list[Secret]:
+    """Values of secret-named environment variables (:func:`is_secret_name`) of 7+ characters."""
+    environ = os.environ if environ is None else environ
+    out = []
+    for name, value in environ.items():
+        if name not in SHELL_ENV and is_secret_name(name) and len(value) >= MIN_ENV_SECRET:
+            out.append(Secret(f"value of environment variable {name}", value))
+    return out
+
+
+def known_secrets(kubeconfig: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> list[Secret]:
+    """Every secret value to look for: the kubeconfig's credentials and secret env values.
+
+    ``kubeconfig`` defaults to ``$KUBECONFIG`` (first file) or ``~/.kube/config``.
+    """
+    environ = os.environ if environ is None else environ
+    if kubeconfig is None:
+        kc = environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
+        kubeconfig = kc
+    seen: set[str] = set()
+    out = []
+    for s in kubeconfig_secrets(kubeconfig) + env_secrets(environ):
+        if s.value not in seen:
+            seen.add(s.value)
+            out.append(s)
+    return out
+
+
+def _needles(secret: Secret) -> Iterator[str]:
+    yield secret.value
+    escaped = html.escape(secret.value)
+    if escaped != secret.value:
+        yield escaped
+    dumped = json.dumps(secret.value)[1:-1]
+    if dumped != secret.value:
+        yield dumped
+    yield base64.b64encode(secret.value.encode()).decode().rstrip("=")
+
+
+def scan_text(text: str, secrets: Iterable[Secret], where: str) -> list[Leak]:
+    """Leaks in one piece of text: PEM private keys and any known secret value."""
+    leaks = []
+    if PEM_BLOCK.search(text):
+        leaks.append(Leak(PEM_KIND, where))
+    for secret in secrets:
+        if any(n in text for n in _needles(secret)):
+            leaks.append(Leak(secret.kind, where))
+    return leaks
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _texts(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _texts(v)
+    elif value is not None:
+        yield str(value)
+
+
+def _parts(nb: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    yield "notebook metadata", "\n".join(_texts(nb.get("metadata", {})))
+    for index, cell in enumerate(nb.get("cells", [])):
+        yield f"cell {index} source", "".join(_texts(cell.get("source", "")))
+        outputs = cell.get("outputs") or []
+        if outputs:
+            yield f"cell {index} output", "\n".join(_texts(outputs))
+        attachments = cell.get("attachments")
+        if attachments:
+            yield f"cell {index} attachments", "\n".join(_texts(attachments))
+
+
+def scan_notebook(nb: Mapping[str, Any], secrets: Iterable[Secret], name: str = "executed notebook") -> list[Leak]:
+    """Leaks in a notebook, located by cell index (0-based) and part (source/output)."""
+    secrets = list(secrets)
+    leaks: list[Leak] = []
+    for where, text in _parts(nb):
+        leaks.extend(scan_text(text, secrets, f"{name}, {where}"))
+    return leaks
+
+
+def _redact(value: Any, needles: list[str]) -> Any:
+    if isinstance(value, str):
+        value = PEM_BLOCK.sub(REDACTED, value)
+        for n in needles:
+            value = value.replace(n, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _redact(v, needles) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, needles) for v in value]
+    return value
+
+
+def redact(value: Any, secrets: Iterable[Secret]) -> Any:
+    """A copy of a JSON-like value with every PEM key and known secret replaced by :data:`REDACTED`."""
+    needles = sorted({n for s in secrets for n in _needles(s)}, key=len, reverse=True)
+    return _redact(value, needles)
+
+
+def redact_text(text: str, values: Iterable[str], kind: str = "secret value") -> str:
+    """``text`` with each of ``values`` (raw, base64, escaped) and any PEM key replaced."""
+    return redact(text, [Secret(kind, v) for v in values if v and len(v) >= 4])
+
+
+def redacted_digest(value: Any) -> str:
+    """``<redacted sha256:…>``: a secret value replaced, still comparable with another."""
+    return f"<redacted sha256:{hashlib.sha256(str(value).encode()).hexdigest()}>"
+
+
+def redact_object(obj: Any) -> Any:
+    """A Kubernetes Secret with every value replaced by its digest (other objects unchanged).
+
+    Covers ``data``, ``stringData`` and the ``last-applied-configuration``
+    annotation that ``kubectl apply`` leaves with the whole Secret in it.
+    """
+    if not isinstance(obj, dict) or obj.get("kind") != "Secret":
+        return obj
+    out = dict(obj)
+    for key in ("data", "stringData"):
+        if isinstance(obj.get(key), dict):
+            out[key] = {k: redacted_digest(v) for k, v in obj[key].items()}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if LAST_APPLIED in annotations:
+        out["metadata"] = {**obj["metadata"], "annotations": {
+            k: (REDACTED if k == LAST_APPLIED else v) for k, v in annotations.items()}}
+    return out
+
+
+def redact_notebook(nb: Any, secrets: Iterable[Secret]) -> Any:
+    """Redact a notebook in place (cells and metadata) and return it."""
+    secrets = list(secrets)
+    for cell in nb["cells"]:
+        for key in ("source", "outputs", "attachments"):
+            if key in cell:
+                cell[key] = redact(cell[key], secrets)
+    nb["metadata"] = redact(nb["metadata"], secrets)
+    return nb
+
+
+def describe(leaks: Iterable[Leak]) -> str:
+    """One line per distinct leak, for the CLI and summary.json (no values)."""
+    seen: list[str] = []
+    for leak in leaks:
+        text = str(leak)
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen)
+
+
+# ---- secret-looking names and values -----------------------------------------------
+
+SECRET_WORDS = frozenset(
+    {
+        "password", "passwd", "passphrase", "pwd", "secret", "secrets", "token", "tokens",
+        "credential", "credentials", "creds", "apikey", "bearer", "privatekey", "cookie",
+    }
+)
+"""Words that make a parameter name secret-looking (compared per word)."""
+
+KEY_QUALIFIERS = frozenset(
+    {"api", "private", "secret", "access", "signing", "encryption", "ssh", "tls", "client",
+     "service", "master", "auth", "account", "session"}
+)
+"""``key`` is secret-looking alone or after one of these (``api_key``), not in ``label_key``."""
+
+REFERENCE_SUFFIXES = frozenset(
+    {"name", "names", "namespace", "ref", "env", "var", "path", "file", "dir", "days", "ttl",
+     "expiry", "age", "count", "kind", "selector", "label", "labels"}
+)
+"""A last word that makes the name *refer to* a secret rather than hold one
+(``tls_secret_name``, ``api_token_env``, ``private_key_path``): allowed."""
+
+
+def _words(name: str) -> list[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return [w for w in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a parameter name looks like it holds a credential.
+
+    Credentials never travel as parameters (papermill writes parameters into
+    the output notebook): they come from the kubeconfig or environment
+    variables. The rule, per ``_``/camelCase-separated word:
+
+    - any of :data:`SECRET_WORDS` (``password``, ``token``, ``secret``,
+      ``credentials``, ``apikey``, ``bearer`` ...) makes it secret-looking;
+    - ``key`` does when it stands alone or follows a qualifier such as
+      ``api``, ``private``, ``access``, ``tls`` (``api_key``, ``tls_key``),
+      but ``keys``, ``label_key`` or ``sort_key`` do not;
+    - a name whose last word is a reference suffix (``name``, ``env``,
+      ``path``, ``file``, ``ref`` ... see :data:`REFERENCE_SUFFIXES`) names
+      where a secret is, not the secret, and is allowed.
+
+    >>> [is_secret_name(n) for n in ("api_token", "api_key", "keys", "tls_secret_name")]
+    [True, True, False, False]
+    """
+    words = _words(name)
+    if not words or words[-1] in REFERENCE_SUFFIXES:
+        return False
+    if any(w in SECRET_WORDS for w in words):
+        return True
+    for i, w in enumerate(words):
+        if w == "key" and (len(words) == 1 or (i > 0 and words[i - 1] in KEY_QUALIFIERS)):
+            return True
+    return False
+
+
+_PEM_PRIVATE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+
+
+def secret_value_kind(value: Any) -> str | None:
+    """Name the kind of credential a parameter *value* looks like, if any."""
+    texts: list[str] = []
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list | tuple):
+        texts = [v for v in value if isinstance(v, str)]
+    elif isinstance(value, dict):
+        texts = [v for v in value.values() if isinstance(v, str)]
+    for text in texts:
+        if _PEM_PRIVATE.search(text):
+            return "a PEM private key"
+        if _JWT.search(text):
+            return "a bearer token (JWT)"
+    return None
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut, never a credential-looking one."""
+    if secret_value_kind(value):
+        return REDACTED
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
