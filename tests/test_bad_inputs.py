@@ -162,3 +162,31 @@ def test_bad_input_exits_2_naming_it_and_changes_nothing(sandbox_env, cluster, b
     assert "BEGIN EC PRIVATE KEY" not in output and "hunter2hunter2" not in output  # never echo a value
     assert not list((sandbox_env / "outputs").rglob("summary.json"))  # nothing executed
     assert state(cluster) == before  # nothing changed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("source", "param", "variable"), [
+    ("Prometheus", "prometheus_url", "PROMETHEUS_TOKEN"),
+    ("Alertmanager", "alertmanager_url", "ALERTMANAGER_PASSWORD"),
+    ("Elasticsearch", "elasticsearch_url", "ES_API_KEY"),
+])
+def test_credentials_never_go_over_plain_http_to_another_host(sandbox_env, source, param, variable):
+    extra = {"ALERTMANAGER_USERNAME": "sre"} if variable == "ALERTMANAGER_PASSWORD" else {}
+    env = {variable: "s3cr3t-value-0123", **extra}
+    result = CliRunner().invoke(main, [
+        "--project-dir", str(sandbox_env), "run", II, "--env", "sandbox", "--no-progress",
+        "-p", param, "http://192.0.2.10:9000"], env=env, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"{source} at 192.0.2.10 is reached over plain http://" in result.output
+    assert variable in result.output and "s3cr3t" not in result.output
+    assert not list((sandbox_env / "outputs").rglob("summary.json"))
+
+
+def test_credentials_over_http_to_loopback_or_https_are_allowed(monkeypatch):
+    from runbooks import params
+
+    monkeypatch.setenv("PROMETHEUS_TOKEN", "s3cr3t-value-0123")
+    for url in ("http://127.0.0.1:9090", "http://localhost:9090", "http://[::1]:9090", "https://prom.example"):
+        params.IncidentParams(prometheus_url=url)
+    monkeypatch.delenv("PROMETHEUS_TOKEN")
+    params.IncidentParams(prometheus_url="http://prom.example:9090")  # no credentials: nothing to protect

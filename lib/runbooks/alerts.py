@@ -34,6 +34,7 @@ import pandas as pd
 
 from .durations import parse_duration
 from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut, request_failed
+from .secrets import check_transport
 
 MAX_SILENCE = timedelta(days=30)
 ALERT_COLUMNS = ["alertname", "state", "severity", "namespace", "startsAt", "endsAt", "summary", "description",
@@ -106,6 +107,7 @@ def connect(url: str, *, verify: bool | str = True, timeout: float = 15.0,
 
     if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
         raise InvalidInput(f"Alertmanager URL {url!r} is not an http(s) URL (e.g. http://127.0.0.1:9093)")
+    check_transport(url, "Alertmanager")
     session = requests.Session()
     session.verify = verify
     token = os.environ.get(token_env)

@@ -69,6 +69,7 @@ from elasticsearch import (
 
 from .durations import positive_timedelta
 from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
+from .secrets import check_transport
 
 DEFAULT_INDEX = "logstash-*"
 ERROR_LEVELS = (
@@ -150,6 +151,7 @@ def connect(
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"log store url {url!r} must look like http(s)://host:port")
+    check_transport(url, "Elasticsearch", env)
     if not isinstance(index, str) or not index.strip() or _BAD_INDEX.search(index):
         raise InvalidInput(f"index pattern {index!r} must be index names or wildcards like 'logstash-*', "
                            "comma-separated, without spaces or any of \\ / ? \" < > | #")

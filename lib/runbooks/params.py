@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from .durations import parse_duration
 from .errors import InvalidInput
 from .parameters import MutatingParams, RunbookParams, register
+from .secrets import check_transport
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _ALERT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_:]*")
@@ -168,6 +169,13 @@ class IncidentParams(MutatingParams):
         if unknown:
             raise ValueError(f"unknown query names {unknown}; known: {', '.join(sorted(DEFAULT_QUERIES))}")
         return value
+
+    @model_validator(mode="after")
+    def _transport(self) -> IncidentParams:
+        for url, source in ((self.prometheus_url, "Prometheus"), (self.alertmanager_url, "Alertmanager"),
+                            (self.elasticsearch_url, "Elasticsearch")):
+            check_transport(url, source)
+        return self
 
     @model_validator(mode="after")
     def _window(self) -> IncidentParams:

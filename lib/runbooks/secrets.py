@@ -355,3 +355,44 @@ def shown(value: Any, limit: int = 80) -> str:
         return REDACTED
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+CREDENTIAL_ENV: dict[str, tuple[str, ...]] = {
+    "Prometheus": ("PROMETHEUS_TOKEN", "PROMETHEUS_USERNAME", "PROMETHEUS_PASSWORD"),
+    "Alertmanager": ("ALERTMANAGER_TOKEN", "ALERTMANAGER_USERNAME", "ALERTMANAGER_PASSWORD"),
+    "Elasticsearch": ("ES_API_KEY", "ES_BEARER_TOKEN", "ES_USERNAME", "ES_PASSWORD"),
+}
+"""The environment variables each data source takes its credentials from."""
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(url: str | None, source: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to send credentials over plain http:// to anything but loopback.
+
+    Raises:
+        InvalidInput: naming the source, the URL's host and the variables holding credentials.
+    """
+    from urllib.parse import urlsplit
+
+    from .errors import InvalidInput
+
+    environ = os.environ if environ is None else environ
+    if not url:
+        return
+    parts = urlsplit(url)
+    given = [name for name in CREDENTIAL_ENV.get(source, ()) if environ.get(name)]
+    if parts.scheme == "http" and given and not _loopback(parts.hostname or ""):
+        raise InvalidInput(
+            f"{source} at {parts.hostname} is reached over plain http:// but credentials are set "
+            f"({', '.join(given)}): they would cross the network unencrypted. Allowed: an https:// URL, "
+            "or http:// to loopback only")
