@@ -281,14 +281,21 @@ def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") ->
 # --------------------------------------------------------------------------
 
 
+def _unquoted(exc: Exception) -> str:
+    """An error about a file, without any excerpt of the file (it may be a key given by mistake)."""
+    text = str(exc)
+    if any(q in text for q in "'\"`") or "\n" in text:
+        return f"it is not a valid notebook ({type(exc).__name__})"
+    return cut(text)
+
+
 def read_notebook(path: str | os.PathLike[str]) -> Any:
     import nbformat
 
     try:
         return nbformat.read(str(path), as_version=4)
     except (OSError, ValueError) as exc:  # never quote the file's content
-        raise InvalidInput(f"notebook {str(path)!r} cannot be read: it is not a valid notebook "
-                           f"({type(exc).__name__})") from exc
+        raise InvalidInput(f"notebook {str(path)!r} cannot be read: {_unquoted(exc)}") from exc
 
 
 def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
@@ -299,8 +306,7 @@ def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
     try:
         found = inspect_notebook(str(path))
     except (OSError, ValueError, AttributeError, KeyError) as exc:  # never quote the file: it may be a key
-        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: it is not a valid notebook "
-                           f"({type(exc).__name__})") from exc
+        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: {_unquoted(exc)}") from exc
     return [Parameter(**p) for p in found.values()]
 
 
@@ -809,6 +815,8 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
 
     notebook_path = run_dir / summary["notebook"]
     leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
+    # the summary too: an exception's message (error.message) or a finding may carry a secret
+    leaks += sec.scan_text(json.dumps(summary, default=str), secrets, "summary.json")
     html_text = None
     if nb is not None and not leaks:
         try:
@@ -823,8 +831,9 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
             leaks = sec.scan_text(html_text, secrets, "report.html")
     report_path = run_dir / "report.html"
     if leaks:
-        nb = sec.redact_notebook(nb, secrets)
-        nbformat.write(nbformat.from_dict(nb), str(notebook_path))
+        if nb is not None:
+            nb = sec.redact_notebook(nb, secrets)
+            nbformat.write(nbformat.from_dict(nb), str(notebook_path))
         text = sec.describe(leaks)
         summary.update(sec.redact(summary, secrets))
         summary["secret_scan"] = {"clean": False, "leaks": [
@@ -881,7 +890,8 @@ def execute(
     code_cells = sum(1 for c in nb_source.cells if c.cell_type == "code") + 1
     deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
     kubeconfig = getattr(prepared.validated, "kubeconfig", None)
-    secrets = sec.known_secrets(kubeconfig)
+    client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
+    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config))
     effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
         if "run_dir" in prepared.model.model_fields else prepared.validated
     redacted = redacted_parameters(effective, secrets)
