@@ -190,3 +190,20 @@ def test_credentials_over_http_to_loopback_or_https_are_allowed(monkeypatch):
         params.IncidentParams(prometheus_url=url)
     monkeypatch.delenv("PROMETHEUS_TOKEN")
     params.IncidentParams(prometheus_url="http://prom.example:9090")  # no credentials: nothing to protect
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("token", ["foreign-token-0123456789\nrest", "foreign-token-0123456789\x7f"])
+def test_a_foreign_kubeconfig_token_is_never_echoed(sandbox_env, sandbox, tmp_path, token):
+    import yaml
+
+    config = yaml.safe_load(sandbox.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    kc = tmp_path / "foreign"
+    kc.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["--project-dir", str(sandbox_env), "run", CH, "--env", "sandbox",
+                                       "--no-progress", "-p", "kubeconfig", str(kc)], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "foreign-token" not in result.output and "Traceback" not in result.output
+    assert "credentials" in result.output

@@ -31,6 +31,7 @@ from .errors import (
     Unavailable,
     cut,
 )
+from .secrets import client_secrets, redact_text
 
 PAGE_SIZE = 500
 
@@ -182,17 +183,33 @@ def translate(e: ApiException | urllib3.exceptions.HTTPError | OSError, what: st
     return Unavailable(f"{prefix}the API server cannot be reached: {cut(str(e))}")
 
 
+def scrubbed(cluster: Any, error: RunbookError) -> RunbookError:
+    """``error`` with the client's own credentials removed from its message (a library may quote them)."""
+    configuration = getattr(getattr(cluster, "api_client", None), "configuration", None)
+    values = [s.value for s in client_secrets(configuration)]
+    text = redact_text(str(error), values)
+    return error if text == str(error) else type(error)(text)
+
+
 def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
     """Prove the API answers and accepts our credentials; return its version."""
     try:
         # raw GETs: the generated API classes cost a second to import, a preflight needs none
-        version = json.loads(get_raw(cluster, "/version", timeout=timeout))
+        raw = get_raw(cluster, "/version", timeout=timeout)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise scrubbed(cluster, translate(e, f"API server {cluster.server}")) from None
+    except ValueError as e:  # the request could not be sent (a credential that is no header value ...)
+        raise InvalidInput(f"API server {cluster.server}: the request cannot be sent with this kubeconfig's "
+                           f"credentials ({type(e).__name__}); check the user entry of the context") from None
+    try:
+        version = json.loads(raw)
+    except ValueError:  # /version answered, but not with JSON: not a Kubernetes API server
+        raise Unavailable(f"API server {cluster.server}: /version is not JSON") from None
+    try:
         # /version is public on most clusters: also make one authenticated call
         get_raw(cluster, "/api/v1/namespaces", [("limit", 1)], timeout=timeout)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-        raise translate(e, f"API server {cluster.server}") from e
-    except ValueError as e:  # /version answered, but not with JSON: not a Kubernetes API server
-        raise Unavailable(f"API server {cluster.server}: /version is not JSON ({cut(str(e))})") from e
+        raise scrubbed(cluster, translate(e, f"API server {cluster.server}")) from None
     return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}
 
 
@@ -316,7 +333,7 @@ def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[s
     except ApiException as exc:
         status, raw = exc.status or 0, exc.body or exc.reason or ""
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}") from exc
+        raise scrubbed(cluster, Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}")) from None
     if 200 <= status < 300:
         return json.loads(raw) if raw else None
     raise check_response(status, raw, what)
