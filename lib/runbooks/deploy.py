@@ -39,6 +39,7 @@ Design choices:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -844,6 +845,69 @@ def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[di
     return changes, rows
 
 
+HOOK_EVENTS = {True: ("pre-install", "post-install"), False: ("pre-upgrade", "post-upgrade")}
+"""The hook events ``helm upgrade --install`` runs: installing, or upgrading (``test`` hooks run only
+under ``helm test``, which runbooks never call)."""
+
+
+def hook_and_crd_changes(cluster: Any, release: Mapping[str, Any], spec: ReleaseSpec, *, installing: bool,
+                         precondition: dict[str, Any]) -> tuple[dict[str, list[Change]], dict[str, list[dict]]]:
+    """What Helm sends besides the manifest: the hooks it will run and, on install, the chart's ``crds/``.
+
+    Each becomes a change of the plan (shown, audited, and hashed into the plan id by the digest of
+    what is sent), so a changed hook or CRD gives another plan id.
+    """
+    changes: dict[str, list[Change]] = {"hooks": [], "crds": []}
+    rows: dict[str, list[dict]] = {"hooks": [], "crds": []}
+    wanted = HOOK_EVENTS[installing]
+    for hook in sorted(release.get("hooks") or [], key=lambda h: (h.get("weight") or 0, h.get("name") or "")):
+        events = [e for e in hook.get("events") or [] if e in wanted]
+        if not events:
+            continue
+        obj = yaml.safe_load(hook.get("manifest") or "") or {}
+        if not isinstance(obj, dict):
+            continue
+        kind, name = obj.get("kind") or hook.get("kind") or "", (obj.get("metadata") or {}).get("name") or ""
+        ns = (obj.get("metadata") or {}).get("namespace") or spec.namespace
+        found = kube.kind_for(cluster, obj.get("apiVersion") or "v1", kind)
+        digest = _digest(obj)
+        shown = f"sha256 {digest[:16]}" if kind != "Secret" else REDACTED
+        changes["hooks"].append(Change(
+            operation="create", kind=kind, namespace=ns if found.namespaced else None, name=name,
+            diff=[{"path": f"helm hook {','.join(events)} (weight {hook.get('weight') or 0}, "
+                           f"from {hook.get('path', '')})", "from": None, "to": shown}],
+            body={"sha256": digest}, precondition={**precondition, "hook": events}))
+        rows["hooks"].append({"kind": kind, "namespace": ns, "name": name, "action": f"hook {','.join(events)}",
+                              "changes": f"{hook.get('path', '')}: {shown}"})
+    if not installing:  # Helm installs crds/ only with the release, and never upgrades them
+        return changes, rows
+    for f in (release.get("chart") or {}).get("files") or []:
+        if not str(f.get("name", "")).startswith("crds/"):
+            continue
+        try:
+            text = base64.b64decode(f.get("data") or "").decode("utf-8")
+        except ValueError:
+            continue
+        for obj in yaml.safe_load_all(text):
+            if not isinstance(obj, dict) or obj.get("kind") != "CustomResourceDefinition":
+                continue
+            name = (obj.get("metadata") or {}).get("name") or ""
+            kube.kind_for(cluster, obj.get("apiVersion") or "apiextensions.k8s.io/v1", "CustomResourceDefinition")
+            exists = get_live(cluster, obj) is not None
+            if exists:  # Helm skips a CRD that exists already
+                rows["crds"].append({"kind": "CustomResourceDefinition", "namespace": "", "name": name,
+                                     "action": "unchanged", "changes": f"{f['name']}: exists (Helm keeps it)"})
+                continue
+            digest = _digest(obj)
+            changes["crds"].append(Change(
+                operation="create", kind="CustomResourceDefinition", name=name,
+                diff=[{"path": f"CRD from {f['name']}", "from": None, "to": f"sha256 {digest[:16]}"}],
+                body={"sha256": digest}, precondition=precondition))
+            rows["crds"].append({"kind": "CustomResourceDefinition", "namespace": "", "name": name,
+                                 "action": "create", "changes": f"{f['name']}"})
+    return changes, rows
+
+
 @dataclass
 class PlanDetail:
     """What a plan was computed from, for people (never secret values)."""
@@ -893,6 +957,9 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
     current = parse_manifest(helm.manifest(spec.release, spec.namespace), spec.namespace) if history else []
     precondition = {"release": spec.release, "revision": _revision(history)}
     changes, rows = object_changes(cluster, desired, current, precondition, namespace_exists=ns_ok)
+    extra, extra_rows = hook_and_crd_changes(cluster, release, spec, installing=not history,
+                                             precondition=precondition)
+    changes, rows = extra["crds"] + changes + extra["hooks"], extra_rows["crds"] + rows + extra_rows["hooks"]
     if not ns_ok:
         changes.insert(0, Change(operation="create", kind="Namespace", name=spec.namespace,
                                     body={"sha256": _digest(spec.namespace)}, precondition=precondition))
