@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -299,13 +300,34 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
     method, url, headers, _, _ = api.param_serialize(
         "GET", path, query_params=list(query or []), header_params={"Accept": "application/json"},
         auth_settings=["BearerToken"])
-    resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout)
-    resp.read()
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout)
+            resp.read()
+        except urllib3.exceptions.TimeoutError:
+            if attempt + 1 == READ_ATTEMPTS:
+                raise
+            _backoff(attempt)
+            continue
+        if resp.status in RETRIABLE and attempt + 1 < READ_ATTEMPTS:
+            _backoff(attempt)
+            continue
+        break
     if not 200 <= resp.status <= 299:
         err = ApiException(status=resp.status, reason=resp.reason)
         err.body = resp.data.decode("utf-8", "replace") if resp.data else ""
         raise err
     return resp.data
+
+
+READ_ATTEMPTS = 4
+"""Attempts of a read (GET) that got 429/5xx or timed out; writes are sent once (never blindly again)."""
+RETRIABLE = frozenset({429, 500, 502, 503, 504})
+BACKOFF_S = 0.25
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(BACKOFF_S * (2 ** attempt))
 
 
 def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
@@ -323,17 +345,30 @@ def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[s
     if body is not None:
         headers["Content-Type"] = content_type
     what = f"{method} {path}"
-    try:
-        method, url, headers, body, _ = api.param_serialize(
-            method=method, resource_path=path, query_params=list(query), header_params=headers,
-            body=body, auth_settings=["BearerToken"])
-        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
-        raw = response.read()
-        status = response.status
-    except ApiException as exc:
-        status, raw = exc.status or 0, exc.body or exc.reason or ""
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise scrubbed(cluster, Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}")) from None
+    attempts = READ_ATTEMPTS if method == "GET" else 1  # a write is never sent blindly again
+    for attempt in range(attempts):
+        last = attempt + 1 == attempts
+        try:
+            verb, url, hdrs, data, _ = api.param_serialize(
+                method=method, resource_path=path, query_params=list(query), header_params=dict(headers),
+                body=body, auth_settings=["BearerToken"])
+            response = api.call_api(verb, url, header_params=hdrs, body=data, _request_timeout=timeout)
+            raw = response.read()
+            status = response.status
+        except ApiException as exc:
+            status, raw = exc.status or 0, exc.body or exc.reason or ""
+        except urllib3.exceptions.TimeoutError as exc:
+            if not last:
+                _backoff(attempt)
+                continue
+            raise scrubbed(cluster, Unavailable(f"{what}: the API server did not answer in {timeout:.0f} s"
+                                                + (f" ({attempts} attempts)" if attempts > 1 else ""))) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise scrubbed(cluster, Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}")) from None
+        if status in RETRIABLE and not last:
+            _backoff(attempt)
+            continue
+        break
     if 200 <= status < 300:
         return json.loads(raw) if raw else None
     raise check_response(status, raw, what)
