@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import alerts, kube, logs, metrics
-from .errors import InvalidInput, RunbookError, Unavailable
+from .errors import SOURCE_ERRORS, InvalidInput, RunbookError, Unavailable, cut
 from .model import Finding, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
 from .plans import Change, diff, register_target
@@ -411,11 +411,27 @@ def connect_sources(params: IncidentParams) -> dict[str, Any]:
 # ---- what a notebook calls, one per section (a source that is down gives empty data) ---------
 
 
-def check_sources(run: Run, sources: dict[str, Any]) -> dict[str, Any]:
+class Sources(dict):
+    """The usable data sources (name → connection or None), and the run to record a source lost later."""
+
+    run: Any = None
+
+    def degrade(self, name: str, exc: Exception) -> None:
+        """A source went down after its check (killed mid-query): its section empties, the run goes on."""
+        self[name] = None
+        if self.run is not None:
+            self.run.source(name, False, f"{type(exc).__name__}: {exc}")
+            self.run.finding(f"data-source-down/{name}", "warning",
+                             f"{name} went down during the run: its section is incomplete",
+                             detail=cut(str(exc)), resource=name)
+
+
+def check_sources(run: Run, sources: dict[str, Any]) -> Sources:
     """Probe each data source; return the usable connections (None where down or not configured)."""
     probes = {"prometheus": lambda c: metrics.check(c), "alertmanager": lambda c: alerts.check(c),
               "logs": probe_logs}
-    usable: dict[str, Any] = {}
+    usable = Sources()
+    usable.run = run
     for name, conn in sources.items():
         if conn is None:
             run.source(name, False, "not configured (no URL in parameters/ENV/env.yaml)")
@@ -427,18 +443,31 @@ def check_sources(run: Run, sources: dict[str, Any]) -> dict[str, Any]:
     return usable
 
 
+def _degrade(sources: dict[str, Any], name: str, exc: Exception) -> None:
+    if isinstance(sources, Sources):
+        sources.degrade(name, exc)
+    else:
+        sources[name] = None
+
+
 def gather_alerts(sources: dict[str, Any], params: IncidentParams) -> pd.DataFrame:
     am = sources.get("alertmanager")
-    if am is None:
-        return pd.DataFrame(columns=alerts.ALERT_COLUMNS)
-    return service_alerts(am, params.namespace, params.service, params.alert_name)
+    if am is not None:
+        try:
+            return service_alerts(am, params.namespace, params.service, params.alert_name)
+        except SOURCE_ERRORS as exc:
+            _degrade(sources, "alertmanager", exc)
+    return pd.DataFrame(columns=alerts.ALERT_COLUMNS)
 
 
 def gather_signals(sources: dict[str, Any], params: IncidentParams, start: datetime, end: datetime) -> Signals:
     prom = sources.get("prometheus")
-    if prom is None:
-        return Signals(pd.DataFrame(), pd.DataFrame())
-    return signals(prom, params, start, end)
+    if prom is not None:
+        try:
+            return signals(prom, params, start, end)
+        except SOURCE_ERRORS as exc:
+            _degrade(sources, "prometheus", exc)
+    return Signals(pd.DataFrame(), pd.DataFrame())
 
 
 @dataclass
@@ -457,10 +486,14 @@ def gather_logs(sources: dict[str, Any], params: IncidentParams, start: datetime
     if src is None:
         return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame())
     ns, svc = params.namespace, params.service
-    hist = logs.volume_histogram(src, ns, svc, start=start, end=end)
-    top = logs.top_errors(src, ns, svc, start=start, end=end, limit=10)
-    pod = worst_pod(pods)
-    samples = logs.sample_lines(src, ns, svc, pod=pod, around=around or end, n=40) if pod else pd.DataFrame()
+    try:
+        hist = logs.volume_histogram(src, ns, svc, start=start, end=end)
+        top = logs.top_errors(src, ns, svc, start=start, end=end, limit=10)
+        pod = worst_pod(pods)
+        samples = logs.sample_lines(src, ns, svc, pod=pod, around=around or end, n=40) if pod else pd.DataFrame()
+    except SOURCE_ERRORS as exc:
+        _degrade(sources, "logs", exc)
+        return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame())
     return LogView(hist, top, samples, pod)
 
 
