@@ -676,8 +676,29 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
     return Outcome("completed")
 
 
+def step_of(nb: Any, index: int | None) -> str | None:
+    """The step a cell belongs to: the nearest markdown heading above it (``## Diagnosis: pods``)."""
+    if nb is None or index is None:
+        return None
+    for cell in reversed(nb.cells[: index + 1]):
+        if cell.cell_type != "markdown":
+            continue
+        for line in "".join(cell.source).splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip() or None
+    return None
+
+
 def _classify(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
-    """Fill in the failing cell and a message an SRE can act on."""
+    """Fill in the failing cell and the step it belongs to, with a message an SRE can act on."""
+    found = _classify_cell(outcome, nb, prepared, deadline)
+    step = step_of(nb, found.cell_index)
+    if step and found.kind != "completed":
+        found.message = f"step {step!r} (cell {found.cell_index}): {found.message}"
+    return found
+
+
+def _classify_cell(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
     running = _running_cell(nb)
     if outcome.kind == "completed" and nb is not None:
         missing = _unexecuted_code_cell(nb)
