@@ -552,6 +552,7 @@ class _Watchdog:
         self.on_abort = on_abort
         self.client: Any = None
         self.expired = False
+        self.interrupted = False
         self.done = threading.Event()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -573,6 +574,20 @@ class _Watchdog:
             os.killpg(process.pid, signal.SIGKILL)  # the kernel leads its own session
         except (ProcessLookupError, PermissionError, OSError):
             process.kill()
+
+    def interrupt_kernel(self) -> bool:
+        """SIGINT to the kernel (what Jupyter's interrupt sends): the running cell stops at its next
+        safe point; an apply finishes the change it is sending and records it first."""
+        km = getattr(self.client, "km", None)
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is None or process.poll() is not None:
+            return False
+        try:
+            os.kill(process.pid, signal.SIGINT)
+        except OSError:
+            return False
+        self.interrupted = True
+        return True
 
     def flush_notebook(self) -> None:
         """Best effort: save the executed notebook as it stands (it shows the cell that hung)."""
@@ -600,7 +615,7 @@ class _Watchdog:
 class Outcome:
     """How the execution itself ended (before findings and the secret scan)."""
 
-    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed
+    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed | interrupted
     message: str = ""
     cell_index: int | None = None
     ename: str | None = None
@@ -651,6 +666,15 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )
+    def stop(signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM: interrupt the kernel and let the cell end cleanly; a second one stops hard."""
+        if watchdog.interrupted or not watchdog.interrupt_kernel():
+            raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, stop)
     try:
         pm.execute_notebook(
             str(prepared.notebook), str(output), parameters=parameters,
@@ -660,6 +684,9 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
             watchdog=watchdog, kernel_env=kernel_env,
         )
     except pm.PapermillExecutionError as exc:
+        if watchdog.interrupted:
+            return Outcome("interrupted", f"interrupted (SIGINT or SIGTERM) in cell {exc.cell_index}: the run was "
+                           f"stopped; {exc.ename}: {exc.evalue}", exc.cell_index, exc.ename)
         return Outcome("cell-error", f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
                        exc.cell_index, exc.ename)
     except DeadKernelError:
@@ -673,6 +700,11 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         if watchdog.expired:
             return Outcome("run-timeout", "", None)
         return Outcome("crashed", f"{type(exc).__name__}: {cut(str(exc))}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if watchdog.interrupted:
+        return Outcome("interrupted", "interrupted (SIGINT or SIGTERM): the run was stopped")
     return Outcome("completed")
 
 
@@ -741,7 +773,7 @@ EXIT_BY_KIND = {
     "completed": EXIT_OK, "rejected": EXIT_INVALID, "cell-error": EXIT_FAILED,
     "dead-kernel": EXIT_FAILED, "cell-timeout": EXIT_FAILED, "run-timeout": EXIT_FAILED,
     "truncated": EXIT_FAILED, "crashed": EXIT_FAILED, "secret-leak": EXIT_FAILED,
-    "report-failed": EXIT_FAILED,
+    "report-failed": EXIT_FAILED, "interrupted": EXIT_FAILED,
 }
 
 

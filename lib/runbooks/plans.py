@@ -444,20 +444,61 @@ def apply(run: Any, fresh: Plan, audit: AuditLog) -> list[dict[str, Any]]:
     """
     results = []
     for change in fresh.changes:
-        audit.backup(change, TARGETS[change.target].current(run, change))
-        now = iso(utcnow())
-        try:
-            TARGETS[change.target].send(run, change, dry_run=False, now=now)
-        except Conflict as exc:
-            audit.write(fresh.id, change, f"conflict: {cut(str(exc))}", now)
-            done = f"; {len(results)} earlier change(s) were applied (audit.jsonl)" if results else ""
-            raise ApplyConflict(
-                f"{change.operation} {change.resource} was refused: the object changed after the plan was "
-                f"recomputed ({exc}). It and the changes after it were not applied{done}; review a new "
-                "dry run and approve its id") from exc
-        except RunbookError as exc:
-            audit.write(fresh.id, change, f"failed: {cut(str(exc))}", now)
-            raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc
-        results.append(audit.write(fresh.id, change, "applied", now))
+        with _interrupt_after() as interrupted:  # each change is sent and audited, or not sent
+            results.append(_apply_one(run, fresh, change, audit, len(results)))
+        if interrupted:
+            raise KeyboardInterrupt(f"interrupted after {len(results)} of {len(fresh.changes)} change(s) of "
+                                    f"plan {fresh.id}; audit.jsonl lists exactly those")
     record("plan", fresh.public(applied=True))
     return results
+
+
+class _interrupt_after:
+    """Hold SIGINT (an interrupted kernel, Ctrl-C) until the change being applied is sent and audited.
+
+    A change cut off between its write and its audit line would be applied and unrecorded; held
+    here, the interrupt stops the apply right after it instead (the context is truthy then).
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.previous: Any = None
+
+    def __bool__(self) -> bool:
+        return self.hit
+
+    def __enter__(self) -> _interrupt_after:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _apply_one(run: Any, fresh: Plan, change: Change, audit: AuditLog, earlier: int) -> dict[str, Any]:
+    """Back up, send and audit one change (``earlier``: how many of the plan were applied before it)."""
+    audit.backup(change, TARGETS[change.target].current(run, change))
+    now = iso(utcnow())
+    try:
+        TARGETS[change.target].send(run, change, dry_run=False, now=now)
+    except Conflict as exc:
+        audit.write(fresh.id, change, f"conflict: {cut(str(exc))}", now)
+        done = f"; {earlier} earlier change(s) were applied (audit.jsonl)" if earlier else ""
+        raise ApplyConflict(
+            f"{change.operation} {change.resource} was refused: the object changed after the plan was "
+            f"recomputed ({exc}). It and the changes after it were not applied{done}; review a new "
+            "dry run and approve its id") from exc
+    except RunbookError as exc:
+        audit.write(fresh.id, change, f"failed: {cut(str(exc))}", now)
+        raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc
+    return audit.write(fresh.id, change, "applied", now)
