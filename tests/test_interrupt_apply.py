@@ -61,3 +61,34 @@ def test_an_interrupted_apply_audits_exactly_what_was_applied(sandbox_env, clust
     assert summary["error"]["kind"] == "interrupted" and summary["exit_code"] == 3
     assert summary["plan"]["applied_changes"] and len(summary["plan"]["applied_changes"]) == len(audited)
     assert "Mitigation: create the ConfigMaps" in summary["error"]["message"]
+
+    # the same approval again finishes the job: only what is left is applied
+    again = CliRunner().invoke(main, args(sandbox_env, namespace, "--approve", plan_id), catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert configmaps(cluster, namespace) == [f"step-{i}" for i in range(8)]
+    latest = sorted(runs.glob("*/audit.jsonl"))[-1]
+    assert latest != audits[0]
+    rest = sorted(json.loads(x)["change"]["name"] for x in latest.read_text().splitlines())
+    assert sorted(audited + rest) == [f"step-{i}" for i in range(8)] and not set(audited) & set(rest)
+
+
+def test_a_resume_needs_exactly_the_rest_of_the_approved_plan(tmp_path):
+    from runbooks import parameters, plans
+    from runbooks import runbook as rb
+
+    def change(i):
+        return plans.Change(operation="delete", kind="ConfigMap", namespace="n", name=f"step-{i}")
+
+    approved = plans.Plan([change(0), change(1), change(2)], binding={"env": "prod"})
+    earlier = tmp_path / "runs" / "20260101T000000Z"
+    earlier.mkdir(parents=True)
+    applied = [{"result": "applied", "change": change(0).public()}]
+    (earlier / "summary.json").write_text(json.dumps({"plan": {**approved.public(), "applied_changes": applied}}))
+    params = parameters.MutatingParams(dry_run=False, approve_plan=approved.id, expected_context="x",
+                                       run_dir=str(tmp_path / "runs" / "now"))
+    run = rb.Run("demo", params)
+    assert run.resumes(plans.Plan([change(1), change(2)], binding={"env": "prod"}))
+    assert not run.resumes(plans.Plan([change(1), change(2)], binding={"env": "staging"}))  # another env
+    assert not run.resumes(plans.Plan([change(2)], binding={"env": "prod"}))  # not the whole rest
+    assert not run.resumes(plans.Plan([change(1), change(3)], binding={"env": "prod"}))  # something else
+    assert not run.resumes(plans.Plan([change(0), change(1), change(2)], binding={"env": "prod"}))

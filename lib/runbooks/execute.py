@@ -817,7 +817,7 @@ def build_summary(
     run_info = records.get("run") or {}
     plan = records.get("plan")
     if plan is not None:
-        plan = {k: plan.get(k) for k in ("id", "changes", "validated", "applied")}
+        plan = {k: plan.get(k) for k in ("id", "binding", "changes", "validated", "applied")}
         plan["applied_changes"] = records.get("changes") or []
     sources = dict(records.get("data_sources") or {})
     return {

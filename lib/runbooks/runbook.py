@@ -199,6 +199,9 @@ class Run:
             return "Nothing to change."
         if getattr(self.params, "approve_plan", None) == plan.id:
             return f"Approved plan id: {plan.id}."
+        if self.resumes(plan):
+            return (f"Resuming approved plan {self.params.approve_plan}: its {len(plan.changes)} change(s) left "
+                    f"after an interrupted apply (plan id {plan.id}).")
         return (f"Dry run: nothing was changed. To apply {what} headless: "
                 f"runbooks run {self.runbook} --env ENV --approve {plan.id}")
 
@@ -210,6 +213,8 @@ class Run:
         """
         approve = getattr(self.params, "approve_plan", None)
         ids = [p.id for p in candidates if p is not None]
+        if any(self.resumes(p) for p in candidates if p is not None):
+            return
         if approve and approve not in ids:
             raise PlanMismatch(
                 f"approved plan {approve} does not match the plan(s) computed now ({', '.join(ids) or 'none'}): "
@@ -217,8 +222,45 @@ class Run:
                 "the new plan and approve its id")
 
     def approved(self, plan: Plan) -> bool:
-        """Whether this run was started with ``--approve`` naming this plan."""
-        return bool(plan.changes) and getattr(self.params, "approve_plan", None) == plan.id
+        """Whether this run was started with ``--approve`` naming this plan, or the interrupted
+        apply of an approved plan that this plan finishes (:meth:`resumes`)."""
+        if not plan.changes:
+            return False
+        return getattr(self.params, "approve_plan", None) == plan.id or self.resumes(plan)
+
+    def resumes(self, plan: Plan) -> bool:
+        """Whether ``plan`` is what is left of the approved plan after an interrupted apply.
+
+        An earlier run of this runbook in this environment (a sibling run directory) applied part
+        of the approved plan and stopped (interrupted, a conflict, a failure). Re-running it with the
+        same ``--approve`` finishes the job: allowed when this plan, bound to the same environment and
+        targets, is exactly the approved plan's changes that its audit does not list as applied.
+        """
+        approve, run_dir = getattr(self.params, "approve_plan", None), getattr(self.params, "run_dir", None)
+        if not approve or not run_dir or not plan.changes or approve == plan.id:
+            return False
+        import json
+
+        def key(change: Mapping[str, Any]) -> tuple:
+            return (change.get("operation"), change.get("resource"),
+                    json.dumps(change.get("diff"), sort_keys=True), json.dumps(change.get("precondition"), sort_keys=True))
+
+        wanted = [key(c) for c in plan.public()["changes"]]
+        for path in sorted(Path(run_dir).parent.glob("*/summary.json")):
+            try:
+                earlier = (json.loads(path.read_text(encoding="utf-8")).get("plan") or {})
+            except (OSError, ValueError):
+                continue
+            if earlier.get("id") != approve or earlier.get("binding") != plan.binding:
+                continue
+            applied = {(c.get("change") or {}).get("resource") for c in earlier.get("applied_changes") or []
+                       if c.get("result") == "applied"}
+            if not applied:
+                continue
+            left = [key(c) for c in earlier.get("changes") or [] if c.get("resource") not in applied]
+            if left == wanted:
+                return True
+        return False
 
     def offer(self, plan: Plan, apply: Callable[[], Any], label: str = "Apply plan") -> None:
         """Interactive dry runs only: a button naming the plan id that calls ``apply()`` once."""
