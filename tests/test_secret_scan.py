@@ -155,3 +155,22 @@ def test_a_printed_or_raised_tls_secret_fails_the_run(sandbox_env, mode):
     assert not (run_dir / "report.html").exists()
     for text in (result.output, (run_dir / "summary.json").read_text(), (run_dir / "leak-tls.ipynb").read_text()):
         assert sec.encoded_key(sec.fold(text)) is None  # the key is gone (its certificate may stay)
+
+
+def test_vault_values_are_known_to_the_scan(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import yaml
+
+    from runbooks import deploy, execute
+
+    monkeypatch.setenv("RB_TEST_VAULT_PASSWORD", "vault-pass-0123")
+    (tmp_path / "vault.yml").write_text(deploy.encrypt_vault(yaml.safe_dump({"DB_URL": "postgres://u:pw-0123@db/x"}),
+                                                             "vault-pass-0123"))
+    prepared = SimpleNamespace(project=SimpleNamespace(root=tmp_path), validated=SimpleNamespace(
+        vault_file="vault.yml", vault_password_env="RB_TEST_VAULT_PASSWORD"))
+    found = execute.vault_secrets(prepared)
+    assert [s.kind for s in found] == ["vault value DB_URL"]
+    assert "vault value DB_URL" in kinds(base64.b64encode(b"postgres://u:pw-0123@db/x").decode(), found)
+    monkeypatch.delenv("RB_TEST_VAULT_PASSWORD")
+    assert execute.vault_secrets(prepared) == []  # cannot decrypt: nothing the run could print

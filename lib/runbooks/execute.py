@@ -912,6 +912,23 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
                      report_path if html_text is not None else None)
 
 
+def vault_secrets(prepared: Prepared) -> list[sec.Secret]:
+    """Every value of the run's Ansible Vault (``vault_file``), decrypted here too so the scan knows them."""
+    vault_file = getattr(prepared.validated, "vault_file", None)
+    if not vault_file:
+        return []
+    from runbooks import deploy
+
+    path = Path(vault_file)
+    path = path if path.is_absolute() else prepared.project.root / path
+    try:
+        found = deploy.read_vault(str(path), getattr(prepared.validated, "vault_password_env", "VAULT_PASSWORD"))
+    except RunbookError:
+        return []  # the runbook's preflight says why; nothing was decrypted, so nothing can leak
+    return [sec.Secret(f"vault value {key}", str(value)) for key, value in found.values.items()
+            if len(str(value)) >= 6]
+
+
 def redacted_parameters(validated: ParamsBase, secrets: list[sec.Secret]) -> dict[str, Any]:
     """Every effective parameter value, with secret-looking names and known secrets masked."""
     values = validated.model_dump(mode="json")
@@ -944,7 +961,7 @@ def execute(
     deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
     kubeconfig = getattr(prepared.validated, "kubeconfig", None)
     client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
-    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config))
+    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared))
     effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
         if "run_dir" in prepared.model.model_fields else prepared.validated
     redacted = redacted_parameters(effective, secrets)
