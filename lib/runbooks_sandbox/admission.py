@@ -20,7 +20,9 @@ from .store import ApiError, rfc3339
 if TYPE_CHECKING:
     from .server import ApiServer, Request, Route
 
-_cluster_ips = itertools.count(10)
+# Dynamic ClusterIPs come from above the static band (the first 256 addresses), as the real allocator
+# prefers, so they never collide with pinned ones such as the cluster DNS Service's 10.96.0.10.
+_cluster_ips = itertools.count(0)
 
 
 def default_manager(user_agent: str) -> str:
@@ -63,12 +65,33 @@ def prepare_update(api: ApiServer, rt: ResourceType, body: dict, old: dict, r: R
     if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
         raise ApiError(409, "Conflict", f'Precondition failed: UID in precondition: {meta["uid"]}, '
                        f'UID in object meta: {old["metadata"]["uid"]}')
+    if r.sub == "ephemeralcontainers":
+        _check_ephemeral(rt, obj, old)
     if r.sub != "status":
         obj = apply_defaults(rt, obj, old)
         _validate(api, rt, obj, req)
     if managed:
         obj = _record(obj, old, req, rt, manager, r.sub)
     return obj
+
+
+def _check_ephemeral(rt: ResourceType, obj: dict, old: dict) -> None:
+    """Ephemeral containers can be added, never changed or removed (as pod validation says)."""
+    new = {c.get("name"): c for c in (obj.get("spec") or {}).get("ephemeralContainers") or []}
+    causes = []
+    for c in (old.get("spec") or {}).get("ephemeralContainers") or []:
+        if new.get(c["name"]) != c:
+            causes.append({"reason": "FieldValueForbidden", "field": "spec.ephemeralContainers",
+                           "message": f'Forbidden: existing ephemeral containers "{c["name"]}" may not be '
+                                      "changed"})
+    for name, c in new.items():
+        if not c.get("image"):
+            causes.append({"reason": "FieldValueRequired", "field": f"spec.ephemeralContainers[{name}].image",
+                           "message": "Required value"})
+    if causes:
+        from .store import invalid
+
+        raise invalid(rt, old["metadata"]["name"], causes)
 
 
 def _check_kind(rt: ResourceType, body: dict) -> None:
@@ -239,7 +262,7 @@ def _service(obj: dict, old: dict | None) -> None:
             spec.setdefault("clusterIP", old["spec"]["clusterIP"])
         if not spec.get("clusterIP"):
             n = next(_cluster_ips)
-            spec["clusterIP"] = str(ipaddress.ip_address("10.96.0.0") + n)
+            spec["clusterIP"] = str(ipaddress.ip_address("10.96.1.0") + n)
         if spec["clusterIP"] != "None":
             spec.setdefault("clusterIPs", [spec["clusterIP"]])
         else:

@@ -783,10 +783,32 @@ class Controllers:
             prev = old_conds.get(cond["type"])
             if prev and prev.get("status") == cond["status"]:
                 cond["lastTransitionTime"] = prev["lastTransitionTime"]
-        return {"phase": phase, "conditions": conditions, "hostIP": f"192.168.0.{10 + n}",
-                "hostIPs": [{"ip": f"192.168.0.{10 + n}"}], "podIP": ip, "podIPs": [{"ip": ip}],
-                "startTime": rfc3339(created), "containerStatuses": containers,
-                "qosClass": old.get("qosClass", "BestEffort")}
+        out = {"phase": phase, "conditions": conditions, "hostIP": f"192.168.0.{10 + n}",
+               "hostIPs": [{"ip": f"192.168.0.{10 + n}"}], "podIP": ip, "podIPs": [{"ip": ip}],
+               "startTime": rfc3339(created), "containerStatuses": containers,
+               "qosClass": old.get("qosClass", "BestEffort")}
+        ephemeral = self._ephemeral_statuses(pod, now)
+        if ephemeral:
+            out["ephemeralContainerStatuses"] = ephemeral
+        return out
+
+    @staticmethod
+    def _ephemeral_statuses(pod: dict, now: datetime) -> list[dict]:
+        """Ephemeral containers (kubectl debug) start as soon as they are added, and keep their start time."""
+        old = {s["name"]: s for s in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []}
+        out = []
+        for c in pod["spec"].get("ephemeralContainers") or []:
+            if c["name"] in old:
+                out.append(old[c["name"]])
+                continue
+            image = c.get("image", "")
+            out.append({"name": c["name"], "image": image,
+                        "imageID": f"{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}",
+                        "containerID": "containerd://" + hashlib.sha256(
+                            f"{pod['metadata']['uid']}/{c['name']}".encode()).hexdigest(),
+                        "restartCount": 0, "ready": False, "state": {"running": {"startedAt": rfc3339(now)}},
+                        "lastState": {}})
+        return out
 
     def _start_events(self, pod: dict, at: datetime) -> None:
         node = pod["spec"].get("nodeName", "")

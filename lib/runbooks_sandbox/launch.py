@@ -87,9 +87,10 @@ class Sandbox:
         self.ca_file.write_bytes(ca.cert_pem)
         cert.write_bytes(serving.cert_pem + ca.cert_pem)
         _write_private(key, serving.key_pem)
-        from .podlogs import render_logs
+        from .podlogs import follow_logs, render_logs
 
         self.api.log_source = render_logs
+        self.api.log_follower = follow_logs
         if self.scenario:
             self.load(self.scenario, now)
         self.url = self.api.serve(self.port, cert, key)

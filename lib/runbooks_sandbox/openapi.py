@@ -90,7 +90,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
-from .resources import SERVER_VERSION, Registry, ResourceType
+from .resources import SERVER_VERSION, STREAMING, Registry, ResourceType
 from .validate import definition_name, definitions
 
 __all__ = ["respond", "v3_document", "v3_index"]
@@ -352,6 +352,8 @@ def _paths_for(rt: ResourceType, kind_schema: str, list_schema: str) -> dict[str
         }
 
     for sub in rt.subresources:
+        if sub in STREAMING:  # connect operations: nothing a client validates against
+            continue
         sub_path = f"{item}/{sub}"
         suffix = sub.capitalize()
         params = [name_param] + scope_params

@@ -39,8 +39,9 @@ import functools
 import math
 import random
 import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -173,6 +174,46 @@ def log_lines(
             picked.append(line)
     picked.reverse()
     return picked
+
+
+def follow_logs(
+    pod: dict,
+    container: str,
+    *,
+    clock: Callable[[], datetime],
+    stop: threading.Event,
+    tail_lines: int | None = None,
+    since_seconds: int | None = None,
+    timestamps: bool = False,
+    previous: bool = False,
+    templates: dict | None = None,
+    interval: float = 0.5,
+) -> Iterator[tuple[str, bytes]]:
+    """``GET .../log?follow=true``: (stream, bytes) chunks, the lines so far first, then each new line
+    as the clock reaches it, until ``stop`` is set or the consumer goes away (as ``kubectl logs -f``).
+
+    The first chunk is produced eagerly, so a LookupError surfaces before anything is streamed.
+    """
+    lines = log_lines(pod, container, now=clock(), tail_lines=tail_lines, since_seconds=since_seconds,
+                      previous=previous, templates=templates)
+
+    def fmt(line: LogLine) -> str:
+        return f"{format_timestamp(line.time_ns)} {line.text}\n" if timestamps else f"{line.text}\n"
+
+    def stream() -> Iterator[tuple[str, bytes]]:
+        yield "stdout", "".join(fmt(line) for line in lines).encode()
+        if previous:
+            return
+        last = lines[-1].time_ns if lines else _ns(clock())
+        while not stop.wait(interval):
+            now = clock()
+            window = max(1, math.ceil((_ns(now) - last) / NS) + 1)
+            for line in log_lines(pod, container, now=now, since_seconds=window, templates=templates):
+                if line.time_ns > last:
+                    last = line.time_ns
+                    yield line.stream, fmt(line).encode()
+
+    return stream()
 
 
 def format_timestamp(time_ns: int) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+#: Connect subresources: upgraded to a stream (WebSocket), served by streams.py and kubelet.py.
+STREAMING = {"exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 SERVER_VERSION = {
     "major": "1",
@@ -47,7 +49,7 @@ class ResourceType:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()  # "status", "scale", "log"
+    subresources: tuple[str, ...] = ()  # "status", "scale", "log", STREAMING, "ephemeralcontainers"
     verbs: tuple[str, ...] = ALL_VERBS
     printer_columns: tuple[PrinterColumn, ...] = ()  # CRDs only
     schema: dict | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
@@ -83,7 +85,8 @@ def _rt(api_version: str, plural: str, kind: str, namespaced: bool = True, **kw)
 BUILTIN: tuple[ResourceType, ...] = (
     _rt("v1", "namespaces", "Namespace", False, short_names=("ns",), subresources=("status",)),
     _rt("v1", "nodes", "Node", False, short_names=("no",), subresources=("status",)),
-    _rt("v1", "pods", "Pod", short_names=("po",), categories=("all",), subresources=("status", "log")),
+    _rt("v1", "pods", "Pod", short_names=("po",), categories=("all",),
+        subresources=("status", "log", "exec", "attach", "portforward", "ephemeralcontainers")),
     _rt("v1", "services", "Service", short_names=("svc",), categories=("all",), subresources=("status",)),
     _rt("v1", "endpoints", "Endpoints", short_names=("ep",), singular="endpoints"),
     _rt("v1", "events", "Event", short_names=("ev",)),
@@ -233,10 +236,11 @@ class Registry:
                 entry["categories"] = list(t.categories)
             resources.append(entry)
             for sub in t.subresources:
-                verbs = ["get"] if sub == "log" else ["get", "patch", "update"]
+                verbs = ["get"] if sub == "log" else ["create", "get"] if sub in STREAMING else \
+                    ["get", "patch", "update"]
+                kind = "Pod" if sub == "log" else "Scale" if sub == "scale" else STREAMING.get(sub, t.kind)
                 sub_entry = {"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                             "kind": "Pod" if sub == "log" else ("Scale" if sub == "scale" else t.kind),
-                             "verbs": verbs}
+                             "kind": kind, "verbs": verbs}
                 if sub == "scale":
                     sub_entry.update(group="autoscaling", version="v1")
                 resources.append(sub_entry)

@@ -6,6 +6,11 @@ talk to it exactly as they talk to a cluster (discovery, Tables, bearer token,
 TLS verified against a CA in the kubeconfig, Status errors, watch streams).
 Routing, content negotiation and admission (defaults, schema validation,
 dry-run) live here; storage in store.py; the patch flavours in patch.py.
+pods/exec, attach and portforward answer the WebSocket upgrade here and hand
+the connection to streams.py (framing in websocket.py and spdy.py; what the
+pod runs in tools.py and kubelet.py). Write answers follow the real registry: DELETE
+returns the object for the stores that say so (`deleted_answer`), or the
+object marked for deletion while finalizers remain.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from . import admission
-from .resources import SERVER_VERSION, Registry, ResourceType
+from . import admission, websocket
+from .kubelet import Kubelet
+from .resources import SERVER_VERSION, STREAMING, Registry, ResourceType
 from .store import ApiError, Store, rfc3339
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,8 @@ class Request:
         self.method = method
         parts = urlsplit(raw_path)
         self.path = parts.path.rstrip("/") or "/"
-        self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        self.query_all = parse_qs(parts.query, keep_blank_values=True)  # repeated: command=, ports=
+        self.query = {k: v[-1] for k, v in self.query_all.items()}
         self.headers = headers
         self.body = body
         self.warnings: list[str] = []  # sent back as `Warning: 299 - "..."` headers
@@ -110,6 +117,13 @@ class Request:
         return self.headers.get("User-Agent") or "unknown"
 
 
+class Upgrade:
+    """An accepted request to switch protocols: the handler answers 101, then `run(ws)` owns the stream."""
+
+    def __init__(self, protocol: str | None, run):
+        self.protocol, self.run = protocol, run
+
+
 class Route:
     """Where a resource request points: type, namespace, name and subresource."""
 
@@ -130,6 +144,8 @@ class ApiServer:
         self.thread: threading.Thread | None = None
         self.url = ""
         self.log_source = None  # callable(pod, container, options) -> str, set by the sandbox
+        self.log_follower = None  # callable(pod, container, options, stop) -> Iterator[(stream, bytes)]
+        self.kubelet = Kubelet(self.store, self.registry)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -232,6 +248,10 @@ class ApiServer:
             return self.pod_log(req, r)
         if r.sub == "scale":
             return self.scale(req, r)
+        if r.sub in STREAMING:
+            return self.connect(req, r)
+        if r.sub == "ephemeralcontainers":
+            return self.ephemeral_containers(req, r)
         if r.name is None:
             if m == "GET":
                 if req.q_bool("watch"):
@@ -329,7 +349,7 @@ class ApiServer:
         new = self.store.update(rt, obj, dry_run=req.dry_run, subresource=r.sub)
         if rt.kind == "CustomResourceDefinition" and not req.dry_run:
             self.registry.install_crd(new)
-        return new
+        return self.finish_deletion(rt, new, req.dry_run)
 
     def patch(self, req: Request, r: Route):
         from . import patch as patches
@@ -402,7 +422,7 @@ class ApiServer:
             break
         if rt.kind == "CustomResourceDefinition" and not req.dry_run:
             self.registry.install_crd(new)
-        return 200, new, JSON
+        return 200, self.finish_deletion(rt, new, req.dry_run), JSON
 
     def not_found(self, r: Route) -> ApiError:
         from .store import not_found
@@ -423,14 +443,30 @@ class ApiServer:
                            f"{obj['metadata']['resourceVersion']}")
         policy = req.q("propagationPolicy") or (body.get("propagationPolicy") if isinstance(body, dict) else "")
         dry_run = req.dry_run or _options_dry_run(body)
+        if obj["metadata"].get("finalizers") and rt.kind != "Namespace":
+            # deletion waits for the finalizers: the object stays, marked, and is what DELETE returns
+            if obj["metadata"].get("deletionTimestamp"):
+                return obj
+            marked = copy.deepcopy(obj)
+            marked["metadata"]["deletionTimestamp"] = rfc3339()
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            return self.store.update(rt, marked, dry_run=dry_run, check_rv=False)
         gone = self.store.delete(rt, r.namespace, r.name, dry_run=dry_run)
         if not dry_run:
             self.after_delete(rt, gone, policy or "Background")
-        if rt.kind == "Pod":
-            return gone
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": r.name, "group": rt.group, "kind": rt.plural,
-                            "uid": gone["metadata"]["uid"]}}
+        return deleted_answer(rt, gone)
+
+    def finish_deletion(self, rt: ResourceType, obj: dict, dry_run: bool) -> dict:
+        """An object marked for deletion whose last finalizer went is removed (what an update returns)."""
+        meta = obj.get("metadata") or {}
+        if dry_run or not meta.get("deletionTimestamp") or meta.get("finalizers"):
+            return obj
+        try:
+            gone = self.store.delete(rt, meta.get("namespace"), meta["name"])
+        except ApiError:
+            return obj
+        self.after_delete(rt, gone, "Background")
+        return obj
 
     def after_delete(self, rt: ResourceType, obj: dict, policy: str) -> None:
         """Cascade like the garbage collector (Background/Foreground) or orphan dependents."""
@@ -550,8 +586,11 @@ class ApiServer:
                                f"choose one of: [{' '.join(containers)}]")
             container = containers[0]
         init = [c["name"] for c in pod.get("spec", {}).get("initContainers", []) or []]
-        if container not in containers + init:
+        ephemeral = [c["name"] for c in pod.get("spec", {}).get("ephemeralContainers", []) or []]
+        if container not in containers + init + ephemeral:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {r.name}")
+        if container in ephemeral:  # what its process wrote while attached (kubectl debug -i)
+            return 200, self.kubelet.output(pod, container), "text/plain"
         statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses", []) or []}
         st = statuses.get(container, {})
         waiting = (st.get("state") or {}).get("waiting")
@@ -559,6 +598,17 @@ class ApiServer:
         if waiting and not previous and not (st.get("lastState") or {}).get("terminated"):
             raise ApiError(400, "BadRequest", f'container "{container}" in pod "{r.name}" is waiting to start: '
                            f"{waiting.get('message') or waiting.get('reason', 'ContainerCreating')}")
+        if req.q_bool("follow") and self.log_follower is not None:
+            try:
+                chunks = self.log_follower(pod, container, clock=self.store.clock,
+                                           tail_lines=_opt_int(req, "tailLines"),
+                                           since_seconds=_opt_int(req, "sinceSeconds", minimum=1),
+                                           timestamps=req.q_bool("timestamps"), previous=previous,
+                                           stop=self.stop_event)
+                first = next(chunks)  # the lines so far (and any LookupError) before the stream opens
+            except LookupError as e:
+                raise ApiError(400, "BadRequest", str(e).strip("'\"")) from None
+            return 200, _chain(first[1], (data for _, data in chunks)), "text/plain"
         if self.log_source is None:
             return 200, b"", "text/plain"
         try:
@@ -568,6 +618,121 @@ class ApiServer:
         except LookupError as e:  # the kubelet's own wording, e.g. previous terminated container not found
             raise ApiError(400, "BadRequest", str(e).strip("'\"")) from None
         return 200, text.encode(), "text/plain"
+
+
+    # ---- streaming (exec, attach, portforward) and ephemeral containers ------------------------
+
+    def connect(self, req: Request, r: Route):
+        """pods/exec|attach|portforward: validate like the API server, then upgrade to a WebSocket."""
+        from . import streams
+
+        if req.method not in ("GET", "POST"):
+            raise _method_not_allowed(req.method)
+        pod = self.store.get(r.rt, r.namespace, r.name)
+        if not websocket.is_upgrade(req.headers):
+            if (req.headers.get("Upgrade") or "").lower().startswith("spdy/"):
+                raise ApiError(400, "BadRequest", "unable to upgrade connection: SPDY is not served here; "
+                               "use WebSockets (v5.channel.k8s.io, or SPDY/3.1+portforward.k8s.io tunnelled "
+                               "in a WebSocket for port-forward)")
+            raise ApiError(400, "BadRequest", "Upgrade request required")
+        phase = (pod.get("status") or {}).get("phase")
+        offered = websocket.offered_protocols(req.headers)
+        if r.sub == "portforward":
+            protocol = next((p for p in offered if p in streams.PORTFORWARD_PROTOCOLS), None)
+            if protocol is None and offered:
+                raise ApiError(400, "BadRequest", f"unable to upgrade: unsupported protocols {offered}")
+            if phase in ("Succeeded", "Failed"):
+                raise ApiError(400, "BadRequest", f"cannot port forward into a completed pod; current "
+                               f"phase is {phase}")
+            if protocol and protocol.startswith("SPDY/"):
+                return 101, Upgrade(protocol, lambda ws: streams.serve_portforward_spdy(ws, self.kubelet, pod)), ""
+            ports = [p for v in req.query_all.get("ports", []) for p in v.split(",") if p]
+            if not ports:
+                raise ApiError(400, "BadRequest", "query parameter \"port\" is required")
+            try:
+                numbers = [int(p) for p in ports]
+            except ValueError:
+                raise ApiError(400, "BadRequest", f"unable to parse \"{ports}\" as a port") from None
+            return 101, Upgrade(protocol, lambda ws: streams.serve_portforward_channels(
+                ws, self.kubelet, pod, numbers)), ""
+        protocol = next((p for p in offered if p in streams.EXEC_PROTOCOLS), None)
+        if protocol is None and offered:
+            raise ApiError(400, "BadRequest", f"unable to upgrade: unsupported protocols {offered}")
+        container = self._stream_container(req, r, pod)
+        opts = {k: req.q_bool(k) for k in ("stdin", "stdout", "stderr", "tty")}
+        if not (opts["stdin"] or opts["stdout"] or opts["stderr"]):
+            raise ApiError(400, "BadRequest", "you must specify at least one of stdin, stdout, stderr")
+        if phase in ("Succeeded", "Failed"):
+            raise ApiError(400, "BadRequest", f"cannot {r.sub} into a container in a completed pod; current "
+                           f"phase is {phase}")
+        if r.sub == "exec":
+            argv = req.query_all.get("command", [])
+            if not argv:
+                raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+            return 101, Upgrade(protocol, lambda ws: streams.serve_exec(ws, self.kubelet, pod, container, argv,
+                                                                        opts)), ""
+        output = None
+        if self.log_follower is not None:
+            def output(stop):
+                return self.log_follower(pod, container, clock=self.store.clock, tail_lines=0, stop=stop)
+        return 101, Upgrade(protocol, lambda ws: streams.serve_attach(ws, self.kubelet, pod, container, opts,
+                                                                      output)), ""
+
+    def _stream_container(self, req: Request, r: Route, pod: dict) -> str:
+        spec = pod.get("spec") or {}
+        names = [c["name"] for c in spec.get("containers") or []]
+        others = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("ephemeralContainers") or [])]
+        container = req.q("container")
+        if not container:
+            if len(names) != 1:
+                raise ApiError(400, "BadRequest", f"a container name must be specified for pod {r.name}, "
+                               f"choose one of: [{' '.join(names)}]")
+            return names[0]
+        if container not in names + others:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {r.name}")
+        return container
+
+    def ephemeral_containers(self, req: Request, r: Route):
+        """pods/NAME/ephemeralcontainers: only spec.ephemeralContainers changes, and only by adding."""
+        old = self.store.get(r.rt, r.namespace, r.name)
+        if req.method == "GET":
+            return 200, old, JSON
+        if req.method == "PUT":
+            new = self.update(req, r)
+        elif req.method == "PATCH":
+            _, new, _ = self.patch(req, r)
+        else:
+            raise _method_not_allowed(req.method)
+        return 200, new, JSON
+
+
+def deleted_answer(rt: ResourceType, gone: dict) -> dict:
+    """What DELETE returns once the object is gone, as the real registry does.
+
+    Stores with ReturnDeletedObject (pods, services, service accounts, custom
+    resources...) return the object as it was; the others a Status. Namespaces
+    always go through finalization, so they come back marked Terminating.
+    """
+    if rt.kind == "Namespace":
+        out = copy.deepcopy(gone)
+        out["metadata"].setdefault("deletionTimestamp", rfc3339())
+        out.setdefault("status", {})["phase"] = "Terminating"
+        return out
+    if rt.crd or rt.kind in RETURN_DELETED_OBJECT:
+        return gone
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": gone["metadata"]["name"], "group": rt.group, "kind": rt.plural,
+                        "uid": gone["metadata"]["uid"]}}
+
+
+#: Built-in kinds whose registry store sets ReturnDeletedObject (their generated clients expect the object).
+RETURN_DELETED_OBJECT = frozenset({"Pod", "Service", "ServiceAccount", "PersistentVolume",
+                                   "PersistentVolumeClaim", "PodTemplate", "ResourceQuota"})
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 def _names_resource_version(body: Any) -> bool:
@@ -679,6 +844,9 @@ class _Handler(BaseHTTPRequestHandler):
             code, body, ctype = answer[:3]
             if len(answer) > 3:
                 extra = answer[3]
+            if isinstance(body, Upgrade):
+                self._upgrade(req, body)
+                return
         except ApiError as e:
             code, body, ctype = e.code, e.status(), JSON
         except Exception as e:  # a bug in the sandbox: say so like the real server would
@@ -701,6 +869,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._stream(code, body, ctype)
         log.debug("%s %s -> %s in %.1f ms", self.command, self.path, code, (time.monotonic() - started) * 1e3)
+
+    def _upgrade(self, req: Request, up: Upgrade) -> None:
+        """Answer 101 and hand the connection to the stream session until it ends."""
+        self.close_connection = True
+        try:
+            self.wfile.write(websocket.handshake(req.headers, up.protocol))
+            self.wfile.flush()
+            up.run(websocket.WebSocket(self.rfile, self.wfile, up.protocol))
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError, websocket.Closed):
+            pass
+        except Exception:
+            log.exception("stream session on %s failed", self.path)
 
     def _stream(self, code: int, chunks: Iterator[bytes], ctype: str) -> None:
         self.send_response(code)

@@ -46,9 +46,10 @@ class ApiError(Exception):
 
     def status(self) -> dict:
         out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code}
+               "message": self.message, "reason": self.reason}
         if self.details:
             out["details"] = self.details
+        out["code"] = self.code  # the real field order: ... message, reason, details, code
         return out
 
 
@@ -287,6 +288,9 @@ class Store:
             if subresource == "status":
                 new = copy.deepcopy(old)
                 new["status"] = obj.get("status", {})
+            elif subresource == "ephemeralcontainers":
+                new = copy.deepcopy(old)
+                new["spec"]["ephemeralContainers"] = (obj.get("spec") or {}).get("ephemeralContainers") or []
             else:
                 new = obj
                 if "status" in rt.subresources and "status" in old:

@@ -74,7 +74,7 @@ from .errors import (
 )
 from .model import Finding, iso, record, utcnow
 from .parameters import MutatingParams, register
-from .plans import Change, Plan
+from .plans import Change, Plan, diff
 from .secrets import REDACTED, redact_text
 
 __all__ = [
@@ -733,10 +733,6 @@ def dry_run_apply(cluster: Any, obj: Mapping[str, Any], *, force: bool = False) 
 # --------------------------------------------------------------------------
 
 
-def _key(k: str) -> str:
-    return f"[{k}]" if re.search(r"[./\[\]]", k) else f".{k}"
-
-
 def _strip(obj: Mapping[str, Any] | None) -> dict[str, Any]:
     if obj is None:
         return {}
@@ -753,29 +749,7 @@ def diff_objects(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> 
     ``uid``, ``creationTimestamp``) and ``status`` are ignored; lists of
     objects with a ``name`` are matched by name (``containers[web].image``).
     """
-    out: list[dict[str, Any]] = []
-    _diff(_strip(live), _strip(desired), "", out)
-    return out
-
-
-def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            _diff(a.get(k), b.get(k), path + _key(k), out)
-        return
-    if isinstance(a, list) and isinstance(b, list) and a != b and _named(a) and _named(b):
-        na, nb = {x["name"]: x for x in a}, {x["name"]: x for x in b}
-        if [x["name"] for x in a if x["name"] in nb] == [x["name"] for x in b if x["name"] in na]:
-            for name in list(na) + [n for n in nb if n not in na]:
-                _diff(na.get(name), nb.get(name), f"{path}[{name}]", out)
-            return
-    if a != b:
-        out.append({"path": path.lstrip("."), "from": a, "to": b})
-
-
-def _named(items: list[Any]) -> bool:
-    names = [x.get("name") for x in items if isinstance(x, dict)]
-    return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    return diff(_strip(live), _strip(desired))
 
 
 # --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from . import alerts, kube, logs, metrics
 from .errors import InvalidInput, RunbookError, Unavailable
 from .model import Finding, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
-from .plans import Change, register_target
+from .plans import Change, diff, register_target
 
 if TYPE_CHECKING:  # the notebook side hands its Run to the job; the job never imports it
     from .runbook import Run
@@ -291,22 +291,6 @@ def merge_patch(src: Any, dst: Any) -> Any:
     return out
 
 
-def _diff(src: Any, dst: Any, path: str = "spec.template") -> list[dict]:
-    if isinstance(src, dict) and isinstance(dst, dict):
-        rows = []
-        for k in sorted(src.keys() | dst.keys()):
-            if src.get(k) != dst.get(k):
-                rows.extend(_diff(src.get(k), dst.get(k), f"{path}.{k}"))
-        return rows
-    if isinstance(src, list) and isinstance(dst, list) and len(src) == len(dst):
-        rows = []
-        for i, (a, b) in enumerate(zip(src, dst, strict=True)):
-            if a != b:
-                rows.extend(_diff(a, b, f"{path}[{i}]"))
-        return rows
-    return [{"path": path, "from": src, "to": dst}]
-
-
 def rollback(cluster: kube.Cluster, namespace: str, name: str, to_revision: int | None = None) -> list[Change]:
     """Plan builder: roll a Deployment back to a previous revision, like `kubectl rollout undo`.
 
@@ -334,7 +318,7 @@ def rollback(cluster: kube.Cluster, namespace: str, name: str, to_revision: int 
     if template == live:
         return []
     return [Change(operation="patch", kind="Deployment", namespace=namespace, name=name,
-                   diff=_diff(live, template), body={"spec": {"template": merge_patch(live, template)}},
+                   diff=diff(live, template, "spec.template"), body={"spec": {"template": merge_patch(live, template)}},
                    precondition={"generation": d["metadata"].get("generation"), "from_revision": current,
                                  "to_revision": target["revision"]})]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -294,6 +295,45 @@ def rollout_restart(cluster: Any, namespace: str, name: str, kind: str = "Deploy
             precondition={"generation": (obj.get("metadata") or {}).get("generation")},
         )
     ]
+
+
+# ---- what a change changes ------------------------------------------------------
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[dict[str, Any]]:
+    """Changed leaves from ``a`` to ``b``: ``[{"path", "from", "to"}]``, for people reading a plan.
+
+    Lists of objects with a unique ``name`` are matched by name
+    (``spec.containers[web].image``), so a reordering is no change and an
+    inserted container is one; other lists are compared whole.
+    """
+    out: list[dict[str, Any]] = []
+    _diff(a, b, path, out)
+    return out
+
+
+def _key(k: str) -> str:
+    return f"[{k}]" if re.search(r"[./\[\]]", k) else f".{k}"
+
+
+def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            _diff(a.get(k), b.get(k), path + _key(k), out)
+        return
+    if isinstance(a, list) and isinstance(b, list) and a != b and _named(a) and _named(b):
+        na, nb = {x["name"]: x for x in a}, {x["name"]: x for x in b}
+        if [x["name"] for x in a if x["name"] in nb] == [x["name"] for x in b if x["name"] in na]:
+            for name in list(na) + [n for n in nb if n not in na]:
+                _diff(na.get(name), nb.get(name), f"{path}[{name}]", out)
+            return
+    if a != b:
+        out.append({"path": path.lstrip("."), "from": a, "to": b})
+
+
+def _named(items: list[Any]) -> bool:
+    names = [x.get("name") for x in items if isinstance(x, dict)]
+    return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
 
 
 # ---- validate and apply -----------------------------------------------------------
