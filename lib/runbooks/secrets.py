@@ -213,12 +213,12 @@ def scan_text(text: str, secrets: Iterable[Secret], where: str) -> list[Leak]:
     """Leaks in one piece of text: PEM private keys and any known secret value."""
     leaks = []
     folded = fold(text)
-    if PEM_BLOCK.search(text) or PEM_BLOCK.search(folded):
+    if PEM_BLOCK.search(text) or _PEM_FOLDED.search(folded):
         leaks.append(Leak(PEM_KIND, where))
     for kind, shape in SHAPES:
         if shape.search(text) or shape.search(folded):
             leaks.append(Leak(kind, where))
-    kind = encoded_key(folded)
+    kind = encoded_key(fold(PEM_BLOCK.sub("", text)))  # a PEM block's body is that key again: one leak
     if kind:
         leaks.append(Leak(kind, where))
     for secret in secrets:
@@ -237,6 +237,7 @@ SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 """Shapes of secrets nobody told us about: tokens and keys recognisable by their form."""
 
+_PEM_FOLDED = re.compile(r"-----BEGIN[A-Z0-9]*PRIVATEKEY-----")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{44,}={0,2}")
 _FOLD = re.compile(r"(?:\\n|\\r|\s|\"\s*\+?\s*\")+")
 
