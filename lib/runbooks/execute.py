@@ -243,6 +243,11 @@ def safe_yaml(text: str, what: str) -> Any:
         raise InvalidInput(f"{what} is not valid YAML: {cut(str(exc))}") from exc
     except RecursionError:
         raise InvalidInput(f"{what} is nested too deeply") from None
+    return bounded(data, what)
+
+
+def bounded(data: Any, what: str) -> Any:
+    """``data`` if it holds at most :data:`MAX_NODES` values once YAML aliases are expanded."""
     if _expanded_size(data, MAX_NODES) > MAX_NODES:
         raise InvalidInput(f"{what} expands to more than {MAX_NODES} values (YAML aliases?): refused")
     return data
@@ -360,12 +365,12 @@ def parse_value(raw: str, annotation: Any) -> Any:
     ):
         return None if raw in ("null", "None", "~") and annotation is not str else raw
     try:
-        value = safe_yaml(raw, "value")
-    except InvalidInput as exc:
-        if "expands" in str(exc) or "nested" in str(exc):
-            raise
-        return raw
-    return None if raw == "None" else value
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw  # not YAML: the model says what is allowed
+    except RecursionError:
+        raise InvalidInput("the value is nested too deeply") from None
+    return None if raw == "None" else bounded(value, "the value")
 
 
 @dataclass
