@@ -216,7 +216,9 @@ class Plan:
         """Build the plan again from the current state (same builder and arguments)."""
         if self.builder is None:
             raise PlanInvalid("this plan has no builder to recompute it with")
-        return build_plan(cluster, self.builder, self.kwargs)
+        fresh = build_plan(cluster, self.builder, self.kwargs)
+        fresh.binding = dict(self.binding)  # the caller binds it again to what it sees now (Run.guard)
+        return fresh
 
 
 def build_plan(cluster: Any, builder: Callable[..., Iterable[Change]], kwargs: Mapping[str, Any]) -> Plan:

@@ -158,11 +158,10 @@ class Run:
         URL ...), the values of the model's ``APPLY_PARAMETERS``, and ``extra``
         (e.g. Helm's release, namespace and context).
         """
-        targets = sorted({c.target for c in plan.changes} | ({"kubernetes"} if self.cluster is not None else set()))
         identities = {}
-        for name in targets:
+        for name in sorted({c.target for c in plan.changes}):
             identity = getattr(plans.TARGETS.get(name), "identity", None)
-            if identity is not None and (name != "kubernetes" or self.cluster is not None):
+            if identity is not None:
                 identities[name] = identity(self)
         names = getattr(type(self.params), "APPLY_PARAMETERS", ())
         return {
