@@ -1,7 +1,7 @@
 # kube-runbooks: the few commands a newcomer needs.
 #
 #   make test   set up .venv (and Debian packages when needed), run the test suite
-#   make demo   same set-up, start the sandbox, show the cluster, stop it again
+#   make demo   same set-up, start the sandbox, show the cluster, provision a service on it, stop it
 #   make lab    sandbox + JupyterLab on 127.0.0.1 with KUBECONFIG pointing at it
 #   make lint   ruff over lib/ and tests/, import-linter contracts
 #   make clean  remove .venv, .sandbox, caches and run outputs (keeps outputs/README.md)
@@ -33,7 +33,7 @@ VENV_DEB := $(shell $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || ech
 
 help:
 	@echo "make test   set up .venv and run the test suite"
-	@echo "make demo   start the sandbox, show it, run cluster-health and incident-investigation on it, stop it"
+	@echo "make demo   start the sandbox, show it, run cluster-health, provision a service (plan, approve, verify), stop it"
 	@echo "make lab    sandbox + JupyterLab on 127.0.0.1:$(LAB_PORT) (notebooks/)"
 	@echo "make lint   ruff check and import contracts"
 	@echo "make clean  remove .venv, .sandbox, caches and run outputs"
@@ -79,15 +79,15 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health and"
-	@echo ">>       incident-investigation (the checkout incident) on it, stop it"
+	@echo ">> demo: start the sandbox, look at it through the library and kubectl, run cluster-health on it,"
+	@echo ">>       provision the hello service (dry run, approve the printed plan, verify through the ingress), stop it"
 	@started=no; \
 	if ! $(BIN)/runbooks sandbox status >/dev/null 2>&1; then \
 	  started=yes; \
 	  trap 'echo ">> stopping the sandbox"; $(BIN)/runbooks sandbox down' EXIT; \
 	  trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; trap '' PIPE; \
 	fi; \
-	set -e; \
+	set -eo pipefail; \
 	$(BIN)/runbooks sandbox up; \
 	echo ">> cluster summary (runbooks sandbox status)"; \
 	$(BIN)/runbooks sandbox status; \
@@ -97,11 +97,22 @@ demo: setup
 	else \
 	  echo ">> kubectl is not on PATH: skipping 'kubectl get pods -A'"; \
 	fi; \
-	for rb in cluster-health incident-investigation; do \
-	  echo ">> runbooks run $$rb --env sandbox (exit 1 = findings, as planted in the sandbox)"; \
-	  set +e; $(BIN)/runbooks run $$rb --env sandbox; code=$$?; set -e; \
-	  if [ $$code -gt 1 ]; then echo "!! $$rb failed (exit $$code)" >&2; exit $$code; fi; \
-	done; \
+	echo ">> runbooks run cluster-health --env sandbox (exit 1 = findings, as planted in the sandbox)"; \
+	set +e; $(BIN)/runbooks run cluster-health --env sandbox; code=$$?; set -e; \
+	if [ $$code -gt 1 ]; then echo "!! cluster-health failed (exit $$code)" >&2; exit $$code; fi; \
+	echo ">> runbooks run provision-service --env sandbox (dry run: render, diff, plan id)"; \
+	$(BIN)/runbooks run provision-service --env sandbox | tee $(SANDBOX_DIR)/demo-provision.txt; \
+	plan=$$(sed -n 's/^plan \([0-9a-f]\{12\}\): \([0-9]*\) change.*/\1 \2/p' $(SANDBOX_DIR)/demo-provision.txt); \
+	set -- $$plan; \
+	if [ -z "$${1:-}" ]; then echo "!! the dry run printed no plan id" >&2; exit 1; fi; \
+	if [ "$$2" = 0 ]; then \
+	  echo ">> release hello is already installed and up to date: reusing it (the dry run verified it)"; \
+	else \
+	  echo ">> runbooks run provision-service --env sandbox --approve $$1 (helm upgrade --install, watch, verify)"; \
+	  $(BIN)/runbooks run provision-service --env sandbox --approve $$1; \
+	fi; \
+	echo ">> the service through the ingress, trusting only the sandbox CA file env.yaml names"; \
+	$(BIN)/python tools/check_ingress.py hello.example.com --env sandbox; \
 	echo ">> open the report paths above in a browser; all runs: outputs/index.html"; \
 	if [ $$started = no ]; then echo ">> the sandbox was already running: leaving it up"; fi
 

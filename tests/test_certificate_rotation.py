@@ -226,9 +226,21 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     old_revision = kube.get_object(api, "certificates", "shop", "cart-tls")["status"]["revision"]
     old_served = {h: served(box, h).sha256 for h in ("cart.shop.example.com", "pay.example.com")}
     proc = runbooks(project, box, "--approve", STATE["plan_id"], params=STATE["params"])
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # the inventory's critical findings remain
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # checkout-tls and legacy-api-tls were not selected
     s = summary(project)
     assert s["plan"]["id"] == STATE["plan_id"] and s["plan"]["applied"] is True
+    # what the verified rotation fixed is re-checked and shown as resolved, not at its old severity
+    found = {f["id"]: f for f in s["findings"]}
+    for fixed, was in (("tls-expiring/shop/cart-tls", "critical"),
+                       ("certificate-renewal-overdue/shop/cart-tls", "critical"),
+                       ("tls-self-signed/payments/payments-tls", "warning"),
+                       ("tls-served-mismatch/shop/assets-tls", "critical")):
+        assert found[fixed]["severity"] == "ok", found[fixed]
+        assert found[fixed]["title"].startswith(f"resolved by plan {STATE['plan_id']}: ")
+        assert found[fixed]["evidence"]["was"] == was
+    assert {f["id"] for f in s["findings"] if f["severity"] == "critical"} == {
+        "tls-expired/shop/checkout-tls", "certificate-not-ready/shop/checkout-tls",
+        "certificate-not-ready/shop/legacy-api-tls"}
     verified = {f["id"]: f["severity"] for f in s["findings"] if f["id"].startswith(("rotation-", "restart-"))}
     assert verified == {
         "rotation-verified/shop/cart-tls": "ok", "rotation-verified/payments/payments-tls": "ok",

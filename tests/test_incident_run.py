@@ -150,6 +150,8 @@ def test_rollback_is_planned_then_applied_and_audited(full, project):
     assert d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.8.2")
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "8"  # rev 6's template, re-rolled
     assert by_id(summary)["mitigation/rollback/shop/checkout"]["severity"] == "ok"
+    pods = [f for f in summary["findings"] if f["id"].startswith("pod-crashloopbackoff/shop/checkout-")]
+    assert pods and all(f["severity"] == "ok" and f["evidence"]["resolved_by_plan"] == plan["id"] for f in pods)
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     assert audit[0]["change"]["resource"] == "Deployment/shop/checkout" and audit[0]["result"] == "applied"
     assert (run_dir / "backups" / "Deployment_shop_checkout.json").exists()

@@ -2,7 +2,8 @@
 
 A sandbox of its own (the default scenario plus the ingress endpoint and the
 cert-manager add-ons, so that the verification request and the certificate
-are real) serves the whole module; each test works on its own release.
+are real: cert-manager's ingress-shim makes the Certificate from the chart's
+annotated Ingress) serves the whole module; each test works on its own release.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -35,43 +35,6 @@ except errors.PreflightFailed as exc:  # pragma: no cover - make test installs i
     pytest.skip(f"Helm 4 is not installed: {exc}", allow_module_level=True)
 
 
-class IngressShim:
-    """Stands in for cert-manager's ingress-shim, which the sandbox cert-manager add-on lacks:
-    an Ingress annotated with ``cert-manager.io/cluster-issuer`` gets a Certificate per TLS
-    Secret (named after it, as ingress-shim names it). Remove once the add-on does this itself."""
-
-    def __init__(self, box: Sandbox) -> None:
-        self.box, self._stop = box, threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-ingress-shim", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        ing_rt = self.box.registry.by_kind_any_version("Ingress")
-        cert_rt = self.box.registry.by_kind("cert-manager.io/v1", "Certificate")
-        while not self._stop.wait(0.2):
-            for ing in self.box.store.items(ing_rt):
-                meta = ing["metadata"]
-                issuer = (meta.get("annotations") or {}).get("cert-manager.io/cluster-issuer")
-                for tls in (ing.get("spec") or {}).get("tls") or [] if issuer else []:
-                    if self.box.store.find(cert_rt, meta["namespace"], tls["secretName"]) is None:
-                        self.box.store.create(cert_rt, {
-                            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-                            "metadata": {"name": tls["secretName"], "namespace": meta["namespace"],
-                                         "ownerReferences": [{"apiVersion": "networking.k8s.io/v1",
-                                                              "kind": "Ingress", "name": meta["name"],
-                                                              "uid": meta["uid"], "controller": True,
-                                                              "blockOwnerDeletion": True}]},
-                            "spec": {"secretName": tls["secretName"], "dnsNames": tls.get("hosts") or [],
-                                     "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer",
-                                                   "name": issuer}}})
-
-
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
     from runbooks_sandbox.certmanager import CertManager
@@ -80,7 +43,6 @@ def box(tmp_path_factory):
     sandbox = Sandbox(tmp_path_factory.mktemp("provision-sandbox"), "default", tick=1.0)
     sandbox.add(IngressEndpoint(sandbox))
     sandbox.add(CertManager(sandbox))
-    sandbox.add(IngressShim(sandbox))
     sandbox.start()
     yield sandbox
     sandbox.stop()
@@ -206,6 +168,9 @@ def test_the_approved_run_installs_rolls_out_and_answers_through_the_ingress(new
     assert "hello.example.com" in http["certificate"]["dns_names"]
     assert http["certificate"]["issuer"] == "R11 (sandbox)"
     assert approved.finding("rollout/")[0]["severity"] == "ok"
+    [namespace] = approved.finding("preflight/namespace/")
+    assert (namespace["severity"], namespace["title"]) == ("ok", f"namespace hello exists (created by plan {dry.plan['id']})")
+    assert dry.finding("preflight/namespace/")[0]["title"] == "namespace hello will be created"
 
 
 def test_a_second_identical_run_plans_nothing(new_service):

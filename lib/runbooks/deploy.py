@@ -1497,6 +1497,26 @@ def ingress_address(cluster: Any, spec: ReleaseSpec) -> str | None:
     return None
 
 
+def recheck(cluster: Any, spec: ReleaseSpec, plan: Plan, result: ApplyResult,
+            findings: Iterable[Finding]) -> list[Finding]:
+    """After an applied plan, the preflight's finding about the namespace as it is now.
+
+    The dry run says "namespace NS will be created"; once the approved plan
+    created it, that describes a state that is gone: the finding is recorded
+    again as it is now ("namespace NS exists") so the run reports no stale plan.
+    """
+    from . import resolution
+
+    if not result.applied:
+        return []
+    key = f"preflight/namespace/{spec.namespace}"
+    before = [f for f in findings if f.id == key]
+    after = [Finding(id=key, severity="ok", title=f"namespace {spec.namespace} exists (created by plan {plan.id})",
+                        resource=f"Release/{spec.namespace}/{spec.release}")] \
+        if namespace_exists(cluster, spec.namespace) else []
+    return resolution.reevaluate(before, after, {f.resource for f in before if f.resource}, plan.id)
+
+
 def verify(cluster: Any, helm: Helm, spec: ReleaseSpec, *, ingress_url: str | None = None,
            ca_file: str | None = None, timeout: float = 60.0, path: str = "/",
            ) -> tuple[pd.DataFrame, list[Finding]]:

@@ -7,6 +7,10 @@ likely causes by evidence in plain sentences. A data source that is down
 only empties its own section: every gatherer here takes an already-checked
 connection or None. The two next actions (roll back, silence) are plan
 builders for the plan/approve/audit flow of :mod:`runbooks.runbook`.
+
+Findings about history (the anomaly, alerts that fired, likely causes) stay
+as recorded; after a verified rollback the findings about the Deployment's
+pods (their current state) are checked again (:func:`recheck`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import alerts, kube, logs, metrics
+from . import alerts, kube, logs, metrics, resolution
 from .errors import SOURCE_ERRORS, InvalidInput, RunbookError, Unavailable, cut
 from .model import Finding, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
@@ -258,19 +262,46 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
         out.append(Finding(id=f"alert/{a.alertname}/{svc}", severity="critical" if a.severity == "critical"
                            else "warning", title=f"Alert {a.alertname} is firing", detail=a.summary or "",
                            resource=f"Service/{svc}", evidence={"startsAt": str(a.startsAt), "labels": a.labels}))
-    for p in crashing:
-        out.append(Finding(id=f"pod-{p['waiting_reason'].lower()}/{params.namespace}/{p['pod']}",
-                           severity="critical",
-                           title=f"pod {p['pod']} (revision {p['revision']}): {p['waiting_reason']}"
-                                 + (f", last terminated {p['last_termination_reason']}"
-                                    if p["last_termination_reason"] else ""),
-                           resource=f"Pod/{params.namespace}/{p['pod']}",
-                           evidence={"restarts": p["restarts"], "revision": p["revision"]}))
+    out.extend(pod_findings(params.namespace, crashing))
     for c in causes:
         out.append(Finding(id=f"likely-cause/{c['rank']}/{c['cause'].replace(' ', '-')}", severity="info",
                            title=f"Likely cause #{c['rank']}: {c['sentence']}", resource=f"Service/{svc}",
                            evidence={"score": c["score"], **c["evidence"]}))
     return out
+
+
+CRASHING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull")
+
+
+def pod_findings(namespace: str, pods: list[dict]) -> list[Finding]:
+    """One critical finding per crashing pod (rows of :func:`runbooks.kube.workload_pods`)."""
+    return [Finding(id=f"pod-{p['waiting_reason'].lower()}/{namespace}/{p['pod']}", severity="critical",
+                    title=f"pod {p['pod']} (revision {p['revision']}): {p['waiting_reason']}"
+                          + (f", last terminated {p['last_termination_reason']}" if p["last_termination_reason"]
+                             else ""),
+                    resource=f"Pod/{namespace}/{p['pod']}",
+                    evidence={"restarts": p["restarts"], "revision": p["revision"]})
+            for p in pods if p["waiting_reason"] in CRASHING]
+
+
+def recheck(run: Run, plan: Any, verified: list[Finding], findings: list[Finding]) -> list[Finding]:
+    """After a verified rollback, the pod findings of the service evaluated again (resolved by the plan or not).
+
+    The pods are the current state of the Deployment the rollback changed: a
+    crashing pod that the rollback replaced is reported "resolved by plan ID";
+    one that still crashes stays critical, as it is now. Everything else (the
+    anomaly, the alerts, the causes) is history and stays as recorded.
+    """
+    p = run.params
+    key = f"mitigation/rollback/{p.namespace}/{p.service}"
+    if plan is None or p.mitigation != "rollback" or not any(f.id == key and f.severity == "ok" for f in verified):
+        return []
+    pods = kube.workload_pods(run.cluster, p.namespace, p.service, kube.rollout_history(run.cluster, p.namespace,
+                                                                                        p.service))
+    after = pod_findings(p.namespace, pods)
+    touched = {f.resource for f in findings if f.id.startswith("pod-") and f.resource} | \
+        {f"Pod/{p.namespace}/{row['pod']}" for row in pods}
+    return resolution.reevaluate(findings, after, touched, plan.id)
 
 
 # ---- next actions (plan builders) --------------------------------------------------------

@@ -15,6 +15,9 @@
   and a label, restorable with ``rollback_backup``); then the workloads that
   mount the Secret and the ingress controller are restarted, and verification
   checks the new certificate is stored and served.
+* **Re-check** (:func:`recheck`): after a verified rotation the inventory's
+  findings about the rotated certificates are evaluated again, so a renewed
+  certificate is reported as resolved by the plan instead of still expiring.
 
 New key material travels only in change bodies (hashed into the plan id, sent
 to the API server, never displayed, recorded or audited).
@@ -36,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import kube
+from . import kube, resolution
 from .certs import (
     BACKUP_OF,
     ROTATED_AT,
@@ -891,3 +894,48 @@ def fail_unless_verified(findings: Iterable[Finding]) -> None:
     if bad:
         raise VerificationFailed("verification failed: " + "; ".join(f"{f.title} ({f.detail})" if f.detail
                                                                     else f.title for f in bad))
+
+
+def touched_resources(before: Inventory, target: str) -> set[str]:
+    """The objects whose state a rotation of Secret ``namespace/name`` changed (for :func:`recheck`)."""
+    ns, name = target.split("/", 1)
+    out = {f"Secret/{ns}/{name}"}
+    out |= {f"Certificate/{ns}/{c.name}" for c in before.certificates.values()
+            if c.namespace == ns and c.secret_name == name}
+    out |= {f"Ingress/{ns}/{t.ingress}" for t in before.ingresses if (t.namespace, t.secret) == (ns, name)}
+    return out
+
+
+def recheck(cluster: kube.Cluster, plan: Plan, verified: Iterable[Finding], before: Inventory,
+            findings: Iterable[Finding], *, ingress_endpoint: str = "", probe_timeout: float = 5.0,
+            warning_days: int = 30, critical_days: int = 7,
+            internal_domains: Iterable[str] = (".local", ".internal", ".svc", ".cluster.local")) -> list[Finding]:
+    """The inventory's findings about each rotation that verified, evaluated again now.
+
+    ``findings`` are those the inventory reported before the change. For every
+    Secret with a ``rotation-verified`` finding, the Secret, its Certificate and
+    its Ingresses are inventoried and probed again (after a verified restart of the
+    ingress controller, also every Secret it served stale): a problem that is gone comes
+    back as ``ok`` "resolved by plan ID", one that persists as it is now
+    (:func:`runbooks.resolution.reevaluate`). Rotations that failed verification
+    are not re-checked (their findings stand, and the run fails anyway).
+    """
+    verified, findings = list(verified), list(findings)
+    done = {f.id.split("/", 1)[1] for f in verified if f.id.startswith("rotation-verified/")}
+    controller = str(plan.kwargs.get("ingress_controller") or "")
+    if controller and f"restart-done/{controller}" in {f.id for f in verified}:
+        # the ingress controller reloaded every certificate: what it served before is stale for all hosts
+        done |= {f.id.split("/", 1)[1] for f in findings if f.id.startswith("tls-served-mismatch/")}
+    done = sorted(done)
+    if not done:
+        return []
+    touched: set[str] = set()
+    for target in done:
+        touched |= touched_resources(before, target)
+    now_inv = inventory(cluster, sorted({t.split("/", 1)[0] for t in done}))
+    hosts = [h for t in done for h in now_inv.hosts_of(*t.split("/", 1))]
+    now_inv.served = probe_served(hosts, ingress_endpoint, timeout=probe_timeout)
+    now_inv.probed = bool(hosts)
+    after = now_inv.findings(warning_days=warning_days, critical_days=critical_days,
+                             internal_domains=internal_domains)
+    return resolution.reevaluate(findings, after, touched, plan.id)

@@ -23,6 +23,10 @@ a real cluster:
   annotations), and the Certificate's status gets the new revision,
   ``notBefore``/``notAfter``/``renewalTime`` and ``Ready``; Events tell the story.
 * **Readiness.** ``Ready`` follows the Secret (``DoesNotExist``, ``Expired``, ``Ready``).
+* **ingress-shim.** Ingresses annotated with ``cert-manager.io/cluster-issuer``
+  or ``cert-manager.io/issuer`` (or ``kubernetes.io/tls-acme`` with a default
+  issuer) get one Certificate per TLS entry, kept up to date and owned by the
+  Ingress: see :mod:`runbooks_sandbox.ingressshim`.
 
 The issuer's CA key comes from :func:`runbooks_sandbox.pki.known_ca`: the
 scenario loader remembers the CAs it creates, and the controller recognises
@@ -54,6 +58,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import pki
+from .ingressshim import IngressShim
 from .scenario import rfc1123
 from .store import ApiError, Change, rfc3339
 
@@ -125,8 +130,10 @@ class CertManager:
         tick: seconds between time-based passes (renewal times, expiry).
     """
 
-    def __init__(self, sandbox: Any, *, tick: float = 1.0) -> None:
+    def __init__(self, sandbox: Any, *, tick: float = 1.0, ingress_shim: IngressShim | None = None) -> None:
         self.sandbox = sandbox
+        self.shim = ingress_shim or IngressShim(sandbox)
+        self._ingresses: set[tuple[str, str]] = set()  # Ingresses for the shim to sync
         self.store = sandbox.store
         self.registry = sandbox.registry
         self.tick = tick
@@ -174,34 +181,59 @@ class CertManager:
         kind, meta = obj.get("kind"), obj["metadata"]
         ns = meta.get("namespace", "")
         work: set[tuple[str, str]] = set()
+        ingresses: set[tuple[str, str]] = set()
+        if kind == "Ingress" and obj.get("apiVersion", "").startswith("networking.k8s.io/"):
+            if change.type != "DELETED":
+                ingresses.add((ns, meta["name"]))
         if kind == "Certificate" and obj.get("apiVersion", "").startswith("cert-manager.io/"):
             work.add((ns, meta["name"]))
+            owner = self.shim.owner_of(obj)
+            if owner:
+                ingresses.add(owner)
         elif kind == "Secret" and obj.get("type") == "kubernetes.io/tls":
             for cert in self.store.items(self._rt("Certificate"), ns):
                 if (cert.get("spec") or {}).get("secretName") == meta["name"]:
                     work.add((ns, cert["metadata"]["name"]))
-        if work:
+        if work or ingresses:
             with self._cond:
                 self._queue |= work
+                self._ingresses |= ingresses
                 self._cond.notify()
 
     def enqueue_all(self) -> None:
         with self._cond:
             for cert in self.store.items(self._rt("Certificate")):
                 self._queue.add((cert["metadata"].get("namespace", ""), cert["metadata"]["name"]))
+            self._ingresses |= set(self.shim.ingresses())
             self._cond.notify()
 
     def _run(self) -> None:
         last_tick = time.monotonic()
         while not self._stop.is_set():
             with self._cond:
-                if not self._queue:
+                if not self._queue and not self._ingresses:
                     self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
                 work, self._queue = self._queue, set()
+                ingresses, self._ingresses = self._ingresses, set()
             if time.monotonic() - last_tick >= self.tick:
                 last_tick = time.monotonic()
                 work |= {(c["metadata"].get("namespace", ""), c["metadata"]["name"])
                          for c in self.store.items(self._rt("Certificate"))}
+                # Ingresses are synced when they (or their Certificates) change, not on the tick:
+                # a refused one would otherwise repeat its BadConfig Event every second
+            for ns, name in sorted(ingresses):  # ingress-shim first: its Certificates are issued below
+                if self._stop.is_set():
+                    return
+                try:
+                    self.shim.sync(ns, name)
+                except ApiError as e:
+                    if e.code == 409:
+                        with self._cond:
+                            self._ingresses.add((ns, name))
+                    elif e.code != 404:
+                        log.warning("cert-manager ingress-shim %s/%s: %s", ns, name, e.message)
+                except Exception:  # keep the controller alive; a bug shows in the log
+                    log.exception("cert-manager ingress-shim %s/%s failed", ns, name)
             for ns, name in sorted(work):
                 if self._stop.is_set():
                     return

@@ -32,7 +32,10 @@ def sandbox() -> None:
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="API port (0 picks a free one).")
 @click.option("--api-only", is_flag=True, help="Only the Kubernetes API: no Prometheus, Alertmanager, "
               "log store, cert-manager or ingress endpoint.")
-def up(state_dir: str | None, scenario: str, port: int, api_only: bool) -> None:
+@click.option("--free-ports", is_flag=True, help="Serve Prometheus, Alertmanager, the log store and the ingress "
+              "on free loopback ports instead of the fixed ones parameters/sandbox/env.yaml names "
+              "(for a second sandbox; `up` prints them and `env` writes an env.yaml for them).")
+def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_ports: bool) -> None:
     """Start the sandbox in the background and write its kubeconfig."""
     from .scenario import list_scenarios
 
@@ -41,7 +44,7 @@ def up(state_dir: str | None, scenario: str, port: int, api_only: bool) -> None:
                                  param_hint="--scenario")
     d = _state_dir(state_dir)
     try:
-        state = launch.start_background(d, scenario, port, api_only=api_only)
+        state = launch.start_background(d, scenario, port, api_only=api_only, free_ports=free_ports)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     verb = "already running" if state.get("already_running") else "started"
@@ -87,13 +90,30 @@ def kubeconfig(state_dir: str | None) -> None:
     click.echo(state["kubeconfig"])
 
 
+@sandbox.command()
+@state_option
+def env(state_dir: str | None) -> None:
+    """Print an env.yaml (parameters/ENV/env.yaml) that reaches the running sandbox's API and services."""
+    import yaml
+
+    from .stack import env_from_urls
+
+    state = launch.read_state(_state_dir(state_dir))
+    if not state or not launch.pid_alive(state["pid"]):
+        raise click.ClickException("the sandbox is not running; start it with `runbooks sandbox up`")
+    settings = {"description": f"the sandbox started by `runbooks sandbox up` (pid {state['pid']})",
+                **env_from_urls(state["kubeconfig"], state.get("services") or {})}
+    click.echo(yaml.safe_dump(settings, sort_keys=False), nl=False)
+
+
 @sandbox.command(hidden=True)
 @state_option
 @click.option("--scenario", default="default")
 @click.option("--port", default=0, type=int)
 @click.option("--bulk-pods", default=0, type=click.IntRange(0), help="Extra pods for benchmarks.")
 @click.option("--api-only", is_flag=True)
-def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool) -> None:
+@click.option("--free-ports", is_flag=True)
+def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, api_only: bool, free_ports: bool) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only)
+    launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, free_ports)

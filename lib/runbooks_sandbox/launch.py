@@ -223,13 +223,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False) -> None:
-    """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`)."""
+def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
+                  free_ports: bool = False) -> None:
+    """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`).
+
+    The services listen on the fixed ports of ``stack.PORTS`` (what parameters/sandbox/env.yaml
+    names), or with ``free_ports`` on any free ones (the state file's ``services`` lists them).
+    """
     from . import stack
 
     sandbox = Sandbox(state_dir, scenario, port)
     if not api_only:
-        stack.attach(sandbox, stack.StackOptions(ports=dict(stack.PORTS)))
+        stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS)))
     sandbox.start()
     if bulk_pods:
         sandbox.add_bulk_pods(bulk_pods)
@@ -249,7 +254,7 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 
 
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
-                     bulk_pods: int = 0, api_only: bool = False) -> dict:
+                     bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -260,7 +265,7 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
     proc = subprocess.Popen(
         [sys.executable, "-m", "runbooks_sandbox", "serve", "--state-dir", str(state_dir),
          "--scenario", scenario, "--port", str(port), "--bulk-pods", str(bulk_pods)]
-        + (["--api-only"] if api_only else []),
+        + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else []),
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -76,7 +76,7 @@ class IngressCAFile:
             ca = (secret.get("data") or {}).get("ca.crt")
             if ann.get("cert-manager.io/issuer-name") == "letsencrypt-prod" and ca:
                 self.path.write_bytes(base64.b64decode(ca))
-                return {"ingress_ca_file": str(self.path)}
+                return {"ingress_ca_file": str(self.path.resolve())}
         return {}
 
     def stop(self) -> None:
