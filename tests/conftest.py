@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     """The default scenario, served over HTTPS on a free port for the whole session."""
+    started = datetime.now(UTC)  # the scenario is generated relative to this: tests compare with it, not now
     box = Sandbox(tmp_path_factory.mktemp("sandbox"), "default", tick=1.0).start()
+    box.started = started
     yield box
     box.stop()
 

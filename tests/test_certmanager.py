@@ -83,7 +83,8 @@ def test_planted_states_stay_put(api):
 def test_manual_renewal_issues_a_new_revision_from_the_same_ca(api):
     old_leaf = chain(api, "cart-tls")[0][0]
     renew(api, "cart-tls")
-    obj = wait_for(lambda: (c := cert(api, "cart-tls"))["status"].get("revision") == 6 and c, what="revision 6")
+    obj = wait_for(lambda: (c := cert(api, "cart-tls"))["status"].get("revision") == 6
+                   and (conds(c).get("Ready") or {}).get("status") == "True" and c, what="revision 6, Ready")
     assert conds(obj)["Ready"]["status"] == "True" and "Issuing" not in conds(obj)
     assert "failedIssuanceAttempts" not in obj["status"]
     leaves, roots = chain(api, "cart-tls")
@@ -103,8 +104,9 @@ def test_manual_renewal_issues_a_new_revision_from_the_same_ca(api):
 
 def test_deleted_secret_is_issued_again(api, box):
     kube.request(api, "DELETE", "/api/v1/namespaces/shop/secrets/shop-frontend-tls")
-    obj = wait_for(lambda: (c := cert(api, "shop-frontend-tls"))["status"].get("revision") == 7 and c,
-                   what="re-issue after the Secret was deleted")
+    obj = wait_for(lambda: (c := cert(api, "shop-frontend-tls"))["status"].get("revision") == 7
+                   and (conds(c).get("Ready") or {}).get("status") == "True" and c,
+                   what="re-issue after the Secret was deleted, Ready")
     assert conds(obj)["Ready"]["status"] == "True"
     leaves, _ = chain(api, "shop-frontend-tls")
     sans = leaves[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -101,7 +101,7 @@ BAD_INPUT = [
     ("malformed plan id", None, ["run", "restart", "--env", "test", "--approve", "xyz"],
      ["--approve 'xyz' is not a plan id"]),
     ("non-positive timeout", None, ["run", "trivial", "--env", "test", "--timeout", "0"],
-     ["--timeout 0 must be a positive"]),
+     ["--timeout 0 must be a number of seconds from 1 to 86400"]),
     ("bad --fail-on", None, ["run", "trivial", "--env", "test", "--fail-on", "fatal"],
      ["Invalid value for '--fail-on'"]),
     ("unknown key in env.yaml", "env-extra", ["run", "trivial", "--env", "test"],

@@ -248,18 +248,41 @@ def test_parameter_precedence(project, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prepared = execute.prepare(
         proj, "restart", "test", files=[str(first), str(second)],
-        pairs=[("expected_context", "from-p"), ("dry_run", "false")],
+        pairs=[("dry_run", "false")],
         approve="0123456789ab", check_cluster=False,
     )
     assert prepared.given == {
         "kubeconfig": str(project / "kc" / "config"),  # relative to the project root
-        "kube_context": "from-second", "expected_context": "from-p",
+        "kube_context": "from-second", "expected_context": "from-env",
         "namespace": "from-own", "deployment": "from-first",
         "dry_run": False, "approve_plan": "0123456789ab",
     }  # prometheus_url: not declared by the notebook, so not passed
     prepared = execute.prepare(proj, "restart", "test", pairs=[("kubeconfig", "rel/kc")],
                                check_cluster=False)
     assert prepared.given["kubeconfig"] == str(tmp_path / "rel" / "kc")  # -p: relative to cwd
+
+
+@pytest.mark.parametrize("where", ["-p", "-f", "own"])
+def test_the_guard_comes_from_env_yaml_only(project, tmp_path, where):
+    """-p expected_context (or -f, or parameters/ENV/NAME.yaml) cannot satisfy the apply guard."""
+    params = project / "parameters" / "test"
+    (params / "env.yaml").write_text("kubeconfig: kc/config\n")
+    (params / "restart.yaml").unlink(missing_ok=True)
+    proj = execute.Project.discover(project, FIXTURES)
+    pairs, files = [], []
+    if where == "-p":
+        pairs = [("expected_context", "sandbox")]
+    elif where == "-f":
+        files = [str(tmp_path / "f.yaml")]
+        (tmp_path / "f.yaml").write_text("expected_context: sandbox\n")
+    else:
+        (params / "restart.yaml").write_text("expected_context: sandbox\n")
+    with pytest.raises(execute.InvalidInput, match="expected_context is the apply guard and comes from "
+                                           "parameters/test/env.yaml only") as exc:
+        execute.prepare(proj, "restart", "test", pairs=pairs, files=files, approve="0123456789ab",
+                        check_cluster=False)
+    assert exc.value.exit_code == 2
+    (params / "restart.yaml").unlink(missing_ok=True)
 
 
 def _disk_statuses(path: Path) -> list[str]:

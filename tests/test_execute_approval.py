@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ def web(cluster, namespace):
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}},
     })
+    # rolled out: the controller stops writing its status (an approved write carries the resourceVersion)
+    deadline = time.monotonic() + 30
+    while True:
+        d = kube.request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+        st = d.get("status") or {}
+        if st.get("observedGeneration") == d["metadata"]["generation"] and st.get("availableReplicas") == 1:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
     return namespace
 
 
@@ -80,3 +90,24 @@ def test_dry_run_then_stale_approval_then_approval(sandbox_env, cluster, web):
     assert line["change"]["diff"][0]["to"] == stamp
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["plan"]["applied"] is True and summary["parameters"]["dry_run"] is False
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_an_id_approved_for_one_env_does_not_apply_in_another(sandbox_env, cluster, web):
+    """The same changes against the same cluster under another --env name: another id, exit 2."""
+    import shutil
+
+    result = run(sandbox_env, web)
+    assert result.exit_code == 0, result.output
+    plan_id = re.search(r"plan ([0-9a-f]{12}): 1 change\(s\), not applied", result.output).group(1)
+    shutil.copytree(sandbox_env / "parameters" / "sandbox", sandbox_env / "parameters" / "prod")
+    result = CliRunner().invoke(main, [
+        "--project-dir", str(sandbox_env), "--notebooks-dir", str(FIXTURES),
+        "run", "restart", "--env", "prod", "-p", "namespace", web, "-p", "deployment", "web",
+        "--approve", plan_id], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "PlanMismatch" in result.output and f"approved plan {plan_id} does not match" in result.output
+    assert restarted_at(cluster, web) is None
+    run_dir = sorted((sandbox_env / "outputs" / "prod" / "restart").iterdir())[-1]
+    assert not (run_dir / "audit.jsonl").exists()

@@ -104,25 +104,38 @@ def test_template_change_rolls_out_a_new_replicaset(live, ns):
     assert new["metadata"]["name"] == "shop-" + new["metadata"]["labels"]["pod-template-hash"]
     wait_for(lambda: all(p["spec"]["containers"][0]["image"] == "nginx:1.28" for p in pods(cluster, ns))
              and len(pods(cluster, ns)) == 3, what="only new pods")
-    d = cluster.apps.read_namespaced_deployment("shop", ns)
+
+    def completed():  # the Deployment's own status follows its ReplicaSets on the controller's next pass
+        d = cluster.apps.read_namespaced_deployment("shop", ns)
+        progressing = next((c for c in d.status.conditions or [] if c.type == "Progressing"), None)
+        return d if progressing is not None and progressing.reason == "NewReplicaSetAvailable" else None
+
+    d = wait_for(completed, what="Progressing=NewReplicaSetAvailable")
     assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
-    progressing = next(c for c in d.status.conditions if c.type == "Progressing")
-    assert progressing.reason == "NewReplicaSetAvailable"
+
+
+def container_status(pod):
+    """The first container's status, or None before the kubelet has reported it."""
+    return ((pod.get("status") or {}).get("containerStatuses") or [None])[0]
+
+
+def waiting_reason(pod):
+    return (((container_status(pod) or {}).get("state") or {}).get("waiting") or {}).get("reason")
 
 
 def test_failing_template_crash_loops_with_growing_restarts(live, ns):
     box, cluster = live
     cluster.apps.create_namespaced_deployment(ns, web("oom", replicas=1, fail="OOMKilled"))
-    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if p["status"].get("containerStatuses")), None),
+    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if container_status(p)), None),
                    what="a pod with container statuses")
     assert pod["status"]["containerStatuses"][0]["ready"] is False
     before = pod["status"]["containerStatuses"][0]["restartCount"]
     box.clock.offset += timedelta(minutes=10)
     try:
         def crashed():
-            p = pods(cluster, ns)[0]
-            st = p["status"]["containerStatuses"][0]
-            return p if st["restartCount"] > before + 3 else None
+            p = next((p for p in pods(cluster, ns) if container_status(p)), None)
+            return p if p and container_status(p)["restartCount"] > before + 3 \
+                and (container_status(p).get("lastState") or {}).get("terminated") else None
 
         pod = wait_for(crashed, what="restarts to grow")
     finally:
@@ -139,11 +152,12 @@ def test_failing_template_crash_loops_with_growing_restarts(live, ns):
 def test_image_pull_backoff(live, ns):
     _, cluster = live
     cluster.apps.create_namespaced_deployment(ns, web("pull", replicas=1, fail="ImagePullBackOff"))
-    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if (p.get("status") or {}).get("containerStatuses")),
-                                None), what="a pod the kubelet reported on")
+    # wait for what is asserted: the kubelet sets containerStatuses after it created the pod
+    pod = wait_for(lambda: next((p for p in pods(cluster, ns) if waiting_reason(p) == "ImagePullBackOff"), None),
+                   what="a pod waiting in ImagePullBackOff")
     st = pod["status"]["containerStatuses"][0]
     assert pod["status"]["phase"] == "Pending"
-    assert st["state"]["waiting"]["reason"] == "ImagePullBackOff" and st["restartCount"] == 0
+    assert st["restartCount"] == 0
 
 
 def test_endpoints_follow_readiness(live, ns):

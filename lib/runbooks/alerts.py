@@ -34,6 +34,7 @@ import pandas as pd
 
 from .durations import parse_duration
 from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut, request_failed
+from .secrets import check_transport
 
 MAX_SILENCE = timedelta(days=30)
 ALERT_COLUMNS = ["alertname", "state", "severity", "namespace", "startsAt", "endsAt", "summary", "description",
@@ -106,6 +107,7 @@ def connect(url: str, *, verify: bool | str = True, timeout: float = 15.0,
 
     if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
         raise InvalidInput(f"Alertmanager URL {url!r} is not an http(s) URL (e.g. http://127.0.0.1:9093)")
+    check_transport(url, "Alertmanager")
     session = requests.Session()
     session.verify = verify
     token = os.environ.get(token_env)
@@ -289,7 +291,7 @@ def silences(am: str | Client, matchers: Any = None, *, state: str | Iterable[st
 
 def get_silence(am: str | Client, silence_id: str) -> dict[str, Any]:
     """One silence (raw API object); NotFound if Alertmanager does not know it."""
-    if not isinstance(silence_id, str) or not _UUID.match(silence_id):
+    if not isinstance(silence_id, str) or not _UUID.fullmatch(silence_id):
         raise InvalidInput(f"{silence_id!r} is not a silence id (a UUID)")
     return _client(am).request("GET", f"/api/v2/silence/{silence_id}",
                                not_found=f"Alertmanager has no silence {silence_id}")
@@ -313,7 +315,8 @@ def build_silence(matchers: Any, duration: Any, comment: str, created_by: str, *
         raise InvalidInput("a silence whose matchers match every alert is refused; name the alert")
     d = timedelta(seconds=parse_duration(duration, "silence duration"))
     if d <= timedelta(0) or d > max_duration:
-        raise InvalidInput(f"silence duration {duration!r} must be positive and at most {max_duration}")
+        limit = f"{max_duration.days}d" if max_duration.seconds == 0 else f"{int(max_duration.total_seconds())}s"
+        raise InvalidInput(f"silence duration {duration!r} must be positive and at most {limit}")
     if not isinstance(comment, str) or not comment.strip():
         raise InvalidInput("a silence needs a comment saying why")
     if not isinstance(created_by, str) or not created_by.strip():

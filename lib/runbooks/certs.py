@@ -606,7 +606,7 @@ class Served:
 
 def split_endpoint(endpoint: str, default_port: int = 443) -> tuple[str, int]:
     """``https://host:port``, ``host:port``, ``[::1]:port`` or ``host`` → (host, port)."""
-    if not _ENDPOINT.match(endpoint or ""):
+    if not _ENDPOINT.fullmatch(endpoint or ""):
         raise InvalidInput(f"endpoint {endpoint!r} is not [https://]host[:port] (e.g. https://127.0.0.1:18443 "
                            "or lb.example.com)")
     endpoint = endpoint.removeprefix("https://").rstrip("/")

@@ -142,6 +142,7 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
             click.echo(f"runbooks: notification not sent: {exc}", err=True)
 
     try:
+        execute.check_output_dir(output_dir)
         prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
                                    approve=approve, fail_on=fail_on, timeout=timeout)
     except RunbookError as exc:

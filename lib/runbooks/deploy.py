@@ -39,6 +39,7 @@ Design choices:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -73,9 +74,9 @@ from .errors import (
     cut,
 )
 from .model import Finding, iso, record, utcnow
-from .parameters import MutatingParams, register
+from .parameters import MutatingParams, project_root, register
 from .plans import Change, Plan, diff
-from .secrets import REDACTED, redact_text
+from .secrets import REDACTED, is_secret_name, redact_text
 
 __all__ = [
     "ApplyResult",
@@ -150,7 +151,7 @@ def parse_image(image: str) -> tuple[str, str, str]:
     Raises:
         ValueError: not an image reference, or one without a tag or digest.
     """
-    m = _IMAGE.match(image or "")
+    m = _IMAGE.fullmatch(image or "")
     if not m or len(image) > 255:
         raise ValueError(f"image {image!r} is not a valid image reference "
                          "([registry[:port]/]path:tag or …@sha256:<64 hex>, lowercase path)")
@@ -169,7 +170,7 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
             if name not in ("cpu", "memory", "ephemeral-storage"):
                 raise ValueError(f"resources.{section}.{name}: allowed resources are cpu, memory, "
                                  "ephemeral-storage")
-            if not _QUANTITY.match(str(qty)):
+            if not _QUANTITY.fullmatch(str(qty)):
                 raise ValueError(f"resources.{section}.{name} = {qty!r} is not a quantity "
                                  "(e.g. 250m, 0.5, 128Mi, 1Gi)")
     return resources
@@ -178,6 +179,8 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
 @register(RUNBOOK)
 class ProvisionParams(MutatingParams):
     """Parameters of notebooks/provision-service.ipynb."""
+
+    APPLY_PARAMETERS = ("auto_rollback", "timeout_seconds")  # the upgrade's --timeout decides a rollback
 
     release: str = Field(default="web", max_length=53)
     namespace: str = Field(default="web", max_length=63)
@@ -207,7 +210,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("release", "namespace")
     @classmethod
     def _label(cls, value: str, info: Any) -> str:
-        if not _LABEL.match(value):
+        if not _LABEL.fullmatch(value):
             raise ValueError(f"{info.field_name} {value!r} is not a valid name (lowercase RFC 1123 "
                              "label: a-z, 0-9 and '-', starting and ending with a letter or digit)")
         return value
@@ -221,7 +224,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if len(value) > 253 or not _HOST.match(value):
+        if len(value) > 253 or not _HOST.fullmatch(value):
             raise ValueError(f"host {value!r} is not a valid DNS name (lowercase labels of a-z, 0-9 "
                              "and '-' separated by dots, e.g. web.example.com)")
         return value
@@ -229,7 +232,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("cluster_issuer", "ingress_class")
     @classmethod
     def _object_name(cls, value: str, info: Any) -> str:
-        if value and (len(value) > 253 or not re.match(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$", value)):
+        if value and (len(value) > 253 or not re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*", value)):
             raise ValueError(f"{info.field_name} {value!r} is not a valid object name")
         return value
 
@@ -241,15 +244,29 @@ class ProvisionParams(MutatingParams):
     @field_validator("config")
     @classmethod
     def _config(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in value if not _ENV_NAME.match(k)]
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"config keys become environment variables; not valid names: {bad}")
+        secret = [k for k in value if is_secret_name(k)]
+        if secret:
+            raise ValueError(f"config keys {secret} look like credentials: config values are written into the "
+                             "output notebook and the release; take them from the vault with vault_keys")
+        return value
+
+    @field_validator("values_files")
+    @classmethod
+    def _values_files(cls, value: list[str]) -> list[str]:
+        root = project_root()
+        outside = [f for f in value if not Path(f).expanduser().resolve().is_relative_to(root)]
+        if outside:
+            raise ValueError(f"values files {outside} are outside the project ({root.name}/): "
+                             "only files of the project are read")
         return value
 
     @field_validator("vault_keys")
     @classmethod
     def _vault_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _ENV_NAME.match(k)]
+        bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"vault_keys maps environment variable names to vault keys; "
                              f"not valid variable names: {bad}")
@@ -258,7 +275,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("vault_password_env")
     @classmethod
     def _password_env(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
+        if not _ENV_NAME.fullmatch(value):
             raise ValueError(f"vault_password_env {value!r} is not an environment variable name; it "
                              "names the variable holding the password, never the password itself")
         return value
@@ -266,7 +283,7 @@ class ProvisionParams(MutatingParams):
     @field_validator("pod_annotations")
     @classmethod
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _QUALIFIED.match(k) or len(k) > 316]
+        bad = [k for k in value if not _QUALIFIED.fullmatch(k) or len(k) > 316]
         if bad:
             raise ValueError(f"not valid annotation keys: {bad}")
         return value
@@ -526,7 +543,7 @@ def read_vault(path: str | os.PathLike[str] | None, password_env: str = "VAULT_P
     missing = sorted(v for v in wanted.values() if v not in data)
     if missing:
         raise PreflightFailed(f"vault file {str(path)!r} has no key(s) {missing}; it has {sorted(map(str, data))}")
-    bad = sorted(k for k in wanted if not _ENV_NAME.match(k))
+    bad = sorted(k for k in wanted if not _ENV_NAME.fullmatch(k))
     if bad:
         raise PreflightFailed(f"vault keys {bad} are not environment variable names: map them with vault_keys")
     values = {}
@@ -828,6 +845,69 @@ def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[di
     return changes, rows
 
 
+HOOK_EVENTS = {True: ("pre-install", "post-install"), False: ("pre-upgrade", "post-upgrade")}
+"""The hook events ``helm upgrade --install`` runs: installing, or upgrading (``test`` hooks run only
+under ``helm test``, which runbooks never call)."""
+
+
+def hook_and_crd_changes(cluster: Any, release: Mapping[str, Any], spec: ReleaseSpec, *, installing: bool,
+                         precondition: dict[str, Any]) -> tuple[dict[str, list[Change]], dict[str, list[dict]]]:
+    """What Helm sends besides the manifest: the hooks it will run and, on install, the chart's ``crds/``.
+
+    Each becomes a change of the plan (shown, audited, and hashed into the plan id by the digest of
+    what is sent), so a changed hook or CRD gives another plan id.
+    """
+    changes: dict[str, list[Change]] = {"hooks": [], "crds": []}
+    rows: dict[str, list[dict]] = {"hooks": [], "crds": []}
+    wanted = HOOK_EVENTS[installing]
+    for hook in sorted(release.get("hooks") or [], key=lambda h: (h.get("weight") or 0, h.get("name") or "")):
+        events = [e for e in hook.get("events") or [] if e in wanted]
+        if not events:
+            continue
+        obj = yaml.safe_load(hook.get("manifest") or "") or {}
+        if not isinstance(obj, dict):
+            continue
+        kind, name = obj.get("kind") or hook.get("kind") or "", (obj.get("metadata") or {}).get("name") or ""
+        ns = (obj.get("metadata") or {}).get("namespace") or spec.namespace
+        found = kube.kind_for(cluster, obj.get("apiVersion") or "v1", kind)
+        digest = _digest(obj)
+        shown = f"sha256 {digest[:16]}" if kind != "Secret" else REDACTED
+        changes["hooks"].append(Change(
+            operation="create", kind=kind, namespace=ns if found.namespaced else None, name=name,
+            diff=[{"path": f"helm hook {','.join(events)} (weight {hook.get('weight') or 0}, "
+                           f"from {hook.get('path', '')})", "from": None, "to": shown}],
+            body={"sha256": digest}, precondition={**precondition, "hook": events}))
+        rows["hooks"].append({"kind": kind, "namespace": ns, "name": name, "action": f"hook {','.join(events)}",
+                              "changes": f"{hook.get('path', '')}: {shown}"})
+    if not installing:  # Helm installs crds/ only with the release, and never upgrades them
+        return changes, rows
+    for f in (release.get("chart") or {}).get("files") or []:
+        if not str(f.get("name", "")).startswith("crds/"):
+            continue
+        try:
+            text = base64.b64decode(f.get("data") or "").decode("utf-8")
+        except ValueError:
+            continue
+        for obj in yaml.safe_load_all(text):
+            if not isinstance(obj, dict) or obj.get("kind") != "CustomResourceDefinition":
+                continue
+            name = (obj.get("metadata") or {}).get("name") or ""
+            kube.kind_for(cluster, obj.get("apiVersion") or "apiextensions.k8s.io/v1", "CustomResourceDefinition")
+            exists = get_live(cluster, obj) is not None
+            if exists:  # Helm skips a CRD that exists already
+                rows["crds"].append({"kind": "CustomResourceDefinition", "namespace": "", "name": name,
+                                     "action": "unchanged", "changes": f"{f['name']}: exists (Helm keeps it)"})
+                continue
+            digest = _digest(obj)
+            changes["crds"].append(Change(
+                operation="create", kind="CustomResourceDefinition", name=name,
+                diff=[{"path": f"CRD from {f['name']}", "from": None, "to": f"sha256 {digest[:16]}"}],
+                body={"sha256": digest}, precondition=precondition))
+            rows["crds"].append({"kind": "CustomResourceDefinition", "namespace": "", "name": name,
+                                 "action": "create", "changes": f"{f['name']}"})
+    return changes, rows
+
+
 @dataclass
 class PlanDetail:
     """What a plan was computed from, for people (never secret values)."""
@@ -877,6 +957,9 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
     current = parse_manifest(helm.manifest(spec.release, spec.namespace), spec.namespace) if history else []
     precondition = {"release": spec.release, "revision": _revision(history)}
     changes, rows = object_changes(cluster, desired, current, precondition, namespace_exists=ns_ok)
+    extra, extra_rows = hook_and_crd_changes(cluster, release, spec, installing=not history,
+                                             precondition=precondition)
+    changes, rows = extra["crds"] + changes + extra["hooks"], extra_rows["crds"] + rows + extra_rows["hooks"]
     if not ns_ok:
         changes.insert(0, Change(operation="create", kind="Namespace", name=spec.namespace,
                                     body={"sha256": _digest(spec.namespace)}, precondition=precondition))
@@ -890,8 +973,13 @@ def release_changes(cluster: Any, helm: Helm, spec: ReleaseSpec,
                         history[-1]["status"] if history else "not installed",
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         validation)
-    _DETAILS[Plan(changes).id] = detail
+    _DETAILS[Plan(changes).digest] = detail
     return changes
+
+
+def helm_identity(helm: Helm, spec: ReleaseSpec) -> dict[str, Any]:
+    """Where Helm applies a plan: release, namespace and kube context (part of the plan id)."""
+    return {"release": spec.release, "namespace": spec.namespace, "context": helm.context}
 
 
 def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues = NO_SECRETS) -> Plan:
@@ -903,9 +991,9 @@ def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues =
     Raises:
         PlanInvalid: Helm or the server refused it; nothing was changed (exit 2).
     """
-    plan = Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
-                   {"helm": helm, "spec": spec, "secrets": secrets})
-    detail = _DETAILS.get(plan.id)
+    plan = run.bind(Plan(release_changes(run.cluster, helm, spec, secrets), release_changes,
+                         {"helm": helm, "spec": spec, "secrets": secrets}), helm=helm_identity(helm, spec))
+    detail = _DETAILS.get(plan.digest)
     plan.validated = True
     plan.validation = list(detail.validation if detail else [])
     run.last_plan = plan
@@ -915,7 +1003,7 @@ def plan_release(run: Any, helm: Helm, spec: ReleaseSpec, secrets: VaultValues =
 
 def plan_table(plan: Plan) -> pd.DataFrame:
     """Every object the plan looked at: create / change (which fields) / unchanged / delete."""
-    detail = _DETAILS.get(plan.id)
+    detail = _DETAILS.get(plan.digest)
     if detail is None:
         return pd.DataFrame(columns=["kind", "namespace", "name", "action", "changes"])
     return detail.objects
@@ -923,7 +1011,7 @@ def plan_table(plan: Plan) -> pd.DataFrame:
 
 def plan_detail(plan: Plan) -> PlanDetail | None:
     """Release, revision and validation behind a plan computed in this process."""
-    return _DETAILS.get(plan.id)
+    return _DETAILS.get(plan.digest)
 
 
 def last_good_revision(history: list[dict[str, Any]]) -> int | None:
@@ -948,7 +1036,7 @@ def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> li
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         [f"server-side apply dry run of revision {to}'s manifest: every object accepted"],
                         target_revision=to)
-    _DETAILS[Plan(changes).id] = detail
+    _DETAILS[Plan(changes).digest] = detail
     return changes
 
 
@@ -968,12 +1056,12 @@ def plan_rollback(run: Any, helm: Helm, spec: ReleaseSpec, *, force: bool = Fals
     to = last_good_revision(history)
     if to is None:
         return None
-    plan = Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
-                   {"helm": helm, "spec": spec, "to": to})
+    plan = run.bind(Plan(rollback_changes(run.cluster, helm, spec, to), rollback_changes,
+                         {"helm": helm, "spec": spec, "to": to}), helm=helm_identity(helm, spec))
     if not plan.changes:
         return None  # the live objects are revision `to` already
     plan.validated = True
-    plan.validation = list((_DETAILS.get(plan.id) or PlanDetail("", "", 0, "", pd.DataFrame())).validation)
+    plan.validation = list((_DETAILS.get(plan.digest) or PlanDetail("", "", 0, "", pd.DataFrame())).validation)
     return plan
 
 

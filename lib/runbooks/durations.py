@@ -27,7 +27,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     if isinstance(value, str):
-        text = value.strip()
+        text = value  # the whole value: no surrounding space or trailing newline
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return float(text)
         if text and _DURATION.sub("", text) == "":

@@ -75,6 +75,14 @@ class EnvConfig(BaseModel):
 
 
 PATH_PARAMETERS = ("kubeconfig", "ingress_ca_file")
+GUARD = "expected_context"
+"""The context guard: set by env.yaml only, never by -p, -f, a notebook or a runbook's parameter file."""
+MAX_FILE_BYTES = 1 << 20
+"""Largest parameter or env file read (a parameter file is a few lines)."""
+MAX_VALUE_BYTES = 64 << 10
+"""Largest ``-p`` value."""
+MAX_NODES = 10_000
+"""Most values a parameter file or ``-p`` value may expand to (YAML aliases included)."""
 
 
 @dataclass
@@ -133,6 +141,8 @@ class Project:
             path = Path(name).resolve()
             if not path.is_file():
                 raise InvalidInput(f"notebook {name!r} does not exist")
+            if path.suffix != ".ipynb":
+                raise InvalidInput(f"{name!r} is not a notebook: allowed are a runbook name or a .ipynb file")
             return path
         books = self.notebooks()
         if name not in books:
@@ -178,6 +188,46 @@ class Project:
         return cfg
 
 
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds once YAML aliases are expanded, counting up to ``limit`` + 1."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def bounded(data: Any, what: str) -> Any:
+    """``data`` if it holds at most :data:`MAX_NODES` values once YAML aliases are expanded.
+
+    A few hundred bytes of nested aliases (a "billion laughs" file) would otherwise expand
+    to gigabytes when the values are validated or serialised.
+    """
+    if _expanded_size(data, MAX_NODES) > MAX_NODES:
+        raise InvalidInput(f"{what} expands to more than {MAX_NODES} values (YAML aliases?): refused")
+    return data
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """YAML text as data, bounded (:func:`bounded`).
+
+    Raises:
+        InvalidInput: not YAML, nested too deeply, or too large once expanded.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{what} is not valid YAML: {cut(str(exc))}") from exc
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply") from None
+    return bounded(data, what)
+
+
 def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") -> dict[str, Any]:
     """A YAML file holding a mapping of names to values.
 
@@ -185,13 +235,17 @@ def load_mapping(path: str | os.PathLike[str], what: str = "parameters file") ->
         InvalidInput: unreadable, not YAML, or not a mapping with string keys.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise InvalidInput(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise InvalidInput(f"{what} {str(path)!r} is larger than {MAX_FILE_BYTES // 1024} KiB")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{what} {str(path)!r} is not valid YAML: {cut(str(exc))}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {str(path)!r} is not UTF-8 text") from None
+    data = safe_yaml(text, f"{what} {str(path)!r}")
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -224,8 +278,10 @@ def parse_value(raw: str, annotation: Any) -> Any:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        return raw
-    return None if raw == "None" else value
+        return raw  # not YAML: the model says what is allowed
+    except RecursionError:
+        raise InvalidInput("the value is nested too deeply") from None
+    return None if raw == "None" else bounded(value, "the value")
 
 
 def merge(
@@ -267,12 +323,25 @@ def merge(
             if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
                 data[key] = str(Path(data[key]).expanduser().resolve())
         sources.append((f, data))
+    guarded = [where for where, data in sources if GUARD in data] + \
+        [f"-p {GUARD}" for key, _ in pairs if key == GUARD]
+    if GUARD in (overrides or {}) and overrides[GUARD] != env_cfg.expected_context:
+        guarded.append("the notebook")
+    if guarded:
+        raise InvalidInput(
+            f"{GUARD} is the apply guard and comes from parameters/{env}/env.yaml only; "
+            f"it was also given by {', '.join(guarded)}: remove it there")
     for _, data in sources:
         given.update(data)
     given.update(overrides or {})
     for key, raw in pairs:
+        if len(raw.encode("utf-8", "replace")) > MAX_VALUE_BYTES:
+            raise InvalidInput(f"-p {key}: the value is larger than {MAX_VALUE_BYTES // 1024} KiB")
         field_info = model_cls.model_fields.get(key)
-        value = parse_value(raw, field_info.annotation if field_info else Any)
+        try:
+            value = parse_value(raw, field_info.annotation if field_info else Any)
+        except InvalidInput as exc:
+            raise InvalidInput(f"-p {key}: {exc}") from None
         if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
             value = str(Path(value).expanduser().resolve())
         given[key] = value
@@ -300,7 +369,8 @@ def merge(
     if problems:
         raise InvalidInput(
             "; ".join(
-                f"unknown parameter {k!r} (value {sec.shown(given[k])}) for runbook {runbook!r}; "
+                f"unknown parameter {k!r} for runbook {runbook!r} (its value is not shown: an unknown "
+                "name may hold a credential); "
                 f"known parameters: {', '.join(declared) or 'none'}"
                 for k in problems
             )

@@ -59,6 +59,10 @@ class PlanMismatch(InvalidInput):
     """The approved plan id differs from the plan computed now; nothing was applied."""
 
 
+class ApplyConflict(PlanMismatch):
+    """An object changed between the recomputed plan and its write (HTTP 409); the apply stopped there."""
+
+
 class ApprovalRefused(InvalidInput):
     """An approval was given where applying is not allowed; nothing was applied."""
 

@@ -62,9 +62,10 @@ from runbooks.errors import (
     RunbookError,
     cut,
 )
-from runbooks.parameters import ParamsBase, params_model, validate_params
+from runbooks.parameters import PROJECT_ROOT, ParamsBase, params_model, validate_params
 
 DEFAULT_CELL_TIMEOUT = 600
+MAX_CELL_TIMEOUT = 86400
 KERNEL_START_TIMEOUT = 60
 WATCHDOG_GRACE = 30
 FAIL_ON_CHOICES = ("info", "warning", "critical")
@@ -76,13 +77,21 @@ SUMMARY_SCHEMA = 1
 # --------------------------------------------------------------------------
 
 
+def _unquoted(exc: Exception) -> str:
+    """An error about a file, without any excerpt of the file (it may be a key given by mistake)."""
+    text = str(exc)
+    if any(q in text for q in "'\"`") or "\n" in text:
+        return f"it is not a valid notebook ({type(exc).__name__})"
+    return cut(text)
+
+
 def read_notebook(path: str | os.PathLike[str]) -> Any:
     import nbformat
 
     try:
         return nbformat.read(str(path), as_version=4)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"notebook {str(path)!r} cannot be read: {cut(str(exc))}") from exc
+    except (OSError, ValueError) as exc:  # never quote the file's content
+        raise InvalidInput(f"notebook {str(path)!r} cannot be read: {_unquoted(exc)}") from exc
 
 
 def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
@@ -92,8 +101,8 @@ def notebook_parameters(path: str | os.PathLike[str]) -> list[Any]:
 
     try:
         found = inspect_notebook(str(path))
-    except (OSError, ValueError, AttributeError, KeyError) as exc:
-        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: {cut(str(exc))}") from exc
+    except (OSError, ValueError, AttributeError, KeyError) as exc:  # never quote the file: it may be a key
+        raise InvalidInput(f"notebook {str(path)!r} cannot be inspected: {_unquoted(exc)}") from exc
     return [Parameter(**p) for p in found.values()]
 
 
@@ -167,15 +176,19 @@ def prepare(
     """
     if fail_on not in FAIL_ON_CHOICES:
         raise InvalidInput(f"--fail-on {fail_on!r} is not one of {', '.join(FAIL_ON_CHOICES)}")
-    if timeout <= 0:
-        raise InvalidInput(f"--timeout {timeout} must be a positive number of seconds")
+    if not 0 < timeout <= MAX_CELL_TIMEOUT:
+        raise InvalidInput(f"--timeout {timeout} must be a number of seconds from 1 to {MAX_CELL_TIMEOUT} (a day)")
     notebook = project.notebook(name)
     runbook = notebook.stem
     inspected = notebook_parameters(notebook)
     declared = [p.name for p in inspected]
     model = params_model(runbook, inspected)
     given = merge(project, runbook, env, declared, model, files=files, pairs=pairs, approve=approve)
-    validated = validate_params(model, given)
+    token = PROJECT_ROOT.set(str(project.root))
+    try:
+        validated = validate_params(model, given)
+    finally:
+        PROJECT_ROOT.reset(token)
 
     cluster = None
     if check_cluster and ("kubeconfig" in declared or "kube_context" in declared):
@@ -195,6 +208,18 @@ def prepare(
 # --------------------------------------------------------------------------
 
 
+def check_output_dir(output_dir: str | os.PathLike[str] | None) -> None:
+    """``--output-dir`` must be a directory, or not exist yet (it is created)."""
+    if output_dir is None:
+        return
+    path = Path(output_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InvalidInput(f"--output-dir {str(output_dir)!r} is not a directory ({str(existing)!r} is a file)")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--output-dir {str(output_dir)!r} cannot be written")
+
+
 class _Watchdog:
     """Guards a whole run: at the deadline kill the kernel; if that does not end it, exit 3."""
 
@@ -203,6 +228,7 @@ class _Watchdog:
         self.on_abort = on_abort
         self.client: Any = None
         self.expired = False
+        self.interrupted = False
         self.done = threading.Event()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -224,6 +250,20 @@ class _Watchdog:
             os.killpg(process.pid, signal.SIGKILL)  # the kernel leads its own session
         except (ProcessLookupError, PermissionError, OSError):
             process.kill()
+
+    def interrupt_kernel(self) -> bool:
+        """SIGINT to the kernel (what Jupyter's interrupt sends): the running cell stops at its next
+        safe point; an apply finishes the change it is sending and records it first."""
+        km = getattr(self.client, "km", None)
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is None or process.poll() is not None:
+            return False
+        try:
+            os.kill(process.pid, signal.SIGINT)
+        except OSError:
+            return False
+        self.interrupted = True
+        return True
 
     def flush_notebook(self) -> None:
         """Best effort: save the executed notebook as it stands (it shows the cell that hung)."""
@@ -251,7 +291,7 @@ class _Watchdog:
 class Outcome:
     """How the execution itself ended (before findings and the secret scan)."""
 
-    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed
+    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed | interrupted
     message: str = ""
     cell_index: int | None = None
     ename: str | None = None
@@ -298,9 +338,19 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
     kernel_env.update(
         RUNBOOKS_HEADLESS="1",
         RUNBOOKS_HOME=str(prepared.project.root),
+        RUNBOOKS_ENV=prepared.env,  # part of every plan id (runbook.Run.binding)
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )
+    def stop(signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM: interrupt the kernel and let the cell end cleanly; a second one stops hard."""
+        if watchdog.interrupted or not watchdog.interrupt_kernel():
+            raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, stop)
     try:
         pm.execute_notebook(
             str(prepared.notebook), str(output), parameters=parameters,
@@ -310,6 +360,9 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
             watchdog=watchdog, kernel_env=kernel_env,
         )
     except pm.PapermillExecutionError as exc:
+        if watchdog.interrupted:
+            return Outcome("interrupted", f"interrupted (SIGINT or SIGTERM) in cell {exc.cell_index}: the run was "
+                           f"stopped; {exc.ename}: {exc.evalue}", exc.cell_index, exc.ename)
         return Outcome("cell-error", f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
                        exc.cell_index, exc.ename)
     except DeadKernelError:
@@ -323,11 +376,37 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         if watchdog.expired:
             return Outcome("run-timeout", "", None)
         return Outcome("crashed", f"{type(exc).__name__}: {cut(str(exc))}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if watchdog.interrupted:
+        return Outcome("interrupted", "interrupted (SIGINT or SIGTERM): the run was stopped")
     return Outcome("completed")
 
 
+def step_of(nb: Any, index: int | None) -> str | None:
+    """The step a cell belongs to: the nearest markdown heading above it (``## Diagnosis: pods``)."""
+    if nb is None or index is None:
+        return None
+    for cell in reversed(nb.cells[: index + 1]):
+        if cell.cell_type != "markdown":
+            continue
+        for line in "".join(cell.source).splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip() or None
+    return None
+
+
 def _classify(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
-    """Fill in the failing cell and a message an SRE can act on."""
+    """Fill in the failing cell and the step it belongs to, with a message an SRE can act on."""
+    found = _classify_cell(outcome, nb, prepared, deadline)
+    step = step_of(nb, found.cell_index)
+    if step and found.kind != "completed":
+        found.message = f"step {step!r} (cell {found.cell_index}): {found.message}"
+    return found
+
+
+def _classify_cell(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
     running = _running_cell(nb)
     if outcome.kind == "completed" and nb is not None:
         missing = _unexecuted_code_cell(nb)
@@ -370,7 +449,7 @@ EXIT_BY_KIND = {
     "completed": EXIT_OK, "rejected": EXIT_INVALID, "cell-error": EXIT_FAILED,
     "dead-kernel": EXIT_FAILED, "cell-timeout": EXIT_FAILED, "run-timeout": EXIT_FAILED,
     "truncated": EXIT_FAILED, "crashed": EXIT_FAILED, "secret-leak": EXIT_FAILED,
-    "report-failed": EXIT_FAILED,
+    "report-failed": EXIT_FAILED, "interrupted": EXIT_FAILED,
 }
 
 
@@ -414,7 +493,7 @@ def build_summary(
     run_info = records.get("run") or {}
     plan = records.get("plan")
     if plan is not None:
-        plan = {k: plan.get(k) for k in ("id", "changes", "validated", "applied")}
+        plan = {k: plan.get(k) for k in ("id", "binding", "changes", "validated", "applied")}
         plan["applied_changes"] = records.get("changes") or []
     sources = dict(records.get("data_sources") or {})
     return {
@@ -465,6 +544,8 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
 
     notebook_path = run_dir / summary["notebook"]
     leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
+    # the summary too: an exception's message (error.message) or a finding may carry a secret
+    leaks += sec.scan_text(json.dumps(summary, default=str), secrets, "summary.json")
     html_text = None
     if nb is not None and not leaks:
         try:
@@ -479,8 +560,9 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
             leaks = sec.scan_text(html_text, secrets, "report.html")
     report_path = run_dir / "report.html"
     if leaks:
-        nb = sec.redact_notebook(nb, secrets)
-        nbformat.write(nbformat.from_dict(nb), str(notebook_path))
+        if nb is not None:
+            nb = sec.redact_notebook(nb, secrets)
+            nbformat.write(nbformat.from_dict(nb), str(notebook_path))
         text = sec.describe(leaks)
         summary.update(sec.redact(summary, secrets))
         summary["secret_scan"] = {"clean": False, "leaks": [
@@ -504,6 +586,23 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
     _write_json(run_dir / "summary.json", summary)
     return RunResult(summary["exit_code"], run_dir, summary,
                      report_path if html_text is not None else None)
+
+
+def vault_secrets(prepared: Prepared) -> list[sec.Secret]:
+    """Every value of the run's Ansible Vault (``vault_file``), decrypted here too so the scan knows them."""
+    vault_file = getattr(prepared.validated, "vault_file", None)
+    if not vault_file:
+        return []
+    from runbooks import deploy
+
+    path = Path(vault_file)
+    path = path if path.is_absolute() else prepared.project.root / path
+    try:
+        found = deploy.read_vault(str(path), getattr(prepared.validated, "vault_password_env", "VAULT_PASSWORD"))
+    except RunbookError:
+        return []  # the runbook's preflight says why; nothing was decrypted, so nothing can leak
+    return [sec.Secret(f"vault value {key}", str(value)) for key, value in found.values.items()
+            if len(str(value)) >= 6]
 
 
 def redacted_parameters(validated: ParamsBase, secrets: list[sec.Secret]) -> dict[str, Any]:
@@ -537,7 +636,8 @@ def execute(
     code_cells = sum(1 for c in nb_source.cells if c.cell_type == "code") + 1
     deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
     kubeconfig = getattr(prepared.validated, "kubeconfig", None)
-    secrets = sec.known_secrets(kubeconfig)
+    client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
+    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared))
     effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
         if "run_dir" in prepared.model.model_fields else prepared.validated
     redacted = redacted_parameters(effective, secrets)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import alerts, kube, logs, metrics, resolution
-from .errors import InvalidInput, RunbookError, Unavailable
+from .errors import SOURCE_ERRORS, InvalidInput, RunbookError, Unavailable, cut
 from .model import Finding, headless, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
 from .plans import Change, diff, register_target
@@ -354,7 +354,8 @@ def rollback(cluster: kube.Cluster, namespace: str, name: str, to_revision: int 
     return [Change(operation="patch", kind="Deployment", namespace=namespace, name=name,
                    diff=diff(live, template, "spec.template"), body={"spec": {"template": merge_patch(live, template)}},
                    precondition={"generation": d["metadata"].get("generation"), "from_revision": current,
-                                 "to_revision": target["revision"]})]
+                                 "to_revision": target["revision"]},
+                   resource_version=d["metadata"].get("resourceVersion"))]
 
 
 def silence(_cluster: Any, alertmanager: str, matchers: list[str], duration: str, comment: str,
@@ -366,6 +367,11 @@ def silence(_cluster: Any, alertmanager: str, matchers: list[str], duration: str
 
 class AlertmanagerTarget:
     """Applies silence changes through the Alertmanager API v2 (validated locally on dry run)."""
+
+    def identity(self, run: Run) -> dict[str, Any]:
+        """Which Alertmanager: its URL (without credentials), part of the plan id."""
+        url = str(getattr(run.params, "alertmanager_url", "") or "")
+        return {"url": re.sub(r"//[^/@]*@", "//", url).rstrip("/")}
 
     def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
         url = getattr(run.params, "alertmanager_url", None)
@@ -446,6 +452,18 @@ class Sources(dict):
         super().__init__(*args, **kw)
         self.why: dict[str, str] = {}
 
+    run: Any = None
+
+    def degrade(self, name: str, exc: Exception) -> None:
+        """A source went down after its check (killed mid-query): its section empties, the run goes on."""
+        self[name] = None
+        self.why[name] = f"{SOURCE_TITLES.get(name, name)} went down during the run"
+        if self.run is not None:
+            self.run.source(name, False, f"{type(exc).__name__}: {exc}")
+            self.run.finding(f"data-source-down/{name}", "warning",
+                             f"{name} went down during the run: its section is incomplete",
+                             detail=cut(str(exc)), resource=name)
+
 
 SOURCE_TITLES = {"prometheus": "Prometheus", "alertmanager": "Alertmanager", "logs": "Elasticsearch (logs)"}
 SOURCE_URLS = {"prometheus": "prometheus_url", "alertmanager": "alertmanager_url", "logs": "elasticsearch_url"}
@@ -466,6 +484,7 @@ def check_sources(run: Run, sources: dict[str, Any]) -> Sources:
               "logs": probe_logs}
     env = getattr(run, "env", None)
     usable = Sources()
+    usable.run = run
     for name, conn in sources.items():
         if conn is None:
             why = not_configured(name, env)
@@ -480,11 +499,21 @@ def check_sources(run: Run, sources: dict[str, Any]) -> Sources:
     return usable
 
 
+def _degrade(sources: dict[str, Any], name: str, exc: Exception) -> None:
+    if isinstance(sources, Sources):
+        sources.degrade(name, exc)
+    else:
+        sources[name] = None
+
+
 def gather_alerts(sources: dict[str, Any], params: IncidentParams) -> pd.DataFrame:
     am = sources.get("alertmanager")
-    if am is None:
-        return pd.DataFrame(columns=alerts.ALERT_COLUMNS)
-    return service_alerts(am, params.namespace, params.service, params.alert_name)
+    if am is not None:
+        try:
+            return service_alerts(am, params.namespace, params.service, params.alert_name)
+        except SOURCE_ERRORS as exc:
+            _degrade(sources, "alertmanager", exc)
+    return pd.DataFrame(columns=alerts.ALERT_COLUMNS)
 
 
 def gather_signals(sources: dict[str, Any], params: IncidentParams, start: datetime, end: datetime) -> Signals:
@@ -492,7 +521,11 @@ def gather_signals(sources: dict[str, Any], params: IncidentParams, start: datet
     if prom is None:
         why = getattr(sources, "why", {}).get("prometheus") or "Prometheus is not configured"
         return Signals(pd.DataFrame(), pd.DataFrame(), missing=why + ".")
-    return signals(prom, params, start, end)
+    try:
+        return signals(prom, params, start, end)
+    except SOURCE_ERRORS as exc:
+        _degrade(sources, "prometheus", exc)
+    return Signals(pd.DataFrame(), pd.DataFrame(), missing="Prometheus went down during the run.")
 
 
 @dataclass
@@ -514,10 +547,14 @@ def gather_logs(sources: dict[str, Any], params: IncidentParams, start: datetime
         return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame(),
                        missing=why + ".")
     ns, svc = params.namespace, params.service
-    hist = logs.volume_histogram(src, ns, svc, start=start, end=end)
-    top = logs.top_errors(src, ns, svc, start=start, end=end, limit=10)
-    pod = worst_pod(pods)
-    samples = logs.sample_lines(src, ns, svc, pod=pod, around=around or end, n=40) if pod else pd.DataFrame()
+    try:
+        hist = logs.volume_histogram(src, ns, svc, start=start, end=end)
+        top = logs.top_errors(src, ns, svc, start=start, end=end, limit=10)
+        pod = worst_pod(pods)
+        samples = logs.sample_lines(src, ns, svc, pod=pod, around=around or end, n=40) if pod else pd.DataFrame()
+    except SOURCE_ERRORS as exc:
+        _degrade(sources, "logs", exc)
+        return LogView(pd.DataFrame(columns=["time", "level", "pod", "count"]), pd.DataFrame(), pd.DataFrame())
     return LogView(hist, top, samples, pod)
 
 

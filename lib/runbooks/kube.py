@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from .errors import (
     Unavailable,
     cut,
 )
+from .secrets import client_secrets, redact_text
 
 PAGE_SIZE = 500
 
@@ -193,17 +195,33 @@ def translate(e: ApiException | urllib3.exceptions.HTTPError | OSError, what: st
     return Unavailable(f"{prefix}the API server cannot be reached: {cut(str(e))}")
 
 
+def scrubbed(cluster: Any, error: RunbookError) -> RunbookError:
+    """``error`` with the client's own credentials removed from its message (a library may quote them)."""
+    configuration = getattr(getattr(cluster, "api_client", None), "configuration", None)
+    values = [s.value for s in client_secrets(configuration)]
+    text = redact_text(str(error), values)
+    return error if text == str(error) else type(error)(text)
+
+
 def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
     """Prove the API answers and accepts our credentials; return its version."""
     try:
         # raw GETs: the generated API classes cost a second to import, a preflight needs none
-        version = json.loads(get_raw(cluster, "/version", timeout=timeout))
+        raw = get_raw(cluster, "/version", timeout=timeout)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise scrubbed(cluster, translate(e, f"API server {cluster.server}")) from None
+    except ValueError as e:  # the request could not be sent (a credential that is no header value ...)
+        raise InvalidInput(f"API server {cluster.server}: the request cannot be sent with this kubeconfig's "
+                           f"credentials ({type(e).__name__}); check the user entry of the context") from None
+    try:
+        version = json.loads(raw)
+    except ValueError:  # /version answered, but not with JSON: not a Kubernetes API server
+        raise Unavailable(f"API server {cluster.server}: /version is not JSON") from None
+    try:
         # /version is public on most clusters: also make one authenticated call
         get_raw(cluster, "/api/v1/namespaces", [("limit", 1)], timeout=timeout)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-        raise translate(e, f"API server {cluster.server}") from e
-    except ValueError as e:  # /version answered, but not with JSON: not a Kubernetes API server
-        raise Unavailable(f"API server {cluster.server}: /version is not JSON ({cut(str(e))})") from e
+        raise scrubbed(cluster, translate(e, f"API server {cluster.server}")) from None
     return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}
 
 
@@ -249,7 +267,36 @@ def preflight(params: Any) -> Cluster:
     cluster = connect(getattr(params, "kubeconfig", None), getattr(params, "kube_context", None))
     check_context(cluster, getattr(params, "expected_context", None))
     check_api(cluster)
+    check_namespaces(cluster, params)
     return cluster
+
+
+def check_namespaces(cluster: Cluster, params: Any) -> None:
+    """The namespaces a run names (the model's ``EXISTING_NAMESPACES`` fields) must exist.
+
+    Where reading namespaces is forbidden, they stay unchecked: ``cluster.unverified_namespaces``
+    lists them (the notebook records a warning finding).
+
+    Raises:
+        InvalidInput: naming each namespace that does not exist.
+    """
+    names: list[str] = []
+    for field in getattr(type(params), "EXISTING_NAMESPACES", ()):
+        value = getattr(params, field, None)
+        names.extend([value] if isinstance(value, str) else list(value or []))
+    missing, unverified = [], []
+    for name in dict.fromkeys(names):
+        try:
+            request(cluster, "GET", KINDS["Namespace"].path(None, name))
+        except NotFound:
+            missing.append(name)
+        except Forbidden:
+            unverified.append(name)
+    cluster.unverified_namespaces = unverified
+    if missing:
+        raise InvalidInput(f"namespace{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                           "does not exist in the cluster; allowed: existing namespaces "
+                           "(kubectl get namespaces)")
 
 
 def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
@@ -264,8 +311,19 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
     method, url, headers, _, _ = api.param_serialize(
         "GET", path, query_params=list(query or []), header_params={"Accept": "application/json"},
         auth_settings=["BearerToken"])
-    resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout)
-    resp.read()
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout)
+            resp.read()
+        except urllib3.exceptions.TimeoutError:
+            if attempt + 1 == READ_ATTEMPTS:
+                raise
+            _backoff(attempt)
+            continue
+        if resp.status in RETRIABLE and attempt + 1 < READ_ATTEMPTS:
+            _backoff(attempt)
+            continue
+        break
     if not 200 <= resp.status <= 299:
         err = ApiException(status=resp.status, reason=resp.reason)
         err.body = resp.data.decode("utf-8", "replace") if resp.data else ""
@@ -288,6 +346,16 @@ def get_text(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = 
         raise translate(e, f"GET {path}") from e
 
 
+READ_ATTEMPTS = 4
+"""Attempts of a read (GET) that got 429/5xx or timed out; writes are sent once (never blindly again)."""
+RETRIABLE = frozenset({429, 500, 502, 503, 504})
+BACKOFF_S = 0.25
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(BACKOFF_S * (2 ** attempt))
+
+
 def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
             body: Any = None, content_type: str = "application/json", timeout: float = 30.0) -> Any:
     """One request to the API server, JSON in and out, errors mapped by :func:`check_response`.
@@ -303,20 +371,52 @@ def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[s
     if body is not None:
         headers["Content-Type"] = content_type
     what = f"{method} {path}"
-    try:
-        method, url, headers, body, _ = api.param_serialize(
-            method=method, resource_path=path, query_params=list(query), header_params=headers,
-            body=body, auth_settings=["BearerToken"])
-        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
-        raw = response.read()
-        status = response.status
-    except ApiException as exc:
-        status, raw = exc.status or 0, exc.body or exc.reason or ""
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}") from exc
+    attempts = READ_ATTEMPTS if method == "GET" else 1  # a write is never sent blindly again
+    for attempt in range(attempts):
+        last = attempt + 1 == attempts
+        try:
+            verb, url, hdrs, data, _ = api.param_serialize(
+                method=method, resource_path=path, query_params=list(query), header_params=dict(headers),
+                body=body, auth_settings=["BearerToken"])
+            response = api.call_api(verb, url, header_params=hdrs, body=data, _request_timeout=timeout)
+            raw = response.read()
+            status = response.status
+        except ApiException as exc:
+            status, raw = exc.status or 0, exc.body or exc.reason or ""
+        except urllib3.exceptions.TimeoutError as exc:
+            if not last:
+                _backoff(attempt)
+                continue
+            raise scrubbed(cluster, Unavailable(f"{what}: the API server did not answer in {timeout:.0f} s"
+                                                + (f" ({attempts} attempts)" if attempts > 1 else ""))) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise scrubbed(cluster, Unavailable(f"{what}: cannot reach the API server: {cut(str(exc))}")) from None
+        if status in RETRIABLE and not last:
+            _backoff(attempt)
+            continue
+        break
     if 200 <= status < 300:
         return json.loads(raw) if raw else None
     raise check_response(status, raw, what)
+
+
+def identity(cluster: Any) -> dict[str, Any]:
+    """Which cluster this is: API server URL, context and the cluster's uid (part of a plan id).
+
+    The uid is the ``kube-system`` Namespace's ``metadata.uid``, created with the cluster
+    and never reused: two clusters built from the same manifests, or one recreated
+    behind the same URL, differ there. Where reading it is forbidden it is None
+    (the server URL still binds the plan).
+    """
+    if not hasattr(cluster, "_cluster_uid"):
+        try:
+            ns = request(cluster, "GET", KINDS["Namespace"].path(None, "kube-system"))
+            uid = ((ns or {}).get("metadata") or {}).get("uid")
+        except (NotFound, Forbidden):
+            uid = None
+        cluster._cluster_uid = uid  # the uid of a cluster never changes: read it once per connection
+    return {"server": str(getattr(cluster, "server", "") or "").rstrip("/"),
+            "context": getattr(cluster, "context", None), "cluster_uid": cluster._cluster_uid}
 
 
 def kind_for(cluster: Cluster, api_version: str, kind: str) -> Kind:

@@ -69,6 +69,7 @@ from elasticsearch import (
 
 from .durations import positive_timedelta
 from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
+from .secrets import check_transport
 
 DEFAULT_INDEX = "logstash-*"
 ERROR_LEVELS = (
@@ -150,6 +151,7 @@ def connect(
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"log store url {url!r} must look like http(s)://host:port")
+    check_transport(url, "Elasticsearch", env)
     if not isinstance(index, str) or not index.strip() or _BAD_INDEX.search(index):
         raise InvalidInput(f"index pattern {index!r} must be index names or wildcards like 'logstash-*', "
                            "comma-separated, without spaces or any of \\ / ? \" < > | #")
@@ -242,11 +244,11 @@ def window(start: datetime | None = None, end: datetime | None = None, lookback:
 
 
 def _check_names(namespace, workload, pod, labels) -> None:
-    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
+    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.fullmatch(namespace)):
         raise InvalidInput(f"namespace {namespace!r} is not a Kubernetes namespace name "
                            "(lowercase letters, digits and '-', at most 63)")
     for name, value in (("workload", workload), ("pod", pod)):
-        if value is not None and not (isinstance(value, str) and _DNS_NAME.match(value)):
+        if value is not None and not (isinstance(value, str) and _DNS_NAME.fullmatch(value)):
             raise InvalidInput(f"{name} {value!r} is not a Kubernetes object name "
                                "(lowercase letters, digits, '-' and '.')")
     if labels is not None and (not isinstance(labels, Mapping) or

@@ -51,6 +51,7 @@ import pandas as pd
 
 from .durations import parse_duration
 from .errors import Forbidden, InvalidInput, Unavailable, cut, request_failed
+from .secrets import check_transport
 
 MAX_POINTS = 11_000
 """Prometheus refuses range queries of more than 11,000 points per series."""
@@ -134,6 +135,7 @@ def connect(url: str, *, verify: bool | str = True, timeout: float = 30.0, retri
 
     if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
         raise InvalidInput(f"Prometheus URL {url!r} is not an http(s) URL (e.g. http://127.0.0.1:9090)")
+    check_transport(url, "Prometheus")
     session = requests.Session()
     session.verify = verify
     headers = {}
@@ -341,7 +343,7 @@ def range_query(prom: Any, promql: str, start: Any, end: Any, step: Any = None, 
 
 
 def _check_name(what: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or len(value) > 253:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 253:
         raise InvalidInput(f"{what} {value!r} is not a Kubernetes name (lowercase letters, digits and '-')")
     return value
 

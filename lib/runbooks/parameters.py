@@ -13,9 +13,12 @@ Models forbid unknown names; names that look like credentials are refused
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -24,9 +27,15 @@ from .secrets import is_secret_name, secret_value_kind, shown
 
 
 class ParamsBase(BaseModel):
-    """Config shared by every parameter model: unknown names are refused."""
+    """Config shared by every parameter model: unknown names are refused.
+
+    ``MULTILINE`` names the text parameters that may hold line breaks; in every other
+    one a line break or control character is refused (:func:`validate_params`).
+    """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+    MULTILINE: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _approval_needs_apply_mode(self) -> ParamsBase:
@@ -54,6 +63,9 @@ class RunbookParams(ParamsBase):
     expected_context: str | None = None
     run_dir: str | None = None
 
+    EXISTING_NAMESPACES: ClassVar[tuple[str, ...]] = ()
+    """Fields naming namespaces that must exist (checked in preflight, ``kube.check_namespaces``)."""
+
 
 class MutatingParams(RunbookParams):
     """Parameters of a runbook that can change something: dry run by default."""
@@ -61,8 +73,21 @@ class MutatingParams(RunbookParams):
     dry_run: bool = True
     approve_plan: str | None = Field(default=None, pattern=r"^[0-9a-f]{12}$")
 
+    APPLY_PARAMETERS: ClassVar[tuple[str, ...]] = ()
+    """Parameters that change what applying a plan does beyond its changes (``auto_rollback``,
+    a timeout after which the apply rolls back ...): part of the plan id."""
+
 
 _BASE_FIELDS = MutatingParams.model_fields
+
+PROJECT_ROOT: ContextVar[str | None] = ContextVar("PROJECT_ROOT", default=None)
+"""The project being validated for (``runbooks run`` sets it); else ``$RUNBOOKS_HOME``, else the
+working directory (where a kernel of ``runbooks run`` runs)."""
+
+
+def project_root() -> Path:
+    """The project's root: files a run reads (values files) must be inside it."""
+    return Path(PROJECT_ROOT.get() or os.environ.get("RUNBOOKS_HOME") or ".").resolve()
 
 _REGISTRY: dict[str, type[ParamsBase]] = {}
 
@@ -189,6 +214,28 @@ def _describe_allowed(model: type[ParamsBase], field: str) -> str:
     return text + (" " + ", ".join(bounds) if bounds else "")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _control(value: Any) -> bool:
+    """Whether a text (or a text inside a list or mapping) holds a control character (tab is allowed)."""
+    if isinstance(value, str):
+        return bool(_CONTROL.search(value))
+    if isinstance(value, (list, tuple)):
+        return any(_control(v) for v in value)
+    if isinstance(value, dict):
+        return any(_control(k) or _control(v) for k, v in value.items())
+    return False
+
+
+def _numeric(annotation: Any) -> bool:
+    """int or float (or optional), where pydantic would silently take True for 1."""
+    import typing
+
+    args = typing.get_args(annotation) or (annotation,)
+    return bool({int, float} & set(args)) and bool not in args
+
+
 def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> ParamsBase:
     """Validate parameter values against a model, with messages an SRE can act on.
 
@@ -211,7 +258,7 @@ def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> Param
             )
         elif key not in model.model_fields:
             problems.append(
-                f"unknown parameter {key!r} (value {shown(value)}); known parameters: "
+                f"unknown parameter {key!r} (its value is not shown); known parameters: "
                 + (", ".join(known) or "none")
             )
         else:
@@ -221,6 +268,13 @@ def validate_params(model: type[ParamsBase], values: Mapping[str, Any]) -> Param
                     f"parameter {key!r} holds what looks like {kind}: credentials never travel "
                     "as parameters; use the kubeconfig or an environment variable"
                 )
+        if key in model.model_fields and isinstance(value, bool) and _numeric(model.model_fields[key].annotation):
+            problems.append(f"parameter {key!r} = {value!r} is not allowed: a number is needed, not true/false "
+                            f"(allowed: {_describe_allowed(model, key)})")
+        if key in model.model_fields and key not in getattr(model, "MULTILINE", ()) and _control(value):
+            problems.append(
+                f"parameter {key!r} = {shown(value)} holds a line break or control character; "
+                "allowed: one line of printable text")
     if problems:
         raise InvalidInput("; ".join(problems))
     try:

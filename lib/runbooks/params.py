@@ -10,22 +10,46 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .durations import parse_duration
 from .errors import InvalidInput
 from .parameters import MutatingParams, RunbookParams, register
+from .secrets import check_transport
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*\Z")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ALERT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_:.-]*")
+_INDEX = re.compile(r"[a-z0-9*][a-z0-9._*+-]*(,[a-z0-9*][a-z0-9._*+-]*)*")
+_HTTP_URL = re.compile(r"https?://[^\s/?#@]+(:\d{1,5})?(/[^\s]*)?")
+MAX_SILENCE_SECONDS = 30 * 86400
+MAX_COMMENT = 1000
+
+
+def check_url(value: str | None, what: str) -> str | None:
+    """An http(s) URL of a data source, checked whole (no spaces, no credentials in it)."""
+    if value is None:
+        return value
+    if not isinstance(value, str) or len(value) > 2048 or not _HTTP_URL.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not an http(s) URL without credentials "
+                         "(e.g. http://127.0.0.1:9090; credentials come from environment variables)")
+    return value
+
+
+def check_regex(value: str, what: str) -> str:
+    """A PromQL ``=~`` regex, compiled here so that a bad one exits 2 before a kernel starts."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{what} {value!r} is not a valid regular expression ({exc})") from None
+    return value
 
 
 def check_namespaces(value: list[str]) -> list[str]:
     """Namespace names as Kubernetes allows them (for pydantic validators: ValueError names the bad one)."""
     for ns in value:
-        if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.match(ns):
+        if not isinstance(ns, str) or len(ns) > 63 or not _NAMESPACE.fullmatch(ns):
             raise ValueError(f"namespace {ns!r} is not a valid namespace name (lowercase RFC 1123 "
                              "label: a-z, 0-9 and '-', at most 63 characters)")
     return value
@@ -34,6 +58,8 @@ def check_namespaces(value: list[str]) -> list[str]:
 @register("cluster-health")
 class ClusterHealthParams(RunbookParams):
     """Parameters of notebooks/cluster-health.ipynb (checked before a kernel starts and in preflight)."""
+
+    EXISTING_NAMESPACES = ("namespaces",)
 
     namespaces: list[str] = Field(default_factory=list)
     restart_threshold: int = Field(default=5, ge=1)
@@ -68,6 +94,8 @@ class ClusterHealthParams(RunbookParams):
 class IncidentParams(MutatingParams):
     """Parameters of notebooks/incident-investigation.ipynb."""
 
+    EXISTING_NAMESPACES = ("namespace",)
+
     namespace: str = "shop"
     service: str = "checkout"
     lookback: str = "6h"
@@ -85,19 +113,41 @@ class IncidentParams(MutatingParams):
     mitigation: Literal["none", "rollback", "silence"] = "none"
     rollback_to_revision: int | None = Field(default=None, ge=1)
     silence_duration: str = "2h"
-    silence_comment: str = "Investigating with the incident-investigation runbook"
+    silence_comment: str = Field(default="Investigating with the incident-investigation runbook",
+                                 min_length=1, max_length=MAX_COMMENT)
 
     @field_validator("namespace", "service")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _NAMESPACE.match(value or "") or len(value) > 63:
-            raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-')")
+        if len(value) > 63:
+            raise ValueError(f"{value!r} is {len(value)} characters long; the limit is 63")
+        if not _NAMESPACE.fullmatch(value or ""):
+            raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 label: a-z, 0-9, '-', "
+                             "at most 63 characters)")
+        return value
+
+    @field_validator("prometheus_url", "alertmanager_url", "elasticsearch_url")
+    @classmethod
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        return check_url(value, info.field_name)
+
+    @field_validator("ingress")
+    @classmethod
+    def _ingress(cls, value: str) -> str:
+        return check_regex(value, "ingress")
+
+    @field_validator("log_index")
+    @classmethod
+    def _log_index(cls, value: str) -> str:
+        if len(value) > 255 or not _INDEX.fullmatch(value):
+            raise ValueError(f"log_index {value!r} is not an index pattern (lowercase index names or "
+                             "wildcards, comma-separated, no spaces, e.g. logstash-*)")
         return value
 
     @field_validator("alert_name")
     @classmethod
     def _alert_name(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 128 or not _ALERT_NAME.match(value)):
+        if value is not None and (len(value) > 128 or not _ALERT_NAME.fullmatch(value)):
             raise ValueError(f"alert_name {value!r} is not an alert name (letters, digits, '_', ':', '.' "
                              "and '-', starting with a letter or '_')")
         return value
@@ -108,6 +158,13 @@ class IncidentParams(MutatingParams):
         seconds = parse_duration(value)
         if seconds <= 0:
             raise ValueError(f"{value!r} must be a positive duration such as 30m, 6h or 2d")
+        return value
+
+    @field_validator("silence_duration")
+    @classmethod
+    def _silence_bound(cls, value: str) -> str:
+        if parse_duration(value) > MAX_SILENCE_SECONDS:
+            raise ValueError(f"silence_duration {value!r} is longer than 30d, the longest silence allowed")
         return value
 
     @field_validator("queries")
@@ -121,6 +178,13 @@ class IncidentParams(MutatingParams):
         if unknown:
             raise ValueError(f"unknown query names {unknown}; known: {', '.join(sorted(DEFAULT_QUERIES))}")
         return value
+
+    @model_validator(mode="after")
+    def _transport(self) -> IncidentParams:
+        for url, source in ((self.prometheus_url, "Prometheus"), (self.alertmanager_url, "Alertmanager"),
+                            (self.elasticsearch_url, "Elasticsearch")):
+            check_transport(url, source)
+        return self
 
     @model_validator(mode="after")
     def _window(self) -> IncidentParams:
@@ -226,6 +290,6 @@ class ReachabilityParams(RunbookParams):
     @classmethod
     def _controller(cls, value: str) -> str:
         ns, _, name = value.partition("/")
-        if value and not (_NAMESPACE.match(ns) and _NAMESPACE.match(name)):
+        if value and not (_NAMESPACE.fullmatch(ns) and _NAMESPACE.fullmatch(name)):
             raise ValueError(f"{value!r} is not namespace/name of a Deployment")
         return value

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, mod
 
 from . import kube
 from .errors import (
+    ApplyConflict,
     ApplyFailed,
     Conflict,
     InvalidInput,
@@ -63,6 +64,10 @@ class Change(BaseModel):
         precondition: facts about the object the change was planned against
             (e.g. ``{"generation": 4}``); part of the plan id, so a plan
             computed against a changed object gets another id.
+        resource_version: the object's ``metadata.resourceVersion`` when the plan
+            was computed. Not part of the id (controllers bump it all the time), but
+            every write of an approved plan carries the one its recomputation saw, so
+            the API server refuses (409) a write to an object changed since.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,6 +81,7 @@ class Change(BaseModel):
     precondition: dict[str, Any] = {}
     subresource: Literal["status", "scale"] | None = None
     target: str = "kubernetes"
+    resource_version: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Change:
@@ -136,15 +142,32 @@ class Change(BaseModel):
             "resource": self.resource,
             "diff": self.diff,
             "precondition": self.precondition,
+            **({"resource_version": self.resource_version} if self.resource_version else {}),
         }
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> str | None:
+    """``metadata.resourceVersion`` of an object a builder read (for :attr:`Change.resource_version`)."""
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion") or None
+
+
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class Plan:
     """An ordered list of changes with a stable id, and the builder that made it.
 
     The id is the first 12 hex digits of the SHA-256 of the canonical JSON of
-    the changes: the same changes planned against the same objects give the
-    same id in any process, and any difference gives another.
+    the changes and of the plan's *binding*: the environment name, the
+    identity of every system it changes (API server URL and cluster uid,
+    Alertmanager's URL, Helm's release, namespace and context) and the
+    parameters that change what applying does (``runbook.Run.bind`` sets it).
+    The same changes planned against the same objects of the same cluster give
+    the same id in any process; any difference, including another cluster
+    started from the same scenario or another environment, gives another.
+    An unbound plan's id is :attr:`digest`.
     """
 
     def __init__(
@@ -152,24 +175,26 @@ class Plan:
         changes: Iterable[Change],
         builder: Callable[..., Iterable[Change]] | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        binding: Mapping[str, Any] | None = None,
     ) -> None:
         self.changes: tuple[Change, ...] = tuple(changes)
         self.builder = builder
         self.kwargs = dict(kwargs or {})
+        self.binding: dict[str, Any] = dict(binding or {})
         self.validated: bool = False
         self.validation: list[str] = []
 
     @property
+    def digest(self) -> str:
+        """Short hash of the canonical changes alone (what a builder keys its own details by)."""
+        return _hash([c.canonical() for c in self.changes])
+
+    @property
     def id(self) -> str:
-        """Short hash of the canonical plan."""
-        text = json.dumps(
-            [c.canonical() for c in self.changes],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-            default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Short hash of the canonical plan and its binding (the id an approval names)."""
+        if not self.binding:
+            return self.digest
+        return _hash({"binding": self.binding, "changes": [c.canonical() for c in self.changes]})
 
     def __len__(self) -> int:
         return len(self.changes)
@@ -181,6 +206,7 @@ class Plan:
         """The plan section of summary.json."""
         return {
             "id": self.id,
+            "binding": self.binding,
             "changes": [c.public() for c in self.changes],
             "validated": self.validated,
             "applied": applied,
@@ -190,7 +216,9 @@ class Plan:
         """Build the plan again from the current state (same builder and arguments)."""
         if self.builder is None:
             raise PlanInvalid("this plan has no builder to recompute it with")
-        return build_plan(cluster, self.builder, self.kwargs)
+        fresh = build_plan(cluster, self.builder, self.kwargs)
+        fresh.binding = dict(self.binding)  # the caller binds it again to what it sees now (Run.guard)
+        return fresh
 
 
 def build_plan(cluster: Any, builder: Callable[..., Iterable[Change]], kwargs: Mapping[str, Any]) -> Plan:
@@ -223,19 +251,32 @@ class Target(Protocol):
     ``send`` applies a change, or validates it without applying when
     ``dry_run`` is true (the Kubernetes target uses the server's ``dryRun=All``);
     ``current`` returns the object as it is now, for the backup taken before
-    applying (None when there is nothing to back up).
+    applying (None when there is nothing to back up); ``identity`` says which
+    system the changes go to (part of the plan id, see :class:`Plan`).
     """
 
     def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any: ...
 
     def current(self, run: Any, change: Change) -> Any: ...
 
+    def identity(self, run: Any) -> dict[str, Any]: ...
+
 
 class KubernetesTarget:
     """Changes sent to the API server: merge patches, creates and deletes, ``dryRun=All`` to validate."""
 
+    def identity(self, run: Any) -> dict[str, Any]:
+        return kube.identity(run.cluster)
+
     def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any:
         body = materialize(change.body, now) if change.body is not None else None
+        if change.resource_version and not dry_run:  # optimistic concurrency: a 409 if it changed since
+            if change.operation == "patch":
+                body = {**(body or {}), "metadata": {**((body or {}).get("metadata") or {}),
+                                                     "resourceVersion": change.resource_version}}
+            elif change.operation == "delete":
+                body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                        "preconditions": {"resourceVersion": change.resource_version}}
         return kube.request(
             run.cluster, _METHODS[change.operation], path(change, with_name=change.operation != "create"),
             query=[("dryRun", "All")] if dry_run else [], body=body,
@@ -293,6 +334,7 @@ def rollout_restart(cluster: Any, namespace: str, name: str, kind: str = "Deploy
             }],
             body={"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: APPLY_TIME}}}}},
             precondition={"generation": (obj.get("metadata") or {}).get("generation")},
+            resource_version=resource_version(obj),
         )
     ]
 
@@ -393,20 +435,72 @@ def apply(run: Any, fresh: Plan, audit: AuditLog) -> list[dict[str, Any]]:
 
     The caller has decided the plan may be applied and recomputed it
     (``runbook.Run.guard``); the first refused change stops the apply (later
-    changes are not sent).
+    changes are not sent). Kubernetes writes carry the resourceVersion the
+    recomputed plan saw: an object changed since (a ``kubectl set image`` in
+    between) is refused by the API server, never overwritten.
 
     Raises:
+        ApplyConflict: an object changed after the plan was recomputed (HTTP 409;
+            exit 2). Recorded in the audit log; later changes were not sent.
         ApplyFailed: the target refused a change (recorded in the audit log).
     """
     results = []
     for change in fresh.changes:
-        audit.backup(change, TARGETS[change.target].current(run, change))
-        now = iso(utcnow())
-        try:
-            TARGETS[change.target].send(run, change, dry_run=False, now=now)
-        except RunbookError as exc:
-            audit.write(fresh.id, change, f"failed: {cut(str(exc))}", now)
-            raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc
-        results.append(audit.write(fresh.id, change, "applied", now))
+        with _interrupt_after() as interrupted:  # each change is sent and audited, or not sent
+            results.append(_apply_one(run, fresh, change, audit, len(results)))
+        if interrupted:
+            raise KeyboardInterrupt(f"interrupted after {len(results)} of {len(fresh.changes)} change(s) of "
+                                    f"plan {fresh.id}; audit.jsonl lists exactly those")
     record("plan", fresh.public(applied=True))
     return results
+
+
+class _interrupt_after:
+    """Hold SIGINT (an interrupted kernel, Ctrl-C) until the change being applied is sent and audited.
+
+    A change cut off between its write and its audit line would be applied and unrecorded; held
+    here, the interrupt stops the apply right after it instead (the context is truthy then).
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.previous: Any = None
+
+    def __bool__(self) -> bool:
+        return self.hit
+
+    def __enter__(self) -> _interrupt_after:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _apply_one(run: Any, fresh: Plan, change: Change, audit: AuditLog, earlier: int) -> dict[str, Any]:
+    """Back up, send and audit one change (``earlier``: how many of the plan were applied before it)."""
+    audit.backup(change, TARGETS[change.target].current(run, change))
+    now = iso(utcnow())
+    try:
+        TARGETS[change.target].send(run, change, dry_run=False, now=now)
+    except Conflict as exc:
+        audit.write(fresh.id, change, f"conflict: {cut(str(exc))}", now)
+        done = f"; {earlier} earlier change(s) were applied (audit.jsonl)" if earlier else ""
+        raise ApplyConflict(
+            f"{change.operation} {change.resource} was refused: the object changed after the plan was "
+            f"recomputed ({exc}). It and the changes after it were not applied{done}; review a new "
+            "dry run and approve its id") from exc
+    except RunbookError as exc:
+        audit.write(fresh.id, change, f"failed: {cut(str(exc))}", now)
+        raise ApplyFailed(f"{change.operation} {change.resource} failed: {exc}") from exc
+    return audit.write(fresh.id, change, "applied", now)

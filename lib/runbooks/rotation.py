@@ -86,6 +86,7 @@ BACKUP_TIME = "kube-runbooks.io/backed-up-at"
 BACKUP_TYPE = "kube-runbooks.io/backup-of-type"
 CM_API = "/apis/cert-manager.io/v1"
 ACME_API = "/apis/acme.cert-manager.io/v1"
+_DOMAIN_SUFFIX = re.compile(r"\.?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\Z")
 
 
@@ -137,7 +138,7 @@ class ReplacementFiles(BaseModel):
 
 
 def _check_object(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _OBJECT.match(value):
+    if not isinstance(value, str) or not _OBJECT.fullmatch(value):
         raise ValueError(f"{what} {value!r} is not 'namespace/name' (lowercase RFC 1123 names)")
     return value
 
@@ -145,6 +146,9 @@ def _check_object(value: str, what: str) -> str:
 @register("certificate-rotation")
 class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
+
+    APPLY_PARAMETERS = ("renew_timeout_seconds",)
+    EXISTING_NAMESPACES = ("namespaces",)
 
     namespaces: list[str] = Field(default_factory=list)
     warning_days: int = Field(default=30, ge=0)
@@ -177,6 +181,15 @@ class CertificateRotationParams(MutatingParams):
     def _valid_files(cls, value: dict[str, ReplacementFiles]) -> dict[str, ReplacementFiles]:
         for k in value:
             _check_object(k, "replacement_files key")
+        return value
+
+    @field_validator("internal_domains")
+    @classmethod
+    def _valid_domains(cls, value: list[str]) -> list[str]:
+        for d in value:
+            if not isinstance(d, str) or len(d) > 253 or not _DOMAIN_SUFFIX.fullmatch(d):
+                raise ValueError(f"internal domain {d!r} is not a domain suffix such as .internal or "
+                                 "corp.example.com (an empty one would match every host)")
         return value
 
     @field_validator("ingress_controller", "rollback_backup")
@@ -661,6 +674,7 @@ def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> Change
               "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())
                        if k in ("tls.crt", "tls.key", "ca.crt")}},
         precondition={"sha256": d.current_sha256},
+        resource_version=meta.get("resourceVersion"),
     )
 
 
@@ -689,6 +703,9 @@ class CertManagerRenewal:
     """
 
     poll = 1.0
+
+    def identity(self, run: Run) -> dict[str, Any]:
+        return kube.identity(run.cluster)
 
     def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
         cluster = run.cluster

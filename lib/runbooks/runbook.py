@@ -151,14 +151,48 @@ class Run:
             raise PlanInvalid("no Kubernetes connection: start() with kubeconfig parameters first")
         return self.cluster
 
+    @property
+    def env(self) -> str:
+        """The environment name (``runbooks run --env`` passes it as ``$RUNBOOKS_ENV``; '' if unknown)."""
+        return os.environ.get("RUNBOOKS_ENV", "")
+
+    def binding(self, plan: Plan, **extra: Any) -> dict[str, Any]:
+        """What a plan's id is bound to besides its changes (see :class:`~runbooks.plans.Plan`).
+
+        The environment name, the identity of each system the plan changes (the
+        target's ``identity``: API server URL, context and cluster uid; Alertmanager's
+        URL ...), the values of the model's ``APPLY_PARAMETERS``, and ``extra``
+        (e.g. Helm's release, namespace and context).
+        """
+        identities = {}
+        for name in sorted({c.target for c in plan.changes}):
+            identity = getattr(plans.TARGETS.get(name), "identity", None)
+            if identity is not None:
+                identities[name] = identity(self)
+        names = getattr(type(self.params), "APPLY_PARAMETERS", ())
+        return {
+            "env": self.env,
+            "targets": identities,
+            "parameters": {k: getattr(self.params, k, None) for k in names},
+            **extra,
+        }
+
+    def bind(self, plan: Plan, **extra: Any) -> Plan:
+        """Bind ``plan``'s id to this run's environment, targets and parameters (returns ``plan``)."""
+        plan.binding = self.binding(plan, **extra)
+        return plan
+
     def plan(self, builder: Callable[..., Iterable[Change]], /, **kwargs: Any) -> Plan:
         """Compute a plan with ``builder(cluster, **kwargs)``, dry-run it on the server, show it.
+
+        The plan's id is bound to this run (:meth:`bind`): the same changes on another
+        cluster or in another environment get another id.
 
         Raises:
             PlanInvalid: the builder refused (e.g. the object does not exist)
                 or the server's dry run rejected a change. Nothing was changed.
         """
-        plan = plans.dry_run(self, plans.build_plan(self._require_cluster(), builder, kwargs))
+        plan = plans.dry_run(self, self.bind(plans.build_plan(self._require_cluster(), builder, kwargs)))
         self.last_plan = plan
         record("plan", plan.public(applied=False))
         report.show_plan(plan, self.approval_hint(plan))
@@ -171,6 +205,9 @@ class Run:
         if getattr(self.params, "approve_plan", None) == plan.id:
             return f"Approved plan id: {plan.id}."
         command = f"runbooks run {self.runbook} --env {self.env or 'ENV'} --approve {plan.id}"
+        if self.resumes(plan):
+            return (f"Resuming approved plan {self.params.approve_plan}: its {len(plan.changes)} change(s) left "
+                    f"after an interrupted apply (plan id {plan.id}).")
         if self._offers(plan):
             return f"Dry run: nothing was changed. To apply {what}, click the button below, or headless: {command}"
         return f"Dry run: nothing was changed. To apply {what} headless: {command}"
@@ -187,6 +224,8 @@ class Run:
         """
         approve = getattr(self.params, "approve_plan", None)
         ids = [p.id for p in candidates if p is not None]
+        if any(self.resumes(p) for p in candidates if p is not None):
+            return
         if approve and approve not in ids:
             raise PlanMismatch(
                 f"approved plan {approve} does not match the plan(s) computed now ({', '.join(ids) or 'none'}): "
@@ -194,8 +233,45 @@ class Run:
                 "the new plan and approve its id")
 
     def approved(self, plan: Plan) -> bool:
-        """Whether this run was started with ``--approve`` naming this plan."""
-        return bool(plan.changes) and getattr(self.params, "approve_plan", None) == plan.id
+        """Whether this run was started with ``--approve`` naming this plan, or the interrupted
+        apply of an approved plan that this plan finishes (:meth:`resumes`)."""
+        if not plan.changes:
+            return False
+        return getattr(self.params, "approve_plan", None) == plan.id or self.resumes(plan)
+
+    def resumes(self, plan: Plan) -> bool:
+        """Whether ``plan`` is what is left of the approved plan after an interrupted apply.
+
+        An earlier run of this runbook in this environment (a sibling run directory) applied part
+        of the approved plan and stopped (interrupted, a conflict, a failure). Re-running it with the
+        same ``--approve`` finishes the job: allowed when this plan, bound to the same environment and
+        targets, is exactly the approved plan's changes that its audit does not list as applied.
+        """
+        approve, run_dir = getattr(self.params, "approve_plan", None), getattr(self.params, "run_dir", None)
+        if not approve or not run_dir or not plan.changes or approve == plan.id:
+            return False
+        import json
+
+        def key(change: Mapping[str, Any]) -> tuple:
+            return (change.get("operation"), change.get("resource"),
+                    json.dumps(change.get("diff"), sort_keys=True), json.dumps(change.get("precondition"), sort_keys=True))
+
+        wanted = [key(c) for c in plan.public()["changes"]]
+        for path in sorted(Path(run_dir).parent.glob("*/summary.json")):
+            try:
+                earlier = (json.loads(path.read_text(encoding="utf-8")).get("plan") or {})
+            except (OSError, ValueError):
+                continue
+            if earlier.get("id") != approve or earlier.get("binding") != plan.binding:
+                continue
+            applied = {(c.get("change") or {}).get("resource") for c in earlier.get("applied_changes") or []
+                       if c.get("result") == "applied"}
+            if not applied:
+                continue
+            left = [key(c) for c in earlier.get("changes") or [] if c.get("resource") not in applied]
+            if left == wanted:
+                return True
+        return False
 
     def offer(self, plan: Plan, apply: Callable[[], Any], label: str = "Apply plan") -> None:
         """Interactive dry runs only: a button naming the plan id that calls ``apply()`` once."""
@@ -216,7 +292,10 @@ class Run:
                 f"applying a plan needs expected_context ({where}) so that "
                 "changes never reach a cluster by accident; nothing was applied")
         self._require_cluster()
-        fresh = plan.recompute(self.cluster) if plan.builder is not None else plan
+        fresh = plan
+        if plan.builder is not None:
+            extra = {k: v for k, v in plan.binding.items() if k not in ("env", "targets", "parameters")}
+            fresh = self.bind(plan.recompute(self.cluster), **extra)
         if fresh.id != plan.id:
             raise PlanMismatch(f"plan {plan.id} changed to {fresh.id} just before applying: nothing was applied")
         fresh.validated, fresh.validation = plan.validated, plan.validation
@@ -331,6 +410,11 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
             expected_context=getattr(params, "expected_context", None),
         )
         run.source("kubernetes", True, f"context {info['kube_context']} at {info['server']}")
+        unverified = getattr(cluster, "unverified_namespaces", None)
+        if unverified:
+            run.finding("namespaces-unverified", "warning",
+                        f"namespaces {', '.join(unverified)} could not be checked (listing namespaces is forbidden)",
+                        detail="the run goes on; a namespace that does not exist shows no objects")
     record("run", info)
     record("preflight", {"ok": True})
     _record_errors()

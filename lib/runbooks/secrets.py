@@ -84,12 +84,15 @@ def kubeconfig_secrets(path: str | os.PathLike[str] | None) -> list[Secret]:
     if not path:
         return []
     try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):  # not a kubeconfig: connect() says so
         return []
+    users = config.get("users") if isinstance(config, dict) else None
     out: list[Secret] = []
-    for entry in config.get("users") or []:
-        user = (entry or {}).get("user") or {}
+    for entry in users if isinstance(users, list) else []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(user, dict):
+            continue
         for field, kind in _KUBECONFIG_USER_FIELDS.items():
             value = user.get(field)
             if isinstance(value, str) and len(value) >= 8:
@@ -102,7 +105,9 @@ def kubeconfig_secrets(path: str | os.PathLike[str] | None) -> list[Secret]:
                 value = ""
             if len(value) >= 8:
                 out.append(Secret("kubeconfig bearer token", value))
-        provider = (user.get("auth-provider") or {}).get("config") or {}
+        provider = (user.get("auth-provider") or {}).get("config") or {} \
+            if isinstance(user.get("auth-provider"), dict) else {}
+        provider = provider if isinstance(provider, dict) else {}
         for field in _AUTH_PROVIDER_FIELDS:
             value = provider.get(field)
             if isinstance(value, str) and len(value) >= 8:
@@ -120,9 +125,36 @@ def env_secrets(environ: Mapping[str, str] | None = None) -> list[Secret]:
     return out
 
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def in_cluster_secrets(path: str = SERVICE_ACCOUNT_TOKEN) -> list[Secret]:
+    """The pod's ServiceAccount token, when running in a cluster."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return []
+    return [Secret("in-cluster ServiceAccount token", value)] if len(value) >= 8 else []
+
+
+def client_secrets(configuration: Any) -> list[Secret]:
+    """Credentials a connected Kubernetes client holds (an exec plugin's token, a refreshed one)."""
+    out = []
+    for value in (getattr(configuration, "api_key", None) or {}).values():
+        if isinstance(value, str):
+            token = value.removeprefix("Bearer ").strip()
+            if len(token) >= 8:
+                out.append(Secret("Kubernetes client token", token))
+    password = getattr(configuration, "password", None)
+    if isinstance(password, str) and len(password) >= 8:
+        out.append(Secret("Kubernetes client password", password))
+    return out
+
+
 def known_secrets(kubeconfig: str | os.PathLike[str] | None = None,
-                  environ: Mapping[str, str] | None = None) -> list[Secret]:
-    """Every secret value to look for: the kubeconfig's credentials and secret env values.
+                  environ: Mapping[str, str] | None = None, extra: Iterable[Secret] = ()) -> list[Secret]:
+    """Every secret value to look for: the kubeconfig's credentials, secret env values, the
+    in-cluster token and ``extra`` (e.g. :func:`client_secrets`, vault values).
 
     ``kubeconfig`` defaults to ``$KUBECONFIG`` (first file) or ``~/.kube/config``.
     """
@@ -132,33 +164,118 @@ def known_secrets(kubeconfig: str | os.PathLike[str] | None = None,
         kubeconfig = kc
     seen: set[str] = set()
     out = []
-    for s in kubeconfig_secrets(kubeconfig) + env_secrets(environ):
+    for s in kubeconfig_secrets(kubeconfig) + env_secrets(environ) + in_cluster_secrets() + list(extra):
         if s.value not in seen:
             seen.add(s.value)
             out.append(s)
     return out
 
 
+def _b64_at(raw: bytes, offset: int, alphabet: Any = base64.b64encode) -> str:
+    """The base64 characters that encode ``raw`` wherever it starts ``offset`` bytes into a value.
+
+    Only the characters fully determined by ``raw`` are kept: the first and last ones
+    depend on the bytes around it.
+    """
+    text = alphabet(b"\0" * offset + raw).decode().rstrip("=")
+    head = {0: 0, 1: 2, 2: 3}[offset]
+    tail = ((offset + len(raw)) * 8) // 6  # characters fully inside offset + raw
+    return text[head:tail]
+
+
 def _needles(secret: Secret) -> Iterator[str]:
-    yield secret.value
-    escaped = html.escape(secret.value)
-    if escaped != secret.value:
+    """The secret as it may appear: raw, escaped, base64 at each of the three offsets (standard and
+    URL-safe alphabets), hex and URL-encoded."""
+    from urllib.parse import quote
+
+    value = secret.value
+    yield value
+    escaped = html.escape(value)
+    if escaped != value:
         yield escaped
-    dumped = json.dumps(secret.value)[1:-1]
-    if dumped != secret.value:
+    dumped = json.dumps(value)[1:-1]
+    if dumped != value:
         yield dumped
-    yield base64.b64encode(secret.value.encode()).decode().rstrip("=")
+    raw = value.encode()
+    for offset in (0, 1, 2):
+        for alphabet in (base64.b64encode, base64.urlsafe_b64encode):
+            text = _b64_at(raw, offset, alphabet)
+            if len(text) >= 8:
+                yield text
+    yield raw.hex()
+    yield raw.hex().upper()
+    quoted = quote(value, safe="")
+    if quoted != value:
+        yield quoted
 
 
 def scan_text(text: str, secrets: Iterable[Secret], where: str) -> list[Leak]:
     """Leaks in one piece of text: PEM private keys and any known secret value."""
     leaks = []
-    if PEM_BLOCK.search(text):
+    folded = fold(text)
+    if PEM_BLOCK.search(text) or _PEM_FOLDED.search(folded):
         leaks.append(Leak(PEM_KIND, where))
+    for kind, shape in SHAPES:
+        if shape.search(text) or shape.search(folded):
+            leaks.append(Leak(kind, where))
+    kind = encoded_key(fold(PEM_BLOCK.sub("", text)))  # a PEM block's body is that key again: one leak
+    if kind:
+        leaks.append(Leak(kind, where))
     for secret in secrets:
-        if any(n in text for n in _needles(secret)):
+        if any(n in text or n in folded for n in _needles(secret)):
             leaks.append(Leak(secret.kind, where))
     return leaks
+
+
+SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("JSON Web Token", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    ("AWS access key id", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])")),
+    ("GitHub token", re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})")),
+    ("Slack token", re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("PGP private key", re.compile(r"-----BEGIN PGP PRIVATE KEY BLOCK-----")),
+    ("PuTTY private key", re.compile(r"PuTTY-User-Key-File-\d+:")),
+)
+"""Shapes of secrets nobody told us about: tokens and keys recognisable by their form."""
+
+_PEM_FOLDED = re.compile(r"-----BEGIN[A-Z0-9]*PRIVATEKEY-----")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{44,}={0,2}")
+_FOLD = re.compile(r"(?:\\n|\\r|\s|\"\s*\+?\s*\")+")
+
+
+def fold(text: str) -> str:
+    """``text`` without line breaks, escaped line breaks and spaces (a token split over lines)."""
+    return _FOLD.sub("", text)
+
+
+def _der_private_key(data: bytes) -> bool:
+    """ASN.1 DER of a private key: SEQUENCE, then version INTEGER 0 or 1, then an INTEGER,
+    SEQUENCE or OCTET STRING (PKCS#1 RSA, PKCS#8, SEC1 EC). A certificate's SEQUENCE
+    starts with another SEQUENCE and does not match."""
+    if len(data) < 8 or data[0] != 0x30:
+        return False
+    i = 2 if data[1] < 0x80 else 2 + (data[1] & 0x7F)
+    return data[i:i + 3] in (b"\x02\x01\x00", b"\x02\x01\x01") and len(data) > i + 3 and \
+        data[i + 3] in (0x02, 0x30, 0x04)
+
+
+def encoded_key(text: str) -> str | None:
+    """The kind of private key some base64 in ``text`` holds (PEM text, or DER with no header), if any."""
+    for match in _BASE64_RUN.finditer(text):
+        run = match.group(0).replace("-", "+").replace("_", "/").rstrip("=")
+        for start in (0, 1, 2, 3):  # the run may begin anywhere inside a 4-character group
+            chunk = run[start:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            try:
+                data = base64.b64decode(chunk[:4096])
+            except ValueError:
+                continue
+            if start == 0 and _der_private_key(data):
+                return "DER private key (base64)"
+            if b"PRIVATE KEY-----" in data or b"PRIVATE KEY BLOCK-----" in data:
+                return "PEM private key (base64)"
+            if b"-----BEGIN" in data and b"PRIVATE" in data:
+                return "PEM private key (base64)"
+    return None
 
 
 def _texts(value: Any) -> Iterator[str]:
@@ -198,6 +315,9 @@ def scan_notebook(nb: Mapping[str, Any], secrets: Iterable[Secret], name: str = 
 def _redact(value: Any, needles: list[str]) -> Any:
     if isinstance(value, str):
         value = PEM_BLOCK.sub(REDACTED, value)
+        for _, shape in SHAPES:
+            value = shape.sub(REDACTED, value)
+        value = _BASE64_RUN.sub(lambda m: REDACTED if encoded_key(m.group(0)) else m.group(0), value)
         for n in needles:
             value = value.replace(n, REDACTED)
         return value
@@ -270,8 +390,12 @@ SECRET_WORDS = frozenset(
     {
         "password", "passwd", "passphrase", "pwd", "secret", "secrets", "token", "tokens",
         "credential", "credentials", "creds", "apikey", "bearer", "privatekey", "cookie",
+        "pw", "pass", "pat", "authorization", "otp",
     }
 )
+_ENGLISH = frozenset({"bypass", "compass", "encompass", "surpass", "overpass", "underpass", "trespass"})
+SECRET_ENDINGS = ("pass", "passwd", "password", "pwd", "token", "secret")
+"""A word ending in one of these (``dbpass``, ``vaultpw`` is caught by ``pw``...) is secret-looking too."""
 """Words that make a parameter name secret-looking (compared per word)."""
 
 KEY_QUALIFIERS = frozenset(
@@ -315,7 +439,9 @@ def is_secret_name(name: str) -> bool:
     words = _words(name)
     if not words or words[-1] in REFERENCE_SUFFIXES:
         return False
-    if any(w in SECRET_WORDS for w in words):
+    if any(w in SECRET_WORDS or (w.endswith(SECRET_ENDINGS) and w not in _ENGLISH) for w in words):
+        return True
+    if "auth" in words and words[-1] in ("header", "headers", "value"):
         return True
     for i, w in enumerate(words):
         if w == "key" and (len(words) == 1 or (i > 0 and words[i - 1] in KEY_QUALIFIERS)):
@@ -350,3 +476,44 @@ def shown(value: Any, limit: int = 80) -> str:
         return REDACTED
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+CREDENTIAL_ENV: dict[str, tuple[str, ...]] = {
+    "Prometheus": ("PROMETHEUS_TOKEN", "PROMETHEUS_USERNAME", "PROMETHEUS_PASSWORD"),
+    "Alertmanager": ("ALERTMANAGER_TOKEN", "ALERTMANAGER_USERNAME", "ALERTMANAGER_PASSWORD"),
+    "Elasticsearch": ("ES_API_KEY", "ES_BEARER_TOKEN", "ES_USERNAME", "ES_PASSWORD"),
+}
+"""The environment variables each data source takes its credentials from."""
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(url: str | None, source: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to send credentials over plain http:// to anything but loopback.
+
+    Raises:
+        InvalidInput: naming the source, the URL's host and the variables holding credentials.
+    """
+    from urllib.parse import urlsplit
+
+    from .errors import InvalidInput
+
+    environ = os.environ if environ is None else environ
+    if not url:
+        return
+    parts = urlsplit(url)
+    given = [name for name in CREDENTIAL_ENV.get(source, ()) if environ.get(name)]
+    if parts.scheme == "http" and given and not _loopback(parts.hostname or ""):
+        raise InvalidInput(
+            f"{source} at {parts.hostname} is reached over plain http:// but credentials are set "
+            f"({', '.join(given)}): they would cross the network unencrypted. Allowed: an https:// URL, "
+            "or http:// to loopback only")
