@@ -288,8 +288,8 @@ class _Plan:
 def _plan(objects: Iterable[dict], templates: dict, start_ns: int, now_ns: int) -> Iterator[_Plan]:
     now = datetime.fromtimestamp(now_ns / NS, UTC)
     for obj in objects:
-        if obj.get("kind") != "Pod":
-            continue
+        if obj.get("kind") != "Pod" or not obj.get("spec", {}).get("nodeName"):
+            continue  # a pod never scheduled never ran: it has no logs
         meta = obj.get("metadata", {})
         annotations = meta.get("annotations") or {}
         profile = podlogs._profile(obj, templates)
