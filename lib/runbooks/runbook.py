@@ -65,7 +65,8 @@ class Run:
         self.runbook = runbook
         self.params = params
         self.cluster = cluster
-        self.env = env or getattr(params, "env", None)
+        # the environment: given, a parameter, or $RUNBOOKS_ENV (`runbooks run` sets it in the kernel)
+        self.env = env or getattr(params, "env", None) or os.environ.get("RUNBOOKS_ENV") or None
         self.project = project
         self.started = utcnow()
         run_dir = getattr(params, "run_dir", None)
@@ -151,11 +152,6 @@ class Run:
             raise PlanInvalid("no Kubernetes connection: start() with kubeconfig parameters first")
         return self.cluster
 
-    @property
-    def env(self) -> str:
-        """The environment name (``runbooks run --env`` passes it as ``$RUNBOOKS_ENV``; '' if unknown)."""
-        return os.environ.get("RUNBOOKS_ENV", "")
-
     def binding(self, plan: Plan, **extra: Any) -> dict[str, Any]:
         """What a plan's id is bound to besides its changes (see :class:`~runbooks.plans.Plan`).
 
@@ -171,7 +167,7 @@ class Run:
                 identities[name] = identity(self)
         names = getattr(type(self.params), "APPLY_PARAMETERS", ())
         return {
-            "env": self.env,
+            "env": self.env or "",
             "targets": identities,
             "parameters": {k: getattr(self.params, k, None) for k in names},
             **extra,
