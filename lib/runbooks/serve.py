@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -404,15 +405,40 @@ class Dispatcher:
 # --------------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a run's kernel lives in a session of its own), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 async def stop_process(proc: Any, grace: float = 30.0) -> None:
-    """SIGINT (``runbooks run`` stops papermill and shuts its kernel down), then SIGKILL."""
+    """SIGINT (``runbooks run`` interrupts its kernel, records what it did and ends), then SIGKILL
+    of the run and everything it started, so that no kernel outlives a stopped server."""
     if proc.returncode is not None:
         return
     proc.send_signal(signal.SIGINT)
     try:
         await asyncio.wait_for(proc.wait(), grace)
     except TimeoutError:
+        below = descendants(proc.pid)
         proc.kill()
+        for pid in below:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         await proc.wait()
 
 
