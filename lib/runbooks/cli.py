@@ -94,8 +94,13 @@ def list_cmd(obj: Context, name: str | None) -> None:
 
 @main.command("run")
 @click.argument("name")
-@click.option("--env", "env", required=True, metavar="ENV",
-              help="Environment: loads parameters/ENV/env.yaml and parameters/ENV/NAME.yaml.")
+@click.option("--env", "envs", multiple=True, metavar="ENV",
+              help="Environment: loads parameters/ENV/env.yaml and parameters/ENV/NAME.yaml "
+                   "(repeat it to run a fleet).")
+@click.option("--fleet", "fleet_file", default=None, metavar="FILE",
+              help="YAML file listing the environments of a fleet (and per-environment parameters).")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Fleet: runs at the same time (default: min(8, environments)).")
 @click.option("-f", "--parameters-file", "files", multiple=True, metavar="FILE",
               help="YAML mapping of parameters (repeatable; later files win).")
 @click.option("-p", "--parameter", "pairs", multiple=True, nargs=2, metavar="NAME VALUE",
@@ -115,16 +120,26 @@ def list_cmd(obj: Context, name: str | None) -> None:
 @click.option("--notify-thread", default=None, metavar="KEY",
               help="Thread key for the notification (messages about one incident share it).")
 @click.pass_obj
-def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
-            pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
+def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,
+            files: tuple[str, ...], pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
             output_dir: str | None, timeout: int, progress: bool | None,
             notifiers: tuple[str, ...], notify_thread: str | None) -> None:
     """Run runbook NAME headless against ENV; print the run directory and findings.
 
     Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
     < -f FILE < -p NAME VALUE; they are validated before a kernel starts.
+    With several --env or --fleet FILE, every environment is validated, then each runs
+    as its own `runbooks run` (at most --parallel at once); the worst exit code wins.
     """
     from runbooks import execute, notify
+
+    if fleet_file is not None or len(envs) > 1:
+        _run_fleet(obj, name, envs, fleet_file, parallel, files, pairs, approve, fail_on, output_dir,
+                   timeout, notifiers, notify_thread)
+        return
+    if not envs:
+        _fail("no environment: give --env ENV (repeatable for a fleet) or --fleet FILE")
+    env = envs[0]
 
     url = None
     if notifiers:
@@ -154,6 +169,42 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
     click.echo(execute.format_summary(result))
     send(notify.run_message(result.summary, str(result.run_dir), thread=notify_thread),
          getattr(prepared.validated, "kubeconfig", None))
+    sys.exit(result.exit_code)
+
+
+def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,
+               files: tuple[str, ...], pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
+               output_dir: str | None, timeout: int, notifiers: tuple[str, ...],
+               notify_thread: str | None) -> None:
+    """`runbooks run NAME --env A --env B ...` / `--fleet FILE`: see :mod:`runbooks.fleet`."""
+    import tempfile
+
+    from runbooks import execute, fleet, notify
+
+    with tempfile.TemporaryDirectory(prefix="runbooks-fleet-") as workdir:
+        try:
+            spec = fleet.load_fleet(fleet_file) if fleet_file is not None else None
+            members = fleet.fleet_members(envs, spec)
+            if parallel is None:
+                parallel = (spec.parallel if spec else None) or fleet.default_parallel(len(members))
+            if notifiers:
+                notify.webhook_url()
+            execute.check_output_dir(output_dir)
+            plan = fleet.prepare(obj.project, name, members, files=files, pairs=list(pairs),
+                                 approve=approve, fail_on=fail_on, timeout=timeout, parallel=parallel,
+                                 workdir=Path(workdir))
+        except RunbookError as exc:
+            _fail(str(exc))
+        extra: list[str] = []
+        for n in notifiers:
+            extra += ["--notify", n]
+        if notify_thread:
+            extra += ["--notify-thread", notify_thread]
+        click.echo(f"fleet {plan.runbook}: {len(members)} environment(s) validated, {parallel} at a time",
+                   err=True)
+        result = fleet.run(plan, parallel=parallel, output_dir=output_dir, extra_args=extra,
+                           echo=lambda m: click.echo(m, err=True))
+    click.echo(fleet.format_table(result))
     sys.exit(result.exit_code)
 
 
