@@ -8,7 +8,8 @@ clusters would be described. In one run, the same command
     runbooks run cluster-health --env cluster-01 ... --env cluster-20 --parallel N
 
 runs with `--parallel 1` (one after another) and with each concurrent N given (default 8, the
-default for 20 environments), alternately when --repeat > 1. For each: wall time, CPU seconds of
+default for 20 environments), after the status quo without fleets: a loop of 20 `runbooks run
+cluster-health --env cluster-NN` (all in turn, in each of --repeat rounds). For each: wall time, CPU seconds of
 the whole process tree (runs and kernels) and of the sandbox, peak memory of the process tree (sum of RSS and of
 PSS, sampled every 0.2 s) and the load average before and after.
 
@@ -75,42 +76,49 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_fleet(root: Path, names: list[str], parallel: int) -> dict:
-    argv = [sys.executable, "-m", "runbooks.cli", "--project-dir", str(root), "run", "cluster-health",
-            *[x for n in names for x in ("--env", n)], "--parallel", str(parallel)]
+def measured(label: str, commands: list[list[str]], env: dict[str, str]) -> dict:
+    """Run `commands` one after another; wall, CPU and peak memory of their process trees."""
     before_load = load()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = resource.getrusage(resource.RUSAGE_SELF)  # this process serves the sandbox
     peak = [0, 0, 0]  # rss, pss, processes
+    codes, outs = [], []
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=dict(os.environ, RUNBOOKS_HOME=str(root)))
-    done = threading.Event()
+    for argv in commands:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env=env)
+        done = threading.Event()
 
-    def sample() -> None:
-        while not done.is_set():
-            pids = tree(proc.pid)
-            rss, pss = memory(pids)
-            peak[0], peak[1], peak[2] = max(peak[0], rss), max(peak[1], pss), max(peak[2], len(pids))
-            done.wait(0.2)
+        def sample(proc=proc, done=done) -> None:
+            while not done.is_set():
+                pids = tree(proc.pid)
+                rss, pss = memory(pids)
+                peak[0], peak[1], peak[2] = max(peak[0], rss), max(peak[1], pss), max(peak[2], len(pids))
+                done.wait(0.2)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out, err = proc.communicate()
+        done.set()
+        sampler.join()
+        codes.append(proc.returncode)
+        outs.append((out, err))
     wall = time.perf_counter() - t
-    done.set()
-    sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own_after = resource.getrusage(resource.RUSAGE_SELF)
-    fleet_json = next((line.split("fleet: ", 1)[1] for line in out.splitlines() if line.startswith("fleet: ")), None)
-    fleet = json.loads(Path(fleet_json).read_text()) if fleet_json else {}
+    fleet: dict = {}
+    for out, _ in outs:
+        found = [line.split("fleet: ", 1)[1] for line in out.splitlines() if line.startswith("fleet: ")]
+        if found:
+            fleet = json.loads(Path(found[0]).read_text())
+    statuses = fleet.get("statuses") or {str(c): codes.count(c) for c in sorted(set(codes))}
     return {
-        "parallel": parallel, "exit": proc.returncode, "wall_s": wall,
+        "label": label, "exit": max(codes), "wall_s": wall,
         "cpu_s": (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime),
         "sandbox_cpu_s": (own_after.ru_utime - own.ru_utime) + (own_after.ru_stime - own.ru_stime),
         "peak_rss_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, "peak_processes": peak[2],
-        "statuses": fleet.get("statuses"), "load_before": before_load, "load_after": load(),
-        "stderr_tail": err.strip().splitlines()[-1:] if proc.returncode not in (0, 1) else [],
+        "statuses": statuses, "start_method": fleet.get("start_method"),
+        "load_before": before_load, "load_after": load(),
     }
 
 
@@ -129,24 +137,33 @@ def main() -> None:
     rows = []
     try:
         root = fleet_project(tmp / "project", box, names)
+        env = dict(os.environ, RUNBOOKS_HOME=str(root))
+        base = [sys.executable, "-m", "runbooks.cli", "--project-dir", str(root), "run", "cluster-health"]
+        envs = [x for n in names for x in ("--env", n)]
+        modes = [("loop of `runbooks run`", [[*base, "--env", n, "--no-progress"] for n in names]),
+                 ("fleet --parallel 1", [[*base, *envs, "--parallel", "1"]])]
+        modes += [(f"fleet --parallel {p}", [[*base, *envs, "--parallel", str(p)]]) for p in concurrent]
         for _ in range(args.repeat):
-            for parallel in [1, *concurrent]:
-                row = run_fleet(root, names, parallel)
+            for label, commands in modes:
+                row = measured(label, commands, env)
                 rows.append(row)
-                print(f"parallel {row['parallel']:>2}: {row['wall_s']:7.1f} s wall, {row['cpu_s']:7.1f} s CPU "
-                      f"(+ sandbox {row['sandbox_cpu_s']:.1f} s), "
-                      f"peak {row['peak_rss_mb']:6.0f} MB RSS / {row['peak_pss_mb']:6.0f} MB PSS in "
-                      f"{row['peak_processes']} processes, exit {row['exit']} {row['statuses']}, "
-                      f"load {row['load_before']} -> {row['load_after']} {row['stderr_tail']}", flush=True)
+                print(f"{label:24} {row['wall_s']:6.1f} s wall, {row['cpu_s']:6.1f} s CPU "
+                      f"(+ sandbox {row['sandbox_cpu_s']:.1f} s), peak {row['peak_rss_mb']:5.0f} MB RSS / "
+                      f"{row['peak_pss_mb']:5.0f} MB PSS in {row['peak_processes']} processes, "
+                      f"{row['statuses']}, load {row['load_before']} -> {row['load_after']}", flush=True)
     finally:
         box.stop()
-    serial = [r["wall_s"] for r in rows if r["parallel"] == 1]
-    base = sorted(serial)[len(serial) // 2]
-    for parallel in concurrent:
-        walls = sorted(r["wall_s"] for r in rows if r["parallel"] == parallel)
-        wall = walls[len(walls) // 2]
-        print(f"{args.envs} environments: one after another {base:.1f} s, --parallel {parallel} {wall:.1f} s: "
-              f"{base / wall:.2f}x faster", flush=True)
+
+    def median(label: str) -> float:
+        walls = sorted(r["wall_s"] for r in rows if r["label"] == label)
+        return walls[len(walls) // 2]
+
+    loop, serial = median(modes[0][0]), median(modes[1][0])
+    for label, _ in modes[2:]:
+        wall = median(label)
+        print(f"{args.envs} environments: {label} {wall:.1f} s is {loop / wall:.2f}x faster than a loop of "
+              f"`runbooks run` ({loop:.1f} s) and {serial / wall:.2f}x faster than the fleet one after another "
+              f"({serial:.1f} s)", flush=True)
     print(f"load average at the end: {load()}")
 
 

@@ -16,6 +16,8 @@ from click.testing import CliRunner
 
 from runbooks import fleet
 from runbooks.cli import main
+from runbooks.environments import Project
+from runbooks.errors import InvalidInput
 
 from helpers import fleet_project, wait_for
 
@@ -62,6 +64,7 @@ def test_a_fleet_of_three_on_the_sandbox_gives_three_runs_and_the_worst_exit_cod
     assert len(fleets) == 1
     data = json.loads(fleets[0].read_text())
     assert data["exit_code"] == 1 and data["runbook"] == "cluster-health" and not data["interrupted"]
+    assert data["start_method"] == "fork"  # the command forks its runs (imports shared), `runbooks run` in each
     by_env = {e["env"]: e for e in data["environments"]}
     assert list(by_env) == ["east", "west", "north"]  # the file's order
     for name in names:
@@ -109,6 +112,24 @@ def test_the_worst_exit_code_wins_a_failure_beats_findings(tmp_path):
     broken = next(e for e in data["environments"] if e["env"] == "broken")
     assert "raised ValueError" in broken["error"]  # why it failed, from its summary
     assert "broken: " in result.output  # the table names each failure
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_spawned_runs_give_the_same_result(tmp_path):
+    root = fixture_project(tmp_path / "project", ["a", "b"])
+    project = Project.discover(root, FIXTURES)
+    plan = fleet.prepare(project, "trivial", fleet.fleet_members(["a", "b"], None), parallel=2,
+                         workdir=tmp_path)
+    lines = []
+    result = fleet.run(plan, parallel=2, start_method="spawn", echo=lines.append)
+    assert result.exit_code == 0 and result.summary["start_method"] == "spawn"
+    assert [(r.env, r.status, r.exit_code) for r in result.results] == [("a", "ok", 0), ("b", "ok", 0)]
+    for r in result.results:
+        assert (root / "outputs" / r.run_dir / "summary.json").is_file()
+        assert f"{r.env}: started" in " ".join(lines) and f"{r.env}: ok (exit 0) in {r.duration_s} s" in " ".join(lines)
+    with pytest.raises(InvalidInput, match="start method 'fork'"):
+        fleet.run(plan, parallel=2, start_method="fork")  # forking needs the command to run in the child
 
 
 def test_worst_orders_failed_over_invalid_over_findings():

@@ -203,7 +203,8 @@ def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str |
         click.echo(f"fleet {plan.runbook}: {len(members)} environment(s) validated, {parallel} at a time",
                    err=True)
         result = fleet.run(plan, parallel=parallel, output_dir=output_dir, extra_args=extra,
-                           echo=lambda m: click.echo(m, err=True))
+                           echo=lambda m: click.echo(m, err=True),
+                           child_main=lambda args: main.main(args=args, prog_name="runbooks"))
     click.echo(fleet.format_table(result))
     sys.exit(result.exit_code)
 

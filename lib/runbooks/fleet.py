@@ -246,6 +246,7 @@ class EnvResult:
     run_dir: str | None = None
     log: str | None = None
     error: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
     started: str | None = None
     ended: str | None = None
 
@@ -261,11 +262,11 @@ class FleetResult:
     summary: dict[str, Any]
 
 
-def _command(plan: FleetPlan, env: str, output_dir: str | None,
-             extra: Sequence[str]) -> list[str]:
-    argv = [sys.executable, "-m", "runbooks.cli", "--project-dir", str(plan.project.root),
-            "--notebooks-dir", str(plan.project.notebooks_dir), "run", plan.runbook, "--env", env,
-            "--no-progress", "--fail-on", plan.fail_on, "--timeout", str(plan.timeout)]
+def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequence[str]) -> list[str]:
+    """The ``runbooks`` arguments of one environment's run."""
+    argv = ["--project-dir", str(plan.project.root), "--notebooks-dir", str(plan.project.notebooks_dir),
+            "run", plan.runbook, "--env", env, "--no-progress", "--fail-on", plan.fail_on,
+            "--timeout", str(plan.timeout)]
     for f in plan.files[env]:
         argv += ["-f", f]
     for name, value in plan.pairs:
@@ -275,20 +276,93 @@ def _command(plan: FleetPlan, env: str, output_dir: str | None,
     return argv + list(extra)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT to a run (its kernel stops at a safe point and the run records it)."""
-    if proc.poll() is None:
+def warm() -> None:
+    """Import what a run needs before the fleet forks, so every run shares it (CPU and memory)."""
+    import nbclient  # noqa: F401
+    import nbconvert  # noqa: F401
+    import nbformat  # noqa: F401
+    import papermill  # noqa: F401
+
+    from runbooks import engine, report  # noqa: F401
+
+
+class _Run:
+    """One environment's ``runbooks run``: a forked child of the fleet, or a new process."""
+
+    def __init__(self, pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid, self.proc = pid, proc
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        """The run's exit code once it ended (``-N`` for signal N), else None."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def signal(self, signum: int) -> None:
         try:
-            proc.send_signal(signal.SIGINT)
+            os.kill(self.pid, signum)
         except OSError:
             pass
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+def _fork_run(child_main: Callable[[list[str]], Any], args: list[str], log: Path, environ: dict[str, str]) -> _Run:
+    """Fork, and in the child run the ``runbooks`` command with ``args`` (output into ``log``)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return _Run(pid)
+    code = EXIT_FAILED
+    try:  # the child: never returns into the fleet's code
+        os.setsid()  # a session of its own: the fleet alone decides when a run is interrupted
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        os.environ.clear()
+        os.environ.update(environ)
+        try:
+            child_main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - the child reports and ends here, whatever happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _spawn_run(args: list[str], log: Path, environ: dict[str, str], cwd: str) -> _Run:
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "runbooks.cli", *args], stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=subprocess.STDOUT, env=environ, cwd=cwd,
+                                start_new_session=True)  # the fleet alone decides when a run is interrupted
+    return _Run(proc.pid, proc)
+
+
+def _kill_tree(run: _Run) -> None:
     """A run that did not stop within its grace: kill it and everything it started (its kernel)."""
     from runbooks.serve import descendants
 
-    for pid in [proc.pid, *descendants(proc.pid)]:
+    for pid in [run.pid, *descendants(run.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -329,87 +403,88 @@ def _read_result(result: EnvResult, outputs: Path, log: Path) -> None:
 
 def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (), echo: Callable[[str], None] = print,
+        child_main: Callable[[list[str]], Any] | None = None, start_method: str | None = None,
         stop_grace: float = STOP_GRACE) -> FleetResult:
-    """Run every environment as a ``runbooks run`` process, ``parallel`` at a time; write fleet.json."""
+    """Run every environment as its own ``runbooks run``, ``parallel`` at a time; write fleet.json.
+
+    ``start_method``: ``fork`` runs ``child_main(args)`` (the ``runbooks`` command) in a forked
+    child, which shares the imports the fleet made once (:func:`warm`) instead of paying a new
+    interpreter's start and imports for each environment; ``spawn`` starts ``python -m
+    runbooks.cli`` per environment. The default is ``fork`` when it is safe (POSIX, a
+    ``child_main``, and no other thread in this process), else ``spawn``.
+    """
+    if start_method is None:
+        start_method = "fork" if (hasattr(os, "fork") and child_main is not None
+                                  and threading.active_count() == 1) else "spawn"
+    if start_method not in ("fork", "spawn") or (start_method == "fork" and child_main is None):
+        raise InvalidInput(f"start method {start_method!r}: allowed are 'fork' (with child_main) and 'spawn'")
     outputs = Path(output_dir).resolve() if output_dir else plan.project.outputs_dir
     start = model.utcnow()
     fleet_dir = new_run_dir(outputs, FLEET_DIR, plan.runbook, start)
     logs = fleet_dir / "logs"
     logs.mkdir()
-    results = {m.env: EnvResult(m.env) for m in plan.members}
+    if start_method == "fork":
+        warm()
+    results = {m.env: EnvResult(m.env, parameters=m.parameters) for m in plan.members}
     total = len(plan.members)
-    lock = threading.Lock()
-    running: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = threading.Event()
-    done_count = [0]
-    env_vars = {**os.environ, "RUNBOOKS_HOME": str(plan.project.root), "PYTHONUNBUFFERED": "1"}
-
-    def one(member: Member, index: int) -> None:
-        result = results[member.env]
-        with lock:
-            if stopping.is_set():
-                return
-            log = logs / f"{member.env}.log"
-            result.log = log.relative_to(outputs).as_posix()
-            result.started = model.utcnow().isoformat()
-            began = time.monotonic()
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen(
-                    _command(plan, member.env, str(outputs), extra_args), stdin=subprocess.DEVNULL,
-                    stdout=fh, stderr=subprocess.STDOUT, env=env_vars, cwd=str(plan.project.root),
-                    start_new_session=True)  # a terminal's Ctrl-C reaches the fleet, which stops each run once
-            running[member.env] = proc
-        echo(f"[{index:>{len(str(total))}}/{total}] {member.env}: started")
-        code = proc.wait()
-        with lock:
-            running.pop(member.env, None)
-            done_count[0] += 1
-            finished = done_count[0]
-        result.exit_code = code if code >= 0 else 128 - code
-        result.duration_s = round(time.monotonic() - began, 1)
-        result.ended = model.utcnow().isoformat()
-        _read_result(result, outputs, log)
-        echo(f"[{finished:>{len(str(total))}}/{total}] {member.env}: {result.status} (exit {result.exit_code}) "
-             f"in {result.duration_s} s")
+    width = len(str(total))
+    environ = {**os.environ, "RUNBOOKS_HOME": str(plan.project.root), "PYTHONUNBUFFERED": "1"}
+    pending = list(enumerate(plan.members, 1))
+    running: dict[str, tuple[_Run, float, Path]] = {}
+    stopping: list[float] = []
+    finished = 0
 
     def on_signal(signum: int, frame: Any) -> None:
-        first = not stopping.is_set()
-        stopping.set()
-        with lock:
-            procs = list(running.values())
-        if first:
-            echo(f"runbooks: {signal.Signals(signum).name}: stopping the fleet ({len(procs)} run(s) "
-                 "interrupted, no new run starts)")
-        for proc in procs:
-            _stop(proc)
+        if not stopping:
+            echo(f"runbooks: {signal.Signals(signum).name}: stopping the fleet ({len(running)} run(s) "
+                 f"interrupted, {len(pending)} not started)")
+        stopping.append(time.monotonic())
+        for r, _, _ in list(running.values()):
+            r.signal(signal.SIGINT)  # `runbooks run` interrupts its kernel and records it
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, total)), thread_name_prefix="fleet")
     try:
-        futures = [pool.submit(one, m, i) for i, m in enumerate(plan.members, 1)]
-        stop_seen: float | None = None
-        while not all(f.done() for f in futures):
-            time.sleep(0.1)  # the main thread stays free for the signal handler
-            if stopping.is_set():
-                stop_seen = stop_seen or time.monotonic()
-                if time.monotonic() - stop_seen > stop_grace:
-                    with lock:
-                        procs = list(running.values())
-                    for proc in procs:
-                        _kill_tree(proc)
-        for f in futures:
-            f.result()
+        while pending or running:
+            while pending and len(running) < parallel and not stopping:
+                index, member = pending.pop(0)
+                result = results[member.env]
+                log = logs / f"{member.env}.log"
+                result.log = log.relative_to(outputs).as_posix()
+                result.started = model.utcnow().isoformat()
+                args = _arguments(plan, member.env, str(outputs), extra_args)
+                handle = (_fork_run(child_main, args, log, environ) if start_method == "fork"  # type: ignore[arg-type]
+                          else _spawn_run(args, log, environ, str(plan.project.root)))
+                running[member.env] = (handle, time.monotonic(), log)
+                echo(f"[{index:>{width}}/{total}] {member.env}: started")
+            for env, (handle, began, log) in list(running.items()):
+                code = handle.poll()
+                if code is None:
+                    continue
+                del running[env]
+                finished += 1
+                result = results[env]
+                result.exit_code = code if code >= 0 else 128 - code
+                result.duration_s = round(time.monotonic() - began, 1)
+                result.ended = model.utcnow().isoformat()
+                _read_result(result, outputs, log)
+                echo(f"[{finished:>{width}}/{total}] {env}: {result.status} (exit {result.exit_code}) "
+                     f"in {result.duration_s} s")
+            if stopping and pending:
+                pending.clear()
+            if stopping and time.monotonic() - stopping[0] > stop_grace:
+                for handle, _, _ in list(running.values()):
+                    _kill_tree(handle)
+            time.sleep(0.05)
     finally:
-        pool.shutdown(wait=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
     ordered = [results[m.env] for m in plan.members]
     code = worst([r.exit_code for r in ordered])
-    if stopping.is_set():
+    if stopping:
         code = EXIT_FAILED
     end = model.utcnow()
     by_status: dict[str, int] = {}
@@ -423,8 +498,9 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
         "end": end.isoformat(),
         "duration_s": round((end - start).total_seconds(), 1),
         "parallel": parallel,
+        "start_method": start_method,
         "fail_on": plan.fail_on,
-        "interrupted": stopping.is_set(),
+        "interrupted": bool(stopping),
         "exit_code": code,
         "statuses": by_status,
         "environments": [r.public() for r in ordered],
