@@ -11,6 +11,9 @@
   it. The final write (after success, a failing cell, a cell timeout, a dead
   kernel or Ctrl-C) always happens, and for a hung run the watchdog writes
   the notebook (:meth:`PacedManager.flush`) before it ends the process.
+- Once the run is interrupted (SIGINT or SIGTERM of ``runbooks run``), no
+  further cell starts. The kernel ignores an interrupt that arrives between
+  cells, so without this check a stopped run would go on with its next cell.
 - On POSIX it talks to the kernel over Unix sockets in a private directory
   (ZeroMQ's ``ipc`` transport) instead of loopback TCP ports. With TCP,
   jupyter_client picks five free ports and the kernel binds them a second
@@ -28,6 +31,7 @@ import tempfile
 import time
 from typing import Any
 
+from nbclient.exceptions import CellExecutionError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import (
     NBClientEngine,
@@ -63,6 +67,26 @@ class PacedManager(NotebookExecutionManager):
     def notebook_complete(self, **kwargs: Any) -> None:
         self._final = True
         super().notebook_complete(**kwargs)
+
+
+class WatchedClient(PapermillNotebookClient):
+    """papermill's client, which starts no cell once the run's watchdog says it was interrupted."""
+
+    watchdog: Any = None
+
+    def papermill_execute_cells(self) -> None:
+        # papermill's loop (clientwrap.PapermillNotebookClient), with the interrupt check.
+        for index, cell in enumerate(self.nb.cells):
+            if self.watchdog is not None and self.watchdog.interrupted:
+                return  # the cells left stay "pending" in the saved notebook
+            try:
+                self.nb_man.cell_start(cell, index)
+                self.execute_cell(cell, index)
+            except CellExecutionError as ex:
+                self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                break
+            finally:
+                self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
 
 
 class WatchedEngine(NBClientEngine):
@@ -103,8 +127,9 @@ class WatchedEngine(NBClientEngine):
             sockets = tempfile.mkdtemp(prefix="runbooks-kernel-")  # 0700: this user's only
             final["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
         try:
-            client = PapermillNotebookClient(nb_man, **final)
+            client = WatchedClient(nb_man, **final)
             if watchdog is not None:
+                client.watchdog = watchdog
                 watchdog.client = client
             return client.execute(env=kernel_env) if kernel_env else client.execute()
         finally:
