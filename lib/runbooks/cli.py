@@ -100,7 +100,7 @@ def list_cmd(obj: Context, name: str | None) -> None:
 @click.option("--fleet", "fleet_file", default=None, metavar="FILE",
               help="YAML file listing the environments of a fleet (and per-environment parameters).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=None, metavar="N",
-              help="Fleet: runs at the same time (default: min(8, environments)).")
+              help="Fleet: runs at the same time (default: min(8, environments, 4 per core)).")
 @click.option("-f", "--parameters-file", "files", multiple=True, metavar="FILE",
               help="YAML mapping of parameters (repeatable; later files win).")
 @click.option("-p", "--parameter", "pairs", multiple=True, nargs=2, metavar="NAME VALUE",
