@@ -261,3 +261,16 @@ def test_cluster_health_from_the_sandbox_to_the_bucket_and_slack(sandbox_env, aw
         assert not list((sandbox_env / "outputs").glob("*/*/*/summary.json"))
     finally:
         slack.stop()
+
+
+def test_urls_name_bucket_and_prefix():
+    from runbooks import storage
+
+    store = storage.open_store("s3://reports//fleet/prod/")
+    assert (store.url, store.bucket, store.root) == ("s3://reports/fleet/prod", "reports", "fleet/prod")
+    assert store.path("a/b/c") == "reports/fleet/prod/a/b/c" and store.url_of("a") == "s3://reports/fleet/prod/a"
+    bare = storage.open_store("s3://reports")
+    assert (bare.url, bare.root, bare.path("x")) == ("s3://reports", "", "reports/x")
+    assert storage.is_url("s3://x/y") and not storage.is_url("outputs") and not storage.is_url(None)
+    assert storage._run_order("20260101T000000Z-10") > storage._run_order("20260101T000000Z-2") \
+        > storage._run_order("20260101T000000Z")

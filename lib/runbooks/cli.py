@@ -183,8 +183,8 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
               help="Largest request body accepted (413 above).")
 @click.option("--timeout", type=int, default=600, show_default=True, metavar="S",
               help="Per-cell timeout of each run.")
-@click.option("--output-dir", metavar="DIR", default=None,
-              help="Base of run directories (default PROJECT/outputs).")
+@click.option("--output-dir", metavar="DIR|URL", default=None,
+              help="Base of run directories (default PROJECT/outputs), or s3://BUCKET/PREFIX as for `run`.")
 @click.option("--no-notify", is_flag=True,
               help="Do not post to $RUNBOOKS_WEBHOOK_URL (by default it is required).")
 @click.pass_obj
@@ -197,7 +197,7 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
     $RUNBOOKS_SERVE_PASSWORD (basic auth). Every run is a dry run through `runbooks run`,
     whose summary goes to $RUNBOOKS_WEBHOOK_URL. Also serves /healthz and /metrics.
     """
-    from runbooks import kube, serve
+    from runbooks import kube, serve, storage
     from runbooks.routes import load_routes
 
     try:
@@ -207,7 +207,8 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
             project=obj.project, env=env, routes=load_routes(routes_file), auth=auth,
             queue_size=queue_size, concurrency=concurrency, dedup_window=dedup_window,
             max_body=max_body, timeout=timeout,
-            output_dir=str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
+            output_dir=output_dir if storage.is_url(output_dir) else
+            str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
         config.check()
         env_cfg = obj.project.load_env(env)
         try:  # pod labels are turned into workloads through the API (kubeconfig or in-cluster)
