@@ -310,3 +310,11 @@ def test_notify_on_change_compares_with_the_previous_run(project, receiver):
     skipped = json.loads((runs[2] / "summary.json").read_text())["notifications"]
     assert skipped[0]["sent"] is False and skipped[0]["skipped"].startswith("no change: critical")
     assert os.path.basename(runs[1]) in skipped[0]["skipped"]
+
+
+def test_a_change_is_named_in_the_header():
+    changed = notify.run_message(summary("ok", counts={"critical": 0, "warning": 0}, findings=[]), None,
+                                 change="critical -> ok").slack(secrets=[])
+    assert changed["blocks"][0]["text"]["text"] == "cluster-health on prod: ok (was critical)"
+    first = notify.run_message(summary(), None, change="first run: critical").slack(secrets=[])
+    assert first["blocks"][0]["text"]["text"] == "cluster-health on prod: findings"

@@ -186,7 +186,7 @@ class Message:
         """``{"text": fallback, "blocks": [...]}`` inside Slack's limits, before redaction."""
         state = "resolved" if self.event == "resolved" else (self.status or self.event)
         title = f"{self.runbook or 'runbooks'} on {self.env or '?'}: {state}"
-        if self.change:
+        if self.change and " -> " in self.change:
             title += f" (was {self.change.split(' -> ')[0]})"
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": _cut(title, SLACK_HEADER_TEXT), "emoji": True}},
