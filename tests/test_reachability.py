@@ -326,3 +326,38 @@ def test_many_hosts_show_the_broken_ones_and_verdicts_put_them_first():
     verdicts = out.verdicts()
     assert list(verdicts["verdict"]) == ["broken"] * 25 + ["reachable"]
     assert verdicts.iloc[0]["first_broken_hop"] == "TLS"
+
+
+def test_the_probes_run_concurrently_up_to_the_bound():
+    """A listener that holds every connection until four are open at once: the probes only get
+    past it if four run at the same time (a sequential walk would wait for each timeout)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held, batches = [], []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if len(held) == 4:
+                batches.append(len(held))
+                for c in held:
+                    c.close()
+                held.clear()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ctx = r.Context(env="prod", ingress_url=f"https://127.0.0.1:{srv.getsockname()[1]}")
+    hosts = [f"h{i}.example.com" for i in range(8)]
+    try:
+        r.network_checks(hosts, "/", ctx, timeout=20, concurrency=4)
+    finally:
+        srv.close()
+    assert batches == [4, 4]
+    assert all(ctx.probes[h].error for h in hosts)  # the listener speaks no TLS
