@@ -376,6 +376,9 @@ def check_dns(host: str, ing: dict | None, ctx: Context) -> Hop:
         return Hop("dns", None, f"no configured DNS provider serves a zone of {host} (zones: {', '.join(zones)}) "
                                 "and no dns_resolver is set")
     answers = ctx.dns.get(host) or []
+    if not answers:
+        return Hop("dns", None, f"no DNS server was asked about {host}" + (" (a wildcard host names no record)"
+                                                                          if host.startswith("*.") else ""))
     lb = _lb_addresses(ing) if ing else []
     details: dict[str, Any] = {"load_balancer": lb, "answers": [a.__dict__ for a in answers],
                                "authoritative": serving}
@@ -401,7 +404,7 @@ def check_dns(host: str, ing: dict | None, ctx: Context) -> Hop:
             text += (f". ExternalDNS publishes the Ingress's load balancer ({', '.join(lb)}): check that its "
                      "instance watches this Ingress and can write the zone")
         return Hop("dns", False, text, f"DNS/{host}", details)
-    asked = ", ".join(a.server for a in answers) or "nobody"
+    asked = ", ".join(a.server for a in answers)
     return Hop("dns", True, f"{host} → {', '.join(lb) or 'an address'} ({asked})"
                + ("" if lb else "; the Ingress publishes no load balancer address to compare"), None, details)
 
