@@ -1016,7 +1016,8 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
           on_source: Callable[[str, bool, str], None] | None = None) -> Reachability:
     """Run every hop for ``params.host`` (or every Ingress host with ``all``).
 
-    ``sources`` holds connected clients (:func:`connect_sources`; None: not configured). The
+    ``sources`` holds clients, or :class:`Connector` s that make them (:func:`connect_sources`;
+    None: not configured). The
     cluster read, the DNS queries and HTTPS probes, and each data source (checked, then
     queried once for all hosts) run concurrently; a data source that fails is reported through
     ``on_source(name, ok, detail)``, becomes a warning finding, and its part is skipped.
@@ -1030,10 +1031,11 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
     probes = source_probes()
     down: list[Finding] = []
 
-    def use(name: str, conn: Any, query: Callable[[], Any]) -> Any:
+    def use(name: str, source: Any, query: Callable[[Any], Any]) -> Any:
+        conn = source.connect() if isinstance(source, Connector) else source  # in this thread: imports overlap
         try:
             state = probes[name](conn)
-            value = query()
+            value = query(conn)
         except SOURCE_ERRORS as e:
             if on_source:
                 on_source(name, False, f"{type(e).__name__}: {e}")
@@ -1053,10 +1055,10 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
         snap_f = pool.submit(snapshot, cluster, event_window_hours=params.event_window_hours)
         net_f = pool.submit(net, [params.host]) if single else None
         prom, log_source = sources.get("prometheus"), sources.get("logs")
-        metrics_f = pool.submit(use, "prometheus", prom, lambda: ingress_metrics(
-            prom, [params.host] if single else [])) if prom is not None else None
-        logs_f = pool.submit(use, "logs", log_source, lambda: upstream_errors(
-            log_source, params.ingress_controller, lookback=params.log_lookback)) if log_source is not None else None
+        metrics_f = pool.submit(use, "prometheus", prom, lambda c: ingress_metrics(
+            c, [params.host] if single else [])) if prom is not None else None
+        logs_f = pool.submit(use, "logs", log_source, lambda c: upstream_errors(
+            c, params.ingress_controller, lookback=params.log_lookback)) if log_source is not None else None
         snap = snap_f.result()
         hosts = [params.host] if single else snap.hosts()
         if not hosts:
@@ -1084,30 +1086,49 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
     return out
 
 
-def connect_sources(params: Any) -> dict[str, Any]:
-    """Connections for the configured data sources (None where no URL is set); nothing is sent yet."""
-    from . import logs, metrics
+@dataclass
+class Connector:
+    """Makes one data source's client when :func:`check` needs it, in the thread that queries it, so
+    that importing the client library overlaps the cluster read."""
 
-    return {
-        "prometheus": metrics.connect(params.prometheus_url, verify=params.verify_tls)
-        if params.prometheus_url else None,
-        "logs": logs.connect(params.elasticsearch_url, params.log_index, verify_certs=params.verify_tls)
-        if params.elasticsearch_url else None,
-    }
+    connect: Callable[[], Any]
+
+
+def connect_sources(params: Any) -> dict[str, Connector | None]:
+    """Connectors for the configured data sources (None where no URL is set); nothing is sent yet."""
+
+    def prometheus() -> Any:
+        from . import metrics
+
+        return metrics.connect(params.prometheus_url, verify=params.verify_tls)
+
+    def log_store() -> Any:
+        from . import logs
+
+        return logs.connect(params.elasticsearch_url, params.log_index, verify_certs=params.verify_tls)
+
+    return {"prometheus": Connector(prometheus) if params.prometheus_url else None,
+            "logs": Connector(log_store) if params.elasticsearch_url else None}
 
 
 def source_probes() -> dict[str, Callable[[Any], Any]]:
-    """How each data source is checked in preflight."""
-    from . import logs, metrics
+    """How each data source is checked in preflight (each imports its client when it runs)."""
     from .errors import Unavailable
 
+    def probe_metrics(src: Any) -> Any:
+        from . import metrics
+
+        return metrics.check(src)
+
     def probe_logs(src: Any) -> str:
+        from . import logs
+
         state = logs.check(src)
         if not state["reachable"]:
             raise Unavailable(f"log store {src.url}: {state['error']}")
         return f"{state['docs']} documents in {state['indices']} indices"
 
-    return {"prometheus": lambda c: metrics.check(c), "logs": probe_logs}
+    return {"prometheus": probe_metrics, "logs": probe_logs}
 
 
 def headline(result: Reachability) -> str:
