@@ -19,7 +19,7 @@ from runbooks.cli import main
 from runbooks.environments import Project
 from runbooks.errors import InvalidInput
 
-from helpers import fleet_project, wait_for
+from helpers import HttpReceiver, fleet_project, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 RUNBOOKS = [sys.executable, "-m", "runbooks.cli"]
@@ -130,6 +130,23 @@ def test_spawned_runs_give_the_same_result(tmp_path):
         assert f"{r.env}: started" in " ".join(lines) and f"{r.env}: ok (exit 0) in {r.duration_s} s" in " ".join(lines)
     with pytest.raises(InvalidInput, match="start method 'fork'"):
         fleet.run(plan, parallel=2, start_method="fork")  # forking needs the command to run in the child
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_each_run_of_a_fleet_sends_its_own_notification(tmp_path, monkeypatch):
+    receiver = HttpReceiver()
+    try:
+        root = fixture_project(tmp_path / "project", ["a", "b"])
+        monkeypatch.setenv("RUNBOOKS_WEBHOOK_URL", f"{receiver.base}/hook")
+        result = invoke(root, "run", "findings", "--env", "a", "--env", "b", "-p", "figures", "0",
+                        "--notify", "webhook", "--notify-on", "always", notebooks=FIXTURES)
+        assert result.exit_code == 0, result.output
+        bodies = wait_for(lambda: len(receiver.bodies("/hook")) == 2 and receiver.bodies("/hook"), timeout=30,
+                          what="one notification per environment")
+        assert sorted(b["commonLabels"]["env"] for b in bodies) == ["a", "b"]
+    finally:
+        receiver.stop()
 
 
 def test_worst_orders_failed_over_invalid_over_findings():
