@@ -152,7 +152,7 @@ def served(box, host):
 
 
 def stored(api, ns, name):
-    return certs.read_tls_secret(kube.get_object(api, "secrets", ns, name))
+    return certs.read_tls_secret(kube.read_secret_keys(api, ns, name))
 
 
 STATE: dict = {}
@@ -257,9 +257,9 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     assert new_pay.sha256 == files["sha256"]
     [backup] = rotation.backups(api, ["payments"], of="payments-tls")
     assert backup["sha256"] == old_pay.sha256 and backup["backup"].startswith("payments-tls-backup-")
-    copy = kube.get_object(api, "secrets", "payments", backup["backup"])
-    assert copy["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy["type"] == "Opaque"
-    assert certs.read_tls_secret({**copy, "type": "kubernetes.io/tls"}).sha256 == old_pay.sha256
+    copy = kube.read_secret_keys(api, "payments", backup["backup"])
+    assert copy.object["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy.object["type"] == "Opaque"
+    assert certs.read_tls_secret(copy).sha256 == old_pay.sha256 and copy.key_matches() is True
     # restarts, and the served certificates changed to the stored ones
     for ns, name in (("payments", "payments-api"), ("ingress-nginx", "ingress-nginx-controller")):
         obj = kube.get_object(api, "deployments", ns, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 
 import pytest
@@ -42,9 +41,9 @@ def conds(obj):
 
 
 def chain(api, name, ns="shop"):
-    data = kube.get_object(api, "secrets", ns, name)["data"]
-    return (x509.load_pem_x509_certificates(base64.b64decode(data["tls.crt"])),
-            x509.load_pem_x509_certificates(base64.b64decode(data["ca.crt"])))
+    keys = kube.read_secret_keys(api, ns, name, kube.CERTIFICATE_KEYS)
+    return (x509.load_pem_x509_certificates(keys.certificate("tls.crt")),
+            x509.load_pem_x509_certificates(keys.certificate("ca.crt")))
 
 
 def renew(api, name, ns="shop"):

@@ -327,7 +327,7 @@ def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
 
 
 def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
-                   progress: bool, watchdog: _Watchdog) -> Outcome:
+                   progress: bool, watchdog: _Watchdog, secret_sink: str = "") -> Outcome:
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -342,6 +342,8 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )
+    if secret_sink:
+        kernel_env[sec.SINK_ENV] = secret_sink
     def stop(signum: int, frame: Any) -> None:
         """SIGINT/SIGTERM: interrupt the kernel and let the cell end cleanly; a second one stops hard."""
         if watchdog.interrupted or not watchdog.interrupt_kernel():
@@ -661,10 +663,12 @@ def execute(
     if progress is None:
         progress = sys.stderr.isatty()
     watchdog = _Watchdog(deadline, on_abort).start()
-    try:
-        outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
-    finally:
-        watchdog.cancel()
+    with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
+        try:
+            outcome = _run_papermill(prepared, output, parameters, progress, watchdog, sink.path)
+        finally:
+            watchdog.cancel()
+        secrets = secrets + sink.collected()
     try:
         nb = read_notebook(output) if output.exists() else None
     except RunbookError as exc:
