@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
 from runbooks import errors, kube
@@ -47,6 +48,8 @@ def test_every_shape_of_answer_is_redacted_and_stays_comparable():
     # a list read from a secrets path whose items say nothing of their kind
     listed = kube.redact_body(json.dumps({"items": [item]}).encode(), "/api/v1/namespaces/p/secrets")
     assert no_key(listed.decode(), key_pem)
+    # pretty-printed JSON is one document, not lines
+    assert no_key(kube.redact_body(json.dumps(secret, indent=2)), key_pem)
     # watch events, one per line
     stream = "\n".join(json.dumps({"type": t, "object": secret}) for t in ("ADDED", "DELETED")) + "\n"
     out = kube.redact_body(stream.encode(), "/api/v1/secrets")
@@ -122,6 +125,8 @@ def test_no_read_of_the_kubernetes_layer_shows_a_key(cluster, namespace):
         "generated client": cluster.core.read_namespaced_secret("pay-tls", namespace).to_dict(),
         "generated list": cluster.core.list_namespaced_secret(namespace).to_dict(),
         "watch": list(kube.watch(cluster, "secrets", namespace, timeout_seconds=1)),
+        "generated watch": [{"object": e["object"].to_dict(), "raw_object": e["raw_object"]} for e in watch.Watch()
+                            .stream(cluster.core.list_namespaced_secret, namespace, timeout_seconds=1)],
     }
     for what, value in reads.items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)

@@ -147,25 +147,31 @@ def redact_secrets(value: Any, secret_items: bool = False) -> Any:
     return value
 
 
-_SECRET_PATH = ("/secrets", "/secrets/", '"SecretList"', '"Secret"')
-
-
 def redact_body(raw: bytes | str, path: str = "") -> bytes | str:
     """A raw answer (JSON, or watch events one per line) with its Secrets redacted; anything else as it is.
 
     The cheap test comes first: a body that never says ``Secret`` and does not come from a
     ``secrets`` path is returned untouched (pod lists of 500 items are not parsed twice).
     """
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    from_secrets = "/secrets" in path
-    if not from_secrets and "Secret" not in text:
+    if not raw:
         return raw
-    out: list[str] = []
-    for line in text.splitlines(keepends=True) if "\n" in text.strip() else [text]:
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            out.append(redact(line, remembered()))  # not JSON: at least no PEM key, token or remembered value
+    from_secrets = "/secrets" in path
+    if not from_secrets and ("Secret" not in raw if isinstance(raw, str) else b"Secret" not in raw):
+        return raw
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        docs: list[tuple[str, Any]] = [(text, json.loads(text))]
+    except ValueError:  # watch events, one JSON document a line (or no JSON at all)
+        docs = []
+        for line in text.splitlines(keepends=True):
+            try:
+                docs.append((line, json.loads(line)))
+            except ValueError:
+                docs.append((line, _NOT_JSON))
+    out = []
+    for line, doc in docs:
+        if doc is _NOT_JSON:
+            out.append(redact(line, remembered()))  # at least no PEM key, token or remembered value
             continue
         cleaned = redact_secrets(doc, from_secrets)
         out.append(line if cleaned == doc else json.dumps(cleaned) + ("\n" if line.endswith("\n") else ""))
@@ -175,20 +181,52 @@ def redact_body(raw: bytes | str, path: str = "") -> bytes | str:
     return joined.encode() if isinstance(raw, bytes) else joined
 
 
+_NOT_JSON = object()
+
+
+class _Stream:
+    """The urllib3 response under an answer, as the generated client hands it out (``data``, or
+    ``stream()`` for ``_preload_content=False``: a watch): its Secrets redacted, line by line when
+    streamed. Anything else is the response's own."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        self._raw, self._path = raw, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    @property
+    def data(self) -> Any:
+        return redact_body(self._raw.data, self._path)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        return redact_body(self._raw.read(*args, **kwargs), self._path)
+
+    def stream(self, amt: int | None = 2 ** 16, decode_content: bool | None = None) -> Iterator[bytes]:
+        buffer = b""
+        for chunk in self._raw.stream(amt, decode_content=decode_content):
+            buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield redact_body(line + b"\n", self._path)
+        if buffer:
+            yield redact_body(buffer, self._path)
+
+
 class _Response(rest.RESTResponse):
     """An answer whose body is redacted when read (:func:`redact_body`); the raw one stays in this module."""
 
     def __init__(self, resp: Any, path: str) -> None:
-        super().__init__(resp)
-        self._path = path
+        super().__init__(_Stream(resp, path))
+        self._raw = resp
 
     def read(self) -> Any:
         if self.data is None:
-            self.data = redact_body(self.response.data, self._path)
+            self.data = self.response.data
         return self.data
 
     def _unredacted(self) -> bytes:
-        return self.response.data
+        return self._raw.data
 
 
 class _RestClient(rest.RESTClientObject):
@@ -838,20 +876,13 @@ def watch(cluster: Cluster, resource: str, namespace: str | None = None, *, reso
         resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout_seconds + 10)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"watching {resource}") from None
-    stream = resp.response
+    stream = resp.response if isinstance(resp, _Response) else _Stream(resp.response, path)
     if not 200 <= resp.status <= 299:
-        raise check_response(resp.status, redact_body(stream.data or b"", path), f"watching {resource}")
-    secret_items = "/secrets" in path
-    buffer = b""
+        raise check_response(resp.status, stream.data or b"", f"watching {resource}")
     try:
-        for chunk in stream.stream(65536):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield redact_secrets(json.loads(line), secret_items)
-        if buffer.strip():
-            yield redact_secrets(json.loads(buffer), secret_items)
+        for line in stream.stream(65536):
+            if line.strip():
+                yield json.loads(line)
     finally:
         stream.release_conn()
 
