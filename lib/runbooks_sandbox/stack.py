@@ -123,6 +123,11 @@ class DnsAddon:
             writers = {"pdns": externaldns.PdnsWriter(self.pdns),
                        "rfc2136": externaldns.Rfc2136Writer(self.bind.port, self.bind.secret)}
             self.published = externaldns.run_once(objects, writers, plan)
+            # pods resolve through the real servers: cluster zones at cluster DNS, the rest "upstream"
+            # at the authoritative server of the scenario's public zones
+            self.sandbox.api.kubelet.use_dns({**{z: ("127.0.0.1", self.bind.port) for z in self.zones},
+                                              **{z: ("127.0.0.1", self.cluster.port)
+                                                 for z in dnsservers.CLUSTER_ZONES}})
         except BaseException:
             self.stop()
             raise
@@ -135,6 +140,7 @@ class DnsAddon:
                 "dns_zones": ",".join(self.zones), "dns_credentials_file": str(creds)}
 
     def stop(self) -> None:
+        self.sandbox.api.kubelet.use_dns(None)
         if self.sync is not None:
             self.sync.stop()
             self.sync = None
