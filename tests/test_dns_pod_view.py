@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -317,4 +319,49 @@ def test_a_probe_pod_a_killed_run_left_is_deleted_by_the_next_view(admin):
     wait_for(ended, timeout=30, what=f"{left} Failed past its deadline")
     view = podview.probe_view(admin, "default", [("kubernetes.default", "A")])
     assert view.lookups[("kubernetes.default", "A")].qname == "kubernetes.default.svc.cluster.local"
+    assert probe_pods(admin) == []
+
+
+@pytest.fixture
+def no_room(admin):
+    """Every node cordoned: a new pod stays Pending (Unschedulable) until it is deleted."""
+    nodes = [n["metadata"]["name"] for n in kube.list_objects(admin, "nodes")]
+
+    def cordon(flag: bool) -> None:
+        for node in nodes:
+            kube.request(admin, "PATCH", f"/api/v1/nodes/{node}", body={"spec": {"unschedulable": flag}},
+                         content_type="application/merge-patch+json")
+
+    cordon(True)
+    yield
+    cordon(False)
+
+
+def test_a_probe_pod_that_cannot_run_is_a_warning_and_is_deleted(project, creds, admin, no_room):
+    proc = runbooks(project, creds, "-p", "in_cluster_view", "exec", "-p", "probe_timeout_seconds", "2")
+    out = summary(project)
+    assert proc.returncode == expected_exit(out["findings"]), proc.stdout + proc.stderr
+    failed = view_ids(out["findings"])["dns-pod-view-failed"]
+    assert failed["severity"] == "warning"
+    assert re.search(r"exec: probe pod default/dns-audit-probe-\w+ was not running after 2 s \(Pending: "
+                     r"Unschedulable 0/\d+ nodes are available", failed["detail"]), failed["detail"]
+    assert probe_pods(admin) == []
+
+
+def test_an_interrupted_run_deletes_its_probe_pod(project, creds, admin, no_room):
+    env = {**os.environ, "RUNBOOKS_HOME": str(project), **creds}
+    proc = subprocess.Popen([sys.executable, "-m", "runbooks.cli", "--project-dir", str(project), "run", RUNBOOK,
+                             "--env", "sandbox", "--no-progress", "-p", "in_cluster_view", "exec"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: probe_pods(admin) or proc.poll() is not None, timeout=120, what="the probe pod")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)  # while the run waits for the pod to be scheduled
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, out + err
+    assert summary(project)["error"]["kind"] == "interrupted"
     assert probe_pods(admin) == []

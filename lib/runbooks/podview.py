@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable
 DEFAULT_IMAGE = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7"  # BIND's dig and nslookup, sh, cat, sleep
 LABELS = {"app.kubernetes.io/name": "dns-probe", "app.kubernetes.io/managed-by": "kube-runbooks",
           "app.kubernetes.io/component": "dns-audit"}
+RUN_LABEL = "kube-runbooks/probe-run"
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 RESOLV_CONF = "/etc/resolv.conf"
 MODES = ("auto", "exec", "local", "off")
@@ -202,11 +204,15 @@ def local_view(questions: Sequence[tuple[str, str]], *, resolv_conf: str = RESOL
 # ---- from outside: a short-lived probe pod -------------------------------------------------------
 
 
-def probe_pod(image: str, *, deadline_seconds: int, prefix: str = "dns-audit-probe-") -> dict:
-    """The probe pod: one container sleeping until its deadline, nothing mounted, tiny limits."""
+def probe_pod(image: str, *, deadline_seconds: int, prefix: str = "dns-audit-probe-", run_id: str = "") -> dict:
+    """The probe pod: one container sleeping until its deadline, nothing mounted, tiny limits.
+
+    ``run_id`` (a label) finds the pod when the run is interrupted before the API server's answer
+    named it (``generateName``).
+    """
     resources = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": prefix, "labels": dict(LABELS),
+            "metadata": {"generateName": prefix, "labels": {**LABELS, **({RUN_LABEL: run_id} if run_id else {})},
                          "annotations": {"kube-runbooks/purpose": "dns-audit in-cluster view; deleted after the "
                                                                   "run, or by the next run after its deadline"}},
             "spec": {"restartPolicy": "Never", "activeDeadlineSeconds": deadline_seconds,
@@ -327,13 +333,15 @@ def probe_view(cluster: kube.Cluster, namespace: str, questions: Sequence[tuple[
         delete_stale_probes(cluster, namespace)
     except Forbidden:
         pass  # listing or deleting old probes is not needed to take the view
+    run_id = uuid.uuid4().hex[:12]
+    name = ""
     try:
-        created = kube.request(cluster, "POST", kube.KINDS["Pod"].path(namespace),
-                               body=probe_pod(image, deadline_seconds=deadline_seconds))
-    except Forbidden as exc:
-        raise Forbidden(f"forbidden: create pods in {namespace} ({cut(str(exc), 300)})") from None
-    name = created["metadata"]["name"]
-    try:
+        try:
+            created = kube.request(cluster, "POST", kube.KINDS["Pod"].path(namespace),
+                                   body=probe_pod(image, deadline_seconds=deadline_seconds, run_id=run_id))
+        except Forbidden as exc:
+            raise Forbidden(f"forbidden: create pods in {namespace} ({cut(str(exc), 300)})") from None
+        name = created["metadata"]["name"]
         wait_running(cluster, namespace, name, start_timeout)
         try:
             result = _exec(cluster, namespace, name, ["cat", RESOLV_CONF], exec_timeout)
@@ -346,7 +354,18 @@ def probe_view(cluster: kube.Cluster, namespace: str, questions: Sequence[tuple[
         lookups = exec_lookups(cluster, namespace, name, conf, questions, timeout=exec_timeout)
         return View("exec", f"{namespace}/{name}", conf, lookups, image)
     finally:
-        delete_pod(cluster, namespace, name)
+        if name:
+            delete_pod(cluster, namespace, name)
+        else:  # interrupted (or failed) before the answer named it: the server may have created it
+            _delete_by_run(cluster, namespace, run_id)
+
+
+def _delete_by_run(cluster: kube.Cluster, namespace: str, run_id: str) -> None:
+    try:
+        for pod in kube.iter_objects(cluster, "pods", namespace, label_selector=f"{RUN_LABEL}={run_id}"):
+            delete_pod(cluster, namespace, pod["metadata"]["name"])
+    except (Forbidden, Unavailable):
+        pass  # nothing we may see was created; a stale one goes with the next run (delete_stale_probes)
 
 
 def delete_pod(cluster: kube.Cluster, namespace: str, name: str, attempts: int = 3) -> None:
