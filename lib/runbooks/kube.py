@@ -646,24 +646,33 @@ def exec_command(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str]
                  timeout: float = 60.0) -> ExecResult:
     """Run ``argv`` in a container over the ``pods/exec`` WebSocket (``kubectl exec`` without a tty).
 
-    The official client's ``kubernetes.stream.stream``; the exit code comes from the kubelet's
-    Status on the error channel. Not thread-safe for one ``cluster`` (the client swaps its
-    request function while it streams): call it from one thread at a time.
+    The official client's WebSocket transport (``kubernetes.stream.ws_client``, what
+    ``kubernetes.stream.stream`` calls), with the URL and credentials serialised like every other
+    request here: going through ``stream(CoreV1Api.connect_get_namespaced_pod_exec, ...)`` would
+    first import the generated CoreV1Api and its models, 2 to 4 s of a fresh kernel. The exit code
+    comes from the kubelet's Status on the error channel. One exec at a time per ``cluster``.
 
     Raises:
         Forbidden: ``create pods/exec`` is not allowed (HTTP 403 on the upgrade).
         NotFound: no such pod. InvalidInput: the container is not running or not there (400).
         Unavailable: the connection failed, or the command outlived ``timeout``.
     """
-    from kubernetes.stream import stream
-    from kubernetes.stream.ws_client import ERROR_CHANNEL
+    from kubernetes.stream import ws_client
 
     what = f"exec in {namespace}/{pod}"
-    kw: dict[str, Any] = {"container": container} if container else {}
+    query = [("command", a) for a in argv] + [("stdout", "true"), ("stderr", "true")]
+    if container:
+        query.append(("container", container))
+    api = cluster.api_client
     try:
-        ws = stream(cluster.core.connect_get_namespaced_pod_exec, pod, namespace, command=list(argv),
-                    stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False, **kw)
+        _, url, headers, _, _ = api.param_serialize(
+            method="GET", resource_path=KINDS["Pod"].path(namespace, pod, "exec"), query_params=query,
+            header_params={}, auth_settings=["BearerToken"])
+        ws = ws_client.websocket_call(api.configuration, "GET", url, headers=headers, _preload_content=False,
+                                      _request_timeout=timeout)
     except ApiException as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # the transport wraps everything, interrupts too
+            raise KeyboardInterrupt from None
         m = re.search(r"Handshake status (\d{3})", str(exc.reason or ""))
         if m:
             body = str(exc.reason).rsplit(" -+-+- ", 1)[-1]
@@ -675,7 +684,7 @@ def exec_command(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str]
         ws.run_forever(timeout=timeout)
         if ws.is_open():
             raise Unavailable(f"{what}: {' '.join(argv)[:80]} did not end within {timeout:.0f} s")
-        code, message = _exec_status(ws.read_channel(ERROR_CHANNEL))
+        code, message = _exec_status(ws.read_channel(ws_client.ERROR_CHANNEL))
         stderr = ws.read_stderr() or ""
         if code and message and not message.startswith("command terminated with non-zero exit code"):
             stderr += message  # the kubelet's own refusal (container not found ...)
