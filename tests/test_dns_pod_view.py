@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -196,7 +196,8 @@ def test_forbidden_exec_is_a_warning_naming_it_and_the_probe_pod_is_deleted(proj
     # declared, so `runbooks env check` names it before any run
     auditor = kube.connect(str(kc), "sandbox")
     row = onboarding.check_permissions(auditor, [RUNBOOK])[0]
-    assert row.state == "failed" and row.detail == "missing permission: create pods/exec in default", row.detail
+    assert row.state == "failed" and row.detail == (
+        "missing permission: get pods/exec in default, create pods/exec in default"), row.detail
     before = probe_events(admin)
     proc = runbooks(project, creds, "-p", "in_cluster_view", "exec")
     out = summary(project)
@@ -206,8 +207,12 @@ def test_forbidden_exec_is_a_warning_naming_it_and_the_probe_pod_is_deleted(proj
     assert list(ids) == ["dns-pod-view-forbidden"]
     finding = ids["dns-pod-view-forbidden"]
     assert finding["severity"] == "warning"
-    assert finding["title"] == "in-cluster DNS view skipped: forbidden: create pods/exec in default"
+    # Kubernetes 1.32 authorizes a WebSocket exec (a GET) as `get pods/exec`; the finding names what was refused
+    assert finding["title"] == "in-cluster DNS view skipped: forbidden: get pods/exec in default"
     assert "in_cluster_view: off" in finding["detail"]
+    # the API server's own words, from the refused WebSocket upgrade
+    assert 'cannot get resource "pods/exec" in API group "" in the namespace "default"' in finding["detail"]
+    assert "get and create pods/exec" in finding["detail"]
     assert probe_pods(admin) == []  # created, exec refused, deleted in the finally
     assert len(probe_events(admin)) == len(before) + 1  # created with the auditor's rights, before exec was refused
     # the rest of the audit went on: the Services were still asked of the cluster DNS server

@@ -112,5 +112,6 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
     assert incident.state == "failed" and incident.detail == "missing permission: patch deployments.apps"
     audit = rows["runbook dns-audit"]  # view reads everything; its in-cluster view needs a probe pod and exec
     assert audit.state == "failed" and audit.detail == (
-        "missing permission: create pods in default, delete pods in default, create pods/exec in default")
+        "missing permission: create pods in default, delete pods in default, get pods/exec in default, "
+        "create pods/exec in default")
     assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr

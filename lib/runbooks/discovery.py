@@ -492,8 +492,9 @@ def in_cluster_view(cluster: kube.Cluster, *, mode: str, namespaces: list[str] |
         what = message.split(" (", 1)[0]
         return None, pd.DataFrame(), [Finding(
             id="dns-pod-view-forbidden", severity="warning", title=f"in-cluster DNS view skipped: {what}",
-            detail=(f"{cut(message, 400)}. The view needs, in namespace {probe_namespace}: create, get, list and "
-                    "delete pods, and create pods/exec (`runbooks env check` lists what is missing); or set "
+            detail=(f"{cut(message, 600)}. The view needs, in namespace {probe_namespace}: create, get, list and "
+                    "delete pods, and get and create pods/exec (a WebSocket exec is authorized as get, and also as "
+                    "create from Kubernetes 1.35); `runbooks env check` lists what is missing. Or set "
                     "in_cluster_view: off"),
             resource=f"Namespace/{probe_namespace}", evidence={"mode": chosen})]
     except (podview.ProbeFailed, Unavailable, NotFound, OSError) as exc:

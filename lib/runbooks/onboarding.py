@@ -28,7 +28,9 @@ SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 # What each runbook does through the API: (verb, API group, resource[/subresource][, the parameter
 # naming the namespace where it is needed]). Read-only runbooks only read; mutating ones also need
 # the writes their plans make; dns-audit's in-cluster view runs a short-lived probe pod and execs
-# into it (in_cluster_view: off needs none of that).
+# into it (in_cluster_view: off needs none of that). Exec over a WebSocket is a GET: authorized as
+# `get pods/exec` (Kubernetes 1.32), and also as `create` where AuthorizePodWebsocketUpgradeCreatePermission
+# is on (beta from 1.35), as SPDY's POST always was.
 PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
     "cluster-health": [
         ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"), ("list", "", "services"),
@@ -59,7 +61,8 @@ PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
         ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
         ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
         ("create", "", "pods", "probe_namespace"), ("get", "", "pods", "probe_namespace"),
-        ("delete", "", "pods", "probe_namespace"), ("create", "", "pods/exec", "probe_namespace"),
+        ("delete", "", "pods", "probe_namespace"), ("get", "", "pods/exec", "probe_namespace"),
+        ("create", "", "pods/exec", "probe_namespace"),
     ],
 }
 # The namespace of a permission that names a parameter, when the env's parameter file does not set it.

@@ -340,13 +340,15 @@ def probe_view(cluster: kube.Cluster, namespace: str, questions: Sequence[tuple[
             created = kube.request(cluster, "POST", kube.KINDS["Pod"].path(namespace),
                                    body=probe_pod(image, deadline_seconds=deadline_seconds, run_id=run_id))
         except Forbidden as exc:
-            raise Forbidden(f"forbidden: create pods in {namespace} ({cut(str(exc), 300)})") from None
+            raise Forbidden(f"forbidden: create pods in {namespace} ({_server_words(exc)})") from None
         name = created["metadata"]["name"]
         wait_running(cluster, namespace, name, start_timeout)
         try:
             result = _exec(cluster, namespace, name, ["cat", RESOLV_CONF], exec_timeout)
         except Forbidden as exc:
-            raise Forbidden(f"forbidden: create pods/exec in {namespace} ({cut(str(exc), 300)})") from None
+            verb = re.search(r'cannot (\w+) resource "pods/exec"', str(exc))
+            raise Forbidden(f"forbidden: {verb.group(1) if verb else 'create'} pods/exec in {namespace} "
+                            f"({_server_words(exc)})") from None
         if result.exit_code:
             raise ProbeFailed(f"cat {RESOLV_CONF} in {namespace}/{name} exited {result.exit_code}: "
                               f"{cut(result.stderr.strip(), 200)}")
@@ -358,6 +360,11 @@ def probe_view(cluster: kube.Cluster, namespace: str, questions: Sequence[tuple[
             delete_pod(cluster, namespace, name)
         else:  # interrupted (or failed) before the answer named it: the server may have created it
             _delete_by_run(cluster, namespace, run_id)
+
+
+def _server_words(exc: Exception) -> str:
+    """The API server's message of a refusal, without the request line ``kube`` puts before it."""
+    return cut(str(exc).split("HTTP 403: ", 1)[-1], 400)
 
 
 def _delete_by_run(cluster: kube.Cluster, namespace: str, run_id: str) -> None:
@@ -377,6 +384,9 @@ def delete_pod(cluster: kube.Cluster, namespace: str, name: str, attempts: int =
             return
         except NotFound:
             return
+        except Forbidden as exc:
+            raise Forbidden(f"forbidden: delete pods in {namespace}: the probe pod {name} stays until its "
+                            f"activeDeadlineSeconds end it ({_server_words(exc)})") from None
         except Unavailable:
             if attempt + 1 == attempts:
                 raise
