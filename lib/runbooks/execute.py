@@ -326,6 +326,13 @@ def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
     return None, ""
 
 
+def _preload_report() -> None:
+    try:
+        import nbconvert.exporters.html  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a head start: publishing imports it again and reports errors
+        pass
+
+
 def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
                    progress: bool, watchdog: _Watchdog) -> Outcome:
     import papermill as pm
@@ -661,6 +668,8 @@ def execute(
     if progress is None:
         progress = sys.stderr.isatty()
     watchdog = _Watchdog(deadline, on_abort).start()
+    # the report's renderer (nbconvert, jinja2) loads while the kernel works, not after it
+    threading.Thread(target=_preload_report, name="preload-report", daemon=True).start()
     try:
         outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
     finally:
