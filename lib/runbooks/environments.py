@@ -65,7 +65,6 @@ class EnvConfig(BaseModel):
     ingress_url: str | None = None
     ingress_ca_file: str | None = None
     dns_resolver: str | None = None
-    dns_authoritative_servers: list[str] | None = None
     cluster_dns_server: str | None = None
     dns_providers: dict[str, dict[str, Any]] | None = None
 
@@ -260,6 +259,8 @@ def _accepts_str(annotation: Any) -> bool:
     """`str` or a union with `str` (`str | None`); not a container of strings (`list[str]`)."""
     if annotation is str:
         return True
+    if typing.get_origin(annotation) is typing.Literal:  # a choice of words: `-p mode off` is the word
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return str in typing.get_args(annotation)
     return False

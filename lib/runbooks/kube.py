@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -664,6 +665,79 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None =
         return cluster.core.read_namespaced_pod_log(pod, namespace, **kw)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"logs of {namespace}/{pod}") from e
+
+
+@dataclass
+class ExecResult:
+    """What a command run in a container gave back: its output and exit code."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+def _exec_status(text: str) -> tuple[int, str]:
+    """The exit code and message in the kubelet's error-channel Status (``{}`` or none: still 0)."""
+    try:
+        status = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return 1, cut(text)
+    if not status or status.get("status") == "Success":
+        return 0, ""
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    return (int(code) if code and str(code).isdigit() else 1), str(status.get("message") or "")
+
+
+def exec_command(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str], *, container: str | None = None,
+                 timeout: float = 60.0) -> ExecResult:
+    """Run ``argv`` in a container over the ``pods/exec`` WebSocket (``kubectl exec`` without a tty).
+
+    The official client's WebSocket transport (``kubernetes.stream.ws_client``, what
+    ``kubernetes.stream.stream`` calls), with the URL and credentials serialised like every other
+    request here: going through ``stream(CoreV1Api.connect_get_namespaced_pod_exec, ...)`` would
+    first import the generated CoreV1Api and its models, 2 to 4 s of a fresh kernel. The exit code
+    comes from the kubelet's Status on the error channel. One exec at a time per ``cluster``.
+
+    Raises:
+        Forbidden: ``create pods/exec`` is not allowed (HTTP 403 on the upgrade).
+        NotFound: no such pod. InvalidInput: the container is not running or not there (400).
+        Unavailable: the connection failed, or the command outlived ``timeout``.
+    """
+    from kubernetes.stream import ws_client
+
+    what = f"exec in {namespace}/{pod}"
+    query = [("command", a) for a in argv] + [("stdout", "true"), ("stderr", "true")]
+    if container:
+        query.append(("container", container))
+    api = cluster.api_client
+    try:
+        _, url, headers, _, _ = api.param_serialize(
+            method="GET", resource_path=KINDS["Pod"].path(namespace, pod, "exec"), query_params=query,
+            header_params={}, auth_settings=["BearerToken"])
+        ws = ws_client.websocket_call(api.configuration, "GET", url, headers=headers, _preload_content=False,
+                                      _request_timeout=timeout)
+    except ApiException as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # the transport wraps everything, interrupts too
+            raise KeyboardInterrupt from None
+        m = re.search(r"Handshake status (\d{3})", str(exc.reason or ""))
+        if m:
+            body = str(exc.reason).rsplit(" -+-+- ", 1)[-1]
+            body = body[2:-1].encode().decode("unicode_escape") if body.startswith(("b'", 'b"')) else body
+            raise scrubbed(cluster, check_response(int(m.group(1)), body, f"create pods/exec in {namespace}")) \
+                from None
+        raise scrubbed(cluster, translate(exc, what)) from None
+    try:
+        ws.run_forever(timeout=timeout)
+        if ws.is_open():
+            raise Unavailable(f"{what}: {' '.join(argv)[:80]} did not end within {timeout:.0f} s")
+        code, message = _exec_status(ws.read_channel(ws_client.ERROR_CHANNEL))
+        stderr = ws.read_stderr() or ""
+        if code and message and not message.startswith("command terminated with non-zero exit code"):
+            stderr += message  # the kubelet's own refusal (container not found ...)
+        return ExecResult(ws.read_stdout() or "", stderr, code)
+    finally:
+        ws.close()
 
 
 # ---- a summary for people -----------------------------------------------------------
