@@ -353,6 +353,13 @@ def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
     return None, ""
 
 
+def _preload_report() -> None:
+    try:
+        import nbconvert.exporters.html  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a head start: publishing imports it again and reports errors
+        pass
+
+
 def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
                    progress: bool, watchdog: _Watchdog, secret_sink: str = "") -> Outcome:
     import papermill as pm
@@ -718,6 +725,8 @@ def execute(
     uploader = storage.Progress(store, output, f"{rel}/{output.name}", echo=echo).start() \
         if store is not None else None
     watchdog = _Watchdog(deadline, on_abort).start()
+    # the report's renderer (nbconvert, jinja2) loads while the kernel works, not after it
+    threading.Thread(target=_preload_report, name="preload-report", daemon=True).start()
     with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
         try:
             outcome = _run_papermill(prepared, output, parameters, progress, watchdog, sink.path)
