@@ -340,12 +340,12 @@ def test_probe_reports_unreachable_hosts_quickly():
 
 
 def test_timeline_chart_places_each_certificate(planted):
-    from runbooks import report
+    from runbooks import charts
 
-    fig = report.cert_timeline_chart(planted.expiries(), days=90, now=NOW)
+    fig = charts.cert_timeline_chart(planted.expiries(), days=90, now=NOW)
     names = {n for trace in fig.data for n in trace.y}
     assert {"app/ok-tls", "app/gone-tls", "app/pay-tls"} <= names
     stored, served = fig.data
     assert stored.name == "stored" and served.name == "served"
     assert "triangle-right" in stored.marker.symbol  # pay-tls expires after the 90-day window
-    assert report.cert_timeline_chart(planted.expiries().iloc[0:0]).layout.annotations  # "No readable ..."
+    assert charts.cert_timeline_chart(planted.expiries().iloc[0:0]).layout.annotations  # "No readable ..."

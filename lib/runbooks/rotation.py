@@ -65,7 +65,7 @@ from .certs import (
 )
 from .errors import InvalidInput, NotFound, PlanInvalid, RunbookError, Unavailable
 from .model import Finding
-from .parameters import MutatingParams, register
+from .parameters import MutatingParams
 from .params import check_namespaces
 from .plans import (
     APPLY_TIME,
@@ -143,7 +143,6 @@ def _check_object(value: str, what: str) -> str:
     return value
 
 
-@register("certificate-rotation")
 class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
 
