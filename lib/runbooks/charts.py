@@ -90,7 +90,7 @@ def cert_timeline_chart(df: Any, days: int = 90, warning_days: int = 30, critica
 
     Args:
         df: columns ``certificate``, ``kind`` ("stored" or "served on HOST"),
-            ``not_after``, ``days_left``, ``state`` (``certs.Inventory.expiries()``).
+            ``not_after``, ``days_left``, ``state`` (``certinventory.Inventory.expiries()``).
             Certificates beyond the window sit at its right edge (▶), long-expired
             ones at its left edge (◀); a served certificate that differs from the
             stored one is an open marker on the same row.
