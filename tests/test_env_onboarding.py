@@ -110,5 +110,8 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
     assert health.state == "failed" and health.detail == "missing permission: list nodes, list secrets"  # view: no nodes, no Secrets
     incident = rows["runbook incident-investigation"]
     assert incident.state == "failed" and incident.detail == "missing permission: patch deployments.apps"
-    assert rows["runbook dns-audit"].state == "ok"  # view reads everything it needs
+    audit = rows["runbook dns-audit"]  # view reads everything; its in-cluster view needs a probe pod and exec
+    assert audit.state == "failed" and audit.detail == (
+        "missing permission: create pods in default, delete pods in default, get pods/exec in default, "
+        "create pods/exec in default")
     assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr

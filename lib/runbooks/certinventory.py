@@ -45,7 +45,7 @@ from .certs import (
     weak_key,
 )
 from .errors import Unavailable, cut
-from .kube import condition
+from .kube import SecretKeys, condition
 from .model import Finding
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def _served_text(served: list[Served], stored: str) -> str:
     return "; ".join(out)
 
 
-def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), requests: Iterable[dict] = (),
+def build_inventory(secrets: Iterable[dict | SecretKeys], certificates: Iterable[dict] = (), requests: Iterable[dict] = (),
                     ingresses: Iterable[dict] = (), challenges: Iterable[dict] = (), *,
                     now: datetime | None = None, check_keys: bool = True) -> Inventory:
     """Link plain objects (as the API returns them) into an :class:`Inventory`.
@@ -304,7 +304,8 @@ def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), 
     """
     inv = Inventory(now=now or datetime.now(UTC))
     for s in secrets:
-        if s.get("type") != TLS_TYPE or ((s.get("metadata") or {}).get("labels") or {}).get(BACKUP_OF):
+        obj = s.object if isinstance(s, SecretKeys) else s
+        if obj.get("type") != TLS_TYPE or ((obj.get("metadata") or {}).get("labels") or {}).get(BACKUP_OF):
             continue
         info = read_tls_secret(s, check_key=check_keys)
         inv.secrets[info.key] = info

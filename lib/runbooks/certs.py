@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtensionOID
 
 from .errors import InvalidInput, cut
+from .kube import SecretKeys
 from .model import Finding
 
 TLS_TYPE = "kubernetes.io/tls"
@@ -386,8 +387,18 @@ class TlsSecret:
         return [h for h in self.ingress_hosts if not host_covered(h, self.leaf.dns_names)]
 
 
-def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
-    """Parse a ``kubernetes.io/tls`` Secret into facts; problems go to ``error``, nothing raises."""
+def read_tls_secret(secret: dict | SecretKeys, *, check_key: bool = True) -> TlsSecret:
+    """Parse a ``kubernetes.io/tls`` Secret into facts; problems go to ``error``, nothing raises.
+
+    ``secret`` is what :func:`runbooks.kube.read_secret_keys` / ``iter_secret_keys`` return (the
+    certificates, and whether the key matches: the key itself never reaches this module), or a
+    Secret object with its data (a manifest, a test fixture).
+    """
+    if isinstance(secret, SecretKeys):
+        keys = secret
+        secret = keys.object
+    else:
+        keys = None
     meta = secret.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     out = TlsSecret(namespace=meta.get("namespace") or "", name=meta.get("name", ""),
@@ -395,7 +406,7 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
                     issuer_ref=annotations.get(CM_ISSUER_NAME, ""), changed_at=data_changed_at(secret))
     if out.certificate:
         out.managed_by = "cert-manager"
-    crt = secret_bytes(secret, "tls.crt")
+    crt = keys.certificate("tls.crt") if keys is not None else secret_bytes(secret, "tls.crt")
     if not crt:
         out.error = "tls.crt is missing or empty"
         return out
@@ -409,14 +420,16 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
     out.intermediates = [c.subject_text for c in wrapped[1:]]
     roots: list[x509.Certificate] = []
     if not wrapped[-1].is_ca and chain[-1].subject != chain[-1].issuer:  # only then can ca.crt matter
-        ca = secret_bytes(secret, "ca.crt")
+        ca = keys.certificate("ca.crt") if keys is not None else secret_bytes(secret, "ca.crt")
         try:
             roots = x509.load_pem_x509_certificates(ca) if ca else []
         except ValueError:
             roots = []
     check = check_chain(wrapped, roots)
     out.chain_in_order, out.chain_complete, out.chain_problem = check.in_order, check.complete, check.problem
-    if check_key:
+    if check_key and keys is not None:
+        out.key_matches = keys.key_matches("tls.crt", "tls.key")
+    elif check_key:
         key = secret_bytes(secret, "tls.key")
         if key:
             try:
@@ -449,7 +462,7 @@ def _load_bundle(pem: bytes) -> list[_Cert]:
     return out
 
 
-def tls_secret_summary(secret: dict, now: datetime | None = None) -> dict:
+def tls_secret_summary(secret: dict | SecretKeys, now: datetime | None = None) -> dict:
     """One row about a `kubernetes.io/tls` Secret: leaf facts, days left, problems. No key material."""
     info = read_tls_secret(secret)
     row: dict = {"namespace": info.namespace, "name": info.name, "hosts": [], "issuer": "",

@@ -20,14 +20,18 @@ from typing import Any
 import yaml
 
 from . import alerts, kube, logs, metrics
-from .environments import EnvConfig, Project
+from .environments import EnvConfig, Project, load_mapping
 from .errors import SOURCE_ERRORS, Forbidden, InvalidInput, NotFound, RunbookError, cut
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
-# What each runbook does through the API: (verb, API group, resource). Read-only runbooks only
-# read; mutating ones also need the writes their plans make.
-PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
+# What each runbook does through the API: (verb, API group, resource[/subresource][, the parameter
+# naming the namespace where it is needed]). Read-only runbooks only read; mutating ones also need
+# the writes their plans make; dns-audit's in-cluster view runs a short-lived probe pod and execs
+# into it (in_cluster_view: off needs none of that). Exec over a WebSocket is a GET: authorized as
+# `get pods/exec` (Kubernetes 1.32), and also as `create` where AuthorizePodWebsocketUpgradeCreatePermission
+# is on (beta from 1.35), as SPDY's POST always was.
+PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
     "cluster-health": [
         ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"), ("list", "", "services"),
         ("list", "", "endpoints"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
@@ -56,8 +60,13 @@ PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     "dns-audit": [
         ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
         ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
+        ("create", "", "pods", "probe_namespace"), ("get", "", "pods", "probe_namespace"),
+        ("delete", "", "pods", "probe_namespace"), ("get", "", "pods/exec", "probe_namespace"),
+        ("create", "", "pods/exec", "probe_namespace"),
     ],
 }
+# The namespace of a permission that names a parameter, when the env's parameter file does not set it.
+NAMESPACE_DEFAULTS = {"probe_namespace": "default"}
 
 SOURCES = (("prometheus", "prometheus_url"), ("alertmanager", "alertmanager_url"),
            ("elasticsearch", "elasticsearch_url"))
@@ -127,7 +136,10 @@ def access_review(cluster: Any, verb: str, group: str, resource: str, namespace:
     Raises:
         NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
     """
+    resource, _, subresource = resource.partition("/")
     attrs = {"verb": verb, "group": group, "resource": resource}
+    if subresource:
+        attrs["subresource"] = subresource
     if namespace:
         attrs["namespace"] = namespace
     body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
@@ -136,8 +148,13 @@ def access_review(cluster: Any, verb: str, group: str, resource: str, namespace:
     return bool((answer.get("status") or {}).get("allowed"))
 
 
-def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | None = None) -> list[Check]:
-    """One row per runbook: every permission it needs, or the ones missing, named."""
+def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | None = None,
+                      parameters: dict[str, dict[str, Any]] | None = None) -> list[Check]:
+    """One row per runbook: every permission it needs, or the ones missing, named.
+
+    A permission needed in the namespace a parameter names is checked there: the value from
+    ``parameters[runbook]`` (the env's parameter file), else :data:`NAMESPACE_DEFAULTS`.
+    """
     rows: list[Check] = []
     for name in runbooks:
         needed = PERMISSIONS.get(name)
@@ -146,9 +163,12 @@ def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | No
             continue
         missing = []
         try:
-            for verb, group, resource in needed:
-                if not access_review(cluster, verb, group, resource, namespace):
-                    missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+            for verb, group, resource, *where in needed:
+                ns = namespace
+                if where:
+                    ns = str(((parameters or {}).get(name) or {}).get(where[0]) or NAMESPACE_DEFAULTS[where[0]])
+                if not access_review(cluster, verb, group, resource, ns):
+                    missing.append(f"{verb} {resource}" + (f".{group}" if group else "") + (f" in {ns}" if where else ""))
         except NotFound:
             rows.append(Check(f"runbook {name}", "warning",
                               "cannot check permissions (no SelfSubjectAccessReview API)"))
@@ -177,12 +197,23 @@ def check_env(project: Project, name: str, *, verify: bool = True,
             rows.append(Check("expected_context", "warning", "not set: plans cannot be applied in this env"))
         else:
             rows.append(Check("expected_context", "ok", cfg.expected_context))
-        rows += check_permissions(cluster, list(project.notebooks()))
+        runbooks = list(project.notebooks())
+        rows += check_permissions(cluster, runbooks, parameters=_parameter_files(project, name, runbooks))
     for kind, key in SOURCES:
         url = getattr(cfg, key)
         rows.append(probe(kind, url, verify=verify) if url else
                     Check(kind, "warning", f"not configured in env {name} ({key} in env.yaml)"))
     return rows
+
+
+def _parameter_files(project: Project, env: str, runbooks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``parameters/ENV/<runbook>.yaml`` of each runbook that has one (only mappings)."""
+    out = {}
+    for name in runbooks:
+        path = project.parameters_dir / env / f"{name}.yaml"
+        if path.is_file():
+            out[name] = load_mapping(path)
+    return out
 
 
 def init_env(project: Project, name: str, *, context: str, kubeconfig: str | None = None,
