@@ -373,10 +373,10 @@ def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str
             runs = store.entries(env, runbook)
             index = store.url_of("index.html")
             try:
-                from runbooks import report
+                from runbooks import reporthtml
 
                 every = runs if not (env or runbook) else store.entries()
-                store.write_bytes("index.html", report.index_html(every).encode())
+                store.write_bytes("index.html", reporthtml.index_html(every).encode())
             except RunbookError as exc:
                 index = f"not written ({exc})"
         else:

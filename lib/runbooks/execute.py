@@ -579,7 +579,7 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
     """
     import nbformat
 
-    from runbooks import report
+    from runbooks import reporthtml
 
     notebook_path = run_dir / summary["notebook"]
     leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
@@ -588,7 +588,7 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
     html_text = None
     if nb is not None and not leaks:
         try:
-            html_text = report.render_html(nb, summary)
+            html_text = reporthtml.render_html(nb, summary)
         except Exception as exc:  # a rendering bug must not hide the run's result
             summary["error"] = summary["error"] or {
                 "kind": "report-failed", "message": f"report.html could not be rendered: "
@@ -901,11 +901,11 @@ def list_runs(outputs: Path, env: str | None = None, runbook: str | None = None)
 
 def write_index(outputs: Path) -> Path:
     """Regenerate ``outputs/index.html`` from every run's summary.json."""
-    from runbooks import report
+    from runbooks import reporthtml
 
     outputs.mkdir(parents=True, exist_ok=True)
     path = outputs / "index.html"
-    path.write_text(report.index_html(list_runs(outputs)), encoding="utf-8")
+    path.write_text(reporthtml.index_html(list_runs(outputs)), encoding="utf-8")
     return path
 
 
