@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from runbooks import execute, model
+from runbooks import execute, model, runner
 from runbooks.cli import main
+from runbooks.summary import exit_code_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 
@@ -173,7 +174,7 @@ def test_leaking_run_exits_3_and_publishes_no_report(project):
 def test_watchdog_kills_the_kernel_process_group():
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     client = SimpleNamespace(km=SimpleNamespace(provisioner=SimpleNamespace(process=proc)))
-    dog = execute._Watchdog(0.2, on_abort=lambda: None)
+    dog = runner.Watchdog(0.2, on_abort=lambda: None)
     dog.client = client
     dog.start()
     try:
@@ -193,7 +194,7 @@ def test_watchdog_kills_the_kernel_process_group():
     ],
 )
 def test_exit_code_for_findings(severities, fail_on, code):
-    assert execute.exit_code_for([{"severity": s} for s in severities], fail_on) == code
+    assert exit_code_for([{"severity": s} for s in severities], fail_on) == code
 
 
 @pytest.mark.parametrize(
@@ -335,7 +336,7 @@ def test_the_output_notebook_is_written_paced_and_always_at_the_end(tmp_path, mo
     hung.cell_complete(hung.nb.cells[0], 0)
     hung.cell_start(hung.nb.cells[1], 1)
     assert _disk_statuses(tmp_path / "hung.ipynb")[:2] == ["pending", "pending"]
-    dog = execute._Watchdog(60, on_abort=lambda: None)
+    dog = runner.Watchdog(60, on_abort=lambda: None)
     dog.client = SimpleNamespace(nb_man=hung)
     dog.flush_notebook()
     assert _disk_statuses(tmp_path / "hung.ipynb")[:3] == ["completed", "running", "pending"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks import alerts, kube
+from runbooks import alerts, kube, rollouts
 from runbooks_sandbox import promgen, stack
 from runbooks_sandbox.launch import Sandbox
 from runbooks_sandbox.observability import missing_binaries
@@ -72,7 +72,7 @@ def by_id(summary: dict) -> dict[str, dict]:
 
 def test_checkout_incident_is_explained(full, project):
     cluster = kube.connect(str(full.kubeconfig), "sandbox")
-    rollout = kube.rollout_history(cluster, "shop", "checkout")[-1]["created"]
+    rollout = rollouts.rollout_history(cluster, "shop", "checkout")[-1]["created"]
     proc, summary, run_dir = run(project, "-p", "namespace", "shop", "-p", "service", "checkout")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = by_id(summary)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
-from runbooks import kube
+from runbooks import kube, rollouts
 from runbooks.errors import Forbidden, InvalidInput, NotFound, Unavailable
 
 
@@ -34,7 +34,7 @@ def test_errors_are_translated(sandbox, cluster, tmp_path):
 
 
 def test_rollout_history_of_checkout(sandbox, cluster):
-    history = kube.rollout_history(cluster, "shop", "checkout")
+    history = rollouts.rollout_history(cluster, "shop", "checkout")
     assert [r["revision"] for r in history] == [6, 7]
     old, new = history
     assert old["images"][0].endswith(":1.8.2") and new["images"][0].endswith(":1.9.0")
@@ -44,7 +44,7 @@ def test_rollout_history_of_checkout(sandbox, cluster):
 
 
 def test_workload_pods_carry_revision_and_failure(cluster):
-    pods = kube.workload_pods(cluster, "shop", "checkout")
+    pods = rollouts.workload_pods(cluster, "shop", "checkout")
     by_rev = {}
     for p in pods:
         by_rev.setdefault(p["revision"], []).append(p)
@@ -57,7 +57,7 @@ def test_workload_pods_carry_revision_and_failure(cluster):
 def test_last_modified_comes_from_managed_fields(cluster, namespace):
     cluster.core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"a": "1"}})
     obj = kube.get_object(cluster, "configmaps", namespace, "cfg")
-    assert abs((kube.last_modified(obj) - datetime.now(UTC)).total_seconds()) < 30
+    assert abs((rollouts.last_modified(obj) - datetime.now(UTC)).total_seconds()) < 30
 
 
 def test_unknown_resource_names_the_known_ones(cluster):
@@ -68,16 +68,16 @@ def test_unknown_resource_names_the_known_ones(cluster):
 def test_read_ahead_keeps_order_raises_where_the_error_was_and_stops_when_closed():
     import threading
 
-    from runbooks import kube as k
+    from runbooks import readahead as k
 
     assert list(k.read_ahead(iter([[1], [2, 3], [4]]))) == [[1], [2, 3], [4]]
 
     def failing():
         yield [1]
-        raise k.Unavailable("the API server went away")
+        raise Unavailable("the API server went away")
 
     got = []
-    with pytest.raises(k.Unavailable, match="went away"):
+    with pytest.raises(Unavailable, match="went away"):
         for page in k.read_ahead(failing()):
             got.append(page)
     assert got == [[1]]

@@ -272,5 +272,5 @@ def test_urls_name_bucket_and_prefix():
     bare = storage.open_store("s3://reports")
     assert (bare.url, bare.root, bare.path("x")) == ("s3://reports", "", "reports/x")
     assert storage.is_url("s3://x/y") and not storage.is_url("outputs") and not storage.is_url(None)
-    assert storage._run_order("20260101T000000Z-10") > storage._run_order("20260101T000000Z-2") \
-        > storage._run_order("20260101T000000Z")
+    assert storage.run_order("20260101T000000Z-10") > storage.run_order("20260101T000000Z-2") \
+        > storage.run_order("20260101T000000Z")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from runbooks import hostprobes, ingressrules, ingresssignals, reachmodel
 from runbooks import reachability as r
 from runbooks.errors import InvalidInput
 from runbooks.parameters import params_model, validate_params
@@ -56,7 +57,7 @@ def endpoint_slice(service_name, pods, *, ns="web", ports=(("http", 8080),)):
 
 def snap(ingresses, *, services=(), pods=(), slices=(), classes=None, deployments=None):
     classes = classes if classes is not None else [
-        {"metadata": {"name": "nginx", "annotations": {r.DEFAULT_CLASS_ANNOTATION: "true"}},
+        {"metadata": {"name": "nginx", "annotations": {ingressrules.DEFAULT_CLASS_ANNOTATION: "true"}},
          "spec": {"controller": "k8s.io/ingress-nginx"}}]
     by_service: dict = {}
     for s in slices:
@@ -85,15 +86,15 @@ def snap(ingresses, *, services=(), pods=(), slices=(), classes=None, deployment
     ("ImplementationSpecific", "/api", "/other", False),
 ])
 def test_path_types_match_as_ingress_nginx_does(kind, want, path, ok):
-    assert r.path_matches(kind, want, path) is ok
+    assert ingressrules.path_matches(kind, want, path) is ok
 
 
 def test_implementation_specific_is_a_regex_with_use_regex_or_rewrite_target():
     regex = {"nginx.ingress.kubernetes.io/use-regex": "true"}
-    assert r.path_matches("ImplementationSpecific", "/api/v[0-9]+", "/API/v2/x", regex)
-    assert not r.path_matches("ImplementationSpecific", "/api/v[0-9]+", "/api/vx", regex)
+    assert ingressrules.path_matches("ImplementationSpecific", "/api/v[0-9]+", "/API/v2/x", regex)
+    assert not ingressrules.path_matches("ImplementationSpecific", "/api/v[0-9]+", "/api/vx", regex)
     rewrite = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}
-    assert r.path_matches("ImplementationSpecific", "/shop(/|$)(.*)", "/shop/cart", rewrite)
+    assert ingressrules.path_matches("ImplementationSpecific", "/shop(/|$)(.*)", "/shop/cart", rewrite)
 
 
 def test_longest_path_then_exact_then_oldest_wins():
@@ -185,35 +186,35 @@ def test_dns_not_configured_is_info_never_a_failure():
     assert hop.ok is None and "not configured in env prod" in hop.reason
 
 
-NS1 = r.AuthServer("public", "ns1:53", ("example.com",))
+NS1 = reachmodel.AuthServer("public", "ns1:53", ("example.com",))
 
 
 def test_dns_compares_answers_with_the_load_balancer():
     ing = ingress("i", "a.example.com", lb="lb.example.net")
     ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [
-        r.DnsAnswer("resolver", addresses=["192.0.2.1"], cnames=["lb.example.net"]),
-        r.DnsAnswer(NS1.label, status="NXDOMAIN")]})
+        reachmodel.DnsAnswer("resolver", addresses=["192.0.2.1"], cnames=["lb.example.net"]),
+        reachmodel.DnsAnswer(NS1.label, status="NXDOMAIN")]})
     hop = r.check_dns("a.example.com", ing, ctx)
     assert hop.ok is False and hop.details["problem"] == "missing"
     assert "authoritative server public (ns1:53) has no record for a.example.com (NXDOMAIN)" in hop.reason
-    ctx.dns = {"a.example.com": [r.DnsAnswer("resolver", cnames=["other-lb.example.net"], addresses=["192.0.2.9"])]}
+    ctx.dns = {"a.example.com": [reachmodel.DnsAnswer("resolver", cnames=["other-lb.example.net"], addresses=["192.0.2.9"])]}
     hop = r.check_dns("a.example.com", ing, ctx)
     assert hop.ok is False and hop.details["problem"] == "mismatch"
     assert "answers other-lb.example.net, 192.0.2.9, not the Ingress's load balancer lb.example.net" in hop.reason
-    ctx.dns = {"a.example.com": [r.DnsAnswer("resolver", cnames=["lb.example.net"], addresses=["192.0.2.1"])]}
+    ctx.dns = {"a.example.com": [reachmodel.DnsAnswer("resolver", cnames=["lb.example.net"], addresses=["192.0.2.1"])]}
     assert r.check_dns("a.example.com", ing, ctx).ok is True
-    ctx.dns = {"a.example.com": [r.DnsAnswer(NS1.label, status="", error="DNS server ns1:53 did not answer")]}
+    ctx.dns = {"a.example.com": [reachmodel.DnsAnswer(NS1.label, status="", error="DNS server ns1:53 did not answer")]}
     assert r.check_dns("a.example.com", ing, ctx).details["problem"] == "unanswered"
 
 
 def test_a_mismatch_and_a_missing_record_are_their_own_findings():
     s = snap([ingress("i", "a.example.com", lb="lb.example.net")], services=[service()])
     ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [
-        r.DnsAnswer(NS1.label, cnames=["old-lb.example.net"])]})
+        reachmodel.DnsAnswer(NS1.label, cnames=["old-lb.example.net"])]})
     f = next(f for f in r.check_host("a.example.com", "/", s, ctx).findings if f.evidence["hop"] == "dns")
     assert f.id == "reachability/a.example.com/dns-mismatch" and f.evidence["first_broken"]
     assert f.evidence["next"] == "runbooks run dns-audit --env prod -p hostnames '[\"a.example.com\"]'"
-    ctx.dns = {"a.example.com": [r.DnsAnswer(NS1.label, status="NXDOMAIN")]}
+    ctx.dns = {"a.example.com": [reachmodel.DnsAnswer(NS1.label, status="NXDOMAIN")]}
     ids = [f.id for f in r.check_host("a.example.com", "/", s, ctx).findings]
     assert "reachability/a.example.com/dns-missing" in ids
 
@@ -221,18 +222,18 @@ def test_a_mismatch_and_a_missing_record_are_their_own_findings():
 def test_no_record_for_an_ingress_without_an_address_is_the_ingress_hops_fault():
     ing = ingress("i", "a.example.com")
     ing["status"] = {}
-    ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [r.DnsAnswer(NS1.label, status="NXDOMAIN")]})
+    ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [reachmodel.DnsAnswer(NS1.label, status="NXDOMAIN")]})
     hop = r.check_dns("a.example.com", ing, ctx)
     assert hop.ok is None and "no status.loadBalancer address for ExternalDNS to publish" in hop.reason
 
 
 def test_only_the_providers_serving_the_host_are_asked():
-    ctx = r.Context(env="prod", dns_providers=[NS1, r.AuthServer("apps", "ns2:53", ("apps.example.com",))])
-    assert [label for label, _ in r.dns_queries(["a.example.com", "b.other.org"], ctx)] == ["public (ns1:53)"]
+    ctx = r.Context(env="prod", dns_providers=[NS1, reachmodel.AuthServer("apps", "ns2:53", ("apps.example.com",))])
+    assert [label for label, _ in hostprobes.dns_queries(["a.example.com", "b.other.org"], ctx)] == ["public (ns1:53)"]
     hop = r.check_dns("b.other.org", ingress("i", "b.other.org"), ctx)
     assert hop.ok is None and "no configured DNS provider serves a zone of b.other.org" in hop.reason
     servers = r.auth_servers({"public": {"type": "rfc2136", "nameserver": "127.0.0.1:5353", "zones": ["example.com"]}})
-    assert servers == [r.AuthServer("public", "127.0.0.1:5353", ("example.com",))]
+    assert servers == [reachmodel.AuthServer("public", "127.0.0.1:5353", ("example.com",))]
 
 
 # ---- the controller's logs ---------------------------------------------------------------------
@@ -247,13 +248,13 @@ ERROR = ('2026/12/03 07:01:04 [error] 31#31: *4711 connect() failed (111: Connec
 
 
 def test_the_access_log_format_is_ingress_nginx_s_default():
-    m = r.ACCESS_LINE.match(ACCESS_503)
+    m = ingresssignals.ACCESS_LINE.match(ACCESS_503)
     assert m and (m["status"], m["upstream"], m["addr"], m["upstream_status"]) == ("503", "web-careers-http", "-", "-")
-    m = r.ACCESS_LINE.match(ACCESS_200)
+    m = ingresssignals.ACCESS_LINE.match(ACCESS_200)
     assert m and (m["status"], m["upstream"], m["upstream_status"]) == ("200", "web-www-http", "200")
-    m = r.ERROR_LINE.search(ERROR)
+    m = ingresssignals.ERROR_LINE.search(ERROR)
     assert m and m["host"] == "shop.example.com" and m["what"].startswith("connect() failed")
-    assert r.NO_ENDPOINTS_LINE.search('W1203 07:01:05.123456       7 controller.go:1216] Service "web/careers" '
+    assert ingresssignals.NO_ENDPOINTS_LINE.search('W1203 07:01:05.123456       7 controller.go:1216] Service "web/careers" '
                                       'does not have any active Endpoint.')["service"] == "web/careers"
 
 

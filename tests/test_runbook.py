@@ -12,7 +12,7 @@ from papermill.models import Parameter
 from pydantic import Field
 
 import runbooks.runbook as rb
-from runbooks import errors, kube, model, parameters, plans, secrets, widgets
+from runbooks import errors, model, parameters, plans, preflight, secrets, widgets
 from runbooks.errors import InvalidInput, Unavailable
 
 
@@ -218,11 +218,11 @@ def test_run_records_findings_and_sources_outside_ipython():
 
 def test_context_guard_matches_name_or_server():
     cluster = SimpleNamespace(context="sandbox", server="https://127.0.0.1:6443")
-    kube.check_context(cluster, "sandbox")
-    kube.check_context(cluster, "https://127.0.0.1:6443/")
-    kube.check_context(cluster, None)
+    preflight.check_context(cluster, "sandbox")
+    preflight.check_context(cluster, "https://127.0.0.1:6443/")
+    preflight.check_context(cluster, None)
     with pytest.raises(errors.ContextMismatch) as info:
-        kube.check_context(cluster, "prod")
+        preflight.check_context(cluster, "prod")
     assert "'sandbox'" in str(info.value) and "'prod'" in str(info.value)
 
 
@@ -253,10 +253,10 @@ def test_context_guard_runs_before_any_api_call(tmp_path):
     kc = _kubeconfig(tmp_path)
     params = parameters.RunbookParams(kubeconfig=str(kc), expected_context="sandbox")
     with pytest.raises(errors.ContextMismatch, match="'prod'"):
-        kube.preflight(params)
+        preflight.preflight(params)
     params = parameters.RunbookParams(kubeconfig=str(kc), kube_context="sandbox", expected_context="sandbox")
     with pytest.raises(Unavailable):
-        kube.preflight(params)
+        preflight.preflight(params)
 
 
 def test_start_wraps_preflight_errors(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import runbooks.runbook as rb
-from runbooks import errors, kube, model, parameters, plans
+from runbooks import errors, kube, model, parameters, plans, preflight
 from runbooks.errors import NotFound
 
 from helpers import wait_for
@@ -58,7 +58,7 @@ def _clean_records():
 
 def test_preflight_against_the_sandbox(sandbox):
     params = parameters.RunbookParams(kubeconfig=str(sandbox.kubeconfig), expected_context="sandbox")
-    cluster = kube.preflight(params)
+    cluster = preflight.preflight(params)
     assert cluster.context == "sandbox"
 
 

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from runbooks import errors, kube
+from runbooks import errors, kube, kubestream
 from runbooks import secrets as sec
 from test_rotation_backups import tls_secret
 
@@ -124,7 +124,7 @@ def test_no_read_of_the_kubernetes_layer_shows_a_key(cluster, namespace):
                            if s["metadata"]["namespace"] == namespace],
         "generated client": cluster.core.read_namespaced_secret("pay-tls", namespace).to_dict(),
         "generated list": cluster.core.list_namespaced_secret(namespace).to_dict(),
-        "watch": list(kube.watch(cluster, "secrets", namespace, timeout_seconds=1)),
+        "watch": list(kubestream.watch(cluster, "secrets", namespace, timeout_seconds=1)),
         "generated watch": [{"object": e["object"].to_dict(), "raw_object": e["raw_object"]} for e in watch.Watch()
                             .stream(cluster.core.list_namespaced_secret, namespace, timeout_seconds=1)],
     }

@@ -35,16 +35,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runbooks import kube, model, notify, storage
+from runbooks import model, notify, preflight, storage
 from runbooks import secrets as sec
 from runbooks.environments import (  # noqa: F401 - re-exported: the CLI and tests name them here
     PATH_PARAMETERS,
@@ -57,21 +56,24 @@ from runbooks.environments import (  # noqa: F401 - re-exported: the CLI and tes
 )
 from runbooks.errors import (
     EXIT_FAILED,
-    EXIT_FINDINGS,
-    EXIT_INVALID,
-    EXIT_OK,
     InvalidInput,
     RunbookError,
     cut,
 )
 from runbooks.parameters import PROJECT_ROOT, ParamsBase, params_model, validate_params
+from runbooks.runner import (
+    KERNEL_START_TIMEOUT,
+    Outcome,
+    Watchdog,
+    classify,
+    preload_report,
+    run_papermill,
+)
+from runbooks.summary import RunResult, build_summary, publish, write_json
 
 DEFAULT_CELL_TIMEOUT = 600
 MAX_CELL_TIMEOUT = 86400
-KERNEL_START_TIMEOUT = 60
-WATCHDOG_GRACE = 30
 FAIL_ON_CHOICES = ("info", "warning", "critical")
-SUMMARY_SCHEMA = 1
 
 
 # --------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def prepare(
     cluster = None
     if check_cluster and ("kubeconfig" in declared or "kube_context" in declared):
         try:
-            cluster = kube.preflight(validated)
+            cluster = preflight.preflight(validated)
         except RunbookError as exc:
             raise InvalidInput(f"preflight for env {env!r}: {exc}") from exc
     return Prepared(
@@ -247,386 +249,6 @@ def check_report_base_url(url: str | None) -> str | None:
     return url.strip().rstrip("/")
 
 
-class _Watchdog:
-    """Guards a whole run: at the deadline kill the kernel; if that does not end it, exit 3."""
-
-    def __init__(self, seconds: float, on_abort: Callable[[], None]) -> None:
-        self.seconds = seconds
-        self.on_abort = on_abort
-        self.client: Any = None
-        self.expired = False
-        self.interrupted = False
-        self.done = threading.Event()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def start(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def cancel(self) -> None:
-        self.done.set()
-        self._timer.cancel()
-
-    def kill_kernel(self) -> None:
-        km = getattr(self.client, "km", None)
-        process = getattr(getattr(km, "provisioner", None), "process", None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the kernel leads its own session
-        except (ProcessLookupError, PermissionError, OSError):
-            process.kill()
-
-    def interrupt_kernel(self) -> bool:
-        """SIGINT to the kernel (what Jupyter's interrupt sends): the running cell stops at its next
-        safe point; an apply finishes the change it is sending and records it first."""
-        km = getattr(self.client, "km", None)
-        process = getattr(getattr(km, "provisioner", None), "process", None)
-        if process is None or process.poll() is not None:
-            return False
-        try:
-            os.kill(process.pid, signal.SIGINT)
-        except OSError:
-            return False
-        self.interrupted = True
-        return True
-
-    def flush_notebook(self) -> None:
-        """Best effort: save the executed notebook as it stands (it shows the cell that hung)."""
-        flush = getattr(getattr(self.client, "nb_man", None), "flush", None)
-        if flush is not None:
-            try:
-                flush()
-            except Exception:  # noqa: BLE001 - the process is about to end either way
-                pass
-
-    def _expire(self) -> None:
-        if self.done.is_set():
-            return
-        self.expired = True
-        self.kill_kernel()
-        if not self.done.wait(WATCHDOG_GRACE):
-            try:
-                self.flush_notebook()
-                self.on_abort()
-            finally:
-                os._exit(EXIT_FAILED)
-
-
-@dataclass
-class Outcome:
-    """How the execution itself ended (before findings and the secret scan)."""
-
-    kind: str  # completed | cell-error | dead-kernel | cell-timeout | run-timeout | truncated | crashed | interrupted
-    message: str = ""
-    cell_index: int | None = None
-    ename: str | None = None
-
-
-def _running_cell(nb: Any) -> int | None:
-    """The cell that was executing when the run ended: the last code cell that started."""
-    last = None
-    for index, cell in enumerate(nb.cells if nb is not None else []):
-        if cell.cell_type == "code" and cell.get("metadata", {}).get("papermill", {}).get("start_time"):
-            last = index
-    return last
-
-
-def _unexecuted_code_cell(nb: Any) -> int | None:
-    """The first code cell that never ran (papermill status ``pending``, no execution count)."""
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        status = cell.get("metadata", {}).get("papermill", {}).get("status")
-        if status == "pending" or (status is None and cell.get("execution_count") is None):
-            return index
-    return None
-
-
-def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
-    if nb is None or index is None or index >= len(nb.cells):
-        return None, ""
-    for output in nb.cells[index].get("outputs", []):
-        if output.get("output_type") == "error":
-            return output.get("ename"), output.get("evalue", "")
-    return None, ""
-
-
-def _preload_report() -> None:
-    try:
-        import nbconvert.exporters.html  # noqa: F401
-    except Exception:  # noqa: BLE001 - only a head start: publishing imports it again and reports errors
-        pass
-
-
-def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
-                   progress: bool, watchdog: _Watchdog, secret_sink: str = "") -> Outcome:
-    import papermill as pm
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    from runbooks import engine
-
-    engine.register()
-    kernel_env = dict(os.environ)
-    kernel_env.update(
-        RUNBOOKS_HEADLESS="1",
-        RUNBOOKS_HOME=str(prepared.project.root),
-        RUNBOOKS_ENV=prepared.env,  # part of every plan id (runbook.Run.binding)
-        PLOTLY_RENDERER="plotly_mimetype",
-        PYTHONUNBUFFERED="1",
-    )
-    if secret_sink:
-        kernel_env[sec.SINK_ENV] = secret_sink
-    def stop(signum: int, frame: Any) -> None:
-        """SIGINT/SIGTERM: interrupt the kernel and let the cell end cleanly; a second one stops hard."""
-        if watchdog.interrupted or not watchdog.interrupt_kernel():
-            raise KeyboardInterrupt
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, stop)
-    try:
-        pm.execute_notebook(
-            str(prepared.notebook), str(output), parameters=parameters,
-            engine_name=engine.NAME, progress_bar=progress, log_output=False,
-            start_timeout=KERNEL_START_TIMEOUT, execution_timeout=prepared.timeout,
-            cwd=str(prepared.project.root), request_save_on_cell_execute=True,
-            watchdog=watchdog, kernel_env=kernel_env,
-        )
-    except pm.PapermillExecutionError as exc:
-        if watchdog.interrupted:
-            return Outcome("interrupted", f"interrupted (SIGINT or SIGTERM) in cell {exc.cell_index}: the run was "
-                           f"stopped; {exc.ename}: {exc.evalue}", exc.cell_index, exc.ename)
-        return Outcome("cell-error", f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
-                       exc.cell_index, exc.ename)
-    except DeadKernelError:
-        kind = "run-timeout" if watchdog.expired else "dead-kernel"
-        return Outcome(kind, "", None)
-    except CellTimeoutError:
-        return Outcome("cell-timeout", "", None)
-    except KeyboardInterrupt:
-        return Outcome("crashed", "interrupted (Ctrl-C or SIGINT): the run was stopped")
-    except Exception as exc:  # kernel failed to start, papermill I/O ...
-        if watchdog.expired:
-            return Outcome("run-timeout", "", None)
-        return Outcome("crashed", f"{type(exc).__name__}: {cut(str(exc))}")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if watchdog.interrupted:
-        return Outcome("interrupted", "interrupted (SIGINT or SIGTERM): the run was stopped")
-    return Outcome("completed")
-
-
-def step_of(nb: Any, index: int | None) -> str | None:
-    """The step a cell belongs to: the nearest markdown heading above it (``## Diagnosis: pods``)."""
-    if nb is None or index is None:
-        return None
-    for cell in reversed(nb.cells[: index + 1]):
-        if cell.cell_type != "markdown":
-            continue
-        for line in "".join(cell.source).splitlines():
-            if line.startswith("#"):
-                return line.lstrip("#").strip() or None
-    return None
-
-
-def _classify(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
-    """Fill in the failing cell and the step it belongs to, with a message an SRE can act on."""
-    found = _classify_cell(outcome, nb, prepared, deadline)
-    step = step_of(nb, found.cell_index)
-    if step and found.kind != "completed":
-        found.message = f"step {step!r} (cell {found.cell_index}): {found.message}"
-    return found
-
-
-def _classify_cell(outcome: Outcome, nb: Any, prepared: Prepared, deadline: float) -> Outcome:
-    running = _running_cell(nb)
-    if outcome.kind == "completed" and nb is not None:
-        missing = _unexecuted_code_cell(nb)
-        if missing is not None:
-            ename = None
-            stopped = next(
-                (i for i in range(missing - 1, -1, -1)
-                 if nb.cells[i].cell_type == "code" and _error_output(nb, i)[0]),
-                None,
-            )
-            if stopped is not None:
-                ename, evalue = _error_output(nb, stopped)
-                why = f"cell {stopped} raised {ename}: {cut(evalue, 120)}"
-            else:
-                why = f"cell {missing} never ran"
-            return Outcome(
-                "truncated",
-                f"the notebook stopped early without a papermill error ({why}); "
-                f"cells from {missing} on did not run, so its results are incomplete",
-                stopped if stopped is not None else missing,
-                ename,
-            )
-        return outcome
-    if outcome.kind == "dead-kernel":
-        return Outcome("dead-kernel", f"the kernel died while running cell {running} "
-                       "(out of memory, a crash or os._exit?)", running)
-    if outcome.kind == "cell-timeout":
-        return Outcome("cell-timeout", f"cell {running} ran longer than the {prepared.timeout} s "
-                       "per-cell timeout (--timeout) and was stopped", running)
-    if outcome.kind == "run-timeout":
-        return Outcome("run-timeout", f"the run exceeded its overall limit of {deadline:.0f} s "
-                       f"and was stopped at cell {running}", running)
-    error = model.read_records(nb).get("error") if nb is not None else None
-    if outcome.kind == "cell-error" and (error or {}).get("exit_code") == EXIT_INVALID:
-        return Outcome("rejected", outcome.message, outcome.cell_index, outcome.ename)
-    return outcome
-
-
-EXIT_BY_KIND = {
-    "completed": EXIT_OK, "rejected": EXIT_INVALID, "cell-error": EXIT_FAILED,
-    "dead-kernel": EXIT_FAILED, "cell-timeout": EXIT_FAILED, "run-timeout": EXIT_FAILED,
-    "truncated": EXIT_FAILED, "crashed": EXIT_FAILED, "secret-leak": EXIT_FAILED,
-    "report-failed": EXIT_FAILED, "interrupted": EXIT_FAILED,
-}
-
-
-def exit_code_for(findings: Iterable[Mapping[str, Any]], fail_on: str) -> int:
-    """1 if any finding is at or above ``fail_on`` (``ok`` findings never count), else 0."""
-    threshold = model.SEVERITIES.index(fail_on)
-    worst = max((model.SEVERITIES.index(f.get("severity", "ok")) for f in findings), default=0)
-    return EXIT_FINDINGS if worst >= threshold and worst > 0 else EXIT_OK
-
-
-def status_for(code: int, kind: str) -> str:
-    if kind == "secret-leak":
-        return "leaked"
-    return {EXIT_OK: "ok", EXIT_FINDINGS: "findings", EXIT_INVALID: "rejected"}.get(code, "failed")
-
-
-@dataclass
-class RunResult:
-    """What ``runbooks run`` reports: exit code, run directory, summary."""
-
-    exit_code: int
-    run_dir: Path
-    summary: dict[str, Any]
-    report: Path | None = None
-    messages: list[str] = field(default_factory=list)
-    location: str | None = None
-    """Where the run directory is kept when it is not ``run_dir`` (``s3://…/ENV/RUNBOOK/RUN_ID``)."""
-    report_url: str | None = None
-
-
-def build_summary(
-    *, runbook: str, env: str, run_id: str, start: _dt.datetime, end: _dt.datetime,
-    parameters: Mapping[str, Any], records: Mapping[str, Any], outcome: Outcome,
-    fail_on: str, notebook_name: str, cluster: Any = None,
-) -> dict[str, Any]:
-    """summary.json (before the secret scan decides about the report)."""
-    findings = list(records.get("findings") or [])
-    counts = {s: 0 for s in model.SEVERITIES}
-    for f in findings:
-        counts[f.get("severity", "ok")] = counts.get(f.get("severity", "ok"), 0) + 1
-    code = EXIT_BY_KIND.get(outcome.kind, EXIT_FAILED)
-    if code == EXIT_OK:
-        code = exit_code_for(findings, fail_on)
-    run_info = records.get("run") or {}
-    plan = records.get("plan")
-    if plan is not None:
-        plan = {k: plan.get(k) for k in ("id", "binding", "changes", "validated", "applied")}
-        plan["applied_changes"] = records.get("changes") or []
-    sources = dict(records.get("data_sources") or {})
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "runbook": runbook,
-        "env": env,
-        "run_id": run_id,
-        "start": model.iso(start),
-        "end": model.iso(end),
-        "duration_s": round((end - start).total_seconds(), 1),
-        "status": status_for(code, outcome.kind),
-        "exit_code": code,
-        "fail_on": fail_on,
-        "kube_context": run_info.get("kube_context") or getattr(cluster, "context", None),
-        "server": run_info.get("server") or getattr(cluster, "server", None),
-        "window": records.get("window"),
-        "parameters": dict(parameters),
-        "findings": findings,
-        "counts": counts,
-        "plan": plan,
-        "data_sources": sources,
-        "error": None if outcome.kind == "completed" else {
-            "kind": outcome.kind, "message": outcome.message, "cell_index": outcome.cell_index,
-            "ename": outcome.ename,
-        },
-        "notebook": notebook_name,
-        "report": None,
-        "secret_scan": {"clean": True, "leaks": []},
-    }
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.Secret]) -> RunResult:
-    """Secret-scan the notebook, render and scan the HTML, write summary.json and report.html.
-
-    A leak: the stored notebook is redacted, no report.html is written (an
-    old one is removed), the run fails with exit 3 and the summary says what
-    kind of secret leaked and where, never the value.
-    """
-    import nbformat
-
-    from runbooks import reporthtml
-
-    notebook_path = run_dir / summary["notebook"]
-    leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
-    # the summary too: an exception's message (error.message) or a finding may carry a secret
-    leaks += sec.scan_text(json.dumps(summary, default=str), secrets, "summary.json")
-    html_text = None
-    if nb is not None and not leaks:
-        try:
-            html_text = reporthtml.render_html(nb, summary)
-        except Exception as exc:  # a rendering bug must not hide the run's result
-            summary["error"] = summary["error"] or {
-                "kind": "report-failed", "message": f"report.html could not be rendered: "
-                f"{type(exc).__name__}: {cut(str(exc))}", "cell_index": None, "ename": None,
-            }
-            summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
-        else:
-            leaks = sec.scan_text(html_text, secrets, "report.html")
-    report_path = run_dir / "report.html"
-    if leaks:
-        if nb is not None:
-            nb = sec.redact_notebook(nb, secrets)
-            nbformat.write(nbformat.from_dict(nb), str(notebook_path))
-        text = sec.describe(leaks)
-        summary.update(sec.redact(summary, secrets))
-        summary["secret_scan"] = {"clean": False, "leaks": [
-            {"kind": leak.kind, "where": leak.where} for leak in leaks
-        ]}
-        summary["error"] = {
-            "kind": "secret-leak",
-            "message": f"secret scan failed: {text}. report.html was not published and the "
-                       "stored notebook was redacted",
-            "cell_index": None, "ename": None,
-        }
-        summary["exit_code"], summary["status"] = EXIT_FAILED, "leaked"
-        html_text = None
-        if report_path.exists():
-            report_path.unlink()
-    else:
-        summary.update(sec.redact(summary, secrets))
-    if html_text is not None:
-        report_path.write_text(html_text, encoding="utf-8")
-        summary["report"] = "report.html"
-    _write_json(run_dir / "summary.json", summary)
-    return RunResult(summary["exit_code"], run_dir, summary,
-                     report_path if html_text is not None else None)
-
-
 def vault_secrets(prepared: Prepared) -> list[sec.Secret]:
     """Every value of the run's Ansible Vault (``vault_file``), decrypted here too so the scan knows them."""
     vault_file = getattr(prepared.validated, "vault_file", None)
@@ -675,76 +297,18 @@ def execute(
         outputs = Path(tempfile.mkdtemp(prefix="runbooks-run-"))
     else:
         outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
-    start = model.utcnow()
-    run_dir = new_run_dir(outputs, prepared.env, prepared.runbook, start)
-    run_id = run_dir.name
-    rel = run_dir.relative_to(outputs).as_posix()
-    parameters = dict(prepared.validated.model_dump(mode="json", include=set(prepared.given)))
-    if "run_dir" in prepared.declared:
-        parameters["run_dir"] = str(run_dir)
-    output = run_dir / f"{prepared.runbook}.ipynb"
-    nb_source = read_notebook(prepared.notebook)
-    code_cells = sum(1 for c in nb_source.cells if c.cell_type == "code") + 1
-    deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
-    kubeconfig = getattr(prepared.validated, "kubeconfig", None)
-    client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
-    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared)
-                                + notify.url_secrets())
-    effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
-        if "run_dir" in prepared.model.model_fields else prepared.validated
-    redacted = redacted_parameters(effective, secrets)
-
-    def summary_for(outcome: Outcome, nb: Any) -> dict[str, Any]:
-        records = model.read_records(nb) if nb is not None else model.fold_records([])
-        return build_summary(
-            runbook=prepared.runbook, env=prepared.env, run_id=run_id, start=start, end=model.utcnow(),
-            parameters=redacted, records=records, outcome=outcome, fail_on=prepared.fail_on,
-            notebook_name=output.name, cluster=prepared.cluster,
-        )
-
-    def on_abort() -> None:
-        outcome = Outcome("run-timeout", f"the run exceeded its overall limit of {deadline:.0f} s "
-                          "and could not be stopped cleanly; the process was ended")
-        summary = summary_for(outcome, None)
-        summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
-        if store is not None:
-            summary["location"] = store.url_of(rel)
-        _write_json(run_dir / "summary.json", summary)
-        where = run_dir
-        if store is not None:
-            try:
-                store.put_run(run_dir, rel)
-                store.write_entry(rel, summary)
-                where = store.url_of(rel)  # type: ignore[assignment]
-            except RunbookError as exc:
-                echo(f"runbooks: the run directory could not be uploaded: {exc}")
-        echo(f"runbooks: {outcome.message}; run directory {where}")
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    uploader = storage.Progress(store, output, f"{rel}/{output.name}", echo=echo).start() \
-        if store is not None else None
-    watchdog = _Watchdog(deadline, on_abort).start()
-    # the report's renderer (nbconvert, jinja2) loads while the kernel works, not after it
-    threading.Thread(target=_preload_report, name="preload-report", daemon=True).start()
-    with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
-        try:
-            outcome = _run_papermill(prepared, output, parameters, progress, watchdog, sink.path)
-        finally:
-            watchdog.cancel()
-            if uploader is not None:
-                uploader.stop()
-        secrets = secrets + sink.collected()
+    job = _Job.start(prepared, outputs, store, echo)
+    outcome, collected = _run_notebook(job, sys.stderr.isatty() if progress is None else progress)
+    secrets = job.secrets + collected
     try:
-        nb = read_notebook(output) if output.exists() else None
+        nb = read_notebook(job.output) if job.output.exists() else None
     except RunbookError as exc:
         nb = None
         if outcome.kind == "completed":
             outcome = Outcome("crashed", f"the executed notebook cannot be read: {exc}")
-    outcome = _classify(outcome, nb, prepared, deadline)
-    summary = summary_for(outcome, nb)
-    result = publish(run_dir, nb, summary, secrets)
-    deliver(result, rel=rel, store=store, settings=notify_settings, report_base_url=report_base_url,
+    outcome = classify(outcome, nb, prepared, job.deadline)
+    result = publish(job.run_dir, nb, job.summary_for(outcome, nb), secrets)
+    deliver(result, rel=job.rel, store=store, settings=notify_settings, report_base_url=report_base_url,
             secrets=secrets, echo=echo, outputs=None if store is not None else outputs)
     if store is not None and result.location is not None:
         shutil.rmtree(outputs, ignore_errors=True)
@@ -756,6 +320,91 @@ def execute(
     return result
 
 
+@dataclass
+class _Job:
+    """One execution of a prepared runbook: its run directory, deadline, known secrets and parameters."""
+
+    prepared: Prepared
+    store: storage.Store | None
+    echo: Callable[[str], None]
+    start_time: _dt.datetime
+    run_dir: Path
+    rel: str
+    output: Path
+    parameters: dict[str, Any]
+    deadline: float
+    secrets: list[sec.Secret]
+    redacted: dict[str, Any]
+
+    @classmethod
+    def start(cls, prepared: Prepared, outputs: Path, store: storage.Store | None,
+              echo: Callable[[str], None]) -> _Job:
+        start = model.utcnow()
+        run_dir = new_run_dir(outputs, prepared.env, prepared.runbook, start)
+        parameters = dict(prepared.validated.model_dump(mode="json", include=set(prepared.given)))
+        if "run_dir" in prepared.declared:
+            parameters["run_dir"] = str(run_dir)
+        nb_source = read_notebook(prepared.notebook)
+        code_cells = sum(1 for c in nb_source.cells if c.cell_type == "code") + 1
+        deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
+        kubeconfig = getattr(prepared.validated, "kubeconfig", None)
+        client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
+        secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared)
+                                    + notify.url_secrets())
+        effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
+            if "run_dir" in prepared.model.model_fields else prepared.validated
+        return cls(prepared, store, echo, start, run_dir, run_dir.relative_to(outputs).as_posix(),
+                   run_dir / f"{prepared.runbook}.ipynb", parameters, deadline, secrets,
+                   redacted_parameters(effective, secrets))
+
+    def summary_for(self, outcome: Outcome, nb: Any) -> dict[str, Any]:
+        records = model.read_records(nb) if nb is not None else model.fold_records([])
+        p = self.prepared
+        return build_summary(
+            runbook=p.runbook, env=p.env, run_id=self.run_dir.name, start=self.start_time, end=model.utcnow(),
+            parameters=self.redacted, records=records, outcome=outcome, fail_on=p.fail_on,
+            notebook_name=self.output.name, cluster=p.cluster,
+        )
+
+    def on_abort(self) -> None:
+        """The watchdog's last resort (the kernel would not die): record the run as failed, upload it."""
+        store, rel = self.store, self.rel
+        outcome = Outcome("run-timeout", f"the run exceeded its overall limit of {self.deadline:.0f} s "
+                          "and could not be stopped cleanly; the process was ended")
+        summary = self.summary_for(outcome, None)
+        summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
+        if store is not None:
+            summary["location"] = store.url_of(rel)
+        write_json(self.run_dir / "summary.json", summary)
+        where: Path | str = self.run_dir
+        if store is not None:
+            try:
+                store.put_run(self.run_dir, rel)
+                store.write_entry(rel, summary)
+                where = store.url_of(rel)
+            except RunbookError as exc:
+                self.echo(f"runbooks: the run directory could not be uploaded: {exc}")
+        self.echo(f"runbooks: {outcome.message}; run directory {where}")
+
+
+def _run_notebook(job: _Job, progress: bool) -> tuple[Outcome, list[sec.Secret]]:
+    """papermill under the watchdog, the notebook uploaded as it goes; what the kernel read on purpose."""
+    store = job.store
+    uploader = storage.Progress(store, job.output, f"{job.rel}/{job.output.name}", echo=job.echo).start() \
+        if store is not None else None
+    watchdog = Watchdog(job.deadline, job.on_abort).start()
+    # the report's renderer (nbconvert, jinja2) loads while the kernel works, not after it
+    threading.Thread(target=preload_report, name="preload-report", daemon=True).start()
+    with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
+        try:
+            outcome = run_papermill(job.prepared, job.output, job.parameters, progress, watchdog, sink.path)
+        finally:
+            watchdog.cancel()
+            if uploader is not None:
+                uploader.stop()
+        return outcome, sink.collected()
+
+
 def previous_run(outputs: Path | None, store: storage.Store | None, env: str, runbook: str,
                  run_id: str) -> dict[str, Any] | None:
     """The summary (or index entry) of the run of ``runbook`` in ``env`` before ``run_id``."""
@@ -763,7 +412,7 @@ def previous_run(outputs: Path | None, store: storage.Store | None, env: str, ru
         return store.previous(env, runbook, run_id)
     if outputs is None:
         return None
-    order = storage._run_order
+    order = storage.run_order
     earlier = [s for _, s in list_runs(outputs, env, runbook)
                if s.get("run_id") and order(str(s["run_id"])) < order(run_id)]
     return max(earlier, key=lambda s: order(str(s["run_id"])), default=None)
@@ -792,7 +441,7 @@ def deliver(result: RunResult, *, rel: str, store: storage.Store | None = None,
             summary.setdefault("warnings", []).append(f"the previous run could not be read: {exc}")
     if store is not None:
         summary["location"] = store.url_of(rel)
-        _write_json(result.run_dir / "summary.json", summary)
+        write_json(result.run_dir / "summary.json", summary)
         try:
             store.put_run(result.run_dir, rel)
             store.write_entry(rel, summary)
@@ -827,7 +476,7 @@ def deliver(result: RunResult, *, rel: str, store: storage.Store | None = None,
                 echo(f"runbooks: {warning}")
     if settings or store is not None or result.report_url:
         summary.update(sec.redact(summary, secrets))
-        _write_json(result.run_dir / "summary.json", summary)
+        write_json(result.run_dir / "summary.json", summary)
         if store is not None and result.location is not None:
             try:
                 store.put_file(result.run_dir / "summary.json", f"{rel}/summary.json")

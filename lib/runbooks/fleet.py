@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runbooks import execute, model
 from runbooks.environments import Project, load_mapping, new_run_dir
 from runbooks.errors import EXIT_FAILED, EXIT_INVALID, InvalidInput, RunbookError, cut
+from runbooks.summary import write_json
 
 FLEET_DIR = "_fleet"
 """``outputs/_fleet/RUNBOOK/TIMESTAMP/``: fleet.json and logs/ (env names start with a letter or digit)."""
@@ -426,76 +428,101 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
     outputs = Path(output_dir).resolve() if output_dir else plan.project.outputs_dir
     start = model.utcnow()
     fleet_dir = new_run_dir(outputs, FLEET_DIR, plan.runbook, start)
-    logs = fleet_dir / "logs"
-    logs.mkdir()
+    (fleet_dir / "logs").mkdir()
     if start_method == "fork":
         warm()
-    results = {m.env: EnvResult(m.env, parameters=m.parameters) for m in plan.members}
-    total = len(plan.members)
-    width = len(str(total))
-    environ = {**os.environ, "RUNBOOKS_HOME": str(plan.project.root), "PYTHONUNBUFFERED": "1"}
-    pending = list(enumerate(plan.members, 1))
-    running: dict[str, tuple[_Run, float, Path]] = {}
-    stopping: list[float] = []
-    finished = 0
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if not stopping:
-            echo(f"runbooks: {signal.Signals(signum).name}: stopping the fleet ({len(running)} run(s) "
-                 f"interrupted, {len(pending)} not started)")
-        stopping.append(time.monotonic())
-        for r, _, _ in list(running.values()):
-            r.signal(signal.SIGINT)  # `runbooks run` interrupts its kernel and records it
-
+    scheduler = _Scheduler(plan, outputs, fleet_dir / "logs", extra_args, echo, child_main, start_method)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
+            previous[sig] = signal.signal(sig, scheduler.on_signal)
     try:
-        while pending or running:
-            while pending and len(running) < parallel and not stopping:
-                index, member = pending.pop(0)
-                result = results[member.env]
-                log = logs / f"{member.env}.log"
-                result.log = log.relative_to(outputs).as_posix()
-                result.started = model.utcnow().isoformat()
-                args = _arguments(plan, member.env, str(outputs), extra_args)
-                handle = (_fork_run(child_main, args, log, environ) if start_method == "fork"  # type: ignore[arg-type]
-                          else _spawn_run(args, log, environ, str(plan.project.root)))
-                running[member.env] = (handle, time.monotonic(), log)
-                echo(f"[{index:>{width}}/{total}] {member.env}: started")
-            for env, (handle, began, log) in list(running.items()):
-                code = handle.poll()
-                if code is None:
-                    continue
-                del running[env]
-                finished += 1
-                result = results[env]
-                result.exit_code = code if code >= 0 else 128 - code
-                result.duration_s = round(time.monotonic() - began, 1)
-                result.ended = model.utcnow().isoformat()
-                _read_result(result, outputs, log)
-                echo(f"[{finished:>{width}}/{total}] {env}: {result.status} (exit {result.exit_code}) "
-                     f"in {result.duration_s} s")
-            if stopping and pending:
-                pending.clear()
-            if stopping and time.monotonic() - stopping[0] > stop_grace:
-                for handle, _, _ in list(running.values()):
-                    _kill_tree(handle)
-            time.sleep(0.05)
+        scheduler.run(parallel, stop_grace)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    ordered = [scheduler.results[m.env] for m in plan.members]
+    code = EXIT_FAILED if scheduler.stopping else worst([r.exit_code for r in ordered])
+    summary = _fleet_summary(plan, fleet_dir, ordered, start, parallel=parallel, start_method=start_method,
+                             interrupted=bool(scheduler.stopping), code=code)
+    write_json(fleet_dir / "fleet.json", summary)
+    return FleetResult(code, fleet_dir, ordered, summary)
 
-    ordered = [results[m.env] for m in plan.members]
-    code = worst([r.exit_code for r in ordered])
-    if stopping:
-        code = EXIT_FAILED
+
+class _Scheduler:
+    """The fleet's loop: start members up to ``parallel``, reap the ones that ended, stop on a signal."""
+
+    def __init__(self, plan: FleetPlan, outputs: Path, logs: Path, extra_args: Sequence[str],
+                 echo: Callable[[str], None], child_main: Callable[[list[str]], Any] | None,
+                 start_method: str) -> None:
+        self.plan, self.outputs, self.logs, self.extra_args = plan, outputs, logs, extra_args
+        self.echo, self.child_main, self.start_method = echo, child_main, start_method
+        self.results = {m.env: EnvResult(m.env, parameters=m.parameters) for m in plan.members}
+        self.total = len(plan.members)
+        self.width = len(str(self.total))
+        self.environ = {**os.environ, "RUNBOOKS_HOME": str(plan.project.root), "PYTHONUNBUFFERED": "1"}
+        self.pending = list(enumerate(plan.members, 1))
+        self.running: dict[str, tuple[_Run, float, Path]] = {}
+        self.stopping: list[float] = []
+        self.finished = 0
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.echo(f"runbooks: {signal.Signals(signum).name}: stopping the fleet ({len(self.running)} run(s) "
+                      f"interrupted, {len(self.pending)} not started)")
+        self.stopping.append(time.monotonic())
+        for r, _, _ in list(self.running.values()):
+            r.signal(signal.SIGINT)  # `runbooks run` interrupts its kernel and records it
+
+    def run(self, parallel: int, stop_grace: float) -> None:
+        while self.pending or self.running:
+            while self.pending and len(self.running) < parallel and not self.stopping:
+                self.start_next()
+            self.reap()
+            if self.stopping and self.pending:
+                self.pending.clear()
+            if self.stopping and time.monotonic() - self.stopping[0] > stop_grace:
+                for handle, _, _ in list(self.running.values()):
+                    _kill_tree(handle)
+            time.sleep(0.05)
+
+    def start_next(self) -> None:
+        index, member = self.pending.pop(0)
+        result = self.results[member.env]
+        log = self.logs / f"{member.env}.log"
+        result.log = log.relative_to(self.outputs).as_posix()
+        result.started = model.utcnow().isoformat()
+        args = _arguments(self.plan, member.env, str(self.outputs), self.extra_args)
+        handle = (_fork_run(self.child_main, args, log, self.environ)  # type: ignore[arg-type]
+                  if self.start_method == "fork"
+                  else _spawn_run(args, log, self.environ, str(self.plan.project.root)))
+        self.running[member.env] = (handle, time.monotonic(), log)
+        self.echo(f"[{index:>{self.width}}/{self.total}] {member.env}: started")
+
+    def reap(self) -> None:
+        for env, (handle, began, log) in list(self.running.items()):
+            code = handle.poll()
+            if code is None:
+                continue
+            del self.running[env]
+            self.finished += 1
+            result = self.results[env]
+            result.exit_code = code if code >= 0 else 128 - code
+            result.duration_s = round(time.monotonic() - began, 1)
+            result.ended = model.utcnow().isoformat()
+            _read_result(result, self.outputs, log)
+            self.echo(f"[{self.finished:>{self.width}}/{self.total}] {env}: {result.status} "
+                      f"(exit {result.exit_code}) in {result.duration_s} s")
+
+
+def _fleet_summary(plan: FleetPlan, fleet_dir: Path, ordered: list[EnvResult], start: datetime, *,
+                   parallel: int, start_method: str, interrupted: bool, code: int) -> dict[str, Any]:
+    """fleet.json: the fleet's exit code, statuses, and each environment's result."""
     end = model.utcnow()
     by_status: dict[str, int] = {}
     for r in ordered:
         by_status[r.status] = by_status.get(r.status, 0) + 1
-    summary = {
+    return {
         "schema": FLEET_SCHEMA,
         "runbook": plan.runbook,
         "fleet_id": fleet_dir.name,
@@ -505,13 +532,11 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
         "parallel": parallel,
         "start_method": start_method,
         "fail_on": plan.fail_on,
-        "interrupted": bool(stopping),
+        "interrupted": interrupted,
         "exit_code": code,
         "statuses": by_status,
         "environments": [r.public() for r in ordered],
     }
-    execute._write_json(fleet_dir / "fleet.json", summary)
-    return FleetResult(code, fleet_dir, ordered, summary)
 
 
 def format_table(result: FleetResult) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import alerts, kube, logs, metrics, resolution
+from . import alerts, kube, logs, metrics, resolution, rollouts
 from .errors import SOURCE_ERRORS, InvalidInput, RunbookError, Unavailable, cut
 from .model import Finding, headless, who
 from .params import IncidentParams, resolve_window  # noqa: F401  (notebooks call incident.resolve_window)
@@ -109,7 +109,7 @@ def changes(cluster: kube.Cluster, namespace: str, service: str, start: datetime
             history: list[dict] | None = None) -> pd.DataFrame:
     """Rollouts, scaling, config changes and Warning events of the workload within the window."""
     rows: list[dict] = []
-    history = history if history is not None else kube.rollout_history(cluster, namespace, service)
+    history = history if history is not None else rollouts.rollout_history(cluster, namespace, service)
     for prev, rev in zip([None, *history[:-1]], history, strict=True):
         if rev["created"] and start <= rev["created"] <= end:
             images = ", ".join(rev["images"])
@@ -126,7 +126,7 @@ def changes(cluster: kube.Cluster, namespace: str, service: str, start: datetime
                          "detail": f"{obj}: {ev['message']} (x{ev['count']})"})
     for resource in ("configmaps", "secrets"):
         for obj in kube.iter_objects(cluster, resource, namespace):
-            t = kube.last_modified(obj)
+            t = rollouts.last_modified(obj)
             if t and start <= t <= end and not obj["metadata"]["name"].startswith("sh.helm.release"):
                 kind = "ConfigMap" if resource == "configmaps" else "Secret"
                 rows.append({"time": t, "kind": "config", "what": f"{kind}/{obj['metadata']['name']}",
@@ -277,7 +277,7 @@ CRASHING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull")
 
 
 def pod_findings(namespace: str, pods: list[dict]) -> list[Finding]:
-    """One critical finding per crashing pod (rows of :func:`runbooks.kube.workload_pods`)."""
+    """One critical finding per crashing pod (rows of :func:`runbooks.rollouts.workload_pods`)."""
     return [Finding(id=f"pod-{p['waiting_reason'].lower()}/{namespace}/{p['pod']}", severity="critical",
                     title=f"pod {p['pod']} (revision {p['revision']}): {p['waiting_reason']}"
                           + (f", last terminated {p['last_termination_reason']}" if p["last_termination_reason"]
@@ -299,7 +299,7 @@ def recheck(run: Run, plan: Any, verified: list[Finding], findings: list[Finding
     key = f"mitigation/rollback/{p.namespace}/{p.service}"
     if plan is None or p.mitigation != "rollback" or not any(f.id == key and f.severity == "ok" for f in verified):
         return []
-    pods = kube.workload_pods(run.cluster, p.namespace, p.service, kube.rollout_history(run.cluster, p.namespace,
+    pods = rollouts.workload_pods(run.cluster, p.namespace, p.service, rollouts.rollout_history(run.cluster, p.namespace,
                                                                                         p.service))
     after = pod_findings(p.namespace, pods)
     touched = {f.resource for f in findings if f.id.startswith("pod-") and f.resource} | \
@@ -333,7 +333,7 @@ def rollback(cluster: kube.Cluster, namespace: str, name: str, to_revision: int 
     when the Deployment already runs that template.
     """
     d = kube.get_object(cluster, "deployments", namespace, name)
-    history = kube.rollout_history(cluster, namespace, name)
+    history = rollouts.rollout_history(cluster, namespace, name)
     current = int((d["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0"))
     older = [r for r in history if r["revision"] < current]
     if to_revision is not None:

@@ -1,41 +1,35 @@
-"""Kubernetes access for runbooks: connect, list fast, read pods, events and logs.
+"""Kubernetes access for runbooks: connect, one kind table, one request path, list fast, read pods and events.
 
 Connections come from a kubeconfig context or the in-cluster service account,
-never from parameters carrying credentials. Secret objects never leave this module
-with their values: every response body is redacted as it is read (:class:`ApiClient`,
-:func:`redact_secrets`), for gets, lists, watch events and error answers alike, with
-``<redacted sha256:…>`` digests so that values stay comparable. Code that needs key
-material asks for it by name through :func:`read_secret_keys` / :func:`iter_secret_keys`,
-which hand out certificates and facts about private keys, never the keys. Large lists go through
-:func:`iter_objects`, which asks for raw JSON pages (`_preload_content=False`,
-`limit`/`continue`) and yields plain dicts page by page: the official
-client's model deserialisation is an order of magnitude slower and holds
-every object twice. Results are plain data; nothing here draws.
+never from parameters carrying credentials. Every request goes through the
+redacting transport (:class:`runbooks.kubesecrets.ApiClient`): Secret objects come back
+with ``<redacted sha256:…>`` digests, for gets, lists, watch events and error answers alike.
+Code that needs key material asks for it by name through :func:`read_secret_keys` /
+:func:`iter_secret_keys`, which hand out certificates and facts about private keys, never the
+keys. Large lists go through :func:`iter_objects`, which asks for raw JSON pages
+(`_preload_content=False`, `limit`/`continue`) and yields plain dicts page by page: the official
+client's model deserialisation is an order of magnitude slower and holds every object twice.
+Results are plain data; nothing here draws. Built on this: :mod:`runbooks.kubestream` (watches,
+``pods/exec``), :mod:`runbooks.rollouts` (revisions), :mod:`runbooks.preflight`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
-import queue
-import re
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
-from kubernetes.client import rest
 from kubernetes.client.rest import ApiException
 
 from .errors import (
     Conflict,
-    ContextMismatch,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -43,10 +37,16 @@ from .errors import (
     Unavailable,
     cut,
 )
+from .kubesecrets import (
+    CERTIFICATE_KEYS,
+    ApiClient,
+    RedactedResponse,
+    SecretKeys,
+    redact_body,
+)
+from .kubesecrets import redact_secrets as redact_secrets  # rotation's name for it
 from .secrets import (
-    PEM_BLOCK,
     client_secrets,
-    encoded_key,
     redact,
     redact_secret,
     redact_text,
@@ -124,132 +124,6 @@ def resource(plural: str) -> Kind:
     raise InvalidInput(f"resource {plural!r} is not known; pass api_path= or use one of: "
                        f"{', '.join(sorted(k.plural for k in KINDS.values()))}")
 
-
-# ---- Secrets: redacted on the way in ---------------------------------------------------
-
-
-def redact_secrets(value: Any, secret_items: bool = False) -> Any:
-    """``value`` (a decoded API answer) with every Secret in it redacted (:func:`secrets.redact_secret`).
-
-    A Secret, the items of a SecretList (list items carry no ``kind``), Secret items of a
-    ``List``, and the object of a watch event. ``secret_items``: the answer comes from a path
-    that serves Secrets, so list items are Secrets whatever they say.
-    """
-    if isinstance(value, list):
-        return [redact_secrets(v, secret_items) for v in value]
-    if not isinstance(value, dict):
-        return value
-    kind = value.get("kind")
-    if kind == "Secret" or (secret_items and kind is None and ("data" in value or "stringData" in value)):
-        return redact_secret(value)
-    if isinstance(value.get("items"), list) and (kind in ("SecretList", "List") or secret_items):
-        items_are_secrets = secret_items or kind == "SecretList"
-        return {**value, "items": [redact_secrets(i, items_are_secrets) for i in value["items"]]}
-    if "type" in value and isinstance(value.get("object"), dict):  # a watch event
-        return {**value, "object": redact_secrets(value["object"], secret_items)}
-    return value
-
-
-def redact_body(raw: bytes | str, path: str = "") -> bytes | str:
-    """A raw answer (JSON, or watch events one per line) with its Secrets redacted; anything else as it is.
-
-    The cheap test comes first: a body that never says ``Secret`` and does not come from a
-    ``secrets`` path is returned untouched (pod lists of 500 items are not parsed twice).
-    """
-    if not raw:
-        return raw
-    from_secrets = "/secrets" in path
-    if not from_secrets and ("Secret" not in raw if isinstance(raw, str) else b"Secret" not in raw):
-        return raw
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    try:
-        docs: list[tuple[str, Any]] = [(text, json.loads(text))]
-    except ValueError:  # watch events, one JSON document a line (or no JSON at all)
-        docs = []
-        for line in text.splitlines(keepends=True):
-            try:
-                docs.append((line, json.loads(line)))
-            except ValueError:
-                docs.append((line, _NOT_JSON))
-    out = []
-    for line, doc in docs:
-        if doc is _NOT_JSON:
-            out.append(redact(line, remembered()))  # at least no PEM key, token or remembered value
-            continue
-        cleaned = redact_secrets(doc, from_secrets)
-        out.append(line if cleaned == doc else json.dumps(cleaned) + ("\n" if line.endswith("\n") else ""))
-    joined = "".join(out)
-    if joined == text:
-        return raw
-    return joined.encode() if isinstance(raw, bytes) else joined
-
-
-_NOT_JSON = object()
-
-
-class _Stream:
-    """The urllib3 response under an answer, as the generated client hands it out (``data``, or
-    ``stream()`` for ``_preload_content=False``: a watch): its Secrets redacted, line by line when
-    streamed. Anything else is the response's own."""
-
-    def __init__(self, raw: Any, path: str) -> None:
-        self._raw, self._path = raw, path
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
-
-    @property
-    def data(self) -> Any:
-        return redact_body(self._raw.data, self._path)
-
-    def read(self, *args: Any, **kwargs: Any) -> Any:
-        return redact_body(self._raw.read(*args, **kwargs), self._path)
-
-    def stream(self, amt: int | None = 2 ** 16, decode_content: bool | None = None) -> Iterator[bytes]:
-        buffer = b""
-        for chunk in self._raw.stream(amt, decode_content=decode_content):
-            buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                yield redact_body(line + b"\n", self._path)
-        if buffer:
-            yield redact_body(buffer, self._path)
-
-
-class _Response(rest.RESTResponse):
-    """An answer whose body is redacted when read (:func:`redact_body`); the raw one stays in this module."""
-
-    def __init__(self, resp: Any, path: str) -> None:
-        super().__init__(_Stream(resp, path))
-        self._raw = resp
-
-    def read(self) -> Any:
-        if self.data is None:
-            self.data = self.response.data
-        return self.data
-
-    def _unredacted(self) -> bytes:
-        return self._raw.data
-
-
-class _RestClient(rest.RESTClientObject):
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        resp = super().request(method, url, *args, **kwargs)
-        if not isinstance(resp, rest.RESTResponse):
-            return resp
-        from urllib.parse import urlsplit
-
-        return _Response(resp.response, urlsplit(url).path)
-
-
-class ApiClient(client.ApiClient):
-    """The official client's ApiClient whose every answer is read through :class:`_Response`:
-    a Secret read with the generated API classes (``cluster.core.read_namespaced_secret``), by
-    :func:`request` or by a list comes back redacted, and so does the body of an ApiException."""
-
-    def __init__(self, configuration: client.Configuration | None = None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(configuration, *args, **kwargs)
-        self.rest_client = _RestClient(self.configuration)
 
 
 @dataclass
@@ -378,79 +252,6 @@ def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
     return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}
 
 
-# ---- preflight: the context guard ---------------------------------------------------
-
-
-def check_context(cluster: Any, expected: str | None) -> None:
-    """Refuse to go on unless the active context is the one the environment expects.
-
-    ``expected`` matches the context name, or the API server URL when it is
-    one (``https://...``). Call it after building the client and before any
-    API request.
-
-    Raises:
-        ContextMismatch: naming the active context and server and the expected one.
-    """
-    if not expected:
-        return
-    context = getattr(cluster, "context", None)
-    server = str(getattr(cluster, "server", "") or "")
-    if expected == context or (
-        "://" in expected and expected.rstrip("/") == server.rstrip("/")
-    ):
-        return
-    raise ContextMismatch(
-        f"the active kube context is {context!r} (server {server}) but this environment "
-        f"expects {expected!r}: refusing to run. Choose the context with kube_context, or fix "
-        "expected_context in parameters/<env>/env.yaml"
-    )
-
-
-def preflight(params: Any) -> Cluster:
-    """Connect to Kubernetes as the parameters say, guard the context, check the API.
-
-    Shared by ``runbooks run`` (before a kernel starts) and :func:`start`
-    (inside the notebook).
-
-    Raises:
-        InvalidInput: missing kubeconfig or unknown context.
-        ContextMismatch: the active context is not ``expected_context``.
-        Forbidden: credentials refused. Unavailable: API server unreachable.
-    """
-    cluster = connect(getattr(params, "kubeconfig", None), getattr(params, "kube_context", None))
-    check_context(cluster, getattr(params, "expected_context", None))
-    check_api(cluster)
-    check_namespaces(cluster, params)
-    return cluster
-
-
-def check_namespaces(cluster: Cluster, params: Any) -> None:
-    """The namespaces a run names (the model's ``EXISTING_NAMESPACES`` fields) must exist.
-
-    Where reading namespaces is forbidden, they stay unchecked: ``cluster.unverified_namespaces``
-    lists them (the notebook records a warning finding).
-
-    Raises:
-        InvalidInput: naming each namespace that does not exist.
-    """
-    names: list[str] = []
-    for field in getattr(type(params), "EXISTING_NAMESPACES", ()):
-        value = getattr(params, field, None)
-        names.extend([value] if isinstance(value, str) else list(value or []))
-    missing, unverified = [], []
-    for name in dict.fromkeys(names):
-        try:
-            request(cluster, "GET", KINDS["Namespace"].path(None, name))
-        except NotFound:
-            missing.append(name)
-        except Forbidden:
-            unverified.append(name)
-    cluster.unverified_namespaces = unverified
-    if missing:
-        raise InvalidInput(f"namespace{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-                           "does not exist in the cluster; allowed: existing namespaces "
-                           "(kubectl get namespaces)")
-
 
 def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
             timeout: float = 60.0) -> bytes:
@@ -490,7 +291,7 @@ def _get(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None
         err.body = data.decode("utf-8", "replace") if data else ""
         raise err
     if unredacted:  # a plain RESTResponse (a cluster made without this module's ApiClient) holds it raw
-        return resp._unredacted() if isinstance(resp, _Response) else resp.data
+        return resp.unredacted() if isinstance(resp, RedactedResponse) else resp.data
     return data
 
 
@@ -605,7 +406,8 @@ def kind_for(cluster: Cluster, api_version: str, kind: str) -> Kind:
     raise InvalidInput(f"the cluster does not serve {kind} in {api_version} (is its CRD installed?)")
 
 
-def _path(plural: str, namespace: str | None, api_path: str | None = None) -> str:
+def list_path(plural: str, namespace: str | None, api_path: str | None = None) -> str:
+    """The list path of a plural (``api_path``: a group/version prefix for a kind not in the table)."""
     if api_path:
         return f"{api_path}/namespaces/{namespace}/{plural}" if namespace else f"{api_path}/{plural}"
     return resource(plural).path(namespace)
@@ -615,7 +417,7 @@ def iter_pages(cluster: Cluster, resource: str, namespace: str | None = None, *,
                label_selector: str = "", field_selector: str = "", page_size: int = PAGE_SIZE,
                api_path: str | None = None, timeout: float = 60.0) -> Iterator[list[dict]]:
     """Raw JSON pages of a list, following `continue` tokens; one page in memory at a time."""
-    path = _path(resource, namespace, api_path)
+    path = list_path(resource, namespace, api_path)
     token = ""
     while True:
         query = [("limit", page_size)]
@@ -660,50 +462,6 @@ def pages(cluster: Cluster, resource: str, namespaces: Sequence[str] | None = No
         yield from iter_pages(cluster, resource, ns, **kw)
 
 
-def read_ahead(pages: Iterable[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
-    """`pages`, with the next ones fetched by a thread while the caller works on the current one.
-
-    The API server builds page N+1 (and the socket receives it) while page N is checked, so a
-    long list costs about the larger of the two instead of their sum. At most `depth` pages wait
-    in memory. An error while fetching is raised here, at the page it would have come from;
-    closing the generator early stops the thread.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def fetch() -> None:
-        try:
-            for page in pages:
-                if not put(("page", page)):
-                    return
-            put(("end", None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            put(("error", e))
-
-    worker = threading.Thread(target=fetch, name="kube-read-ahead", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "page":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        worker.join(timeout=5)
-
 
 def objects(cluster: Cluster, resource: str, namespaces: Sequence[str] | None = None,
             **kw: Any) -> Iterator[dict]:
@@ -731,102 +489,12 @@ def list_objects(cluster: Cluster, resource: str, namespaces: list[str] | None =
 
 def get_object(cluster: Cluster, resource: str, namespace: str | None, name: str,
                api_path: str | None = None) -> dict:
-    path = _path(resource, namespace, api_path) + f"/{name}"
+    path = list_path(resource, namespace, api_path) + f"/{name}"
     try:
         return json.loads(get_raw(cluster, path))
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"reading {resource} {namespace + '/' if namespace else ''}{name}") from e
 
-
-# ---- key material, asked for by name ---------------------------------------------------
-
-CERTIFICATE_KEYS = frozenset({"tls.crt", "ca.crt"})
-"""Keys of a Secret that hold public certificates (``kubernetes.io/tls``): they may leave this module."""
-
-
-class SecretKeys:
-    """What a runbook may learn from one Secret's key material, read on purpose.
-
-    - :attr:`object`: the Secret as every other read returns it (values replaced by digests);
-    - :meth:`certificate`: ``tls.crt`` / ``ca.crt`` (public certificates; any private key block
-      in them is dropped);
-    - :meth:`key_matches`: whether ``tls.key`` belongs to the certificate, the only fact a
-      private key gives out;
-    - :meth:`digest`: a value's ``<redacted sha256:…>`` digest, as in :attr:`object`.
-
-    ``repr``/``str`` name the Secret and its keys, never a value; it cannot be pickled or
-    turned into JSON. Every non-certificate value read is added to what the output scan looks
-    for (:func:`runbooks.secrets.remember`).
-
-    Example:
-        >>> keys = read_secret_keys(cluster, "shop", "shop-frontend-tls")  # doctest: +SKIP
-        >>> keys.key_matches(), keys.certificate()[:27]  # doctest: +SKIP
-        (True, b'-----BEGIN CERTIFICATE-----')
-    """
-
-    __slots__ = ("namespace", "name", "object", "_value")
-
-    def __init__(self, raw: dict, keys: Sequence[str] | None) -> None:
-        meta = raw.get("metadata") or {}
-        self.namespace: str = meta.get("namespace") or ""
-        self.name: str = meta.get("name") or ""
-        self.object: dict = redact_secret(raw)
-        values: dict[str, bytes] = {}
-        for key, encoded in (raw.get("data") or {}).items():
-            if keys is not None and key not in keys:
-                continue
-            try:
-                values[key] = base64.b64decode(encoded or "")
-            except (binascii.Error, ValueError):
-                values[key] = b""
-            if key not in CERTIFICATE_KEYS and values[key]:
-                remember(f"{key} of Secret {self.namespace}/{self.name}", values[key])
-        self._value = values.get  # a bound method: the values are nowhere in this object's attributes
-
-    def __repr__(self) -> str:
-        names = ", ".join(sorted(self.object.get("data") or {})) or "no data"
-        return f"SecretKeys({self.namespace}/{self.name}: {names}; values not shown)"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("SecretKeys cannot be pickled: it holds key material")
-
-    def digest(self, key: str) -> str | None:
-        """The value's ``<redacted sha256:…>`` (None when the Secret has no such key)."""
-        return (self.object.get("data") or {}).get(key)
-
-    def certificate(self, key: str = "tls.crt") -> bytes:
-        """A public certificate bundle (b"" when missing), without any private key block in it.
-
-        Raises:
-            InvalidInput: ``key`` is not a certificate key (:data:`CERTIFICATE_KEYS`).
-        """
-        if key not in CERTIFICATE_KEYS:
-            raise InvalidInput(f"{key!r} is not a certificate key; allowed: {', '.join(sorted(CERTIFICATE_KEYS))}")
-        value = self._value(key) or b""
-        text = value.decode("utf-8", "replace")
-        if PEM_BLOCK.search(text) or encoded_key(text):
-            remember(f"{key} of Secret {self.namespace}/{self.name}", value)
-            return PEM_BLOCK.sub("", text).encode() if PEM_BLOCK.search(text) else b""
-        return value
-
-    def key_matches(self, cert: str = "tls.crt", key: str = "tls.key") -> bool | None:
-        """Whether the private key ``key`` belongs to the first certificate of ``cert`` (None: either is
-        missing; False: either cannot be read, or they differ)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-
-        cert_pem, key_pem = self.certificate(cert), self._value(key) or b""
-        if not cert_pem or not key_pem:
-            return None
-        try:
-            leaf = x509.load_pem_x509_certificates(cert_pem)[0]
-            private = serialization.load_pem_private_key(key_pem, password=None,
-                                                         unsafe_skip_rsa_key_validation=True)
-            return bool(leaf.public_key() == private.public_key())
-        except (TypeError, ValueError, IndexError, binascii.Error):
-            return False
 
 
 def read_secret_keys(cluster: Cluster, namespace: str, name: str,
@@ -906,33 +574,6 @@ def write_secret_copy(cluster: Cluster, method: str, path: str, body: dict, sour
             remember(f"{key} of Secret {ns}/{name}", base64.b64decode(value or ""))
     return request(cluster, method, path, query=query, body={**body, "data": data}, content_type=content_type)
 
-
-def watch(cluster: Cluster, resource: str, namespace: str | None = None, *, resource_version: str = "",
-          timeout_seconds: int = 30, label_selector: str = "", field_selector: str = "") -> Iterator[dict]:
-    """Watch events (``{"type", "object"}``) of a list until the server ends the watch; Secrets redacted."""
-    path = _path(resource, namespace)
-    query: list[tuple[str, Any]] = [("watch", "true"), ("timeoutSeconds", timeout_seconds)]
-    for name, value in (("resourceVersion", resource_version), ("labelSelector", label_selector),
-                        ("fieldSelector", field_selector)):
-        if value:
-            query.append((name, value))
-    api = cluster.api_client
-    method, url, headers, _, _ = api.param_serialize(
-        "GET", path, query_params=query, header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"])
-    try:  # the client reads nothing before it is asked to: the events are read as they come
-        resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout_seconds + 10)
-    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-        raise translate(e, f"watching {resource}") from None
-    stream = resp.response if isinstance(resp, _Response) else _Stream(resp.response, path)
-    if not 200 <= resp.status <= 299:
-        raise check_response(resp.status, stream.data or b"", f"watching {resource}")
-    try:
-        for line in stream.stream(65536):
-            if line.strip():
-                yield json.loads(line)
-    finally:
-        stream.release_conn()
 
 
 # ---- pods, events, logs ----------------------------------------------------------
@@ -1025,86 +666,11 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None =
         raise translate(e, f"logs of {namespace}/{pod}") from e
 
 
-@dataclass
-class ExecResult:
-    """What a command run in a container gave back: its output and exit code."""
 
-    stdout: str
-    stderr: str
-    exit_code: int
+# ---- label selectors ----------------------------------------------------------------
 
 
-def _exec_status(text: str) -> tuple[int, str]:
-    """The exit code and message in the kubelet's error-channel Status (``{}`` or none: still 0)."""
-    try:
-        status = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return 1, cut(text)
-    if not status or status.get("status") == "Success":
-        return 0, ""
-    causes = (status.get("details") or {}).get("causes") or []
-    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-    return (int(code) if code and str(code).isdigit() else 1), str(status.get("message") or "")
-
-
-def exec_command(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str], *, container: str | None = None,
-                 timeout: float = 60.0) -> ExecResult:
-    """Run ``argv`` in a container over the ``pods/exec`` WebSocket (``kubectl exec`` without a tty).
-
-    The official client's WebSocket transport (``kubernetes.stream.ws_client``, what
-    ``kubernetes.stream.stream`` calls), with the URL and credentials serialised like every other
-    request here: going through ``stream(CoreV1Api.connect_get_namespaced_pod_exec, ...)`` would
-    first import the generated CoreV1Api and its models, 2 to 4 s of a fresh kernel. The exit code
-    comes from the kubelet's Status on the error channel. One exec at a time per ``cluster``.
-
-    Raises:
-        Forbidden: ``create pods/exec`` is not allowed (HTTP 403 on the upgrade).
-        NotFound: no such pod. InvalidInput: the container is not running or not there (400).
-        Unavailable: the connection failed, or the command outlived ``timeout``.
-    """
-    from kubernetes.stream import ws_client
-
-    what = f"exec in {namespace}/{pod}"
-    query = [("command", a) for a in argv] + [("stdout", "true"), ("stderr", "true")]
-    if container:
-        query.append(("container", container))
-    api = cluster.api_client
-    try:
-        _, url, headers, _, _ = api.param_serialize(
-            method="GET", resource_path=KINDS["Pod"].path(namespace, pod, "exec"), query_params=query,
-            header_params={}, auth_settings=["BearerToken"])
-        ws = ws_client.websocket_call(api.configuration, "GET", url, headers=headers, _preload_content=False,
-                                      _request_timeout=timeout)
-    except ApiException as exc:
-        if isinstance(exc.__context__, KeyboardInterrupt):  # the transport wraps everything, interrupts too
-            raise KeyboardInterrupt from None
-        m = re.search(r"Handshake status (\d{3})", str(exc.reason or ""))
-        if m:
-            body = str(exc.reason).rsplit(" -+-+- ", 1)[-1]
-            body = body[2:-1].encode().decode("unicode_escape") if body.startswith(("b'", 'b"')) else body
-            raise scrubbed(cluster, check_response(int(m.group(1)), body, f"create pods/exec in {namespace}")) \
-                from None
-        raise scrubbed(cluster, translate(exc, what)) from None
-    try:
-        ws.run_forever(timeout=timeout)
-        if ws.is_open():
-            raise Unavailable(f"{what}: {' '.join(argv)[:80]} did not end within {timeout:.0f} s")
-        code, message = _exec_status(ws.read_channel(ws_client.ERROR_CHANNEL))
-        stderr = ws.read_stderr() or ""
-        if code and message and not message.startswith("command terminated with non-zero exit code"):
-            stderr += message  # the kubelet's own refusal (container not found ...)
-        return ExecResult(ws.read_stdout() or "", stderr, code)
-    finally:
-        ws.close()
-
-
-# ---- a summary for people -----------------------------------------------------------
-
-
-# ---- what changed -------------------------------------------------------------------
-
-
-def _selector_string(selector: dict | None) -> str:
+def selector_string(selector: dict | None) -> str:
     """A metav1.LabelSelector as the `labelSelector` query string."""
     if not selector:
         return ""
@@ -1122,66 +688,4 @@ def _selector_string(selector: dict | None) -> str:
     return ",".join(parts)
 
 
-def rollout_history(cluster: Cluster, namespace: str, deployment: str) -> list[dict]:
-    """A Deployment's ReplicaSets by revision (oldest first): images, creation time, replicas.
-
-    The same facts `kubectl rollout history` shows, plus when each revision was
-    created, which is when it was rolled out.
-    """
-    d = get_object(cluster, "deployments", namespace, deployment)
-    uid = d["metadata"]["uid"]
-    rows = []
-    for rs in iter_objects(cluster, "replicasets", namespace, label_selector=_selector_string(
-            (d.get("spec") or {}).get("selector"))):
-        if not any(r.get("uid") == uid for r in rs["metadata"].get("ownerReferences") or []):
-            continue
-        ann = rs["metadata"].get("annotations") or {}
-        spec = (rs.get("spec") or {}).get("template", {}).get("spec", {})
-        tpl_ann = ((rs.get("spec") or {}).get("template", {}).get("metadata") or {}).get("annotations") or {}
-        rows.append({
-            "revision": int(ann.get("deployment.kubernetes.io/revision", "0")),
-            "replicaset": rs["metadata"]["name"],
-            "created": parse_time(rs["metadata"].get("creationTimestamp")),
-            "images": [c.get("image", "") for c in spec.get("containers", [])],
-            "replicas": (rs.get("spec") or {}).get("replicas", 0),
-            "ready": (rs.get("status") or {}).get("readyReplicas", 0),
-            "change_cause": ann.get("kubernetes.io/change-cause", ""),
-            "pod_template_hash": (rs["metadata"].get("labels") or {}).get("pod-template-hash", ""),
-            "restarted_at": tpl_ann.get("kubectl.kubernetes.io/restartedAt", ""),
-        })
-    rows.sort(key=lambda r: r["revision"])
-    return rows
-
-
-def workload_pods(cluster: Cluster, namespace: str, deployment: str, history: list[dict] | None = None) -> list[dict]:
-    """The pods of a Deployment (by its selector), each with its ReplicaSet's revision.
-
-    Pass the Deployment's `history` (from :func:`rollout_history`) when you have it already.
-    """
-    d = get_object(cluster, "deployments", namespace, deployment)
-    history = history if history is not None else rollout_history(cluster, namespace, deployment)
-    revisions = {r["pod_template_hash"]: r["revision"] for r in history}
-    out = []
-    for pod in iter_objects(cluster, "pods", namespace,
-                            label_selector=_selector_string((d.get("spec") or {}).get("selector"))):
-        h = (pod["metadata"].get("labels") or {}).get("pod-template-hash", "")
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        problems = container_problems(pod)
-        out.append({
-            "pod": pod["metadata"]["name"], "revision": revisions.get(h), "phase": (pod.get("status") or {})
-            .get("phase", ""), "ready": all(s.get("ready") for s in statuses) if statuses else False,
-            "restarts": sum(s.get("restartCount", 0) for s in statuses),
-            "waiting_reason": next((p["waiting_reason"] for p in problems if p["waiting_reason"]), ""),
-            "last_termination_reason": next((p["last_termination_reason"] for p in problems
-                                             if p["last_termination_reason"]), ""),
-            "node": (pod.get("spec") or {}).get("nodeName", ""),
-            "created": parse_time(pod["metadata"].get("creationTimestamp")),
-        })
-    return sorted(out, key=lambda p: (p["revision"] or 0, p["pod"]))
-
-
-def last_modified(obj: dict) -> datetime | None:
-    """When an object was last written, from its managedFields (the API records it per manager)."""
-    times = [parse_time(m.get("time")) for m in obj["metadata"].get("managedFields") or [] if m.get("time")]
-    times = [t for t in times if t]
-    return max(times) if times else parse_time(obj["metadata"].get("creationTimestamp"))
+_selector_string = selector_string  # the name health.py still uses

@@ -67,7 +67,7 @@ class RunbookParams(ParamsBase):
     run_dir: str | None = None
 
     EXISTING_NAMESPACES: ClassVar[tuple[str, ...]] = ()
-    """Fields naming namespaces that must exist (checked in preflight, ``kube.check_namespaces``)."""
+    """Fields naming namespaces that must exist (checked in preflight, ``preflight.check_namespaces``)."""
 
 
 class MutatingParams(RunbookParams):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import dns, kube
+from . import dns, kube, kubestream
 from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
 
 DEFAULT_IMAGE = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7"  # BIND's dig and nslookup, sh, cat, sleep
@@ -292,8 +292,8 @@ def dig_argv(questions: Sequence[tuple[str, str]]) -> list[str]:
     return argv
 
 
-def _exec(cluster: kube.Cluster, namespace: str, name: str, argv: list[str], timeout: float) -> kube.ExecResult:
-    result = kube.exec_command(cluster, namespace, name, argv, container="probe", timeout=timeout)
+def _exec(cluster: kube.Cluster, namespace: str, name: str, argv: list[str], timeout: float) -> kubestream.ExecResult:
+    result = kubestream.exec_command(cluster, namespace, name, argv, container="probe", timeout=timeout)
     if result.exit_code == 127:
         raise ProbeFailed(f"the probe image has no {argv[0]} ({cut(result.stderr.strip(), 200)}); use an image "
                           f"with BIND's dig, e.g. {DEFAULT_IMAGE}")

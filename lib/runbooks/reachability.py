@@ -18,32 +18,34 @@ each red hop names the object, the fix and the next runbook to run.
 
 from __future__ import annotations
 
-import http.client
 import re
-import socket
-import ssl
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from . import certs, kube
+from .dnshop import NOT_CONFIGURED_DNS, check_dns
 from .errors import SOURCE_ERRORS, InvalidInput, cut
+from .hostprobes import network_checks
+from .ingressrules import (
+    Claim,
+    claims,
+    controllers_for,
+    host_matches,
+    ingress_class_of,
+    qualified_name,
+)
+from .ingresssignals import ingress_metrics, log_note, upstream_errors
 from .model import Finding
-
-HOPS: tuple[str, ...] = ("dns", "ingress", "tls", "backend", "probe")
-"""The hops, in the order a request crosses them."""
+from .reachmodel import HOP_TITLES, HOPS, Context, Hop, HostResult, Probe, auth_servers
 
 MANY_HOSTS = 20
 """Above this many hosts, reachable hosts share one ``ok`` finding and the chain shows broken hosts only."""
 
-HOP_TITLES = {"dns": "DNS", "ingress": "Ingress", "tls": "TLS", "backend": "Backend", "probe": "Live probe"}
 
 ROUTING_ANNOTATIONS = (
     "nginx.ingress.kubernetes.io/rewrite-target",
@@ -56,20 +58,6 @@ ROUTING_ANNOTATIONS = (
     "nginx.ingress.kubernetes.io/temporal-redirect",
 )
 """ingress-nginx annotations that change where or how a request is routed (listed per host)."""
-
-DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-INGRESS_NGINX_CONTROLLER = "k8s.io/ingress-nginx"
-
-FIVE_XX_QUERY = (
-    '(sum by (host) (rate(nginx_ingress_controller_requests{{status=~"5..",{sel}}}[15m]))'
-    ' or sum by (host) (rate(nginx_ingress_controller_requests{{{sel}}}[15m])) * 0)'
-    ' / sum by (host) (rate(nginx_ingress_controller_requests{{{sel}}}[15m]))'
-)
-P99_QUERY = (
-    "histogram_quantile(0.99, sum by (host, le) "
-    "(rate(nginx_ingress_controller_request_duration_seconds_bucket{{{sel}}}[15m])))"
-)
 
 
 # ---- the cluster, read once -------------------------------------------------------------
@@ -134,291 +122,19 @@ def snapshot(cluster: kube.Cluster, *, event_window_hours: int = 1, workers: int
     )
 
 
-# ---- results -----------------------------------------------------------------------------
-
-
-@dataclass
-class Hop:
-    """The verdict on one hop for one host: ``ok`` True (green), False (red) or None (not checked)."""
-
-    name: str
-    ok: bool | None
-    reason: str
-    resource: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class HostResult:
-    """One host's walk down the chain."""
-
-    host: str
-    path: str
-    hops: dict[str, Hop]
-    findings: list[Finding]
-
-    @property
-    def first_broken(self) -> Hop | None:
-        return next((self.hops[h] for h in HOPS if h in self.hops and self.hops[h].ok is False), None)
-
-    @property
-    def verdict(self) -> str:
-        hop = self.first_broken
-        return "reachable" if hop is None else f"broken at {HOP_TITLES[hop.name]}: {hop.reason}"
-
-
-@dataclass
-class Probe:
-    """One HTTPS request through the ingress: status, latency and the certificate presented."""
-
-    host: str
-    status: int | None = None
-    latency_ms: float | None = None
-    body: str = ""
-    sha256: str = ""
-    subject: str = ""
-    issuer: str = ""
-    not_after: datetime | None = None
-    error: str = ""
-
-
-@dataclass
-class DnsAnswer:
-    """What one server answers for a host: addresses and CNAME targets, or an error/NXDOMAIN."""
-
-    server: str
-    addresses: list[str] = field(default_factory=list)
-    cnames: list[str] = field(default_factory=list)
-    status: str = "NOERROR"
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class AuthServer:
-    """The authoritative server of one of dns-audit's ``dns_providers``, and the zones it serves."""
-
-    provider: str
-    nameserver: str
-    zones: tuple[str, ...]
-
-    def serves(self, host: str) -> bool:
-        return any(host == z or host.endswith("." + z) for z in self.zones)
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider} ({self.nameserver})"
-
-
-def auth_servers(providers: Mapping[str, Mapping[str, Any]]) -> list[AuthServer]:
-    """The authoritative servers of dns-audit's provider settings (read with dns-audit's own parser)."""
-    from . import dns
-
-    out = []
-    for name, settings in providers.items():
-        prov = dns.provider(name, dict(settings))
-        out.append(AuthServer(name, prov.nameserver, tuple(prov.zones)))
-    return out
-
-
-@dataclass
-class Context:
-    """What a host's checks need besides the snapshot: settings and the shared network results."""
-
-    env: str = "this environment"
-    ingress_url: str = ""
-    dns_resolver: str | None = None
-    dns_providers: Sequence[AuthServer] = ()
-    dns: Mapping[str, list[DnsAnswer]] = field(default_factory=dict)
-    probes: Mapping[str, Probe] = field(default_factory=dict)
-    metrics: Mapping[str, dict[str, float]] | None = None  # host → {"ratio_5xx", "p99"}; None: not configured
-    metrics_error: str = ""
-    log_errors: Mapping[str, dict[str, Any]] | None = None  # upstream_errors(); None: not configured
-    log_lookback: str = "15m"
-    max_5xx_ratio: float = 0.05
-    max_p99_seconds: float = 2.0
-
-
-# ---- Ingress semantics --------------------------------------------------------------------
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Ingress host matching: exact, or ``*.example.com`` covering exactly one more label."""
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        suffix = pattern[1:]
-        return host.endswith(suffix) and len(host) > len(suffix) and "." not in host[: -len(suffix)]
-    return pattern == host
-
-
-def path_matches(path_type: str, want: str, path: str, annotations: Mapping[str, str] | None = None) -> bool:
-    """Does a request path match an Ingress path, as ingress-nginx matches it?
-
-    ``Exact``: the same string. ``Prefix``: element-wise (``/foo`` matches ``/foo`` and
-    ``/foo/bar``, not ``/foobar``). ``ImplementationSpecific``: an nginx location, a plain
-    string prefix, or a case-insensitive regular expression anchored at the start when the
-    Ingress has ``use-regex`` or ``rewrite-target``.
-
-    >>> path_matches("Prefix", "/api", "/api/v1"), path_matches("Prefix", "/api", "/apix")
-    (True, False)
-    >>> path_matches("ImplementationSpecific", "/api", "/apix")
-    True
-    """
-    annotations = annotations or {}
-    if path_type == "Exact":
-        return path == want
-    if path_type == "Prefix":
-        base = want.rstrip("/")
-        return want == "/" or path == base or path.startswith(base + "/")
-    if annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true" or \
-            "nginx.ingress.kubernetes.io/rewrite-target" in annotations:
-        try:
-            return re.match(want, path, re.IGNORECASE) is not None
-        except re.error:
-            return False
-    return path.startswith(want)
-
-
-def _name(o: dict) -> str:
-    return f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
-
-
-def ingress_class_of(ing: dict, classes: Mapping[str, dict]) -> str | None:
-    """``spec.ingressClassName``, else the legacy annotation, else the default IngressClass."""
-    cls = (ing.get("spec") or {}).get("ingressClassName") or \
-        (ing["metadata"].get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
-    if cls:
-        return cls
-    defaults = [n for n, c in classes.items()
-                if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"]
-    return defaults[0] if len(defaults) == 1 else None
-
-
-@dataclass
-class Claim:
-    """One Ingress path that claims the host and path."""
-
-    ingress: dict
-    path: str
-    path_type: str
-    backend: dict  # backend.service
-    rank: tuple[int, int]
-
-    @property
-    def key(self) -> str:
-        return _name(self.ingress)
-
-    @property
-    def created(self) -> str:
-        return self.ingress["metadata"].get("creationTimestamp") or ""
-
-
-def claims(ingresses: Iterable[dict], host: str, path: str) -> list[Claim]:
-    """Ingress paths claiming host+path, best first (longest, Exact before prefix, then oldest)."""
-    out = []
-    for ing in ingresses:
-        annotations = ing["metadata"].get("annotations") or {}
-        for rule in (ing.get("spec") or {}).get("rules") or []:
-            if not rule.get("host") or not host_matches(rule["host"], host):
-                continue
-            for p in (rule.get("http") or {}).get("paths") or []:
-                want, kind = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
-                svc = (p.get("backend") or {}).get("service")
-                if svc and path_matches(kind, want, path, annotations):
-                    exact_host = 1 if not rule["host"].startswith("*.") else 0
-                    out.append(Claim(ing, want, kind, svc, (exact_host, len(want), 1 if kind == "Exact" else 0)))
-    out.sort(key=lambda c: (tuple(-x for x in c.rank), c.created, c.key))
-    return out
-
-
-def controllers_for(class_obj: dict, deployments: Iterable[dict]) -> list[dict]:
-    """Deployments running the controller an IngressClass names (``--controller-class``;
-    ingress-nginx's default is ``k8s.io/ingress-nginx``)."""
-    want = (class_obj.get("spec") or {}).get("controller") or ""
-    out = []
-    for d in deployments:
-        for c in (((d.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []:
-            args = [*(c.get("command") or []), *(c.get("args") or [])]
-            named = [a.split("=", 1)[1] for a in args if a.startswith("--controller-class=")]
-            is_nginx = any("nginx-ingress-controller" in a for a in args) or "ingress-nginx/controller" in \
-                (c.get("image") or "")
-            if want in named or (not named and is_nginx and want == INGRESS_NGINX_CONTROLLER):
-                out.append(d)
-                break
-    return out
-
-
 # ---- hops -------------------------------------------------------------------------------------
 
-
-def _lb_addresses(ing: dict) -> list[str]:
-    return [x.get("ip") or x.get("hostname") or "" for x in
-            ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
-
-
-NOT_CONFIGURED_DNS = ("set dns_providers (the ExternalDNS providers dns-audit reads) and/or dns_resolver "
-                      "(host:port or 'system') in parameters/{env}/env.yaml")
-
-
-def check_dns(host: str, ing: dict | None, ctx: Context) -> Hop:
-    """The authoritative answers (each configured provider serving the host's zone) and the
-    resolver's, compared with the Ingress's ``status.loadBalancer`` address.
-
-    A record that is missing is its own verdict (``details['problem'] == 'missing'``), and so is
-    one that answers something else than the load balancer (``'mismatch'``) and a server that
-    does not answer (``'unanswered'``). With no load-balancer address on the Ingress, ExternalDNS
-    has nothing to publish: a missing record is then a consequence of the Ingress hop, not a
-    DNS fault, and the hop stays unjudged.
-    """
-    if not ctx.dns_providers and not ctx.dns_resolver:
-        return Hop("dns", None, f"not configured in env {ctx.env} (" + NOT_CONFIGURED_DNS.format(env=ctx.env) + ")")
-    serving = [s.label for s in ctx.dns_providers if s.serves(host)]
-    if not serving and not ctx.dns_resolver:
-        zones = sorted({z for s in ctx.dns_providers for z in s.zones})
-        return Hop("dns", None, f"no configured DNS provider serves a zone of {host} (zones: {', '.join(zones)}) "
-                                "and no dns_resolver is set")
-    answers = ctx.dns.get(host) or []
-    if not answers:
-        return Hop("dns", None, f"no DNS server was asked about {host}" + (" (a wildcard host names no record)"
-                                                                          if host.startswith("*.") else ""))
-    lb = _lb_addresses(ing) if ing else []
-    details: dict[str, Any] = {"load_balancer": lb, "answers": [a.__dict__ for a in answers],
-                               "authoritative": serving}
-    problems: dict[str, list[str]] = {"missing": [], "mismatch": [], "unanswered": []}
-    for a in answers:
-        what = "the resolver" if a.server == "resolver" else f"authoritative server {a.server}"
-        if a.error:
-            problems["unanswered"].append(f"{what} did not answer: {a.error}")
-        elif not a.addresses and not a.cnames:
-            problems["missing"].append(f"{what} has no record for {host} ({a.status or 'NODATA'})")
-        elif lb and not (set(lb) & (set(a.addresses) | {c.rstrip('.') for c in a.cnames})):
-            problems["mismatch"].append(f"{what} answers {', '.join(a.cnames + a.addresses)}, not the Ingress's "
-                                        f"load balancer {', '.join(lb)}")
-    found = [k for k in ("missing", "mismatch", "unanswered") if problems[k]]
-    if found and not lb and found == ["missing"]:
-        why = "no Ingress serves it" if ing is None else (
-            f"Ingress {_name(ing)} has no status.loadBalancer address for ExternalDNS to publish")
-        return Hop("dns", None, f"{host} has no DNS record, and {why} (see the Ingress hop)", None, details)
-    if found:
-        details["problem"] = found[0]
-        text = "; ".join(p for k in found for p in problems[k])
-        if found[0] == "missing":
-            text += (f". ExternalDNS publishes the Ingress's load balancer ({', '.join(lb)}): check that its "
-                     "instance watches this Ingress and can write the zone")
-        return Hop("dns", False, text, f"DNS/{host}", details)
-    asked = ", ".join(a.server for a in answers)
-    return Hop("dns", True, f"{host} → {', '.join(lb) or 'an address'} ({asked})"
-               + ("" if lb else "; the Ingress publishes no load balancer address to compare"), None, details)
 
 
 def check_ingress(host: str, path: str, snap: Snapshot, found: list[Claim]) -> Hop:
     """Which rules claim the host and path; duplicates; class → controller, ready; annotations."""
     if not found:
         defaults = [i for i in snap.ingresses if ((i.get("spec") or {}).get("defaultBackend") or {}).get("service")]
-        others = sorted({_name(i) for i in snap.ingresses for rule in (i.get("spec") or {}).get("rules") or []
+        others = sorted({qualified_name(i) for i in snap.ingresses for rule in (i.get("spec") or {}).get("rules") or []
                          if rule.get("host") and host_matches(rule["host"], host)})
         why = (f"Ingress(es) {', '.join(others)} serve {host} but no path matches {path}" if others
                else f"no Ingress has a rule for host {host}")
-        return Hop("ingress", False, why + (f"; it falls to a defaultBackend ({_name(defaults[0])})" if defaults
+        return Hop("ingress", False, why + (f"; it falls to a defaultBackend ({qualified_name(defaults[0])})" if defaults
                                             else "; ingress-nginx answers 404"),
                    f"Ingress/{others[0]}" if others else f"Host/{host}", {"no_ingress": not others})
     win = found[0]
@@ -454,16 +170,16 @@ def check_ingress(host: str, path: str, snap: Snapshot, found: list[Claim]) -> H
         ready = [d for d in runners if ((d.get("status") or {}).get("readyReplicas") or 0) > 0]
         details["ingressClass"] = cls
         details["controller"] = controller
-        details["controller_deployments"] = [_name(d) for d in runners]
+        details["controller_deployments"] = [qualified_name(d) for d in runners]
         if not runners:
             problems.append(f"IngressClass {cls} names controller {controller}, which no Deployment runs: "
                             f"nothing serves Ingress {ns}/{name} (move it to a served class or deploy the "
                             "controller)")
             resource = f"IngressClass/{cls}"
         elif not ready:
-            problems.append(f"the controller of IngressClass {cls} ({', '.join(_name(d) for d in runners)}) has "
+            problems.append(f"the controller of IngressClass {cls} ({', '.join(qualified_name(d) for d in runners)}) has "
                             "no ready replica")
-            resource = f"Deployment/{_name(runners[0])}"
+            resource = f"Deployment/{qualified_name(runners[0])}"
     if problems:
         return Hop("ingress", False, "; ".join(problems), resource, details)
     notes = ", ".join(f"{k.rsplit('/', 1)[1]}={v}" for k, v in details["annotations"].items())
@@ -732,214 +448,6 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_o
                                 resource=hops["ingress"].resource))
     return HostResult(host, path, hops, findings)
 
-
-# ---- network checks for many hosts ---------------------------------------------------------------
-
-
-def probe(host: str, path: str, endpoint: str, *, timeout: float = 5.0) -> Probe:
-    """One HTTPS GET with SNI and Host ``host`` to the ingress ``endpoint``: status, latency and
-    the certificate presented. Verification is off on purpose: the point is to see what is
-    served (the TLS hop judges it)."""
-    address, port = certs.split_endpoint(endpoint)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    out = Probe(host)
-    started = time.perf_counter()
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-            conn.sock = tls
-            conn.request("GET", path, headers={"Host": host, "User-Agent": "kube-runbooks/service-reachability",
-                                               "Connection": "close"})
-            resp = conn.getresponse()
-            out.body = resp.read(4096).decode("utf-8", "replace").strip()
-            out.status = resp.status
-    except (OSError, ssl.SSLError, http.client.HTTPException) as e:
-        out.error = f"{type(e).__name__}: {cut(str(e), 160)}"
-        return out
-    out.latency_ms = (time.perf_counter() - started) * 1000
-    if der:
-        cert = x509.load_der_x509_certificate(der)
-        out.sha256 = cert.fingerprint(hashes.SHA256()).hex()
-        out.subject, out.issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
-        out.not_after = cert.not_valid_after_utc
-    return out
-
-
-def _dns_answer(label: str, ans: Any) -> DnsAnswer:
-    """A :class:`runbooks.dns.Answer` as this hop reads it: addresses and CNAME targets."""
-    out = DnsAnswer(label, status=ans.rcode, error=ans.error)
-    for _, rtype, _, value in ans.records:
-        if rtype == "CNAME":
-            target = value.rstrip(".")
-            if target not in out.cnames:
-                out.cnames.append(target)
-        elif rtype in ("A", "AAAA") and value not in out.addresses:
-            out.addresses.append(value)
-    return out
-
-
-def dns_queries(hosts: Sequence[str], ctx: Context, *, timeout: float = 3.0,
-                concurrency: int = 64) -> list[tuple[str, Callable[[], dict[str, DnsAnswer]]]]:
-    """One job per server: each provider's authoritative server asked (recursion off) about the
-    hosts in its zones, and the resolver (recursion on) about every host, with dns-audit's
-    bounded concurrent client (:func:`runbooks.dns.query_many`). A server that does not answer
-    at all gives each of its hosts an ``error`` answer."""
-    from . import dns
-    from .errors import Unavailable
-
-    def ask(server: str, label: str, names: list[str], recursive: bool) -> dict[str, DnsAnswer]:
-        try:
-            got = dns.query_many(server, [(h, "A") for h in names], concurrency=concurrency, timeout=timeout,
-                                 recursive=recursive)
-        except Unavailable as e:
-            return {h: DnsAnswer(label, status="", error=cut(str(e), 160)) for h in names}
-        return {h: _dns_answer(label, got[(h, "A")]) for h in names if (h, "A") in got}
-
-    def system(names: list[str]) -> dict[str, DnsAnswer]:
-        return {h: _dns_answer("resolver", dns.resolve_system(h, "A", timeout=timeout)) for h in names}
-
-    names = [h for h in hosts if not h.startswith("*.")]
-    jobs: list[tuple[str, Callable[[], dict[str, DnsAnswer]]]] = []
-    for srv in ctx.dns_providers:
-        mine = [h for h in names if srv.serves(h)]
-        if mine:
-            jobs.append((srv.label, lambda s=srv, m=mine: ask(s.nameserver, s.label, m, False)))
-    if ctx.dns_resolver == "system":
-        jobs.append(("resolver", lambda: system(names)))
-    elif ctx.dns_resolver:
-        jobs.append(("resolver", lambda: ask(ctx.dns_resolver or "", "resolver", names, True)))
-    return jobs
-
-
-def network_checks(hosts: Sequence[str], path: str, ctx: Context, *, timeout: float = 5.0,
-                   concurrency: int = 16) -> None:
-    """DNS queries and live probes for every host, concurrently with a bound (fills ``ctx``)."""
-    jobs: list[tuple[str, str, Callable[[], Any]]] = []
-    if ctx.ingress_url:
-        jobs += [("probe", h, (lambda h=h: probe(h, path, ctx.ingress_url, timeout=timeout))) for h in hosts
-                 if not h.startswith("*.")]
-    jobs = [("dns", label, fn) for label, fn in dns_queries(hosts, ctx, timeout=min(timeout, 3.0))] + jobs
-    probes: dict[str, Probe] = dict(ctx.probes)
-    dns: dict[str, list[DnsAnswer]] = {h: list(v) for h, v in ctx.dns.items()}
-    if jobs:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs)))) as pool:
-            for (kind, h, _), result in zip(jobs, pool.map(lambda j: j[2](), jobs), strict=True):
-                if kind == "probe":
-                    probes[h] = result
-                else:
-                    for host, answer in result.items():
-                        dns.setdefault(host, []).append(answer)
-    ctx.probes, ctx.dns = probes, dns
-
-
-def ingress_metrics(prom: Any, hosts: Sequence[str]) -> dict[str, dict[str, float]]:
-    """5xx ratio and p99 latency per host over the last 15 minutes (one query each, all hosts)."""
-    from . import metrics
-
-    if len(hosts) == 1:  # one host: only its series; none given: every host
-        sel = f'host="{metrics._promql_string(hosts[0])}"'
-    else:
-        sel = 'host!=""'
-    out: dict[str, dict[str, float]] = {}
-    for key, promql in (("ratio_5xx", FIVE_XX_QUERY), ("p99", P99_QUERY)):
-        df = metrics.query(prom, promql.format(sel=sel))
-        if "host" not in df.columns:
-            continue
-        for row in df.itertuples():
-            out.setdefault(str(row.host), {})[key] = float(row.value)
-    return out
-
-
-ACCESS_LINE = re.compile(
-    r'^\S+ - \S+ \[[^\]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) \d+ "[^"]*" "[^"]*" \d+ \S+ '
-    r'\[(?P<upstream>[^\]]*)\] \[[^\]]*\] (?P<addr>\S+) \S+ \S+ (?P<upstream_status>\S+)')
-"""ingress-nginx's default ``log-format-upstream``: ``$remote_addr - $remote_user [$time_local] "$request"
-$status $body_bytes_sent "$http_referer" "$http_user_agent" $request_length $request_time
-[$proxy_upstream_name] [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length
-$upstream_response_time $upstream_status $req_id``."""
-ERROR_LINE = re.compile(r'\[error\] .*?(?P<what>upstream [^,]*|connect\(\) failed [^,]*|no live upstreams[^,]*),'
-                        r'.*?, upstream: "(?P<upstream>[^"]*)", host: "(?P<host>[^"]+)"')
-"""nginx's error log for a failed upstream (``... while connecting to upstream, client: ..., server: ...,
-request: "...", upstream: "http://10.0.0.5:8080/", host: "shop.example.com"``)."""
-NO_ENDPOINTS_LINE = re.compile(r'Service "(?P<service>[^"]+)" does not have any active Endpoint')
-"""The controller's warning for a Service with no ready endpoint (it answers 503 for it)."""
-
-
-def upstream_errors(src: Any, controller: str, *, lookback: str = "15m", max_docs: int = 20_000,
-                    now: datetime | None = None) -> dict[str, dict[str, Any]]:
-    """What the ingress controller logged against each upstream in the window, from its own lines.
-
-    Keys: the upstream name (``namespace-service-port``) with ``responses_5xx``, ``statuses``
-    (5xx status → count), ``upstream_errors`` (nginx ``[error]`` lines: connect failures, timeouts)
-    and an ``example`` line; ``host:<name>`` for error lines naming the request's host;
-    ``service:<ns>/<name>`` with ``no_endpoints`` (the controller's "does not have any active
-    Endpoint" warnings). One search narrows the controller's lines to the ones that can be
-    errors; each is then parsed with the formats above.
-    """
-    from . import logs
-
-    ns, _, name = controller.partition("/")
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(key: str) -> dict[str, Any]:
-        return out.setdefault(key, {"responses_5xx": 0, "statuses": {}, "upstream_errors": 0, "no_endpoints": 0,
-                                    "example": ""})
-
-    words = " ".join(str(c) for c in range(500, 512)) + " error Endpoint"
-    for line in logs.lines_matching(src, ns or None, name or None, words, lookback=lookback, max_docs=max_docs,
-                                    now=now):
-        m = ACCESS_LINE.match(line)
-        if m:
-            status = int(m.group("status"))
-            if status >= 500:
-                e = entry(m.group("upstream"))
-                e["responses_5xx"] += 1
-                e["statuses"][status] = e["statuses"].get(status, 0) + 1
-                e["example"] = line
-            continue
-        m = ERROR_LINE.search(line)
-        if m:
-            e = entry(f"host:{m.group('host').lower()}")
-            e["upstream_errors"] += 1
-            e["example"] = line
-            continue
-        m = NO_ENDPOINTS_LINE.search(line)
-        if m:
-            e = entry(f"service:{m.group('service')}")
-            e["no_endpoints"] += 1
-            e["example"] = line
-    return out
-
-
-def log_note(host: str, upstream: str | None, service: str | None, log_errors: Mapping[str, dict[str, Any]],
-             lookback: str) -> tuple[str, dict[str, Any]]:
-    """The log check's sentence for one host, and its evidence (empty when nothing was logged)."""
-    parts, evidence = [], {}
-    up = log_errors.get(upstream or "") or {}
-    if up.get("responses_5xx"):
-        statuses = ", ".join(f"{n}× {code}" for code, n in sorted(up["statuses"].items()))
-        parts.append(f"the controller logged {up['responses_5xx']} 5xx response(s) for upstream {upstream} "
-                     f"({statuses})")
-        evidence["responses_5xx"] = up["responses_5xx"]
-        evidence["statuses"] = {str(k): v for k, v in up["statuses"].items()}
-        evidence["example"] = cut(up["example"], 300)
-    by_host = log_errors.get(f"host:{host}") or {}
-    if by_host.get("upstream_errors"):
-        parts.append(f"{by_host['upstream_errors']} upstream error(s) for host {host}")
-        evidence["upstream_errors"] = by_host["upstream_errors"]
-        evidence.setdefault("example", cut(by_host["example"], 300))
-    svc = log_errors.get(f"service:{service}") or {}
-    if svc.get("no_endpoints"):
-        parts.append(f"{svc['no_endpoints']} \"Service {service} does not have any active Endpoint\" warning(s)")
-        evidence["no_endpoints"] = svc["no_endpoints"]
-    if not parts:
-        return f"no controller errors logged for upstream {upstream or '-'} in {lookback}", {}
-    evidence["upstream"] = upstream
-    return "logs (" + lookback + "): " + "; ".join(parts), evidence
 
 
 # ---- the runbook's entry points ------------------------------------------------------------------

@@ -44,10 +44,10 @@ from .errors import (
     RunbookError,
     cut,
 )
-from .kube import check_context, preflight
 from .model import Finding, headless, iso, record, shell, utcnow
 from .parameters import ParamsBase, params_model, validate_params
 from .plans import Change, Plan
+from .preflight import check_context, preflight
 
 __all__ = ["Run", "check_context", "preflight", "start"]
 

@@ -85,7 +85,8 @@ def _safe(text: str) -> str:
     return sec.redact_text(cut(text, 200), [s.value for s in sec.env_secrets()])
 
 
-def _run_order(run_id: str) -> tuple[str, int]:
+def run_order(run_id: str) -> tuple[str, int]:
+    """The sort key of a run id (``20260101T000000Z``, then ``-2``, ``-3`` … for runs in the same second)."""
     m = _RUN_ID.fullmatch(run_id)
     return (m[1], int(m[2] or 1)) if m else (run_id, 0)
 
@@ -218,7 +219,7 @@ class Store:
             names = [p.rsplit("/", 1)[-1][:-5] for p in self.fs.find(folder) if p.endswith(".json")]
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, "reading the run index in") from exc
-        before = sorted((n for n in names if _run_order(n) < _run_order(run_id)), key=_run_order)
+        before = sorted((n for n in names if run_order(n) < run_order(run_id)), key=run_order)
         if not before:
             return None
         try:
