@@ -25,17 +25,28 @@ from .errors import SOURCE_ERRORS, Forbidden, InvalidInput, NotFound, RunbookErr
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
-# What each runbook does through the API: (verb, API group, resource). Read-only runbooks only
-# read; mutating ones also need the writes their plans make.
+# What each runbook does through the API: (verb, API group, resource), cluster-wide. Read-only
+# runbooks only read; mutating ones also need the writes their plans make. The read entries of
+# the scheduled runbooks are exactly what they request (tests/test_chart_rbac.py records every
+# request of each run in the sandbox and compares), and charts/kube-runbooks builds its
+# ClusterRoles from this table (the same test renders the chart and compares).
 PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     "cluster-health": [
-        ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"), ("list", "", "services"),
-        ("list", "", "endpoints"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
-        ("list", "networking.k8s.io", "ingresses"), ("list", "", "secrets"),
+        ("list", "", "namespaces"), ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"),
+        ("list", "", "services"), ("list", "", "endpoints"), ("get", "", "endpoints"),
+        ("list", "", "persistentvolumeclaims"), ("list", "", "resourcequotas"), ("list", "", "secrets"),
+        ("list", "apps", "deployments"), ("list", "apps", "statefulsets"), ("list", "apps", "daemonsets"),
+        ("list", "batch", "jobs"), ("list", "batch", "cronjobs"),
+        ("list", "autoscaling", "horizontalpodautoscalers"), ("list", "policy", "poddisruptionbudgets"),
+        ("list", "networking.k8s.io", "ingresses"),
+        ("list", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+        ("list", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("list", "apiregistration.k8s.io", "apiservices"),
     ],
     "incident-investigation": [
-        ("get", "apps", "deployments"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
-        ("list", "", "pods"), ("list", "", "events"), ("list", "", "configmaps"),
+        ("list", "", "namespaces"), ("get", "", "namespaces"), ("get", "apps", "deployments"),
+        ("list", "apps", "deployments"), ("list", "apps", "replicasets"), ("get", "apps", "replicasets"),
+        ("list", "", "pods"), ("list", "", "events"), ("list", "", "configmaps"), ("list", "", "secrets"),
         ("patch", "apps", "deployments"),
     ],
     "certificate-rotation": [
@@ -49,15 +60,83 @@ PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
         ("create", "networking.k8s.io", "ingresses"), ("list", "", "pods"),
     ],
     "service-reachability": [
-        ("list", "networking.k8s.io", "ingresses"), ("list", "networking.k8s.io", "ingressclasses"),
-        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
-        ("list", "", "secrets"), ("list", "apps", "deployments"), ("list", "", "events"),
+        ("list", "", "namespaces"), ("list", "networking.k8s.io", "ingresses"),
+        ("list", "networking.k8s.io", "ingressclasses"), ("list", "", "services"),
+        ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"), ("list", "", "secrets"),
+        ("list", "apps", "deployments"), ("list", "", "events"),
     ],
     "dns-audit": [
-        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
+        ("list", "", "namespaces"), ("list", "", "services"), ("get", "", "services"),
+        ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
         ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
     ],
 }
+READ_VERBS = ("get", "list", "watch")
+SCHEDULED = ("cluster-health", "incident-investigation", "dns-audit", "service-reachability")
+"""The runbooks charts/kube-runbooks schedules as CronJobs."""
+
+
+def reads(runbook: str) -> list[tuple[str, str, str]]:
+    """The read permissions of a runbook (what a dry run needs)."""
+    return [p for p in PERMISSIONS.get(runbook, []) if p[0] in READ_VERBS]
+
+
+def writes(runbook: str) -> list[tuple[str, str, str]]:
+    """The write permissions of a runbook (what applying its approved plan needs)."""
+    return [p for p in PERMISSIONS.get(runbook, []) if p[0] not in READ_VERBS]
+
+
+def denied(cluster: Any, needed: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Each permission the connection's identity lacks, as ``forbidden: VERB RESOURCE in all namespaces``.
+
+    Asked of the API server with ``SelfSubjectAccessReview`` s (cluster-wide, as the runbooks list).
+
+    Raises:
+        NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
+    """
+    return [f"forbidden: {verb} {resource + ('.' + group if group else '')} in all namespaces"
+            for verb, group, resource in needed if not access_review(cluster, verb, group, resource)]
+
+
+def rbac_rules(needed: Sequence[tuple[str, str, str]]) -> list[dict[str, list[str]]]:
+    """RBAC PolicyRules granting exactly ``needed``: one rule per API group and verb set, sorted.
+
+    Example:
+        >>> rbac_rules([("list", "", "pods"), ("get", "", "pods"), ("list", "apps", "deployments")])
+        [{'apiGroups': [''], 'resources': ['pods'], 'verbs': ['get', 'list']}, \
+{'apiGroups': ['apps'], 'resources': ['deployments'], 'verbs': ['list']}]
+    """
+    verbs: dict[tuple[str, str], set[str]] = {}
+    for verb, group, resource in needed:
+        verbs.setdefault((group, resource), set()).add(verb)
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (group, resource), vs in verbs.items():
+        grouped.setdefault((group, tuple(sorted(vs))), []).append(resource)
+    return [{"apiGroups": [group], "resources": sorted(resources), "verbs": list(vs)}
+            for (group, vs), resources in sorted(grouped.items())]
+
+
+def chart_permissions(scheduled: Sequence[str] = SCHEDULED, served: Sequence[str] = ()) -> dict[str, Any]:
+    """The ClusterRoles of charts/kube-runbooks, from :data:`PERMISSIONS` (its ``permissions.yaml``).
+
+    ``read``: every read of the scheduled runbooks except Secrets; ``secrets``: the Secret reads,
+    bound only to the runbooks that need them (``needSecrets``); ``write``: per runbook, what
+    applying its approved plan needs; ``serve``: the reads of the runbooks ``runbooks serve``
+    routes alerts to.
+    """
+    def is_secret(p: tuple[str, str, str]) -> bool:
+        return p[1] == "" and p[2] == "secrets"
+
+    read = {p for name in scheduled for p in reads(name) if not is_secret(p)}
+    secret = {p for name in scheduled for p in reads(name) if is_secret(p)}
+    return {
+        "read": rbac_rules(sorted(read)),
+        "secrets": rbac_rules(sorted(secret)),
+        "needSecrets": [name for name in scheduled if any(is_secret(p) for p in reads(name))],
+        "write": {name: rbac_rules(writes(name)) for name in scheduled if writes(name)},
+        "serve": rbac_rules(sorted({p for name in served for p in reads(name)})),
+    }
+
 
 SOURCES = (("prometheus", "prometheus_url"), ("alertmanager", "alertmanager_url"),
            ("elasticsearch", "elasticsearch_url"))
