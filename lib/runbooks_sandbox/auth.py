@@ -208,8 +208,9 @@ def authenticate(api: ApiServer, req: Request) -> User:
     """The user behind a request's bearer token (401 if none), after impersonation."""
     auth = req.headers.get("Authorization") or ""
     user: User | None = None
-    if auth.startswith("Bearer "):
-        token = auth[len("Bearer "):].strip()
+    scheme, _, rest = auth.partition(" ")
+    if scheme.lower() == "bearer":  # as bearertoken.go: the scheme is case-insensitive (in-cluster config sends "bearer")
+        token = rest.strip()
         if secrets.compare_digest(token.encode(), api.token.encode()):
             user = ADMIN
         else:

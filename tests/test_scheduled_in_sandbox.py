@@ -1,0 +1,152 @@
+"""End to end: the chart's scheduled cluster-health fires from its CronJob in the sandbox.
+
+`helm install charts/kube-runbooks` into the sandbox (CronJobs, RBAC, NetworkPolicy), with the
+sandbox's process runtime (runbooks_sandbox/podrunner.py) running pods of the kube-runbooks
+image as local processes of the installed `runbooks`: the CronJob controller makes the Job at
+the next minute, the Job controller its pod, and the pod's command runs with the pod's env,
+its ServiceAccount's token and the sandbox CA mounted where in-cluster config reads them and
+KUBERNETES_SERVICE_HOST/PORT pointing at the sandbox. The test follows it to the end: the Job
+fails as a cluster-health with critical findings must (exit 1), the pod reports exit code 1
+and its log, the API server's audit shows the requests came from the CronJob's
+ServiceAccount, the report is in the pod's output volume, and the summary reached the
+webhook named by the Secret (not by any parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from runbooks import deploy, errors
+from runbooks_sandbox import stack
+from runbooks_sandbox.podrunner import PodRunner
+
+from helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "kube-runbooks"
+IMAGE = "localhost/kube-runbooks"
+pytestmark = [pytest.mark.timeout(420), pytest.mark.notebook]
+
+
+def _helm_or_none():
+    try:
+        return deploy.find_helm()
+    except errors.PreflightFailed:
+        return None
+
+
+HELM = _helm_or_none()
+
+
+@pytest.fixture
+def receiver():
+    """A local webhook receiver: every POSTed JSON body, in order."""
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            got.append({"path": self.path, "body": json.loads(body or b"null")})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/runbooks", got
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def runtime(sandbox, tmp_path):
+    """The sandbox's process runtime for the kube-runbooks image: the `runbooks` of this venv."""
+    runner = PodRunner(sandbox.api, {IMAGE: Path(sys.executable).parent}, tmp_path / "pods").install()
+    sandbox.cluster_controllers.process_runtime = runner
+    yield runner
+    sandbox.cluster_controllers.process_runtime = None
+    runner.stop()
+    sandbox.api.log_source = runner._previous_logs
+
+
+@pytest.mark.skipif(HELM is None, reason="Helm 4 is not installed (python tools/install_helm.py)")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare(1) (util-linux) is not installed")
+def test_a_scheduled_cluster_health_fires_authenticates_reports_and_notifies(
+        sandbox, namespace, tmp_path, receiver, runtime, monkeypatch):
+    url, posted = receiver
+    api = config.new_client_from_config(str(sandbox.kubeconfig), context="sandbox")
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "kube-runbooks"},
+                                              "stringData": {"webhook-url": url}})
+    env = {k: v for k, v in stack.env_settings(sandbox).items()
+           if k not in ("kubeconfig", "kube_context", "expected_context")}  # in-cluster config
+    values = {
+        "image": {"repository": IMAGE, "tag": "test"},
+        "env": "sandbox", "envConfig": env,
+        "serve": {"enabled": False},
+        "schedules": {"notify": ["webhook"], "runbooks": {"cluster-health": {"schedule": "* * * * *"}}},
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    release = f"kr-{uuid.uuid4().hex[:6]}"
+    kube = ["--kubeconfig", str(sandbox.kubeconfig), "--kube-context", "sandbox", "--namespace", namespace]
+    import subprocess
+
+    proc = subprocess.run([HELM, "install", release, str(CHART), "-f", str(tmp_path / "values.yaml"), *kube],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        [cj] = batch.list_namespaced_cron_job(namespace).items
+        assert cj.spec.concurrency_policy == "Forbid" and cj.spec.schedule == "* * * * *"
+        assert len(client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items) == 1
+        account = cj.spec.job_template.spec.template.spec.service_account_name
+        assert account == f"{release}-read-secrets"
+        sandbox.api.audit = []
+
+        def finished_job():
+            for job in batch.list_namespaced_job(namespace).items:
+                if any(c.type in ("Complete", "Failed") and c.status == "True" for c in job.status.conditions or []):
+                    return job
+            return None
+
+        job = wait_for(finished_job, timeout=300, interval=1.0, what="the CronJob's Job to finish")
+        user = f"system:serviceaccount:{namespace}:{account}"
+        audit, sandbox.api.audit = sandbox.api.audit, None
+        assert job.metadata.owner_references[0].name == cj.metadata.name
+        assert [c.reason for c in job.status.conditions if c.type == "Failed"] == ["BackoffLimitExceeded"]
+        [pod] = core.list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}").items
+        state = pod.status.container_statuses[0].state.terminated
+        log = core.read_namespaced_pod_log(pod.metadata.name, namespace, container="runbook")
+        assert pod.status.phase == "Failed" and state.exit_code == 1, log  # planted critical findings
+        assert "cluster-health on sandbox: findings (exit 1)" in log
+        mine = [a for a in audit if a["user"] == user and "resource" in a]
+        assert {("list", "nodes"), ("list", "pods")} <= {(a["verb"], a["resource"]) for a in mine}
+        assert all(a["allowed"] for a in mine)
+        outputs = runtime.pod_dir(pod.to_dict()) / "rootfs" / "var/lib/kube-runbooks/outputs/sandbox/cluster-health"
+        [run_dir] = list(outputs.iterdir())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["exit_code"] == 1 and summary["kube_context"] == "in-cluster"
+        assert (run_dir / "report.html").is_file()
+        message = wait_for(lambda: posted and posted[-1], timeout=30, what="the webhook notification")
+        assert message["path"] == "/hooks/runbooks"
+        text = json.dumps(message["body"])
+        assert "cluster-health" in text and summary["run_id"] in text
+        token = (runtime.pod_dir(pod.to_dict()) / "rootfs" / "var/run/secrets/kubernetes.io/serviceaccount/token")
+        assert token.read_text() not in text and token.read_text() not in log
+    finally:
+        sandbox.api.audit = None
+        subprocess.run([HELM, "uninstall", release, *kube], capture_output=True, text=True, timeout=120)
