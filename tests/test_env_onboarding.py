@@ -107,8 +107,17 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
     assert "authenticated" in proc.stdout
     rows = {r.what: r for r in onboarding.check_env(Project(sandbox_env, sandbox_env / "notebooks"), "sandbox")}
     health = rows["runbook cluster-health"]
-    assert health.state == "failed" and health.detail == "missing permission: list nodes, list secrets"  # view: no nodes, no Secrets
+    # view: no nodes, no Secrets, no admission webhooks or APIServices (cluster-health's control plane checks)
+    assert health.state == "failed" and health.detail == (
+        "missing permission: list nodes, list secrets, list mutatingwebhookconfigurations.admissionregistration.k8s.io, "
+        "list validatingwebhookconfigurations.admissionregistration.k8s.io, list apiservices.apiregistration.k8s.io")
     incident = rows["runbook incident-investigation"]
-    assert incident.state == "failed" and incident.detail == "missing permission: patch deployments.apps"
+    assert incident.state == "failed" and incident.detail == "missing permission: list secrets, patch deployments.apps"
     assert rows["runbook dns-audit"].state == "ok"  # view reads everything it needs
     assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr
+
+    # the run itself stops before any check, naming the first permission it lacks as a finding
+    run = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "forbidden: list nodes in all namespaces" in run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
