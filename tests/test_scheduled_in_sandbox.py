@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import uuid
@@ -28,14 +29,14 @@ from kubernetes import client, config
 
 from runbooks import deploy, errors
 from runbooks_sandbox import stack
-from runbooks_sandbox.podrunner import PodRunner
+from runbooks_sandbox.podrunner import PodRunnerAddon, parse_run_image
 
 from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kube-runbooks"
 IMAGE = "localhost/kube-runbooks"
-pytestmark = [pytest.mark.timeout(420), pytest.mark.notebook]
+pytestmark = [pytest.mark.timeout(420)]
 
 
 def _helm_or_none():
@@ -72,16 +73,23 @@ def receiver():
 
 
 @pytest.fixture
-def runtime(sandbox, tmp_path):
-    """The sandbox's process runtime for the kube-runbooks image: the `runbooks` of this venv."""
-    runner = PodRunner(sandbox.api, {IMAGE: Path(sys.executable).parent}, tmp_path / "pods").install()
-    sandbox.cluster_controllers.process_runtime = runner
-    yield runner
-    sandbox.cluster_controllers.process_runtime = None
-    runner.stop()
-    sandbox.api.log_source = runner._previous_logs
+def runtime(sandbox):
+    """The sandbox's process runtime for the kube-runbooks image (`runbooks sandbox up --run-image`)."""
+    addon = PodRunnerAddon(sandbox, dict([parse_run_image(IMAGE)]))
+    addon.start()
+    yield addon.runner
+    addon.stop()
 
 
+def test_run_image_names_what_it_expects():
+    assert parse_run_image("localhost/kube-runbooks:1.2") == ("localhost/kube-runbooks", str(Path(sys.executable).parent))
+    with pytest.raises(ValueError, match="REPOSITORY"):
+        parse_run_image("=bin")
+    with pytest.raises(ValueError, match="is not a directory"):
+        parse_run_image("kube-runbooks=/no/such/dir")
+
+
+@pytest.mark.notebook
 @pytest.mark.skipif(HELM is None, reason="Helm 4 is not installed (python tools/install_helm.py)")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare(1) (util-linux) is not installed")
 def test_a_scheduled_cluster_health_fires_authenticates_reports_and_notifies(
@@ -104,8 +112,6 @@ def test_a_scheduled_cluster_health_fires_authenticates_reports_and_notifies(
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     release = f"kr-{uuid.uuid4().hex[:6]}"
     kube = ["--kubeconfig", str(sandbox.kubeconfig), "--kube-context", "sandbox", "--namespace", namespace]
-    import subprocess
-
     proc = subprocess.run([HELM, "install", release, str(CHART), "-f", str(tmp_path / "values.yaml"), *kube],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

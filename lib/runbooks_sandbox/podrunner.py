@@ -90,11 +90,16 @@ class PodRunner:
         return self
 
     def stop(self) -> None:
-        """Kill every process still running (the sandbox is going away)."""
+        """Kill every process still running and hand the logs back to the sandbox."""
         with self._lock:
             procs = list(self._procs.values())
         for proc in procs:
             _kill(proc.popen)
+        if self.api.log_source == self.logs:
+            self.api.log_source = self._previous_logs
+        listeners = getattr(self.api.store, "_listeners", [])
+        if self._on_change in listeners:
+            listeners.remove(self._on_change)
 
     def claims(self, pod: dict) -> bool:
         """A pod with a container whose image is one of ``images``."""
@@ -223,6 +228,36 @@ class PodRunner:
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-tail:]) if tail else ""
         return text
+
+
+def parse_run_image(text: str) -> tuple[str, str]:
+    """``REPOSITORY[=BINDIR]`` (``runbooks sandbox up --run-image``); BINDIR defaults to this
+    interpreter's directory (the virtualenv where ``runbooks`` is installed)."""
+    repo, _, bin_dir = text.partition("=")
+    if not repo or not repo.strip():
+        raise ValueError(f"--run-image {text!r}: expected REPOSITORY[=BINDIR], e.g. kube-runbooks")
+    bin_dir = bin_dir or str(Path(sys.executable).parent)
+    if not Path(bin_dir).is_dir():
+        raise ValueError(f"--run-image {text!r}: {bin_dir!r} is not a directory")
+    return image_repository(repo.strip()), bin_dir
+
+
+class PodRunnerAddon:
+    """The runtime as a sandbox add-on: pods of ``images`` run while the sandbox runs."""
+
+    def __init__(self, box: Any, images: dict[str, str]):
+        self.box, self.images = box, images
+        self.runner: PodRunner | None = None
+
+    def start(self) -> dict[str, str] | None:
+        self.runner = PodRunner(self.box.api, self.images, Path(self.box.state_dir) / "pods").install()
+        self.box.cluster_controllers.process_runtime = self.runner
+        return None
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.box.cluster_controllers.process_runtime = None
+            self.runner.stop()
 
 
 def _kill(popen: subprocess.Popen) -> None:
