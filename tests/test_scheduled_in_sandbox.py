@@ -81,6 +81,14 @@ def runtime(sandbox):
     addon.stop()
 
 
+def test_sandbox_up_refuses_a_bad_run_image(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "runbooks.cli", "sandbox", "up", "--state-dir", str(tmp_path),
+                           "--run-image", "kube-runbooks=/no/such/dir"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "'/no/such/dir' is not a directory" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state.json").exists()  # nothing started
+
+
 def test_run_image_names_what_it_expects():
     assert parse_run_image("localhost/kube-runbooks:1.2") == ("localhost/kube-runbooks", str(Path(sys.executable).parent))
     with pytest.raises(ValueError, match="REPOSITORY"):
