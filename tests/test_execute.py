@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,6 +121,25 @@ def test_cell_timeout_exits_3_promptly(project):
     _, summary = summary_of(project, "sleep")
     assert summary["error"]["kind"] == "cell-timeout" and summary["error"]["cell_index"] == 2
     assert "2 s per-cell timeout" in result.output
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_an_interrupt_between_cells_starts_no_further_cell(project, tmp_path):
+    """A kernel drops an interrupt that arrives between cells; the run must not go on with its next cell
+    (a server stopping its runs relies on this). The fixture's kernel swallows the interrupt on purpose."""
+    marker = tmp_path / "second-cell-ran"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runbooks.cli", "--project-dir", str(project), "--notebooks-dir", str(FIXTURES),
+         "run", "interrupt-between-cells", "--env", "test", "--no-progress", "-p", "marker", str(marker)],
+        capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert not marker.exists()
+    run_dir, summary = summary_of(project, "interrupt-between-cells")
+    assert summary["error"]["kind"] == "interrupted"
+    nb = json.loads((run_dir / "interrupt-between-cells.ipynb").read_text())
+    (last,) = [c for c in nb["cells"] if "Path(marker)" in "".join(c["source"])]
+    assert last["execution_count"] is None and not last["outputs"]
 
 
 @pytest.mark.notebook

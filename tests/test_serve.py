@@ -249,9 +249,9 @@ def processes_in(root) -> list[int]:
 
 @pytest.mark.notebook
 @pytest.mark.timeout(180)
-@pytest.mark.skip(reason="known bug since the interrupt-safe apply landed: a run started by `runbooks serve` "
-                         "outlives the server's stop (the run ends on a SIGINT sent by hand); to be fixed in serve")
-def test_stopping_the_server_stops_its_runs_and_their_kernels(sandbox_env, tmp_path):
+@pytest.mark.parametrize("when", ["in-cell", "starting"])
+def test_stopping_the_server_stops_its_runs_and_their_kernels(sandbox_env, tmp_path, when):
+    """Stopped while the run's long cell runs, or as soon as the run has started (before its kernel)."""
     from pathlib import Path
 
     from helpers import wait_for
@@ -266,9 +266,12 @@ def test_stopping_the_server_stops_its_runs_and_their_kernels(sandbox_env, tmp_p
     server = Serve(sandbox_env, routes_file, None, notebooks_dir=notebooks)
     try:
         assert server.post(payload(alert("Sleepy"))).json()["queued"]
-        wait_for(lambda: list((sandbox_env / "outputs" / "sandbox" / "sleep").glob("*/sleep.ipynb")), 90,
-                 what="the run's notebook (its kernel is running)")
-        wait_for(lambda: len(processes_in(sandbox_env)) >= 2, 60, what="the run and its kernel")
+        if when == "starting":
+            server.wait_jobs(lambda answer: any(j["pid"] for j in answer["jobs"]), 60)
+        else:
+            wait_for(lambda: list((sandbox_env / "outputs" / "sandbox" / "sleep").glob("*/sleep.ipynb")), 90,
+                     what="the run's notebook (its kernel is running)")
+            wait_for(lambda: len(processes_in(sandbox_env)) >= 2, 60, what="the run and its kernel")
     finally:
         server.stop()
     wait_for(lambda: processes_in(sandbox_env) == [], 60, what="the run and its kernel to end")

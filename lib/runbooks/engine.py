@@ -11,6 +11,9 @@
   it. The final write (after success, a failing cell, a cell timeout, a dead
   kernel or Ctrl-C) always happens, and for a hung run the watchdog writes
   the notebook (:meth:`PacedManager.flush`) before it ends the process.
+- Once the run is interrupted (SIGINT or SIGTERM of ``runbooks run``), no
+  further cell starts. The kernel ignores an interrupt that arrives between
+  cells, so without this check a stopped run would go on with its next cell.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nbclient.exceptions import CellExecutionError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import (
     NBClientEngine,
@@ -55,6 +59,26 @@ class PacedManager(NotebookExecutionManager):
         super().notebook_complete(**kwargs)
 
 
+class WatchedClient(PapermillNotebookClient):
+    """papermill's client, which starts no cell once the run's watchdog says it was interrupted."""
+
+    watchdog: Any = None
+
+    def papermill_execute_cells(self) -> None:
+        # papermill's loop (clientwrap.PapermillNotebookClient), with the interrupt check.
+        for index, cell in enumerate(self.nb.cells):
+            if self.watchdog is not None and self.watchdog.interrupted:
+                return  # the cells left stay "pending" in the saved notebook
+            try:
+                self.nb_man.cell_start(cell, index)
+                self.execute_cell(cell, index)
+            except CellExecutionError as ex:
+                self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                break
+            finally:
+                self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+
+
 class WatchedEngine(NBClientEngine):
     """nbclient through papermill, with the paced manager, a watchdog hook and the kernel env."""
 
@@ -86,8 +110,9 @@ class WatchedEngine(NBClientEngine):
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             shutdown_kernel="immediate",
         )
-        client = PapermillNotebookClient(nb_man, **final)
+        client = WatchedClient(nb_man, **final)
         if watchdog is not None:
+            client.watchdog = watchdog
             watchdog.client = client
         return client.execute(env=kernel_env) if kernel_env else client.execute()
 

@@ -427,9 +427,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-async def stop_process(proc: Any, grace: float = 30.0) -> None:
-    """SIGINT (``runbooks run`` interrupts its kernel, records what it did and ends), then SIGKILL
-    of the run and everything it started, so that no kernel outlives a stopped server."""
+RUN_STOP_GRACE = 15.0
+"""Seconds a run gets to end after SIGINT when the server stops. With uvicorn's 10 s of graceful
+shutdown this stays within Kubernetes' 30 s termination grace, so the server can still SIGKILL
+whatever a run left behind before the kubelet kills the server itself."""
+
+
+async def stop_process(proc: Any, grace: float = RUN_STOP_GRACE) -> None:
+    """SIGINT (``runbooks run`` interrupts its kernel, records what it did and starts no further cell),
+    then SIGKILL of the run and everything it started, so that no kernel outlives a stopped server."""
     if proc.returncode is not None:
         return
     proc.send_signal(signal.SIGINT)
