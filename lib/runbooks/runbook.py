@@ -38,7 +38,6 @@ from .errors import (
     SOURCE_ERRORS,
     ApprovalRefused,
     InvalidInput,
-    NotFound,
     PlanInvalid,
     PlanMismatch,
     PreflightFailed,
@@ -430,7 +429,8 @@ def _check_access(run: Run, runbook: str, params: Any) -> None:
     403 emptied a table: each missing permission (``onboarding.PERMISSIONS``, asked with
     ``SelfSubjectAccessReview`` s; the writes only when a plan is to be applied) is a critical
     finding ``forbidden: VERB RESOURCE in all namespaces`` and the run stops with exit 2.
-    An API server without access reviews is not asked (the run goes on, as before).
+    Where the access reviews cannot be asked (no such API, or no answer) the run goes on, as
+    before, with the data source ``access-review`` down.
     """
     needed = onboarding.reads(runbook)
     if not getattr(params, "dry_run", True):
@@ -439,8 +439,8 @@ def _check_access(run: Run, runbook: str, params: Any) -> None:
         return
     try:
         missing = onboarding.denied(run.cluster, needed)
-    except NotFound:
-        run.source("access-review", False, "no SelfSubjectAccessReview API: permissions not checked")
+    except SOURCE_ERRORS as exc:  # no access review API (404), or it did not answer
+        run.source("access-review", False, f"permissions not checked: {type(exc).__name__}: {cut(str(exc))}")
         return
     if not missing:
         return
