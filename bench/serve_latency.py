@@ -109,7 +109,7 @@ def main() -> None:
             times["serve"].append(time.perf_counter() - start)
             server.wait_jobs(lambda a: all(j["state"] in ("done", "refused") for j in a["jobs"]), 120)
             print(f"  round {i + 1}: direct {times['direct'][-1]:6.2f} s   serve {times['serve'][-1]:6.2f} s   "
-                  f"({message['status']}, exit {message['exit_code']})", flush=True)
+                  f"({message['run_status']}, exit {message['exit_code']})", flush=True)
     finally:
         if server is not None:
             server.stop()

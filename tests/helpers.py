@@ -30,3 +30,55 @@ def raw_request(cluster, method: str, path: str, body=None, query=None,
     resp = api.call_api(m, url, header_params=headers, body=body)
     resp.read()
     return resp.status, resp.getheaders(), (resp.data or b"").decode()
+
+
+class HttpReceiver:
+    """A real HTTP server on loopback recording every POST (path, headers, JSON body).
+
+    `replies` is a list of (status, headers, body) answered in order, one per request; when it is
+    empty the answer is 200 "ok" (what Slack's incoming webhooks answer).
+    """
+
+    def __init__(self, replies=None) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        self.replies = list(replies or [])
+        self.lock = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    status, headers, body = receiver.replies.pop(0) if receiver.replies else (200, {}, "ok")
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "raw": raw,
+                                              "json": json.loads(raw or b"null"), "status": status,
+                                              "at": time.monotonic()})
+                    receiver.lock.notify_all()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                data = body.encode()
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self, path: str | None = None) -> list:
+        with self.lock:
+            return [r["json"] for r in self.requests if path is None or r["path"] == path]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -157,3 +157,26 @@ def test_pod_checks_ndots_service_env_and_jvm():
         "dns-service-env/n/Deployment/web/cache"]
     jvm = next(f for f in findings if f.id.startswith("dns-jvm"))
     assert "-Dsun.net.inetaddr.ttl=30" in jvm.detail and jvm.resource == "Deployment/n/jvm"
+
+
+def test_the_sandboxs_externaldns_honours_namespace_and_exclude_domains():
+    """The sandbox plays ExternalDNS with the flags the product reads: --namespace, --exclude-domains."""
+    from runbooks_sandbox import externaldns
+
+    dep = {"metadata": {"namespace": "external-dns", "name": "public"}, "spec": {"template": {"spec": {"containers": [{
+        "image": "registry.k8s.io/external-dns/external-dns:v0.15.1",
+        "args": ["--source=ingress", "--provider=rfc2136", "--domain-filter=example.com",
+                 "--exclude-domains=apps.example.com", "--namespace=web"]}]}}}}
+    inst = externaldns.parse_instance(dep)
+
+    def ing(ns, host):
+        return {"metadata": {"namespace": ns, "name": host.split(".")[0]}, "spec": {"rules": [{"host": host}]},
+                "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.net"}]}}}
+
+    got = externaldns.desired(inst, [ing("web", "www.example.com"), ing("web", "x.apps.example.com"),
+                                     ing("shop", "shop.example.com")], [])
+    assert [(e["name"], e["type"], e["targets"]) for e in got] == [("www.example.com", "CNAME", ["lb.example.net"])]
+    assert inst.wants("blog.example.com") and not inst.wants("blog.apps.example.com")
+    # the product reads the same flags the same way
+    product = dnsaudit.parse_instance(dep)
+    assert product.watch_namespace == "web" and product.exclude_domains == ["apps.example.com"]

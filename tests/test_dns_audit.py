@@ -140,6 +140,11 @@ EXPECTED = {
     ("search.apps.example.com", "pdns"): "ok", ("search.apps.example.com", "rfc2136"): "ttl",
     ("status.apps.example.com", "pdns"): "blocked", ("status.apps.example.com", "rfc2136"): "ok",
     ("www.apps.example.com", "pdns"): "ok", ("www.apps.example.com", "rfc2136"): "ok",
+    # zone example.com (provider public, instance external-dns-public): blog.example.com never made it
+    **{(h, "public"): "ok" for h in ("assets.shop.example.com", "careers.example.com", "cart.shop.example.com",
+                                     "checkout.shop.example.com", "newsletter.example.com", "pay.example.com",
+                                     "promo.example.com", "shop.example.com", "www.example.com")},
+    ("blog.example.com", "public"): "missing",
 }
 
 
@@ -199,7 +204,8 @@ def test_dry_run_reports_service_discovery_and_drift_and_changes_nothing(project
     assert [i for i in ids if i.startswith("externaldns-registry-errors/external-dns/external-dns-pdns-")]
     assert not [i for i in ids if i.startswith(("externaldns-sync-stale/external-dns/external-dns-rfc2136",
                                                  "coredns-"))]
-    assert {summary["data_sources"][k]["state"] for k in ("prometheus", "cluster-dns", "dns:pdns", "dns:rfc2136")} \
+    assert {summary["data_sources"][k]["state"] for k in ("prometheus", "cluster-dns", "dns:pdns", "dns:rfc2136",
+                                                         "dns:public")} \
         == {"ok"}
     verdicts = {(i.split("/")[2], i.split("/")[1]): i.split("/")[0].removeprefix("dns-") for i in ids
                 if i.split("/")[0] in {f"dns-{v}" for v in dnsaudit.VERDICTS}}
@@ -207,6 +213,7 @@ def test_dry_run_reports_service_discovery_and_drift_and_changes_nothing(project
     plan = summary["plan"]
     assert plan["applied"] is False and plan["validated"] is True
     assert sorted((c["operation"], c["namespace"], c["name"]) for c in plan["changes"]) == [
+        ("create", "public", "blog.example.com CNAME"),
         ("create", "rfc2136", "blog.apps.example.com A"),
         ("delete", "pdns", "promo.apps.example.com"),
         ("delete", "rfc2136", "promo.apps.example.com"),
@@ -262,10 +269,10 @@ def test_approved_plan_fixes_what_we_own_and_nothing_else(project, dns_addon):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["plan"]["applied"] is True and summary["plan"]["id"] == plan_id
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
-    assert [a["result"] for a in audit] == ["applied"] * 4
+    assert [a["result"] for a in audit] == ["applied"] * 5
     assert not [f for f in summary["findings"] if f["id"].startswith("dns-verify/") and f["severity"] != "info"]
     severities = {f["id"]: f["severity"] for f in summary["findings"]}
-    for fixed in ("dns-missing/rfc2136/blog.apps.example.com", "dns-stale/rfc2136/api.apps.example.com",
+    for fixed in ("dns-missing/public/blog.example.com", "dns-missing/rfc2136/blog.apps.example.com", "dns-stale/rfc2136/api.apps.example.com",
                   "dns-orphaned/pdns/promo.apps.example.com", "dns-orphaned/rfc2136/promo.apps.example.com"):
         assert severities[fixed] == "ok", fixed  # resolved by the plan
     assert severities["dns-blocked/pdns/status.apps.example.com"] == "critical"

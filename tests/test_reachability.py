@@ -185,18 +185,88 @@ def test_dns_not_configured_is_info_never_a_failure():
     assert hop.ok is None and "not configured in env prod" in hop.reason
 
 
+NS1 = r.AuthServer("public", "ns1:53", ("example.com",))
+
+
 def test_dns_compares_answers_with_the_load_balancer():
     ing = ingress("i", "a.example.com", lb="lb.example.net")
-    ctx = r.Context(env="prod", dns_servers=["ns1:53"], dns={"a.example.com": [
+    ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [
         r.DnsAnswer("resolver", addresses=["192.0.2.1"], cnames=["lb.example.net"]),
-        r.DnsAnswer("ns1:53", status="NXDOMAIN")]})
+        r.DnsAnswer(NS1.label, status="NXDOMAIN")]})
     hop = r.check_dns("a.example.com", ing, ctx)
-    assert hop.ok is False and "authoritative server ns1:53 has no record for a.example.com (NXDOMAIN)" in hop.reason
+    assert hop.ok is False and hop.details["problem"] == "missing"
+    assert "authoritative server public (ns1:53) has no record for a.example.com (NXDOMAIN)" in hop.reason
     ctx.dns = {"a.example.com": [r.DnsAnswer("resolver", cnames=["other-lb.example.net"], addresses=["192.0.2.9"])]}
     hop = r.check_dns("a.example.com", ing, ctx)
-    assert hop.ok is False and "not the load balancer lb.example.net" in hop.reason
+    assert hop.ok is False and hop.details["problem"] == "mismatch"
+    assert "answers other-lb.example.net, 192.0.2.9, not the Ingress's load balancer lb.example.net" in hop.reason
     ctx.dns = {"a.example.com": [r.DnsAnswer("resolver", cnames=["lb.example.net"], addresses=["192.0.2.1"])]}
     assert r.check_dns("a.example.com", ing, ctx).ok is True
+    ctx.dns = {"a.example.com": [r.DnsAnswer(NS1.label, status="", error="DNS server ns1:53 did not answer")]}
+    assert r.check_dns("a.example.com", ing, ctx).details["problem"] == "unanswered"
+
+
+def test_a_mismatch_and_a_missing_record_are_their_own_findings():
+    s = snap([ingress("i", "a.example.com", lb="lb.example.net")], services=[service()])
+    ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [
+        r.DnsAnswer(NS1.label, cnames=["old-lb.example.net"])]})
+    f = next(f for f in r.check_host("a.example.com", "/", s, ctx).findings if f.evidence["hop"] == "dns")
+    assert f.id == "reachability/a.example.com/dns-mismatch" and f.evidence["first_broken"]
+    assert f.evidence["next"] == "runbooks run dns-audit --env prod -p hostnames '[\"a.example.com\"]'"
+    ctx.dns = {"a.example.com": [r.DnsAnswer(NS1.label, status="NXDOMAIN")]}
+    ids = [f.id for f in r.check_host("a.example.com", "/", s, ctx).findings]
+    assert "reachability/a.example.com/dns-missing" in ids
+
+
+def test_no_record_for_an_ingress_without_an_address_is_the_ingress_hops_fault():
+    ing = ingress("i", "a.example.com")
+    ing["status"] = {}
+    ctx = r.Context(env="prod", dns_providers=[NS1], dns={"a.example.com": [r.DnsAnswer(NS1.label, status="NXDOMAIN")]})
+    hop = r.check_dns("a.example.com", ing, ctx)
+    assert hop.ok is None and "no status.loadBalancer address for ExternalDNS to publish" in hop.reason
+
+
+def test_only_the_providers_serving_the_host_are_asked():
+    ctx = r.Context(env="prod", dns_providers=[NS1, r.AuthServer("apps", "ns2:53", ("apps.example.com",))])
+    assert [label for label, _ in r.dns_queries(["a.example.com", "b.other.org"], ctx)] == ["public (ns1:53)"]
+    hop = r.check_dns("b.other.org", ingress("i", "b.other.org"), ctx)
+    assert hop.ok is None and "no configured DNS provider serves a zone of b.other.org" in hop.reason
+    servers = r.auth_servers({"public": {"type": "rfc2136", "nameserver": "127.0.0.1:5353", "zones": ["example.com"]}})
+    assert servers == [r.AuthServer("public", "127.0.0.1:5353", ("example.com",))]
+
+
+# ---- the controller's logs ---------------------------------------------------------------------
+
+ACCESS_503 = ('192.0.2.7 - - [03/Dec/2026:07:01:02 +0000] "GET /jobs HTTP/2.0" 503 190 "-" "curl/8.5.0" 38 0.000 '
+              '[web-careers-http] [] - - - - 9f1c0e6a7b2d4c3e8f9a0b1c2d3e4f50')
+ACCESS_200 = ('192.0.2.7 - - [03/Dec/2026:07:01:03 +0000] "GET / HTTP/2.0" 200 5120 "-" "curl/8.5.0" 38 0.004 '
+              '[web-www-http] [] 10.244.1.5:8080 5120 0.004 200 0e443239dcc3e725ee285b338ed1fb45')
+ERROR = ('2026/12/03 07:01:04 [error] 31#31: *4711 connect() failed (111: Connection refused) while connecting to '
+         'upstream, client: 192.0.2.7, server: shop.example.com, request: "GET / HTTP/2.0", upstream: '
+         '"http://10.244.1.9:8080/", host: "shop.example.com"')
+
+
+def test_the_access_log_format_is_ingress_nginx_s_default():
+    m = r.ACCESS_LINE.match(ACCESS_503)
+    assert m and (m["status"], m["upstream"], m["addr"], m["upstream_status"]) == ("503", "web-careers-http", "-", "-")
+    m = r.ACCESS_LINE.match(ACCESS_200)
+    assert m and (m["status"], m["upstream"], m["upstream_status"]) == ("200", "web-www-http", "200")
+    m = r.ERROR_LINE.search(ERROR)
+    assert m and m["host"] == "shop.example.com" and m["what"].startswith("connect() failed")
+    assert r.NO_ENDPOINTS_LINE.search('W1203 07:01:05.123456       7 controller.go:1216] Service "web/careers" '
+                                      'does not have any active Endpoint.')["service"] == "web/careers"
+
+
+def test_log_note_names_the_upstream_and_the_statuses():
+    logged = {"web-careers-http": {"responses_5xx": 2, "statuses": {503: 2}, "upstream_errors": 0, "no_endpoints": 0,
+                                   "example": ACCESS_503},
+              "service:web/careers": {"responses_5xx": 0, "statuses": {}, "upstream_errors": 0, "no_endpoints": 3,
+                                      "example": ""}}
+    text, evidence = r.log_note("careers.example.com", "web-careers-http", "web/careers", logged, "15m")
+    assert text.startswith("logs (15m): the controller logged 2 5xx response(s) for upstream web-careers-http (2× 503)")
+    assert evidence["no_endpoints"] == 3 and evidence["statuses"] == {"503": 2}
+    assert r.log_note("www.example.com", "web-www-http", "web/www", logged, "15m") == (
+        "no controller errors logged for upstream web-www-http in 15m", {})
 
 
 # ---- the chain and next steps -------------------------------------------------------------------
@@ -221,6 +291,9 @@ def test_every_hop_is_checked_and_only_the_first_red_one_leads():
     ({"host": "a" * 64 + ".example.com"}, "is not a valid DNS name"),
     ({"host": "www.example.com", "path": "api"}, "path 'api' is not a URL path"),
     ({"host": "www.example.com", "dns_resolver": "ns1:99999"}, "is not host[:port]"),
+    ({"host": "www.example.com", "dns_providers": {"p": {"type": "route53", "zones": ["example.com"]}}},
+     "type 'route53' is not supported"),
+    ({"host": "www.example.com", "log_lookback": "soon"}, "'soon' is not a duration"),
     ({}, "Required parameter 'host' not supplied"),
 ])
 def test_bad_parameters_are_refused_by_name(values, fragment):
@@ -232,7 +305,8 @@ def test_bad_parameters_are_refused_by_name(values, fragment):
 def test_good_parameters():
     p = validate_params(params_model("service-reachability"),
                         {"host": "Checkout.Shop.Example.com.", "path": "/api", "dns_resolver": "system",
-                         "dns_authoritative_servers": ["127.0.0.1:5353", "[::1]:53"]})
+                         "dns_providers": {"public": {"type": "rfc2136", "nameserver": "127.0.0.1:5353",
+                                                      "zones": ["example.com"]}}})
     assert p.host == "checkout.shop.example.com" and p.dns_resolver == "system"
     assert validate_params(params_model("service-reachability"), {"host": "all"}).host == "all"
     assert validate_params(params_model("service-reachability"), {"host": "*.example.com"}).host == "*.example.com"
@@ -252,3 +326,38 @@ def test_many_hosts_show_the_broken_ones_and_verdicts_put_them_first():
     verdicts = out.verdicts()
     assert list(verdicts["verdict"]) == ["broken"] * 25 + ["reachable"]
     assert verdicts.iloc[0]["first_broken_hop"] == "TLS"
+
+
+def test_the_probes_run_concurrently_up_to_the_bound():
+    """A listener that holds every connection until four are open at once: the probes only get
+    past it if four run at the same time (a sequential walk would wait for each timeout)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held, batches = [], []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if len(held) == 4:
+                batches.append(len(held))
+                for c in held:
+                    c.close()
+                held.clear()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ctx = r.Context(env="prod", ingress_url=f"https://127.0.0.1:{srv.getsockname()[1]}")
+    hosts = [f"h{i}.example.com" for i in range(8)]
+    try:
+        r.network_checks(hosts, "/", ctx, timeout=20, concurrency=4)
+    finally:
+        srv.close()
+    assert batches == [4, 4]
+    assert all(ctx.probes[h].error for h in hosts)  # the listener speaks no TLS

@@ -313,6 +313,20 @@ def test_web_hosts_are_each_broken_at_a_different_hop(objects):
     pod_ports = find(objects, "Deployment", "newsletter", "web")["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert newsletter == "http" and [p["name"] for p in pod_ports] == ["web"]
     assert find(objects, "Deployment", "careers", "web")["spec"]["replicas"] == 0
+    # DNS: zone example.com is published by its own ExternalDNS instance, and dns.yaml removes blog's record
+    public = find(objects, "Deployment", "external-dns-public", "external-dns")
+    args = public["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--provider=rfc2136", "--domain-filter=example.com", "--exclude-domains=apps.example.com",
+            "--txt-owner-id=sandbox-prod-public", "--source=ingress"} <= set(args)
+    from runbooks_sandbox import externaldns
+    from runbooks_sandbox.scenario import scenario_dir
+
+    plan = externaldns.load_plan(scenario_dir("default").joinpath("dns.yaml").read_text())
+    assert externaldns.zones_of(plan, "rfc2136") == ["apps.example.com", "example.com"]
+    assert externaldns.zones_of(plan, "pdns") == ["apps.example.com"]
+    assert {"provider": "rfc2136", "remove": "blog.example.com"} in plan["drift"]
+    addresses = {i["metadata"]["name"]: i.get("status", {}).get("loadBalancer", {}).get("ingress") for i in web.values()}
+    assert addresses["intranet"] is None and all(addresses[n] for n in web if n != "intranet")
 
 
 # -- deployment history ----------------------------------------------------------------

@@ -320,7 +320,7 @@ def test_a_route_without_parameters_runs_once_and_posts_its_summary(sandbox_env,
         assert first.status_code == 200 and len(first.json()["queued"]) == 1
         assert len(first.json()["deduplicated"]) == 1  # same runbook, same parameters
         [message] = receiver.wait_for(lambda m: m["event"] == "run", 120)
-        assert message["runbook"] == "trivial" and message["status"] == "ok" and message["exit_code"] == 0
+        assert message["runbook"] == "trivial" and message["run_status"] == "ok" and message["exit_code"] == 0
         assert message["thread"] == first.json()["thread"]
         again = server.post(payload(alert("Hello", fingerprint="aaaaaaaaaaaaaaaa")))
         assert again.json()["queued"] == [] and again.json()["deduplicated"] == first.json()["queued"]

@@ -146,4 +146,4 @@ def test_a_burst_of_50_alerts_is_bounded_and_none_is_lost(world):
     assert 'runbooks_serve_requests_total{code="503",path="/alertmanager"}' in metrics  # the queue filled up
     threads = {j["thread"] for j in jobs}
     posted = receiver.wait_for(lambda m: m.get("event") == "run" and m.get("thread") in threads, 60, count=50)
-    assert len(posted) == 50 and all(m["status"] == "ok" for m in posted)
+    assert len(posted) == 50 and all(m["run_status"] == "ok" for m in posted)

@@ -106,21 +106,34 @@ def list_cmd(obj: Context, name: str | None) -> None:
               help="Apply the plan with this id (printed by a dry run); turns dry_run off.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "critical"]), default="critical",
               show_default=True, help="Exit 1 when a finding is at or above this severity.")
-@click.option("--output-dir", metavar="DIR", default=None,
-              help="Base of run directories (default PROJECT/outputs): DIR/ENV/NAME/TIMESTAMP/.")
+@click.option("--output-dir", metavar="DIR|URL", default=None,
+              help="Base of run directories (default PROJECT/outputs): DIR/ENV/NAME/TIMESTAMP/; or object "
+                   "storage s3://BUCKET/PREFIX, gs://..., abs://... (credentials from the provider's "
+                   "standard chain, e.g. AWS_* variables; AWS_ENDPOINT_URL for another S3 endpoint).")
 @click.option("--timeout", type=int, default=600, show_default=True, metavar="S",
               help="Per-cell timeout in seconds (the whole run is bounded by S x cells).")
 @click.option("--progress/--no-progress", default=None,
               help="Show papermill's progress bar (default: when stderr is a terminal).")
-@click.option("--notify", "notifiers", multiple=True, type=click.Choice(["webhook"]),
-              help="Post the run's summary (or its refusal) as JSON to $RUNBOOKS_WEBHOOK_URL.")
+@click.option("--notify", "notifiers", multiple=True, type=click.Choice(["slack", "webhook"]),
+              help="Send the run's result: slack (Block Kit to $RUNBOOKS_SLACK_WEBHOOK_URL), webhook "
+                   "(Alertmanager-shaped JSON to $RUNBOOKS_WEBHOOK_URL). Repeatable.")
+@click.option("--notify-on", type=click.Choice(["always", "change", "severity"]), default="always",
+              show_default=True,
+              help="always: every run; change: when the state (ok, warning, critical, failed) differs from "
+                   "the previous run of this runbook and env; severity: at or above --notify-min-severity.")
+@click.option("--notify-min-severity", type=click.Choice(["warning", "critical"]), default="warning",
+              show_default=True, help="Lowest finding severity that counts for --notify-on change/severity.")
 @click.option("--notify-thread", default=None, metavar="KEY",
               help="Thread key for the notification (messages about one incident share it).")
+@click.option("--report-base-url", envvar="RUNBOOKS_REPORT_BASE_URL", default=None, metavar="URL",
+              help="Where --output-dir is served over HTTP(S) (default $RUNBOOKS_REPORT_BASE_URL): "
+                   "messages link to URL/ENV/NAME/TIMESTAMP/report.html.")
 @click.pass_obj
 def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
             pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
             output_dir: str | None, timeout: int, progress: bool | None,
-            notifiers: tuple[str, ...], notify_thread: str | None) -> None:
+            notifiers: tuple[str, ...], notify_on: str, notify_min_severity: str,
+            notify_thread: str | None, report_base_url: str | None) -> None:
     """Run runbook NAME headless against ENV; print the run directory and findings.
 
     Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
@@ -128,34 +141,28 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
     """
     from runbooks import execute, notify
 
-    url = None
-    if notifiers:
-        try:
-            url = notify.webhook_url()
-        except RunbookError as exc:
-            _fail(str(exc))
-
-    def send(message: notify.Message, kubeconfig: str | None = None) -> None:
-        if url is None:
-            return
-        try:
-            notify.post_webhook(url, message, kubeconfig=kubeconfig)
-        except RunbookError as exc:
-            click.echo(f"runbooks: notification not sent: {exc}", err=True)
+    try:
+        settings = notify.Settings.from_env(notifiers, on=notify_on, min_severity=notify_min_severity,
+                                            thread=notify_thread)
+        base_url = execute.check_report_base_url(report_base_url)
+    except RunbookError as exc:
+        _fail(str(exc))
 
     try:
-        execute.check_output_dir(output_dir)
+        store = execute.check_output_dir(output_dir)
         prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
                                    approve=approve, fail_on=fail_on, timeout=timeout)
     except RunbookError as exc:
-        send(notify.Message(event="refused", thread=notify_thread, runbook=name, env=env, status="rejected",
-                            exit_code=EXIT_INVALID, text=f"{name} on {env}: refused, nothing ran: {exc}"))
+        for item in settings.send(notify.Message(
+                event="refused", thread=notify_thread, runbook=name, env=env, status="rejected",
+                exit_code=EXIT_INVALID, text=f"{name} on {env}: refused, nothing ran: {exc}", error=str(exc))):
+            if item.get("error"):
+                click.echo(f"runbooks: notification {item['kind']} not sent: {item['error']}", err=True)
         _fail(str(exc))
-    result = execute.execute(prepared, output_dir=output_dir, progress=progress,
-                             echo=lambda m: click.echo(m, err=True))
+    result = execute.execute(prepared, output_dir=store or output_dir, progress=progress,
+                             echo=lambda m: click.echo(m, err=True), notify_settings=settings,
+                             report_base_url=base_url)
     click.echo(execute.format_summary(result))
-    send(notify.run_message(result.summary, str(result.run_dir), thread=notify_thread),
-         getattr(prepared.validated, "kubeconfig", None))
     sys.exit(result.exit_code)
 
 
@@ -178,8 +185,8 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
               help="Largest request body accepted (413 above).")
 @click.option("--timeout", type=int, default=600, show_default=True, metavar="S",
               help="Per-cell timeout of each run.")
-@click.option("--output-dir", metavar="DIR", default=None,
-              help="Base of run directories (default PROJECT/outputs).")
+@click.option("--output-dir", metavar="DIR|URL", default=None,
+              help="Base of run directories (default PROJECT/outputs), or s3://BUCKET/PREFIX as for `run`.")
 @click.option("--no-notify", is_flag=True,
               help="Do not post to $RUNBOOKS_WEBHOOK_URL (by default it is required).")
 @click.pass_obj
@@ -192,7 +199,7 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
     $RUNBOOKS_SERVE_PASSWORD (basic auth). Every run is a dry run through `runbooks run`,
     whose summary goes to $RUNBOOKS_WEBHOOK_URL. Also serves /healthz and /metrics.
     """
-    from runbooks import kube, serve
+    from runbooks import kube, serve, storage
     from runbooks.routes import load_routes
 
     try:
@@ -202,7 +209,8 @@ def serve_cmd(obj: Context, env: str, port: int, host: str, expose: bool, routes
             project=obj.project, env=env, routes=load_routes(routes_file), auth=auth,
             queue_size=queue_size, concurrency=concurrency, dedup_window=dedup_window,
             max_body=max_body, timeout=timeout,
-            output_dir=str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
+            output_dir=output_dir if storage.is_url(output_dir) else
+            str(Path(output_dir).resolve()) if output_dir else None, notify=not no_notify)
         config.check()
         env_cfg = obj.project.load_env(env)
         try:  # pod labels are turned into workloads through the API (kubeconfig or in-cluster)
@@ -291,19 +299,32 @@ def report_cmd(run_dir: Path) -> None:
 @main.command("runs")
 @click.option("--env", default=None, help="Only runs of this environment.")
 @click.option("--runbook", default=None, help="Only runs of this runbook.")
-@click.option("--output-dir", metavar="DIR", default=None,
-              help="Base of run directories (default PROJECT/outputs).")
+@click.option("--output-dir", "--from", "output_dir", metavar="DIR|URL", default=None,
+              help="Where the runs are (default PROJECT/outputs): a directory or the object storage "
+                   "of `runbooks run --output-dir` (s3://BUCKET/PREFIX: every environment of a fleet).")
 @click.pass_obj
 def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str | None) -> None:
-    """List past runs from their summary.json and regenerate outputs/index.html."""
-    from runbooks import execute
+    """List past runs from their summary.json (or the bucket's run index) and regenerate index.html."""
+    from runbooks import execute, storage
 
     try:
-        outputs = Path(output_dir).resolve() if output_dir else obj.project.outputs_dir
+        if storage.is_url(output_dir):
+            store = storage.open_store(str(output_dir))
+            runs = store.entries(env, runbook)
+            index = store.url_of("index.html")
+            try:
+                from runbooks import report
+
+                every = runs if not (env or runbook) else store.entries()
+                store.write_bytes("index.html", report.index_html(every).encode())
+            except RunbookError as exc:
+                index = f"not written ({exc})"
+        else:
+            outputs = Path(output_dir).resolve() if output_dir else obj.project.outputs_dir
+            runs = execute.list_runs(outputs, env, runbook)
+            index = str(execute.write_index(outputs))
     except RunbookError as exc:
         _fail(str(exc))
-    runs = execute.list_runs(outputs, env, runbook)
-    index = execute.write_index(outputs)
     if not runs:
         click.echo("no runs" + (" match" if env or runbook else " yet"))
     for rel, s in runs:

@@ -114,8 +114,9 @@ def _qname_wire(name: str) -> bytes:
     return bytes(out + b"\0")
 
 
-def _query_wire(qid: int, name: str, rdtype: str) -> bytes:
-    return struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + _qname_wire(name) + struct.pack("!HH", _TYPES[rdtype], 1)
+def _query_wire(qid: int, name: str, rdtype: str, recursive: bool = False) -> bytes:
+    flags = 0x0100 if recursive else 0  # RD: recursion desired
+    return struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 0) + _qname_wire(name) + struct.pack("!HH", _TYPES[rdtype], 1)
 
 
 def _read_name(buf: bytes, off: int) -> tuple[str, int]:
@@ -246,8 +247,11 @@ def _answer(name: str, rdtype: str, resp: dns.message.Message) -> Answer:
 
 
 def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency: int = 64,
-               timeout: float = 2.0, retries: int = 2) -> dict[tuple[str, str], Answer]:
+               timeout: float = 2.0, retries: int = 2, recursive: bool = False) -> dict[tuple[str, str], Answer]:
     """Ask ``server`` every (name, type) question, at most ``concurrency`` in flight at a time.
+
+    Questions go to an authoritative server with recursion off; ``recursive`` sets the RD
+    flag, for a resolver.
 
     One UDP socket carries every query; answers are matched by message id and
     question. ``timeout`` is the time one question may take in all: it is sent up to
@@ -282,7 +286,7 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
                     next_id = next_id % 65535 + 1
                 qid, next_id = next_id, next_id % 65535 + 1
                 try:
-                    sock.sendto(_query_wire(qid, q[0], q[1]), (host, port))
+                    sock.sendto(_query_wire(qid, q[0], q[1], recursive), (host, port))
                 except BlockingIOError:
                     queue.append((q, attempt))
                     break
@@ -325,7 +329,8 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
                           f"{retries + 1} tries in {timeout:g}s)")
     for q in truncated:
         msg = dns.message.make_query(q[0] + ".", q[1])
-        msg.flags &= ~dns.flags.RD
+        if not recursive:
+            msg.flags &= ~dns.flags.RD
         results[q] = _answer(q[0], q[1], dns.query.tcp(msg, host, port=port, timeout=timeout))
     return results
 
@@ -334,6 +339,21 @@ def query(server: str, name: str, rdtype: str, timeout: float = 2.0) -> Answer:
     """One question (see :func:`query_many`)."""
     return query_many(server, [(name, rdtype)], concurrency=1, timeout=timeout)[(name.lower().rstrip("."),
                                                                                    rdtype.upper())]
+
+
+def resolve_system(name: str, rdtype: str = "A", timeout: float = 2.0) -> Answer:
+    """What the system's resolver (``/etc/resolv.conf``) answers for one question, CNAMEs included."""
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver()
+    resolver.lifetime = timeout
+    try:
+        resp = resolver.resolve(name, rdtype, raise_on_no_answer=False).response
+    except dns.resolver.NXDOMAIN:
+        return Answer(name.lower().rstrip("."), rdtype, "NXDOMAIN")
+    except (dns.exception.DNSException, OSError) as exc:
+        return Answer(name.lower().rstrip("."), rdtype, "", error=f"{type(exc).__name__}: {cut(str(exc), 160)}")
+    return _answer(name.lower().rstrip("."), rdtype, resp)
 
 
 def query_sequential(server: str, questions: Iterable[tuple[str, str]], timeout: float = 2.0

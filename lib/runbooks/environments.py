@@ -65,7 +65,6 @@ class EnvConfig(BaseModel):
     ingress_url: str | None = None
     ingress_ca_file: str | None = None
     dns_resolver: str | None = None
-    dns_authoritative_servers: list[str] | None = None
     cluster_dns_server: str | None = None
     dns_providers: dict[str, dict[str, Any]] | None = None
 

@@ -34,15 +34,17 @@ import datetime as _dt
 import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbooks import kube, model
+from runbooks import kube, model, notify, storage
 from runbooks import secrets as sec
 from runbooks.environments import (  # noqa: F401 - re-exported: the CLI and tests name them here
     PATH_PARAMETERS,
@@ -208,16 +210,41 @@ def prepare(
 # --------------------------------------------------------------------------
 
 
-def check_output_dir(output_dir: str | os.PathLike[str] | None) -> None:
-    """``--output-dir`` must be a directory, or not exist yet (it is created)."""
+def check_output_dir(output_dir: str | os.PathLike[str] | storage.Store | None) -> storage.Store | None:
+    """``--output-dir`` must be a directory, or not exist yet (it is created), or object storage
+    (``s3://BUCKET/PREFIX``, ``gs://…``, ``abs://…``) whose bucket exists and takes a write.
+
+    Returns the :class:`runbooks.storage.Store` for object storage (None for a directory).
+    """
     if output_dir is None:
-        return
+        return None
+    if isinstance(output_dir, storage.Store):
+        return output_dir
+    if storage.is_url(output_dir):
+        store = storage.open_store(str(output_dir))
+        store.check_writable()
+        return store
     path = Path(output_dir)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise InvalidInput(f"--output-dir {str(output_dir)!r} is not a directory ({str(existing)!r} is a file)")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise InvalidInput(f"--output-dir {str(output_dir)!r} cannot be written")
+    return None
+
+
+def check_report_base_url(url: str | None) -> str | None:
+    """``--report-base-url``: where the output location is served over HTTP(S), for links in messages."""
+    if url is None or not url.strip():
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+            or parts.username or parts.password:
+        raise InvalidInput(f"--report-base-url {sec.shown(url)} must be an http:// or https:// URL "
+                           "without query, fragment or credentials")
+    return url.strip().rstrip("/")
 
 
 class _Watchdog:
@@ -475,6 +502,9 @@ class RunResult:
     summary: dict[str, Any]
     report: Path | None = None
     messages: list[str] = field(default_factory=list)
+    location: str | None = None
+    """Where the run directory is kept when it is not ``run_dir`` (``s3://…/ENV/RUNBOOK/RUN_ID``)."""
+    report_url: str | None = None
 
 
 def build_summary(
@@ -615,19 +645,31 @@ def redacted_parameters(validated: ParamsBase, secrets: list[sec.Secret]) -> dic
 def execute(
     prepared: Prepared,
     *,
-    output_dir: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | storage.Store | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    notify_settings: notify.Settings | None = None,
+    report_base_url: str | None = None,
 ) -> RunResult:
     """Run a prepared runbook end to end and write its run directory.
 
-    Never raises for a failure of the runbook itself: the exit code in the
-    result says what happened (0/1/2/3).
+    ``output_dir`` is a directory (default ``PROJECT/outputs``) or object storage
+    (``s3://BUCKET/PREFIX``, a :class:`runbooks.storage.Store`): then the run executes in a
+    temporary directory, its notebook is uploaded as it goes and the whole run directory when it
+    ends, however it ends, with its entry in the bucket's run index. ``notify_settings`` sends the
+    result (:func:`deliver`). Never raises for a failure of the runbook itself: the exit code in
+    the result says what happened (0/1/2/3).
     """
-    outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
+    store = output_dir if isinstance(output_dir, storage.Store) else (
+        check_output_dir(output_dir) if storage.is_url(output_dir) else None)
+    if store is not None:
+        outputs = Path(tempfile.mkdtemp(prefix="runbooks-run-"))
+    else:
+        outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
     start = model.utcnow()
     run_dir = new_run_dir(outputs, prepared.env, prepared.runbook, start)
     run_id = run_dir.name
+    rel = run_dir.relative_to(outputs).as_posix()
     parameters = dict(prepared.validated.model_dump(mode="json", include=set(prepared.given)))
     if "run_dir" in prepared.declared:
         parameters["run_dir"] = str(run_dir)
@@ -637,7 +679,8 @@ def execute(
     deadline = KERNEL_START_TIMEOUT + prepared.timeout * code_cells + 30
     kubeconfig = getattr(prepared.validated, "kubeconfig", None)
     client_config = getattr(getattr(prepared.cluster, "api_client", None), "configuration", None)
-    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared))
+    secrets = sec.known_secrets(kubeconfig, extra=sec.client_secrets(client_config) + vault_secrets(prepared)
+                                + notify.url_secrets())
     effective = prepared.validated.model_copy(update={"run_dir": str(run_dir)}) \
         if "run_dir" in prepared.model.model_fields else prepared.validated
     redacted = redacted_parameters(effective, secrets)
@@ -655,16 +698,30 @@ def execute(
                           "and could not be stopped cleanly; the process was ended")
         summary = summary_for(outcome, None)
         summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
+        if store is not None:
+            summary["location"] = store.url_of(rel)
         _write_json(run_dir / "summary.json", summary)
-        echo(f"runbooks: {outcome.message}; run directory {run_dir}")
+        where = run_dir
+        if store is not None:
+            try:
+                store.put_run(run_dir, rel)
+                store.write_entry(rel, summary)
+                where = store.url_of(rel)  # type: ignore[assignment]
+            except RunbookError as exc:
+                echo(f"runbooks: the run directory could not be uploaded: {exc}")
+        echo(f"runbooks: {outcome.message}; run directory {where}")
 
     if progress is None:
         progress = sys.stderr.isatty()
+    uploader = storage.Progress(store, output, f"{rel}/{output.name}", echo=echo).start() \
+        if store is not None else None
     watchdog = _Watchdog(deadline, on_abort).start()
     try:
         outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
     finally:
         watchdog.cancel()
+        if uploader is not None:
+            uploader.stop()
     try:
         nb = read_notebook(output) if output.exists() else None
     except RunbookError as exc:
@@ -674,22 +731,110 @@ def execute(
     outcome = _classify(outcome, nb, prepared, deadline)
     summary = summary_for(outcome, nb)
     result = publish(run_dir, nb, summary, secrets)
-    try:
-        write_index(outputs)
-    except OSError:
-        pass
+    deliver(result, rel=rel, store=store, settings=notify_settings, report_base_url=report_base_url,
+            secrets=secrets, echo=echo, outputs=None if store is not None else outputs)
+    if store is not None and result.location is not None:
+        shutil.rmtree(outputs, ignore_errors=True)
+    else:
+        try:
+            write_index(outputs)
+        except OSError:
+            pass
+    return result
+
+
+def previous_run(outputs: Path | None, store: storage.Store | None, env: str, runbook: str,
+                 run_id: str) -> dict[str, Any] | None:
+    """The summary (or index entry) of the run of ``runbook`` in ``env`` before ``run_id``."""
+    if store is not None:
+        return store.previous(env, runbook, run_id)
+    if outputs is None:
+        return None
+    order = storage._run_order
+    earlier = [s for _, s in list_runs(outputs, env, runbook)
+               if s.get("run_id") and order(str(s["run_id"])) < order(run_id)]
+    return max(earlier, key=lambda s: order(str(s["run_id"])), default=None)
+
+
+def deliver(result: RunResult, *, rel: str, store: storage.Store | None = None,
+            settings: notify.Settings | None = None, report_base_url: str | None = None,
+            secrets: Sequence[sec.Secret] = (), echo: Callable[[str], None] = print,
+            outputs: Path | None = None) -> RunResult:
+    """After :func:`publish`: the report's URL, the upload to object storage, the notifications.
+
+    Order: the run directory is uploaded first (``summary.json`` last, then its index entry), so the
+    link in a message works when the message arrives. An upload that fails keeps the local copy,
+    names it and fails the run (exit 3: its record would be lost). A notification that fails is a
+    warning in ``summary.json`` and on stderr and never changes the exit code.
+    """
+    summary = result.summary
+    env, runbook, run_id = summary["env"], summary["runbook"], summary["run_id"]
+    if report_base_url and summary.get("report"):
+        result.report_url = summary["report_url"] = f"{report_base_url}/{rel}/{summary['report']}"
+    previous = None
+    if settings and settings.kinds and settings.on == "change":
+        try:  # before this run's entry exists
+            previous = previous_run(outputs, store, env, runbook, run_id)
+        except RunbookError as exc:
+            summary.setdefault("warnings", []).append(f"the previous run could not be read: {exc}")
+    if store is not None:
+        summary["location"] = store.url_of(rel)
+        _write_json(result.run_dir / "summary.json", summary)
+        try:
+            store.put_run(result.run_dir, rel)
+            store.write_entry(rel, summary)
+        except RunbookError as exc:
+            message = (f"the run directory could not be uploaded to {store.url_of(rel)}: {exc}; "
+                       f"it is kept at {result.run_dir}")
+            echo(f"runbooks: {message}")
+            summary["location"] = None
+            if summary.get("error") is None:
+                summary["error"] = {"kind": "upload-failed", "message": message, "cell_index": None, "ename": None}
+                summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
+            else:
+                summary.setdefault("warnings", []).append(message)
+            result.exit_code = summary["exit_code"]
+        else:
+            result.location = summary["location"]
+    if settings and settings.kinds:
+        send, why = notify.decide(summary, previous, settings.on, settings.min_severity)
+        if send:
+            message = notify.run_message(summary, result.location or str(result.run_dir), thread=settings.thread,
+                                         report_url=result.report_url, secrets=secrets,
+                                         change=why if settings.on == "change" else None,
+                                         min_severity=settings.min_severity)
+            outcomes = settings.send(message, secrets=secrets)
+        else:
+            outcomes = [{"kind": kind, "sent": False, "skipped": why} for kind in settings.kinds]
+        summary["notifications"] = outcomes
+        for item in outcomes:
+            if item.get("error"):
+                warning = f"notification {item['kind']} not sent: {item['error']}"
+                summary.setdefault("warnings", []).append(warning)
+                echo(f"runbooks: {warning}")
+    if settings or store is not None or result.report_url:
+        summary.update(sec.redact(summary, secrets))
+        _write_json(result.run_dir / "summary.json", summary)
+        if store is not None and result.location is not None:
+            try:
+                store.put_file(result.run_dir / "summary.json", f"{rel}/summary.json")
+            except RunbookError as exc:
+                echo(f"runbooks: summary.json could not be uploaded again (notifications): {exc}")
     return result
 
 
 def run(project: Project, name: str, env: str, *, files: Sequence[str] = (),
         pairs: Sequence[tuple[str, str]] = (), approve: str | None = None,
         fail_on: str = "critical", timeout: int = DEFAULT_CELL_TIMEOUT,
-        output_dir: str | os.PathLike[str] | None = None, progress: bool | None = None,
-        echo: Callable[[str], None] = print) -> RunResult:
+        output_dir: str | os.PathLike[str] | storage.Store | None = None, progress: bool | None = None,
+        echo: Callable[[str], None] = print, notify_settings: notify.Settings | None = None,
+        report_base_url: str | None = None) -> RunResult:
     """:func:`prepare` then :func:`execute` (raises InvalidInput for exit 2 before any kernel)."""
+    store = check_output_dir(output_dir)
     prepared = prepare(project, name, env, files=files, pairs=pairs, approve=approve,
                        fail_on=fail_on, timeout=timeout)
-    return execute(prepared, output_dir=output_dir, progress=progress, echo=echo)
+    return execute(prepared, output_dir=store or output_dir, progress=progress, echo=echo,
+                   notify_settings=notify_settings, report_base_url=check_report_base_url(report_base_url))
 
 
 # --------------------------------------------------------------------------
@@ -776,7 +921,15 @@ def format_summary(result: RunResult, limit: int = 15) -> str:
         lines.append("data sources down: " + ", ".join(down))
     if s.get("error"):
         lines.append(f"error: {s['error']['message']}")
-    lines.append(f"run directory: {result.run_dir}")
-    if result.report:
+    lines.append(f"run directory: {result.location or result.run_dir}")
+    if result.report_url:
+        lines.append(f"report: {result.report_url}")
+    elif result.report and result.location:
+        lines.append(f"report: {result.location}/{result.report.name}")
+    elif result.report:
         lines.append(f"report: {result.report}")
+    for item in s.get("notifications") or []:
+        state = "sent" if item.get("sent") else (f"not sent ({item['skipped']})" if item.get("skipped")
+                                                 else f"NOT SENT: {item.get('error')}")
+        lines.append(f"notification {item['kind']}: {state}")
     return "\n".join(lines)

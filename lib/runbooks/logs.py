@@ -673,6 +673,21 @@ def top_errors(
     return df
 
 
+def lines_matching(src: LogSource, namespace: str | None, workload: str | None, words: str, *,
+                   lookback: str | timedelta = "15m", max_docs: int = MAX_SCAN, now: datetime | None = None):
+    """Yield the raw lines (``log``) of a workload's pods in the window that contain any of
+    ``words`` (one ``match`` query on the analysed log field, so the caller parses the lines it
+    gets), oldest first, at most ``max_docs``."""
+    start, end = window(None, None, lookback, now)
+    f = src.fields
+    query = {"bool": {"filter": _filters(src, namespace, workload, None, None, start, end)
+                      + [{"match": {f.log: {"query": words, "operator": "or"}}}]}}
+    for hit in scan(src, query, max_docs=max_docs, source=[f.log]):
+        line = _get(hit.get("_source") or {}, f.log)
+        if line:
+            yield str(line)
+
+
 def scan(src: LogSource, query: dict, *, max_docs: int = MAX_SCAN, source: list[str] | None = None,
          page_size: int = PAGE_SIZE, descending: bool = False):
     """Yield the hits of ``query`` in time order, ``page_size`` at a time with ``search_after``,

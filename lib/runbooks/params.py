@@ -246,12 +246,13 @@ class ReachabilityParams(RunbookParams):
     host: str
     path: str = "/"
     dns_resolver: str | None = None
-    dns_authoritative_servers: list[str] = Field(default_factory=list)
+    dns_providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     ingress_url: str | None = None
     ingress_ca_file: str | None = None
     prometheus_url: str | None = None
     elasticsearch_url: str | None = None
     log_index: str = "logstash-*"
+    log_lookback: str = "15m"
     verify_tls: bool = True
     ingress_controller: str = "ingress-nginx/ingress-nginx-controller"
     max_5xx_ratio: float = Field(default=0.05, ge=0, le=1)
@@ -281,10 +282,21 @@ class ReachabilityParams(RunbookParams):
             return None
         return value if value == "system" else check_endpoint(value)
 
-    @field_validator("dns_authoritative_servers")
+    @field_validator("log_lookback")
     @classmethod
-    def _servers(cls, value: list[str]) -> list[str]:
-        return [check_endpoint(v) for v in value]
+    def _lookback(cls, value: str) -> str:
+        if parse_duration(value) > 7 * 24 * 3600:
+            raise ValueError(f"log_lookback {value!r} is longer than 7d")
+        return value
+
+    @field_validator("dns_providers")
+    @classmethod
+    def _providers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from . import dns  # dnspython: only when providers are configured
+
+        for name, settings in value.items():
+            dns.provider(name, settings)  # dns-audit's settings, checked the same way (InvalidInput names it)
+        return value
 
     @field_validator("ingress_controller")
     @classmethod

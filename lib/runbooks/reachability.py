@@ -192,6 +192,33 @@ class DnsAnswer:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class AuthServer:
+    """The authoritative server of one of dns-audit's ``dns_providers``, and the zones it serves."""
+
+    provider: str
+    nameserver: str
+    zones: tuple[str, ...]
+
+    def serves(self, host: str) -> bool:
+        return any(host == z or host.endswith("." + z) for z in self.zones)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider} ({self.nameserver})"
+
+
+def auth_servers(providers: Mapping[str, Mapping[str, Any]]) -> list[AuthServer]:
+    """The authoritative servers of dns-audit's provider settings (read with dns-audit's own parser)."""
+    from . import dns
+
+    out = []
+    for name, settings in providers.items():
+        prov = dns.provider(name, dict(settings))
+        out.append(AuthServer(name, prov.nameserver, tuple(prov.zones)))
+    return out
+
+
 @dataclass
 class Context:
     """What a host's checks need besides the snapshot: settings and the shared network results."""
@@ -199,12 +226,13 @@ class Context:
     env: str = "this environment"
     ingress_url: str = ""
     dns_resolver: str | None = None
-    dns_servers: Sequence[str] = ()
+    dns_providers: Sequence[AuthServer] = ()
     dns: Mapping[str, list[DnsAnswer]] = field(default_factory=dict)
     probes: Mapping[str, Probe] = field(default_factory=dict)
     metrics: Mapping[str, dict[str, float]] | None = None  # host → {"ratio_5xx", "p99"}; None: not configured
     metrics_error: str = ""
-    log_errors: Mapping[str, int] | None = None  # upstream name → error lines; None: not configured
+    log_errors: Mapping[str, dict[str, Any]] | None = None  # upstream_errors(); None: not configured
+    log_lookback: str = "15m"
     max_5xx_ratio: float = 0.05
     max_p99_seconds: float = 2.0
 
@@ -326,28 +354,59 @@ def _lb_addresses(ing: dict) -> list[str]:
             ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
 
 
+NOT_CONFIGURED_DNS = ("set dns_providers (the ExternalDNS providers dns-audit reads) and/or dns_resolver "
+                      "(host:port or 'system') in parameters/{env}/env.yaml")
+
+
 def check_dns(host: str, ing: dict | None, ctx: Context) -> Hop:
-    """Authoritative answers and the resolver's, compared with the Ingress's load balancer."""
-    if not ctx.dns_servers and not ctx.dns_resolver:
-        return Hop("dns", None, f"not configured in env {ctx.env} (set dns_resolver and "
-                                f"dns_authoritative_servers in parameters/{ctx.env}/env.yaml)")
+    """The authoritative answers (each configured provider serving the host's zone) and the
+    resolver's, compared with the Ingress's ``status.loadBalancer`` address.
+
+    A record that is missing is its own verdict (``details['problem'] == 'missing'``), and so is
+    one that answers something else than the load balancer (``'mismatch'``) and a server that
+    does not answer (``'unanswered'``). With no load-balancer address on the Ingress, ExternalDNS
+    has nothing to publish: a missing record is then a consequence of the Ingress hop, not a
+    DNS fault, and the hop stays unjudged.
+    """
+    if not ctx.dns_providers and not ctx.dns_resolver:
+        return Hop("dns", None, f"not configured in env {ctx.env} (" + NOT_CONFIGURED_DNS.format(env=ctx.env) + ")")
+    serving = [s.label for s in ctx.dns_providers if s.serves(host)]
+    if not serving and not ctx.dns_resolver:
+        zones = sorted({z for s in ctx.dns_providers for z in s.zones})
+        return Hop("dns", None, f"no configured DNS provider serves a zone of {host} (zones: {', '.join(zones)}) "
+                                "and no dns_resolver is set")
     answers = ctx.dns.get(host) or []
+    if not answers:
+        return Hop("dns", None, f"no DNS server was asked about {host}" + (" (a wildcard host names no record)"
+                                                                          if host.startswith("*.") else ""))
     lb = _lb_addresses(ing) if ing else []
-    details: dict[str, Any] = {"load_balancer": lb, "answers": [a.__dict__ for a in answers]}
-    problems = []
+    details: dict[str, Any] = {"load_balancer": lb, "answers": [a.__dict__ for a in answers],
+                               "authoritative": serving}
+    problems: dict[str, list[str]] = {"missing": [], "mismatch": [], "unanswered": []}
     for a in answers:
-        what = "resolver" if a.server == "resolver" else f"authoritative server {a.server}"
+        what = "the resolver" if a.server == "resolver" else f"authoritative server {a.server}"
         if a.error:
-            problems.append(f"{what} did not answer: {a.error}")
+            problems["unanswered"].append(f"{what} did not answer: {a.error}")
         elif not a.addresses and not a.cnames:
-            problems.append(f"{what} has no record for {host} ({a.status})")
+            problems["missing"].append(f"{what} has no record for {host} ({a.status or 'NODATA'})")
         elif lb and not (set(lb) & (set(a.addresses) | {c.rstrip('.') for c in a.cnames})):
-            problems.append(f"{what} answers {', '.join(a.cnames + a.addresses)}, not the load balancer "
-                            f"{', '.join(lb)}")
-    if problems:
-        return Hop("dns", False, "; ".join(problems), f"DNS/{host}", details)
-    return Hop("dns", True, f"{host} resolves to {', '.join(lb) or 'an address'}"
-               + ("" if lb else " (the Ingress publishes no load balancer address to compare)"), None, details)
+            problems["mismatch"].append(f"{what} answers {', '.join(a.cnames + a.addresses)}, not the Ingress's "
+                                        f"load balancer {', '.join(lb)}")
+    found = [k for k in ("missing", "mismatch", "unanswered") if problems[k]]
+    if found and not lb and found == ["missing"]:
+        why = "no Ingress serves it" if ing is None else (
+            f"Ingress {_name(ing)} has no status.loadBalancer address for ExternalDNS to publish")
+        return Hop("dns", None, f"{host} has no DNS record, and {why} (see the Ingress hop)", None, details)
+    if found:
+        details["problem"] = found[0]
+        text = "; ".join(p for k in found for p in problems[k])
+        if found[0] == "missing":
+            text += (f". ExternalDNS publishes the Ingress's load balancer ({', '.join(lb)}): check that its "
+                     "instance watches this Ingress and can write the zone")
+        return Hop("dns", False, text, f"DNS/{host}", details)
+    asked = ", ".join(a.server for a in answers)
+    return Hop("dns", True, f"{host} → {', '.join(lb) or 'an address'} ({asked})"
+               + ("" if lb else "; the Ingress publishes no load balancer address to compare"), None, details)
 
 
 def check_ingress(host: str, path: str, snap: Snapshot, found: list[Claim]) -> Hop:
@@ -557,7 +616,7 @@ def check_backend(ns: str, backend: Mapping[str, Any] | None, snap: Snapshot) ->
     return Hop("backend", True, text, resource, details), findings
 
 
-def check_probe(host: str, path: str, ctx: Context, upstream: str | None) -> Hop:
+def check_probe(host: str, path: str, ctx: Context, upstream: str | None, service: str | None = None) -> Hop:
     """The live request through the ingress; with Prometheus, 5xx ratio and p99 over 15 minutes;
     with logs, the controller's upstream errors."""
     details: dict[str, Any] = {}
@@ -594,11 +653,10 @@ def check_probe(host: str, path: str, ctx: Context, upstream: str | None) -> Hop
                 problems.append(f"p99 latency {p99:.2f} s over the last 15 minutes (> {ctx.max_p99_seconds} s)")
             else:
                 notes.append(f"p99 {p99 * 1000:.0f} ms")
-    if ctx.log_errors is not None and upstream:
-        n = ctx.log_errors.get(upstream, 0)
-        details["upstream_error_lines"] = n
-        if n:
-            notes.append(f"{n} controller error line(s) for upstream {upstream}")
+    if ctx.log_errors is not None:
+        text, evidence = log_note(host, upstream, service, ctx.log_errors, ctx.log_lookback)
+        details["upstream_errors"] = evidence
+        (problems if evidence and problems else notes).append(text)
     if problems:
         return Hop("probe", False, "; ".join(problems), f"Host/{host}", details)
     if ok is None and not ctx.metrics:
@@ -612,7 +670,7 @@ def check_probe(host: str, path: str, ctx: Context, upstream: str | None) -> Hop
 def next_step(hop: Hop, host: str, env: str, backend_ns: str = "", backend_svc: str = "") -> str:
     """The next runbook to run for a red hop, as the exact command (read-only advice)."""
     if hop.name == "dns":
-        return f"runbooks run dns-audit --env {env}"
+        return f"runbooks run dns-audit --env {env} -p hostnames '[\"{host}\"]'"
     if hop.name == "tls" and hop.resource and hop.resource.startswith("Secret/"):
         _, ns, name = hop.resource.split("/", 2)
         return f"runbooks run certificate-rotation --env {env} -p certificates '[\"{ns}/{name}\"]'"
@@ -644,7 +702,7 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_o
     upstream = None
     if backend:
         upstream = f"{ns}-{backend.get('name')}-{_port_text(backend.get('port') or {})}"
-    hops["probe"] = check_probe(host, path, ctx, upstream)
+    hops["probe"] = check_probe(host, path, ctx, upstream, f"{ns}/{backend.get('name')}" if backend else None)
     findings: list[Finding] = list(extra)
     first = next((h for h in HOPS if hops[h].ok is False), None)
     svc = (backend or {}).get("name", "")
@@ -655,6 +713,8 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_o
         if hop.ok is not False:
             continue
         code = "no-ingress" if name == "ingress" and hop.details.get("no_ingress") else name
+        if name == "dns" and hop.details.get("problem"):
+            code = f"dns-{hop.details['problem']}"
         lead = name == first
         findings.append(Finding(
             id=f"reachability/{_slug(host)}/{code}", severity="critical",
@@ -663,7 +723,7 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_o
             evidence={"hop": name, "first_broken": lead, "next": step if lead else "",
                       **{k: v for k, v in hop.details.items() if k in (
                           "duplicates", "controller", "sans", "targetPort", "status", "secret", "ready_endpoints",
-                          "ingress")}}))
+                          "ingress", "problem", "load_balancer", "authoritative", "upstream_errors")}}))
     if first is None and per_host_ok:
         findings.append(Finding(id=f"reachability/{_slug(host)}", severity="ok",
                                 title=f"{host}{shown_path}: reachable",
@@ -673,14 +733,6 @@ def check_host(host: str, path: str, snap: Snapshot, ctx: Context, *, per_host_o
 
 
 # ---- network checks for many hosts ---------------------------------------------------------------
-
-
-def _split(endpoint: str, default_port: int) -> tuple[str, int]:
-    if endpoint.startswith("["):
-        h, _, rest = endpoint[1:].partition("]")
-        return h, int(rest[1:]) if rest else default_port
-    h, _, p = endpoint.partition(":")
-    return h, int(p) if p else default_port
 
 
 def probe(host: str, path: str, endpoint: str, *, timeout: float = 5.0) -> Probe:
@@ -716,48 +768,50 @@ def probe(host: str, path: str, endpoint: str, *, timeout: float = 5.0) -> Probe
     return out
 
 
-def dns_query(host: str, server: str | None, *, recursive: bool = True, timeout: float = 3.0,
-              label: str = "") -> DnsAnswer:
-    """A and AAAA records (and the CNAMEs on the way) for ``host`` from ``server`` (``host:port``;
-    None: the system resolver), with dnspython. ``recursive=False`` asks an authoritative server
-    (RD flag off)."""
-    import dns.exception
-    import dns.flags
-    import dns.message
-    import dns.query
-    import dns.rcode
-    import dns.rdatatype
-    import dns.resolver
-
-    out = DnsAnswer(label or server or "resolver")
-    try:
-        for rtype in ("A", "AAAA"):
-            if server is None:
-                resolver = dns.resolver.Resolver()
-                resolver.lifetime = timeout
-                try:
-                    resp = resolver.resolve(host, rtype, raise_on_no_answer=False).response
-                except dns.resolver.NXDOMAIN:
-                    out.status = "NXDOMAIN"
-                    break
-            else:
-                address, port = _split(server, 53)
-                q = dns.message.make_query(host, rtype)
-                if not recursive:
-                    q.flags &= ~dns.flags.RD
-                resp = dns.query.udp(q, address, port=port, timeout=timeout)
-                if resp.rcode() != dns.rcode.NOERROR:
-                    out.status = dns.rcode.to_text(resp.rcode())
-                    break
-            for rr in resp.answer:
-                if rr.rdtype == dns.rdatatype.CNAME:
-                    out.cnames += [r.target.to_text().rstrip(".") for r in rr if r.target.to_text().rstrip(".")
-                                   not in out.cnames]
-                elif rr.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                    out.addresses += [r.to_text() for r in rr]
-    except (dns.exception.DNSException, OSError) as e:
-        out.error = f"{type(e).__name__}: {cut(str(e), 160)}"
+def _dns_answer(label: str, ans: Any) -> DnsAnswer:
+    """A :class:`runbooks.dns.Answer` as this hop reads it: addresses and CNAME targets."""
+    out = DnsAnswer(label, status=ans.rcode, error=ans.error)
+    for _, rtype, _, value in ans.records:
+        if rtype == "CNAME":
+            target = value.rstrip(".")
+            if target not in out.cnames:
+                out.cnames.append(target)
+        elif rtype in ("A", "AAAA") and value not in out.addresses:
+            out.addresses.append(value)
     return out
+
+
+def dns_queries(hosts: Sequence[str], ctx: Context, *, timeout: float = 3.0,
+                concurrency: int = 64) -> list[tuple[str, Callable[[], dict[str, DnsAnswer]]]]:
+    """One job per server: each provider's authoritative server asked (recursion off) about the
+    hosts in its zones, and the resolver (recursion on) about every host, with dns-audit's
+    bounded concurrent client (:func:`runbooks.dns.query_many`). A server that does not answer
+    at all gives each of its hosts an ``error`` answer."""
+    from . import dns
+    from .errors import Unavailable
+
+    def ask(server: str, label: str, names: list[str], recursive: bool) -> dict[str, DnsAnswer]:
+        try:
+            got = dns.query_many(server, [(h, "A") for h in names], concurrency=concurrency, timeout=timeout,
+                                 recursive=recursive)
+        except Unavailable as e:
+            return {h: DnsAnswer(label, status="", error=cut(str(e), 160)) for h in names}
+        return {h: _dns_answer(label, got[(h, "A")]) for h in names if (h, "A") in got}
+
+    def system(names: list[str]) -> dict[str, DnsAnswer]:
+        return {h: _dns_answer("resolver", dns.resolve_system(h, "A", timeout=timeout)) for h in names}
+
+    names = [h for h in hosts if not h.startswith("*.")]
+    jobs: list[tuple[str, Callable[[], dict[str, DnsAnswer]]]] = []
+    for srv in ctx.dns_providers:
+        mine = [h for h in names if srv.serves(h)]
+        if mine:
+            jobs.append((srv.label, lambda s=srv, m=mine: ask(s.nameserver, s.label, m, False)))
+    if ctx.dns_resolver == "system":
+        jobs.append(("resolver", lambda: system(names)))
+    elif ctx.dns_resolver:
+        jobs.append(("resolver", lambda: ask(ctx.dns_resolver or "", "resolver", names, True)))
+    return jobs
 
 
 def network_checks(hosts: Sequence[str], path: str, ctx: Context, *, timeout: float = 5.0,
@@ -767,12 +821,7 @@ def network_checks(hosts: Sequence[str], path: str, ctx: Context, *, timeout: fl
     if ctx.ingress_url:
         jobs += [("probe", h, (lambda h=h: probe(h, path, ctx.ingress_url, timeout=timeout))) for h in hosts
                  if not h.startswith("*.")]
-    if ctx.dns_servers or ctx.dns_resolver:
-        for h in hosts:
-            resolver = None if ctx.dns_resolver in (None, "system") else ctx.dns_resolver
-            jobs.append(("dns", h, lambda h=h, s=resolver: dns_query(h, s, timeout=timeout, label="resolver")))
-            for s in ctx.dns_servers:
-                jobs.append(("dns", h, lambda h=h, s=s: dns_query(h, s, recursive=False, timeout=timeout)))
+    jobs = [("dns", label, fn) for label, fn in dns_queries(hosts, ctx, timeout=min(timeout, 3.0))] + jobs
     probes: dict[str, Probe] = dict(ctx.probes)
     dns: dict[str, list[DnsAnswer]] = {h: list(v) for h, v in ctx.dns.items()}
     if jobs:
@@ -781,7 +830,8 @@ def network_checks(hosts: Sequence[str], path: str, ctx: Context, *, timeout: fl
                 if kind == "probe":
                     probes[h] = result
                 else:
-                    dns.setdefault(h, []).append(result)
+                    for host, answer in result.items():
+                        dns.setdefault(host, []).append(answer)
     ctx.probes, ctx.dns = probes, dns
 
 
@@ -803,17 +853,92 @@ def ingress_metrics(prom: Any, hosts: Sequence[str]) -> dict[str, dict[str, floa
     return out
 
 
-def upstream_errors(src: Any, controller: str, *, lookback: str = "15m") -> dict[str, int]:
-    """Error lines of the ingress controller per upstream name (``namespace-service-port``)."""
+ACCESS_LINE = re.compile(
+    r'^\S+ - \S+ \[[^\]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) \d+ "[^"]*" "[^"]*" \d+ \S+ '
+    r'\[(?P<upstream>[^\]]*)\] \[[^\]]*\] (?P<addr>\S+) \S+ \S+ (?P<upstream_status>\S+)')
+"""ingress-nginx's default ``log-format-upstream``: ``$remote_addr - $remote_user [$time_local] "$request"
+$status $body_bytes_sent "$http_referer" "$http_user_agent" $request_length $request_time
+[$proxy_upstream_name] [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length
+$upstream_response_time $upstream_status $req_id``."""
+ERROR_LINE = re.compile(r'\[error\] .*?(?P<what>upstream [^,]*|connect\(\) failed [^,]*|no live upstreams[^,]*),'
+                        r'.*?, upstream: "(?P<upstream>[^"]*)", host: "(?P<host>[^"]+)"')
+"""nginx's error log for a failed upstream (``... while connecting to upstream, client: ..., server: ...,
+request: "...", upstream: "http://10.0.0.5:8080/", host: "shop.example.com"``)."""
+NO_ENDPOINTS_LINE = re.compile(r'Service "(?P<service>[^"]+)" does not have any active Endpoint')
+"""The controller's warning for a Service with no ready endpoint (it answers 503 for it)."""
+
+
+def upstream_errors(src: Any, controller: str, *, lookback: str = "15m", max_docs: int = 20_000,
+                    now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """What the ingress controller logged against each upstream in the window, from its own lines.
+
+    Keys: the upstream name (``namespace-service-port``) with ``responses_5xx``, ``statuses``
+    (5xx status → count), ``upstream_errors`` (nginx ``[error]`` lines: connect failures, timeouts)
+    and an ``example`` line; ``host:<name>`` for error lines naming the request's host;
+    ``service:<ns>/<name>`` with ``no_endpoints`` (the controller's "does not have any active
+    Endpoint" warnings). One search narrows the controller's lines to the ones that can be
+    errors; each is then parsed with the formats above.
+    """
     from . import logs
 
     ns, _, name = controller.partition("/")
-    df = logs.top_errors(src, ns or None, name or None, lookback=lookback, limit=50)
-    out: dict[str, int] = {}
-    for row in df.itertuples():
-        for m in re.finditer(r"\[([a-z0-9-]+-[a-z0-9-]+-[0-9a-z-]+)\]", str(row.example)):
-            out[m.group(1)] = out.get(m.group(1), 0) + int(row.count)
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(key: str) -> dict[str, Any]:
+        return out.setdefault(key, {"responses_5xx": 0, "statuses": {}, "upstream_errors": 0, "no_endpoints": 0,
+                                    "example": ""})
+
+    words = " ".join(str(c) for c in range(500, 512)) + " error Endpoint"
+    for line in logs.lines_matching(src, ns or None, name or None, words, lookback=lookback, max_docs=max_docs,
+                                    now=now):
+        m = ACCESS_LINE.match(line)
+        if m:
+            status = int(m.group("status"))
+            if status >= 500:
+                e = entry(m.group("upstream"))
+                e["responses_5xx"] += 1
+                e["statuses"][status] = e["statuses"].get(status, 0) + 1
+                e["example"] = line
+            continue
+        m = ERROR_LINE.search(line)
+        if m:
+            e = entry(f"host:{m.group('host').lower()}")
+            e["upstream_errors"] += 1
+            e["example"] = line
+            continue
+        m = NO_ENDPOINTS_LINE.search(line)
+        if m:
+            e = entry(f"service:{m.group('service')}")
+            e["no_endpoints"] += 1
+            e["example"] = line
     return out
+
+
+def log_note(host: str, upstream: str | None, service: str | None, log_errors: Mapping[str, dict[str, Any]],
+             lookback: str) -> tuple[str, dict[str, Any]]:
+    """The log check's sentence for one host, and its evidence (empty when nothing was logged)."""
+    parts, evidence = [], {}
+    up = log_errors.get(upstream or "") or {}
+    if up.get("responses_5xx"):
+        statuses = ", ".join(f"{n}× {code}" for code, n in sorted(up["statuses"].items()))
+        parts.append(f"the controller logged {up['responses_5xx']} 5xx response(s) for upstream {upstream} "
+                     f"({statuses})")
+        evidence["responses_5xx"] = up["responses_5xx"]
+        evidence["statuses"] = {str(k): v for k, v in up["statuses"].items()}
+        evidence["example"] = cut(up["example"], 300)
+    by_host = log_errors.get(f"host:{host}") or {}
+    if by_host.get("upstream_errors"):
+        parts.append(f"{by_host['upstream_errors']} upstream error(s) for host {host}")
+        evidence["upstream_errors"] = by_host["upstream_errors"]
+        evidence.setdefault("example", cut(by_host["example"], 300))
+    svc = log_errors.get(f"service:{service}") or {}
+    if svc.get("no_endpoints"):
+        parts.append(f"{svc['no_endpoints']} \"Service {service} does not have any active Endpoint\" warning(s)")
+        evidence["no_endpoints"] = svc["no_endpoints"]
+    if not parts:
+        return f"no controller errors logged for upstream {upstream or '-'} in {lookback}", {}
+    evidence["upstream"] = upstream
+    return "logs (" + lookback + "): " + "; ".join(parts), evidence
 
 
 # ---- the runbook's entry points ------------------------------------------------------------------
@@ -842,11 +967,11 @@ class Reachability:
     @property
     def findings(self) -> list[Finding]:
         out = [f for r in self.results for f in r.findings] + list(self.extra)
-        if not self.ctx.dns_servers and not self.ctx.dns_resolver:
+        if not self.ctx.dns_providers and not self.ctx.dns_resolver:
             out.append(Finding(id="reachability/dns-not-configured", severity="info",
                                title="DNS hop not checked: no DNS servers configured",
-                               detail=f"not configured in env {self.ctx.env}: set dns_resolver (host:port or "
-                                      f"'system') and dns_authoritative_servers in parameters/{self.ctx.env}/env.yaml"))
+                               detail=f"not configured in env {self.ctx.env}: "
+                                      + NOT_CONFIGURED_DNS.format(env=self.ctx.env)))
         return out
 
     def chain(self, only_broken: bool | None = None) -> pd.DataFrame:
@@ -891,7 +1016,8 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
           on_source: Callable[[str, bool, str], None] | None = None) -> Reachability:
     """Run every hop for ``params.host`` (or every Ingress host with ``all``).
 
-    ``sources`` holds connected clients (:func:`connect_sources`; None: not configured). The
+    ``sources`` holds clients, or :class:`Connector` s that make them (:func:`connect_sources`;
+    None: not configured). The
     cluster read, the DNS queries and HTTPS probes, and each data source (checked, then
     queried once for all hosts) run concurrently; a data source that fails is reported through
     ``on_source(name, ok, detail)``, becomes a warning finding, and its part is skipped.
@@ -899,15 +1025,17 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
     sources = dict(sources or {})
     single = params.host != "all"
     ctx = Context(env=env_of(params.run_dir), ingress_url=params.ingress_url or "",
-                  dns_resolver=params.dns_resolver, dns_servers=tuple(params.dns_authoritative_servers),
-                  max_5xx_ratio=params.max_5xx_ratio, max_p99_seconds=params.max_p99_seconds)
+                  dns_resolver=params.dns_resolver, dns_providers=auth_servers(params.dns_providers),
+                  max_5xx_ratio=params.max_5xx_ratio, max_p99_seconds=params.max_p99_seconds,
+                  log_lookback=params.log_lookback)
     probes = source_probes()
     down: list[Finding] = []
 
-    def use(name: str, conn: Any, query: Callable[[], Any]) -> Any:
+    def use(name: str, source: Any, query: Callable[[Any], Any]) -> Any:
+        conn = source.connect() if isinstance(source, Connector) else source  # in this thread: imports overlap
         try:
             state = probes[name](conn)
-            value = query()
+            value = query(conn)
         except SOURCE_ERRORS as e:
             if on_source:
                 on_source(name, False, f"{type(e).__name__}: {e}")
@@ -927,10 +1055,10 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
         snap_f = pool.submit(snapshot, cluster, event_window_hours=params.event_window_hours)
         net_f = pool.submit(net, [params.host]) if single else None
         prom, log_source = sources.get("prometheus"), sources.get("logs")
-        metrics_f = pool.submit(use, "prometheus", prom, lambda: ingress_metrics(
-            prom, [params.host] if single else [])) if prom is not None else None
-        logs_f = pool.submit(use, "logs", log_source, lambda: upstream_errors(
-            log_source, params.ingress_controller)) if log_source is not None else None
+        metrics_f = pool.submit(use, "prometheus", prom, lambda c: ingress_metrics(
+            c, [params.host] if single else [])) if prom is not None else None
+        logs_f = pool.submit(use, "logs", log_source, lambda c: upstream_errors(
+            c, params.ingress_controller, lookback=params.log_lookback)) if log_source is not None else None
         snap = snap_f.result()
         hosts = [params.host] if single else snap.hosts()
         if not hosts:
@@ -958,30 +1086,49 @@ def check(cluster: kube.Cluster, params: Any, *, sources: Mapping[str, Any] | No
     return out
 
 
-def connect_sources(params: Any) -> dict[str, Any]:
-    """Connections for the configured data sources (None where no URL is set); nothing is sent yet."""
-    from . import logs, metrics
+@dataclass
+class Connector:
+    """Makes one data source's client when :func:`check` needs it, in the thread that queries it, so
+    that importing the client library overlaps the cluster read."""
 
-    return {
-        "prometheus": metrics.connect(params.prometheus_url, verify=params.verify_tls)
-        if params.prometheus_url else None,
-        "logs": logs.connect(params.elasticsearch_url, params.log_index, verify_certs=params.verify_tls)
-        if params.elasticsearch_url else None,
-    }
+    connect: Callable[[], Any]
+
+
+def connect_sources(params: Any) -> dict[str, Connector | None]:
+    """Connectors for the configured data sources (None where no URL is set); nothing is sent yet."""
+
+    def prometheus() -> Any:
+        from . import metrics
+
+        return metrics.connect(params.prometheus_url, verify=params.verify_tls)
+
+    def log_store() -> Any:
+        from . import logs
+
+        return logs.connect(params.elasticsearch_url, params.log_index, verify_certs=params.verify_tls)
+
+    return {"prometheus": Connector(prometheus) if params.prometheus_url else None,
+            "logs": Connector(log_store) if params.elasticsearch_url else None}
 
 
 def source_probes() -> dict[str, Callable[[Any], Any]]:
-    """How each data source is checked in preflight."""
-    from . import logs, metrics
+    """How each data source is checked in preflight (each imports its client when it runs)."""
     from .errors import Unavailable
 
+    def probe_metrics(src: Any) -> Any:
+        from . import metrics
+
+        return metrics.check(src)
+
     def probe_logs(src: Any) -> str:
+        from . import logs
+
         state = logs.check(src)
         if not state["reachable"]:
             raise Unavailable(f"log store {src.url}: {state['error']}")
         return f"{state['docs']} documents in {state['indices']} indices"
 
-    return {"prometheus": lambda c: metrics.check(c), "logs": probe_logs}
+    return {"prometheus": probe_metrics, "logs": probe_logs}
 
 
 def headline(result: Reachability) -> str:

@@ -46,6 +46,11 @@ class Instance:
     domains: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     prefix: str = ""
+    exclude: list[str] = field(default_factory=list)
+    namespace_filter: str = ""  # --namespace: only this namespace's objects (default: all)
+
+    def wants(self, host: str) -> bool:
+        return _in_domains(host, self.domains) and not (self.exclude and _in_domains(host, self.exclude))
 
 
 def parse_instance(deployment: dict) -> Instance | None:
@@ -67,6 +72,10 @@ def parse_instance(deployment: dict) -> Instance | None:
                 inst.sources.append(value)
             elif key == "--txt-prefix":
                 inst.prefix = value
+            elif key == "--exclude-domains":
+                inst.exclude.append(value.rstrip(".").lower())
+            elif key == "--namespace":
+                inst.namespace_filter = value
         return inst
     return None
 
@@ -89,7 +98,7 @@ def desired(inst: Instance, ingresses: Iterable[dict], services: Iterable[dict])
 
     def add(host: str, targets: list[str], ann: dict, resource: str) -> None:
         host = host.rstrip(".").lower()
-        if not host or not targets or not _in_domains(host, inst.domains) or host in out:
+        if not host or not targets or not inst.wants(host) or host in out:
             return
         rtype = "A" if all(_is_ip(t) for t in targets) else "CNAME"
         out[host] = {"name": host, "type": rtype, "targets": sorted(targets)[: 1 if rtype == "CNAME" else None],
@@ -104,6 +113,8 @@ def desired(inst: Instance, ingresses: Iterable[dict], services: Iterable[dict])
     if "ingress" in inst.sources:
         for ing in ingresses:
             meta = ing.get("metadata") or {}
+            if inst.namespace_filter and meta.get("namespace") != inst.namespace_filter:
+                continue
             ann = meta.get("annotations") or {}
             hosts = [r.get("host") for r in (ing.get("spec") or {}).get("rules") or [] if r.get("host")]
             hosts += [h.strip() for h in (ann.get(HOSTNAME_ANNOTATION) or "").split(",") if h.strip()]
@@ -112,6 +123,8 @@ def desired(inst: Instance, ingresses: Iterable[dict], services: Iterable[dict])
     if "service" in inst.sources:
         for svc in services:
             meta = svc.get("metadata") or {}
+            if inst.namespace_filter and meta.get("namespace") != inst.namespace_filter:
+                continue
             ann = meta.get("annotations") or {}
             if (svc.get("spec") or {}).get("type") != "LoadBalancer" or not ann.get(HOSTNAME_ANNOTATION):
                 continue
@@ -255,16 +268,33 @@ def plant(writer: Writer, inst: Instance, drift: dict, zones: list[str], endpoin
 
 
 def load_plan(text: str) -> dict:
-    """The scenario's dns.yaml: ``zones`` and ``drift`` (a list of instructions per provider)."""
+    """The scenario's dns.yaml: ``zones`` (served by both servers), ``more_zones`` (each served by
+    one server, ``rfc2136`` or ``pdns``, and read as its own provider) and ``drift`` (a list of
+    instructions per provider)."""
     data = yaml.safe_load(text) or {}
     if not isinstance(data.get("zones"), list):
         raise ValueError("dns.yaml needs a list `zones`")
+    for z in data.setdefault("more_zones", []):
+        if z.get("server") not in ("rfc2136", "pdns") or not z.get("zone") or not z.get("provider"):
+            raise ValueError(f"dns.yaml more_zones: {z!r} needs zone, provider and server (rfc2136 or pdns)")
     return data
+
+
+def zones_of(plan: dict, server: str) -> list[str]:
+    """The zones one server (``rfc2136`` or ``pdns``) serves."""
+    return [z.rstrip(".").lower() for z in plan["zones"]] + [
+        m["zone"].rstrip(".").lower() for m in plan.get("more_zones") or [] if m["server"] == server]
+
+
+def _drift_name(drift: dict) -> str:
+    for key in ("remove", "disown"):
+        if key in drift:
+            return drift[key]
+    return (drift.get("set") or drift.get("add") or {}).get("name", "")
 
 
 def run_once(objects: dict[str, list[dict]], writers: dict[str, Writer], plan: dict) -> dict[str, Any]:
     """Publish every instance's endpoints into its provider, then plant the drift; return what was done."""
-    zones = [z.rstrip(".").lower() for z in plan["zones"]]
     done: dict[str, Any] = {}
     for dep in objects.get("Deployment", []):
         inst = parse_instance(dep)
@@ -272,11 +302,12 @@ def run_once(objects: dict[str, list[dict]], writers: dict[str, Writer], plan: d
             continue
         endpoints = desired(inst, objects.get("Ingress", []), objects.get("Service", []))
         writer = writers[inst.provider]
+        zones = zones_of(plan, inst.provider)
         done[f"{inst.namespace}/{inst.name}"] = {"provider": inst.provider, "owner": inst.owner,
                                                  "published": publish(writer, inst, endpoints, zones)}
         for drift in plan.get("drift") or []:
             providers = drift.get("provider")
             providers = providers if isinstance(providers, list) else [providers]
-            if inst.provider in providers:
+            if inst.provider in providers and inst.wants(_drift_name(drift)):
                 plant(writer, inst, drift, zones, endpoints)
     return json.loads(json.dumps(done))

@@ -83,6 +83,7 @@ class DnsAddon:
         self.bind: Any = None
         self.pdns: Any = None
         self.zones: list[str] = []
+        self.more_zones: list[dict[str, str]] = []
         self.published: dict[str, Any] = {}
 
     @property
@@ -91,29 +92,32 @@ class DnsAddon:
         return {CREDENTIAL_ENV["pdns"]: self.pdns.api_key, CREDENTIAL_ENV["rfc2136"]: self.bind.secret}
 
     def start(self) -> dict[str, str]:
+        import json
         import os
 
         from . import clusterdns, dnsservers, externaldns
         from .scenario import scenario_dir
 
         root = (self.sandbox.state_dir / "dns").resolve()
-        plan = {"zones": []}
+        plan: dict[str, Any] = {"zones": [], "more_zones": []}
         if self.sandbox.scenario:
             f = scenario_dir(self.sandbox.scenario).joinpath("dns.yaml")
             if f.is_file():
                 plan = externaldns.load_plan(f.read_text())
         self.zones = [z.rstrip(".").lower() for z in plan["zones"]]
+        self.more_zones = list(plan.get("more_zones") or [])
         try:
             self.cluster = dnsservers.Named("cluster-dns", root / "cluster", dnsservers.CLUSTER_ZONES,
                                             dnsservers.CLUSTER_KEY, self.ports["cluster_dns"])
             self.servers.append(self.cluster)
             self.cluster.start()
-            self.bind = dnsservers.Named("rfc2136", root / "bind", tuple(self.zones) or ("example.invalid",),
+            self.bind = dnsservers.Named("rfc2136", root / "bind",
+                                         tuple(externaldns.zones_of(plan, "rfc2136")) or ("example.invalid",),
                                          dnsservers.EXTERNAL_KEY, self.ports["rfc2136"])
             self.servers.append(self.bind)
             self.bind.start()
-            self.pdns = dnsservers.PowerDNS(root / "pdns", tuple(self.zones), self.ports["pdns"],
-                                            self.ports["pdns_api"])
+            self.pdns = dnsservers.PowerDNS(root / "pdns", tuple(externaldns.zones_of(plan, "pdns")),
+                                            self.ports["pdns"], self.ports["pdns_api"])
             self.servers.append(self.pdns)
             self.pdns.start()
             self.sync = clusterdns.ClusterDNSSync(self.sandbox, self.cluster.port, self.cluster.secret)
@@ -132,7 +136,8 @@ class DnsAddon:
             fh.write("".join(f"{k}={v}\n" for k, v in self.credentials.items()))
         return {"cluster_dns": f"127.0.0.1:{self.cluster.port}", "rfc2136": f"127.0.0.1:{self.bind.port}",
                 "pdns": f"127.0.0.1:{self.pdns.port}", "pdns_api": self.pdns.api_url,
-                "dns_zones": ",".join(self.zones), "dns_credentials_file": str(creds)}
+                "dns_zones": ",".join(self.zones), "dns_more_zones": json.dumps(self.more_zones),
+                "dns_credentials_file": str(creds)}
 
     def stop(self) -> None:
         if self.sync is not None:
@@ -266,14 +271,21 @@ def env_from_urls(kubeconfig: str, urls: dict[str, str]) -> dict[str, str]:
 
 
 def dns_providers(urls: dict[str, str]) -> dict[str, dict]:
-    """The env.yaml ``dns_providers`` setting for the sandbox's two ExternalDNS providers."""
+    """The env.yaml ``dns_providers`` setting: the two ExternalDNS providers of the zones both
+    servers serve, and one provider per zone of dns.yaml's ``more_zones``."""
+    import json
+
     from .dnsservers import EXTERNAL_KEY, PDNS_SERVER_ID, TSIG_ALGORITHM
 
     zones = [z for z in urls.get("dns_zones", "").split(",") if z]
-    return {
+    servers = {
         "pdns": {"type": "pdns", "api_url": urls["pdns_api"], "server_id": PDNS_SERVER_ID,
-                 "api_key_env": CREDENTIAL_ENV["pdns"], "nameserver": urls["pdns"], "zones": zones},
-        "rfc2136": {"type": "rfc2136", "nameserver": urls["rfc2136"], "zones": zones,
-                    "tsig_key_name": EXTERNAL_KEY, "tsig_algorithm": TSIG_ALGORITHM,
-                    "tsig_secret_env": CREDENTIAL_ENV["rfc2136"]},
+                 "api_key_env": CREDENTIAL_ENV["pdns"], "nameserver": urls["pdns"]},
+        "rfc2136": {"type": "rfc2136", "nameserver": urls["rfc2136"], "tsig_key_name": EXTERNAL_KEY,
+                    "tsig_algorithm": TSIG_ALGORITHM, "tsig_secret_env": CREDENTIAL_ENV["rfc2136"]},
     }
+    out = {name: {**settings, "zones": zones} for name, settings in servers.items()}
+    for more in json.loads(urls.get("dns_more_zones") or "[]"):
+        out[more["provider"]] = {**servers[more["server"]], "zones": [more["zone"]],
+                                 **({"instance": more["instance"]} if more.get("instance") else {})}
+    return out
