@@ -19,7 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY notebooks/ notebooks/
 COPY lib/runbooks/ lib/runbooks/
-RUN pip install --no-cache-dir . \
+# EXTRAS: the object-storage backends for --output-dir (s3, gcs, azure).
+ARG EXTRAS=s3
+RUN pip install --no-cache-dir ".[${EXTRAS}]" \
     && rm -rf /src \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/runbooks --shell /usr/sbin/nologin runbooks \
     && mkdir -p /var/lib/kube-runbooks/parameters /var/lib/kube-runbooks/outputs \

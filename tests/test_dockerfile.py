@@ -54,7 +54,8 @@ def test_the_product_only(steps):
     for source in sources:
         assert (ROOT / source).exists(), source
     runs = " ".join(args for word, args in steps if word == "RUN")
-    assert re.search(r"pip install --no-cache-dir \.( |$)", runs)
+    assert re.search(r'pip install --no-cache-dir "\.\[\$\{EXTRAS\}\]"', runs)  # the product (+ a storage backend)
+    assert "ARG EXTRAS=s3" in (ROOT / "Dockerfile").read_text()
     assert "runbooks_sandbox" not in runs and "-e " not in runs and "[test]" not in runs
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "lib/runbooks_sandbox" in ignored and ".venv" in ignored and ".git" in ignored

@@ -8,8 +8,9 @@ its ServiceAccount's token and the sandbox CA mounted where in-cluster config re
 KUBERNETES_SERVICE_HOST/PORT pointing at the sandbox. The test follows it to the end: the Job
 fails as a cluster-health with critical findings must (exit 1), the pod reports exit code 1
 and its log, the API server's audit shows the requests came from the CronJob's
-ServiceAccount, the report is in the pod's output volume, and the summary reached the
-webhook named by the Secret (not by any parameter).
+ServiceAccount, the report and summary are in the bucket (an S3-protocol server, moto, with
+the credentials from a Secret), and the Slack message (URL from the Secret, not a parameter)
+reached a local receiver with the link to the report.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from runbooks import deploy, errors
 from runbooks_sandbox import stack
 from runbooks_sandbox.podrunner import PodRunnerAddon, parse_run_image
 
-from helpers import wait_for
+from helpers import HttpReceiver, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kube-runbooks"
@@ -49,27 +48,32 @@ def _helm_or_none():
 HELM = _helm_or_none()
 
 
+KEY_ID, SECRET_KEY = "AKIDSCHEDULEDTEST", "kr-scheduled-test-secret-access-key-0123"
+
+
 @pytest.fixture
-def receiver():
-    """A local webhook receiver: every POSTed JSON body, in order."""
-    got: list[dict] = []
+def bucket():
+    """An S3-protocol server (moto in server mode) on a free loopback port, and a bucket in it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            got.append({"path": self.path, "body": json.loads(body or b"null")})
-            self.send_response(200)
-            self.end_headers()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=KEY_ID,
+                      aws_secret_access_key=SECRET_KEY)
+    name = f"reports-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    yield url, s3, name
+    server.stop()
 
-        def log_message(self, *args):
-            pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/runbooks", got
-    server.shutdown()
-    server.server_close()
+@pytest.fixture
+def slack():
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.stop()
 
 
 @pytest.fixture
@@ -101,19 +105,27 @@ def test_run_image_names_what_it_expects():
 @pytest.mark.skipif(HELM is None, reason="Helm 4 is not installed (python tools/install_helm.py)")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare(1) (util-linux) is not installed")
 def test_a_scheduled_cluster_health_fires_authenticates_reports_and_notifies(
-        sandbox, namespace, tmp_path, receiver, runtime, monkeypatch):
-    url, posted = receiver
+        sandbox, namespace, tmp_path, bucket, slack, runtime, monkeypatch):
+    endpoint, s3, bucket_name = bucket
     api = config.new_client_from_config(str(sandbox.kubeconfig), context="sandbox")
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "kube-runbooks"},
-                                              "stringData": {"webhook-url": url}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "kube-runbooks"}, "stringData": {
+        "slack-webhook-url": f"{slack.base}/services/T0/B0/scheduled"}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "reports-bucket"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})
     env = {k: v for k, v in stack.env_settings(sandbox).items()
            if k not in ("kubeconfig", "kube_context", "expected_context")}  # in-cluster config
     values = {
         "image": {"repository": IMAGE, "tag": "test"},
         "env": "sandbox", "envConfig": env,
         "serve": {"enabled": False},
-        "schedules": {"notify": ["webhook"], "runbooks": {"cluster-health": {"schedule": "* * * * *"}}},
+        "schedules": {
+            "outputDir": f"s3://{bucket_name}/scheduled", "notify": ["slack"],
+            "env": [{"name": "AWS_ENDPOINT_URL", "value": endpoint}, {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+                    {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+                    {"name": "RUNBOOKS_REPORT_BASE_URL", "value": f"https://reports.example.org/{bucket_name}/scheduled"}],
+            "envFromSecret": "reports-bucket",
+            "runbooks": {"cluster-health": {"schedule": "* * * * *"}}},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
@@ -150,17 +162,22 @@ def test_a_scheduled_cluster_health_fires_authenticates_reports_and_notifies(
         mine = [a for a in audit if a["user"] == user and "resource" in a]
         assert {("list", "nodes"), ("list", "pods")} <= {(a["verb"], a["resource"]) for a in mine}
         assert all(a["allowed"] for a in mine)
-        outputs = runtime.pod_dir(pod.to_dict()) / "rootfs" / "var/lib/kube-runbooks/outputs/sandbox/cluster-health"
-        [run_dir] = list(outputs.iterdir())
-        summary = json.loads((run_dir / "summary.json").read_text())
+        listed = s3.list_objects_v2(Bucket=bucket_name, Prefix="scheduled/").get("Contents") or []
+        names = [o["Key"] for o in listed]
+        [summary_key] = [k for k in names if k.endswith("/summary.json") and "/_index/" not in k and "_index" not in k]
+        run = summary_key.rsplit("/", 1)[0]
+        assert f"{run}/report.html" in names
+        summary = json.loads(s3.get_object(Bucket=bucket_name, Key=summary_key)["Body"].read())
         assert summary["exit_code"] == 1 and summary["kube_context"] == "in-cluster"
-        assert (run_dir / "report.html").is_file()
-        message = wait_for(lambda: posted and posted[-1], timeout=30, what="the webhook notification")
-        assert message["path"] == "/hooks/runbooks"
-        text = json.dumps(message["body"])
-        assert "cluster-health" in text and summary["run_id"] in text
+        assert summary["notifications"] == [{"kind": "slack", "sent": True}]
+        [message] = slack.bodies()
+        assert message["blocks"][0]["text"]["text"] == "cluster-health on sandbox: findings"
+        [button] = [b["accessory"] for b in message["blocks"] if "accessory" in b]
+        assert button["url"] == f"https://reports.example.org/{bucket_name}/{run}/report.html"
         token = (runtime.pod_dir(pod.to_dict()) / "rootfs" / "var/run/secrets/kubernetes.io/serviceaccount/token")
-        assert token.read_text() not in text and token.read_text() not in log
+        text = json.dumps(message)
+        for secret in (token.read_text(), SECRET_KEY):
+            assert secret not in text and secret not in log
     finally:
         sandbox.api.audit = None
         subprocess.run([HELM, "uninstall", release, *kube], capture_output=True, text=True, timeout=120)
