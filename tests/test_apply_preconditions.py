@@ -109,6 +109,8 @@ def test_an_unchanged_object_is_written(cluster, namespace, tmp_path):
 @pytest.mark.timeout(60)
 def test_a_rollback_does_not_overwrite_a_later_set_image(cluster, namespace, tmp_path):
     deployment(cluster, namespace, "web", "nginx:1.26")
+    # revision 1 first: a set image the controller sees before its first ReplicaSet is revision 1 itself
+    wait_for_revision(cluster, namespace, "web", "1")
     set_image(cluster, namespace, "web", "nginx:1.27")
     wait_for_revision(cluster, namespace, "web", "2")  # the controller records revision 2
     plan = plans.build_plan(cluster, incident.rollback, {"namespace": namespace, "name": "web"})

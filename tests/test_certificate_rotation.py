@@ -22,6 +22,7 @@ import yaml
 
 import runbooks.runbook as rb
 from runbooks import certs, kube, plans, rotation
+from runbooks.secrets import encoded_key
 from runbooks_sandbox import pki
 from runbooks_sandbox.certmanager import CertManager
 from runbooks_sandbox.ingress import IngressEndpoint
@@ -152,7 +153,7 @@ def served(box, host):
 
 
 def stored(api, ns, name):
-    return certs.read_tls_secret(kube.get_object(api, "secrets", ns, name))
+    return certs.read_tls_secret(kube.read_secret_keys(api, ns, name))
 
 
 STATE: dict = {}
@@ -257,9 +258,9 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     assert new_pay.sha256 == files["sha256"]
     [backup] = rotation.backups(api, ["payments"], of="payments-tls")
     assert backup["sha256"] == old_pay.sha256 and backup["backup"].startswith("payments-tls-backup-")
-    copy = kube.get_object(api, "secrets", "payments", backup["backup"])
-    assert copy["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy["type"] == "Opaque"
-    assert certs.read_tls_secret({**copy, "type": "kubernetes.io/tls"}).sha256 == old_pay.sha256
+    copy = kube.read_secret_keys(api, "payments", backup["backup"])
+    assert copy.object["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy.object["type"] == "Opaque"
+    assert certs.read_tls_secret(copy).sha256 == old_pay.sha256 and copy.key_matches() is True
     # restarts, and the served certificates changed to the stored ones
     for ns, name in (("payments", "payments-api"), ("ingress-nginx", "ingress-nginx-controller")):
         obj = kube.get_object(api, "deployments", ns, name)
@@ -323,6 +324,9 @@ def test_rollback_restores_the_backup(box, api):
     assert targets == ["payments/payments-tls"]
     plan = dry_run.plan(rotation.rotation_changes, **rotation.plan_arguments(p, targets))
     assert [rotation.phase_of(c) for c in plan.changes] == ["backup", "replace", "restart", "restart"]
+    # the backup and the restore name the values they copy by digest: no key in the plan, not even its body
+    bodies = json.dumps([c.body for c in plan.changes])
+    assert "redacted sha256" in bodies and "PRIVATE KEY" not in bodies and encoded_key(bodies) is None
     approved = p.model_copy(update={"dry_run": False, "approve_plan": plan.id})
     run = rb.Run(RUNBOOK, approved, api)
     applied = run.apply(run.plan(rotation.rotation_changes, **rotation.plan_arguments(approved, targets)))
@@ -330,6 +334,7 @@ def test_rollback_restores_the_backup(box, api):
     restored = stored(api, "payments", "payments-tls")
     backup = next(b for b in rotation.backups(api, ["payments"]) if b["backup"] == STATE["newer_backup"])
     assert restored.sha256 == backup["sha256"] != before.sha256
+    assert restored.key_matches is True  # the backup's key came back with its certificate
     findings = rotation.verify_rotation(api, applied, plan, inv, ingress_endpoint=box.endpoint.address, timeout=30)
     assert {f.id: f.severity for f in findings}["rotation-verified/payments/payments-tls"] == "ok"
 

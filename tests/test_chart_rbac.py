@@ -30,7 +30,8 @@ from runbooks import deploy, errors, kube, onboarding
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kube-runbooks"
 SCHEDULED = onboarding.SCHEDULED
-EXTRA = {"service-reachability": ["-p", "host", "all"]}  # its required parameter (as in values.yaml)
+# the parameters values.yaml gives these schedules
+EXTRA = {"service-reachability": ["-p", "host", "all"], "dns-audit": ["-p", "in_cluster_view", "local"]}
 pytestmark = [pytest.mark.timeout(600)]
 
 

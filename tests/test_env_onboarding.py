@@ -113,7 +113,10 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
         "list validatingwebhookconfigurations.admissionregistration.k8s.io, list apiservices.apiregistration.k8s.io")
     incident = rows["runbook incident-investigation"]
     assert incident.state == "failed" and incident.detail == "missing permission: list secrets, patch deployments.apps"
-    assert rows["runbook dns-audit"].state == "ok"  # view reads everything it needs
+    audit = rows["runbook dns-audit"]  # view reads everything; its in-cluster view needs a probe pod and exec
+    assert audit.state == "failed" and audit.detail == (
+        "missing permission: create pods in default, delete pods in default, get pods/exec in default, "
+        "create pods/exec in default")
     assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr
 
     # the run itself stops before any check, naming the first permission it lacks as a finding

@@ -147,7 +147,7 @@ def test_parameter_model_refuses_bad_values(values, problem):
 def test_default_scenario_findings_are_exactly_the_planted_ones(cluster):
     pods = kube.list_objects(cluster, "pods")
     services = kube.list_objects(cluster, "services")
-    tls = kube.list_objects(cluster, "secrets", field_selector="type=kubernetes.io/tls")
+    tls = kube.list_secret_keys(cluster, None, kube.CERTIFICATE_KEYS, field_selector="type=kubernetes.io/tls")
     checks = [health.check_nodes(kube.list_objects(cluster, "nodes")),
               health.check_deployments(kube.list_objects(cluster, "deployments")),
               health.check_pods(pods), health.check_events(health.warning_events(cluster, [], 24)),

@@ -287,3 +287,22 @@ def test_daemonset_node_selector_limits_the_eligible_nodes(live, ns):
     status = kube.get_object(cluster, "daemonsets", ns, "gpu")["status"]
     assert status["desiredNumberScheduled"] == 1
     assert [p["spec"]["nodeName"] for p in kube.iter_objects(cluster, "pods", ns, label_selector="app=gpu")] == ["node-3"]
+
+
+def test_active_deadline_ends_the_pod(live, ns):
+    """Past spec.activeDeadlineSeconds the kubelet kills the containers and the pod is Failed."""
+    box, cluster = live
+    cluster.core.create_namespaced_pod(ns, {"metadata": {"name": "probe"}, "spec": {
+        "restartPolicy": "Never", "activeDeadlineSeconds": 30,
+        "containers": [{"name": "probe", "image": "busybox:1.36", "command": ["sleep", "30"]}]}})
+    wait_for(lambda: cluster.core.read_namespaced_pod("probe", ns).status.phase == "Running", what="probe running")
+    box.clock.offset += timedelta(seconds=31)
+    try:
+        pod = wait_for(lambda: next((p for p in pods(cluster, ns) if p["status"].get("phase") == "Failed"), None),
+                       what="the pod Failed past its deadline")
+    finally:
+        box.clock.offset -= timedelta(seconds=31)
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert pod["status"]["message"] == "Pod was active on the node longer than the specified deadline"
+    state = pod["status"]["containerStatuses"][0]["state"]
+    assert state["terminated"]["exitCode"] == 137 and not pod["status"]["containerStatuses"][0]["ready"]

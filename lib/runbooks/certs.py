@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtensionOID
 
 from .errors import InvalidInput, Unavailable, cut
-from .kube import condition
+from .kube import SecretKeys, condition
 from .model import Finding
 
 if TYPE_CHECKING:
@@ -401,8 +401,18 @@ class TlsSecret:
         return [h for h in self.ingress_hosts if not host_covered(h, self.leaf.dns_names)]
 
 
-def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
-    """Parse a ``kubernetes.io/tls`` Secret into facts; problems go to ``error``, nothing raises."""
+def read_tls_secret(secret: dict | SecretKeys, *, check_key: bool = True) -> TlsSecret:
+    """Parse a ``kubernetes.io/tls`` Secret into facts; problems go to ``error``, nothing raises.
+
+    ``secret`` is what :func:`runbooks.kube.read_secret_keys` / ``iter_secret_keys`` return (the
+    certificates, and whether the key matches: the key itself never reaches this module), or a
+    Secret object with its data (a manifest, a test fixture).
+    """
+    if isinstance(secret, SecretKeys):
+        keys = secret
+        secret = keys.object
+    else:
+        keys = None
     meta = secret.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     out = TlsSecret(namespace=meta.get("namespace") or "", name=meta.get("name", ""),
@@ -410,7 +420,7 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
                     issuer_ref=annotations.get(CM_ISSUER_NAME, ""), changed_at=data_changed_at(secret))
     if out.certificate:
         out.managed_by = "cert-manager"
-    crt = secret_bytes(secret, "tls.crt")
+    crt = keys.certificate("tls.crt") if keys is not None else secret_bytes(secret, "tls.crt")
     if not crt:
         out.error = "tls.crt is missing or empty"
         return out
@@ -424,14 +434,16 @@ def read_tls_secret(secret: dict, *, check_key: bool = True) -> TlsSecret:
     out.intermediates = [c.subject_text for c in wrapped[1:]]
     roots: list[x509.Certificate] = []
     if not wrapped[-1].is_ca and chain[-1].subject != chain[-1].issuer:  # only then can ca.crt matter
-        ca = secret_bytes(secret, "ca.crt")
+        ca = keys.certificate("ca.crt") if keys is not None else secret_bytes(secret, "ca.crt")
         try:
             roots = x509.load_pem_x509_certificates(ca) if ca else []
         except ValueError:
             roots = []
     check = check_chain(wrapped, roots)
     out.chain_in_order, out.chain_complete, out.chain_problem = check.in_order, check.complete, check.problem
-    if check_key:
+    if check_key and keys is not None:
+        out.key_matches = keys.key_matches("tls.crt", "tls.key")
+    elif check_key:
         key = secret_bytes(secret, "tls.key")
         if key:
             try:
@@ -464,7 +476,7 @@ def _load_bundle(pem: bytes) -> list[_Cert]:
     return out
 
 
-def tls_secret_summary(secret: dict, now: datetime | None = None) -> dict:
+def tls_secret_summary(secret: dict | SecretKeys, now: datetime | None = None) -> dict:
     """One row about a `kubernetes.io/tls` Secret: leaf facts, days left, problems. No key material."""
     info = read_tls_secret(secret)
     row: dict = {"namespace": info.namespace, "name": info.name, "hosts": [], "issuer": "",
@@ -798,7 +810,7 @@ def _served_text(served: list[Served], stored: str) -> str:
     return "; ".join(out)
 
 
-def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), requests: Iterable[dict] = (),
+def build_inventory(secrets: Iterable[dict | SecretKeys], certificates: Iterable[dict] = (), requests: Iterable[dict] = (),
                     ingresses: Iterable[dict] = (), challenges: Iterable[dict] = (), *,
                     now: datetime | None = None, check_keys: bool = True) -> Inventory:
     """Link plain objects (as the API returns them) into an :class:`Inventory`.
@@ -808,7 +820,8 @@ def build_inventory(secrets: Iterable[dict], certificates: Iterable[dict] = (), 
     """
     inv = Inventory(now=now or datetime.now(UTC))
     for s in secrets:
-        if s.get("type") != TLS_TYPE or ((s.get("metadata") or {}).get("labels") or {}).get(BACKUP_OF):
+        obj = s.object if isinstance(s, SecretKeys) else s
+        if obj.get("type") != TLS_TYPE or ((obj.get("metadata") or {}).get("labels") or {}).get(BACKUP_OF):
             continue
         info = read_tls_secret(s, check_key=check_keys)
         inv.secrets[info.key] = info

@@ -438,6 +438,14 @@ class Helm:
             args += ["--revision", str(revision)]
         return self.run(*args, parse=True).stdout
 
+    def release(self, release: str, namespace: str, revision: int) -> dict[str, Any]:
+        """One revision of a release as Helm stores it (``helm status --revision N -o json``): its
+        manifest and its hooks (name, kind, path, events, weight, manifest). Never shown: it may hold
+        Secret data."""
+        proc = self.run("status", release, "--namespace", namespace, "--revision", str(revision), "-o", "json",
+                        parse=True)
+        return json.loads(proc.stdout or "{}")
+
 
 def _helm_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -848,18 +856,23 @@ def object_changes(cluster: Any, desired: list[dict[str, Any]], current: list[di
 HOOK_EVENTS = {True: ("pre-install", "post-install"), False: ("pre-upgrade", "post-upgrade")}
 """The hook events ``helm upgrade --install`` runs: installing, or upgrading (``test`` hooks run only
 under ``helm test``, which runbooks never call)."""
+ROLLBACK_HOOK_EVENTS = ("pre-rollback", "post-rollback")
+"""The hook events ``helm rollback`` runs: the hooks of the revision it rolls back to."""
 
 
 def hook_and_crd_changes(cluster: Any, release: Mapping[str, Any], spec: ReleaseSpec, *, installing: bool,
-                         precondition: dict[str, Any]) -> tuple[dict[str, list[Change]], dict[str, list[dict]]]:
+                         precondition: dict[str, Any], events: Sequence[str] | None = None,
+                         ) -> tuple[dict[str, list[Change]], dict[str, list[dict]]]:
     """What Helm sends besides the manifest: the hooks it will run and, on install, the chart's ``crds/``.
 
     Each becomes a change of the plan (shown, audited, and hashed into the plan id by the digest of
-    what is sent), so a changed hook or CRD gives another plan id.
+    what is sent), so a changed hook or CRD gives another plan id. ``events`` are the hook events
+    the action runs (default: :data:`HOOK_EVENTS` of installing or upgrading; a rollback passes
+    :data:`ROLLBACK_HOOK_EVENTS` and the target revision's release).
     """
     changes: dict[str, list[Change]] = {"hooks": [], "crds": []}
     rows: dict[str, list[dict]] = {"hooks": [], "crds": []}
-    wanted = HOOK_EVENTS[installing]
+    wanted = tuple(events) if events is not None else HOOK_EVENTS[installing]
     for hook in sorted(release.get("hooks") or [], key=lambda h: (h.get("weight") or 0, h.get("name") or "")):
         events = [e for e in hook.get("events") or [] if e in wanted]
         if not events:
@@ -1025,13 +1038,19 @@ def last_good_revision(history: list[dict[str, Any]]) -> int | None:
 
 
 def rollback_changes(cluster: Any, helm: Helm, spec: ReleaseSpec, to: int) -> list[Change]:
-    """Plan builder: the changes ``helm rollback RELEASE <to>`` would make (diff against that manifest)."""
+    """Plan builder: the changes ``helm rollback RELEASE <to>`` would make (diff against that manifest),
+    then the ``pre-rollback``/``post-rollback`` hooks of revision ``to``, which Helm runs with it."""
     history = helm.history(spec.release, spec.namespace)
+    revision = helm.release(spec.release, spec.namespace, to)
     target = [as_helm_applies(o, spec.release, spec.namespace)
-              for o in parse_manifest(helm.manifest(spec.release, spec.namespace, to), spec.namespace)]
+              for o in parse_manifest(revision.get("manifest") or "", spec.namespace)]
     current = parse_manifest(helm.manifest(spec.release, spec.namespace), spec.namespace)
     precondition = {"release": spec.release, "revision": _revision(history), "rollback_to": to}
     changes, rows = object_changes(cluster, target, current, precondition)
+    hooks, hook_rows = hook_and_crd_changes(cluster, revision, spec, installing=False, precondition=precondition,
+                                            events=ROLLBACK_HOOK_EVENTS)
+    if changes:  # hooks run only with a rollback: no object to change, no rollback (plan_rollback)
+        changes, rows = changes + hooks["hooks"], rows + hook_rows["hooks"]
     detail = PlanDetail(spec.release, spec.namespace, _revision(history), history[-1]["status"],
                         pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "changes"]),
                         [f"server-side apply dry run of revision {to}'s manifest: every object accepted"],

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import dns, kube, metrics
+from . import dns, kube, metrics, podview
+from .errors import Forbidden, NotFound, Unavailable, cut
 from .model import Finding
 
 _HOSTLIKE = re.compile(r"(?<![\w.$-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})(?![\w-])\.?",
@@ -368,6 +369,172 @@ def check_prometheus(run: Any, p: Any, queries: dict[str, str], now: float) -> t
         return pd.DataFrame(), pd.DataFrame()
     run.record(out["coredns"][1] + out["externaldns"][1])
     return out["coredns"][0], out["externaldns"][0]
+
+
+# ---- the in-cluster view: as a pod resolves --------------------------------------------------------
+
+
+def pod_view_questions(services: list[dict], slices: list[dict], external: Iterable[str] = (), *,
+                       domain: str = "cluster.local") -> tuple[list[tuple[str, str]], dict[str, tuple[dict, list[str]]]]:
+    """What to ask from a pod: each Service's name absolute and short (``svc.ns``, through the search
+    list), and the external names workloads call. Returns (questions, fqdn → (Service, expected A))."""
+    by_service: dict[tuple[str, str], list[dict]] = {}
+    for sl in slices:
+        svc = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            by_service.setdefault((sl["metadata"]["namespace"], svc), []).append(sl)
+    expected: dict[str, tuple[dict, list[str]]] = {}
+    questions: list[tuple[str, str]] = []
+    for svc in services:
+        m = svc["metadata"]
+        records = expected_records(svc, by_service.get((m["namespace"], m["name"]), []), domain)
+        fqdn = f"{m['name']}.{m['namespace']}.svc.{domain}"
+        want = records.get((fqdn, "A"))
+        if not want:  # ExternalName, IPv6-only, headless without ready endpoints: nothing to compare
+            continue
+        expected[fqdn] = (svc, want)
+        questions += [(fqdn + ".", "A"), (f"{m['name']}.{m['namespace']}", "A")]
+    questions += [(name, "A") for name in external]
+    return questions, expected
+
+
+def pod_view_findings(view: podview.View, expected: dict[str, tuple[dict, list[str]]], external: Iterable[str] = (),
+                      *, dns_service_ip: str | None = None) -> tuple[pd.DataFrame, list[Finding]]:
+    """Compare a pod's answers with what the cluster should answer; one finding per Service and problem.
+
+    The same for a probe pod (exec) and for this process in the cluster (local): ``view`` is plain data.
+    """
+    rows, findings = [], []
+    where = f"probe pod {view.where}" if view.mode == "exec" else "this pod"
+    server = ", ".join(view.conf.nameservers) or "none"
+    for fqdn, (svc, want) in sorted(expected.items()):
+        m = svc["metadata"]
+        sid = f"{m['namespace']}/{m['name']}"
+        full = view.lookups.get((fqdn + ".", "A"))
+        short = view.lookups.get((f"{m['name']}.{m['namespace']}", "A"))
+        for got in (full, short):
+            if got is None:
+                continue
+            ok = got.rcode == "NOERROR" and sorted(got.values) == sorted(want) and got.qname == fqdn
+            rows.append({"namespace": m["namespace"], "service": m["name"], "asked": got.name.rstrip("."),
+                         "answered as": got.qname, "answer": ", ".join(got.values) or got.rcode,
+                         "expected": ", ".join(want), "queries": got.queries, "ok": ok})
+        if full is not None and (full.rcode != "NOERROR" or sorted(full.values) != sorted(want)):
+            findings.append(Finding(
+                id=f"dns-pod-view/{sid}", severity="critical",
+                title=f"Service {sid} does not resolve from a pod as it should",
+                detail=(f"{where} (nameserver {server}) asked {fqdn} A: "
+                        f"{', '.join(full.values) or full.rcode}; expected {', '.join(want)}"),
+                resource=f"Service/{sid}", evidence={"mode": view.mode, "rcode": full.rcode, "answer": full.values,
+                                                     "expected": want}))
+        elif short is not None and (short.qname != fqdn or sorted(short.values) != sorted(want)):
+            findings.append(Finding(
+                id=f"dns-pod-view-search/{sid}", severity="warning",
+                title=f"{m['name']}.{m['namespace']} does not reach Service {sid} through a pod's search list",
+                detail=(f"{where} resolved {m['name']}.{m['namespace']} as {short.qname}: "
+                        f"{', '.join(short.values) or short.rcode} (search {' '.join(view.conf.search) or 'none'}, "
+                        f"ndots:{view.conf.ndots}); expected {fqdn} {', '.join(want)}"),
+                resource=f"Service/{sid}", evidence={"search": view.conf.search, "qname": short.qname}))
+    slow = {}
+    for name in dict.fromkeys(external):
+        got = view.lookups.get((name, "A"))
+        if got is not None:
+            rows.append({"namespace": "", "service": "", "asked": name, "answered as": got.qname,
+                         "answer": ", ".join(got.values) or got.rcode, "expected": "", "queries": got.queries,
+                         "ok": True})
+            if got.queries > 1:
+                slow[name] = got.queries
+    if slow:
+        worst = max(slow, key=lambda n: slow[n])
+        findings.append(Finding(
+            id="dns-pod-view-ndots", severity="info",
+            title=f"ndots:{view.conf.ndots} in a pod's resolv.conf: {worst} took {slow[worst]} questions",
+            detail=(f"with the search list {' '.join(view.conf.search)} and ndots:{view.conf.ndots}, {len(slow)} "
+                    "external name(s) the workloads call went through the search list first, each miss an NXDOMAIN "
+                    "(for A and again for AAAA); the dns-ndots findings name the workloads"),
+            resource="resolv.conf", evidence={"queries": slow, "ndots": view.conf.ndots}))
+    if dns_service_ip and view.conf.nameservers and view.conf.nameservers[0] != dns_service_ip:
+        findings.append(Finding(
+            id="dns-pod-view-nameserver", severity="info",
+            title=f"pods ask {view.conf.nameservers[0]}, not the kube-dns Service ({dns_service_ip})",
+            detail="expected with NodeLocal DNSCache (169.254.20.10) or a kubelet --cluster-dns override; "
+                   "otherwise the kubelet's clusterDNS setting is stale",
+            resource="resolv.conf", evidence={"nameservers": view.conf.nameservers}))
+    columns = ["namespace", "service", "asked", "answered as", "answer", "expected", "queries", "ok"]
+    return pd.DataFrame(rows, columns=columns), findings
+
+
+def in_cluster_view(cluster: kube.Cluster, *, mode: str, namespaces: list[str] | None, domain: str,
+                    external: Iterable[str] = (), probe_namespace: str = "default",
+                    probe_image: str = podview.DEFAULT_IMAGE, start_timeout: float = 60.0,
+                    resolv_conf: str = podview.RESOLV_CONF, server: str | None = None,
+                    timeout: float = 2.0) -> tuple[podview.View | None, pd.DataFrame, list[Finding]]:
+    """Take the in-cluster view (``mode``: auto, exec, local, off) and compare it.
+
+    A view that cannot be taken (forbidden, the probe pod not running, the resolver unreachable)
+    is one warning finding naming why; never a traceback. ``off`` takes nothing.
+    """
+    chosen = podview.choose_mode(mode)
+    if chosen == "off":
+        return None, pd.DataFrame(), []
+    services = kube.list_objects(cluster, "services", namespaces)
+    slices = kube.list_objects(cluster, "endpointslices", namespaces)
+    external = list(dict.fromkeys(external))
+    questions, expected = pod_view_questions(services, slices, external, domain=domain)
+    try:
+        if chosen == "exec":
+            view = podview.probe_view(cluster, probe_namespace, questions, image=probe_image,
+                                      start_timeout=start_timeout)
+        else:
+            view = podview.local_view(questions, resolv_conf=resolv_conf, server=server, timeout=timeout)
+    except Forbidden as exc:
+        message = str(exc) if str(exc).startswith("forbidden:") else f"forbidden: {exc}"
+        what = message.split(" (", 1)[0]
+        return None, pd.DataFrame(), [Finding(
+            id="dns-pod-view-forbidden", severity="warning", title=f"in-cluster DNS view skipped: {what}",
+            detail=(f"{cut(message, 600)}. The view needs, in namespace {probe_namespace}: create, get, list and "
+                    "delete pods, and get and create pods/exec (a WebSocket exec is authorized as get, and also as "
+                    "create from Kubernetes 1.35); `runbooks env check` lists what is missing. Or set "
+                    "in_cluster_view: off"),
+            resource=f"Namespace/{probe_namespace}", evidence={"mode": chosen})]
+    except (podview.ProbeFailed, Unavailable, NotFound, OSError) as exc:
+        return None, pd.DataFrame(), [Finding(
+            id="dns-pod-view-failed", severity="warning", title="in-cluster DNS view could not be taken",
+            detail=f"{chosen}: {cut(str(exc), 400)}", resource=f"Namespace/{probe_namespace}",
+            evidence={"mode": chosen, "image": probe_image})]
+    dns_svc = next((s for s in services if s["metadata"]["namespace"] == "kube-system"
+                    and s["metadata"]["name"] == "kube-dns"), None)
+    table, findings = pod_view_findings(view, expected, external,
+                                        dns_service_ip=((dns_svc or {}).get("spec") or {}).get("clusterIP"))
+    return view, table, findings
+
+
+def check_in_cluster_view(run: Any, p: Any, external: Iterable[str] = ()) -> pd.DataFrame:
+    """:func:`in_cluster_view` as a runbook step: findings and the view's facts recorded."""
+    view, table, findings = in_cluster_view(
+        run.cluster, mode=p.in_cluster_view, namespaces=p.namespaces or None, domain=p.cluster_domain,
+        external=external, probe_namespace=p.probe_namespace, probe_image=p.probe_image,
+        start_timeout=p.probe_timeout_seconds, resolv_conf=p.resolv_conf, server=p.cluster_dns_server,
+        timeout=p.query_timeout_seconds)
+    if view is not None:
+        run.source("in-cluster-view", True, f"{view.mode}: {view.where}, nameserver "
+                   f"{', '.join(view.conf.nameservers)}, search {' '.join(view.conf.search)}, ndots:{view.conf.ndots}")
+    run.record(findings)
+    return table.sort_values("ok", kind="stable") if len(table) else table
+
+
+def table_names(pods_table: pd.DataFrame) -> list[str]:
+    """The external names of :func:`pod_dns_findings`' table (its "external names" column)."""
+    if not len(pods_table):
+        return []
+    return sorted({n.strip() for cell in pods_table["external names"] for n in str(cell or "").split(",") if n.strip()})
+
+
+def view_caption(view_table: pd.DataFrame) -> str:
+    if not len(view_table):
+        return "In-cluster view (not taken)"
+    return (f"As a pod resolves: {int(view_table['ok'].sum())} of {len(view_table)} answers as expected; "
+            "the others first")
 
 
 def mismatches(resolution: pd.DataFrame) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import Field, field_validator
 
-from . import dns, kube
+from . import dns, kube, podview
 from .errors import InvalidInput, RunbookError
 from .model import Finding
 from .parameters import MutatingParams, register
@@ -55,6 +55,8 @@ SEVERITY = {"missing": "critical", "stale": "critical", "blocked": "critical", "
 COLOURS = {"ok": "#d4edda", "missing": "#f8d7da", "stale": "#f8d7da", "blocked": "#f5c6cb", "clash": "#f5c6cb",
            "orphaned": "#fff3cd", "unowned": "#fff3cd", "ttl": "#ffeeba", "": "#ffffff"}
 
+IMAGE_REF = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
 DEFAULT_QUERIES = {
     "coredns_nxdomain_ratio": 'sum(rate(coredns_dns_responses_total{rcode="NXDOMAIN"}[5m])) '
                               '/ sum(rate(coredns_dns_responses_total[5m]))',
@@ -94,11 +96,35 @@ class DnsAuditParams(MutatingParams):
     servfail_ratio_warning: float = Field(default=0.01, ge=0, le=1)
     latency_p99_warning_seconds: float = Field(default=0.25, gt=0)
     sync_age_warning_seconds: float = Field(default=600, gt=0)
+    in_cluster_view: Literal["auto", "exec", "local", "off"] = "auto"
+    probe_namespace: str = "default"
+    probe_image: str = podview.DEFAULT_IMAGE
+    probe_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    resolv_conf: str = podview.RESOLV_CONF
+
+    EXISTING_NAMESPACES = ("namespaces", "probe_namespace")
 
     @field_validator("namespaces")
     @classmethod
     def _valid_namespaces(cls, value: list[str]) -> list[str]:
         return check_namespaces(value)
+
+    @field_validator("in_cluster_view", mode="before")
+    @classmethod
+    def _off_is_a_word(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads an unquoted off as false
+
+    @field_validator("probe_namespace")
+    @classmethod
+    def _valid_probe_namespace(cls, value: str) -> str:
+        return check_namespaces([value])[0]
+
+    @field_validator("probe_image")
+    @classmethod
+    def _valid_image(cls, value: str) -> str:
+        if len(value) > 512 or not IMAGE_REF.fullmatch(value):
+            raise ValueError(f"probe_image {value!r} is not an image reference (registry/name:tag or @sha256:...)")
+        return value
 
     @field_validator("cluster_domain")
     @classmethod

@@ -270,6 +270,8 @@ def _accepts_str(annotation: Any) -> bool:
     """`str` or a union with `str` (`str | None`); not a container of strings (`list[str]`)."""
     if annotation is str:
         return True
+    if typing.get_origin(annotation) is typing.Literal:  # a choice of words: `-p mode off` is the word
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return str in typing.get_args(annotation)
     return False

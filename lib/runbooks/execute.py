@@ -354,7 +354,7 @@ def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
 
 
 def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
-                   progress: bool, watchdog: _Watchdog) -> Outcome:
+                   progress: bool, watchdog: _Watchdog, secret_sink: str = "") -> Outcome:
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -369,6 +369,8 @@ def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )
+    if secret_sink:
+        kernel_env[sec.SINK_ENV] = secret_sink
     def stop(signum: int, frame: Any) -> None:
         """SIGINT/SIGTERM: interrupt the kernel and let the cell end cleanly; a second one stops hard."""
         if watchdog.interrupted or not watchdog.interrupt_kernel():
@@ -716,12 +718,14 @@ def execute(
     uploader = storage.Progress(store, output, f"{rel}/{output.name}", echo=echo).start() \
         if store is not None else None
     watchdog = _Watchdog(deadline, on_abort).start()
-    try:
-        outcome = _run_papermill(prepared, output, parameters, progress, watchdog)
-    finally:
-        watchdog.cancel()
-        if uploader is not None:
-            uploader.stop()
+    with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
+        try:
+            outcome = _run_papermill(prepared, output, parameters, progress, watchdog, sink.path)
+        finally:
+            watchdog.cancel()
+            if uploader is not None:
+                uploader.stop()
+        secrets = secrets + sink.collected()
     try:
         nb = read_notebook(output) if output.exists() else None
     except RunbookError as exc:

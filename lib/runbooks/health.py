@@ -449,7 +449,8 @@ def check_services(services: Iterable[dict], endpoints: Iterable[dict]) -> Check
 def check_ingresses(ingresses: Iterable[dict], services: Iterable[dict], secrets: Iterable[dict]) -> Check:
     """Ingresses whose backend Service or TLS Secret does not exist."""
     svc_names = {(s["metadata"].get("namespace"), s["metadata"]["name"]) for s in services}
-    secret_names = {(s["metadata"].get("namespace"), s["metadata"]["name"]) for s in secrets}
+    secret_names = {(o["metadata"].get("namespace"), o["metadata"]["name"])
+                    for o in (getattr(s, "object", s) for s in secrets)}  # kube.SecretKeys or Secret dicts
     rows, findings = [], []
     for ing in ingresses:
         meta, spec = ing["metadata"], ing.get("spec") or {}
@@ -484,13 +485,13 @@ def check_ingresses(ingresses: Iterable[dict], services: Iterable[dict], secrets
     return Check(_frame(rows, ["namespace", "ingress", "hosts", "backends", "tls_secrets", "problem"]), findings)
 
 
-def check_tls_secrets(secrets: Iterable[dict], *, warning_days: int = 30, critical_days: int = 7,
+def check_tls_secrets(secrets: Iterable[Any], *, warning_days: int = 30, critical_days: int = 7,
                       now: datetime | None = None) -> Check:
     """kubernetes.io/tls Secrets that are expired or expire soon (fingerprints only, no key material)."""
     now = now or datetime.now(UTC)
     rows, findings = [], []
-    for s in secrets:
-        if s.get("type") != certs.TLS_TYPE:
+    for s in secrets:  # kube.SecretKeys (their certificates) or Secret dicts
+        if getattr(s, "object", s).get("type") != certs.TLS_TYPE:
             continue
         row = certs.tls_secret_summary(s, now)
         ns, name = row["namespace"], row["name"]

@@ -1,7 +1,12 @@
 """Kubernetes access for runbooks: connect, list fast, read pods, events and logs.
 
 Connections come from a kubeconfig context or the in-cluster service account,
-never from parameters carrying credentials. Large lists go through
+never from parameters carrying credentials. Secret objects never leave this module
+with their values: every response body is redacted as it is read (:class:`ApiClient`,
+:func:`redact_secrets`), for gets, lists, watch events and error answers alike, with
+``<redacted sha256:…>`` digests so that values stay comparable. Code that needs key
+material asks for it by name through :func:`read_secret_keys` / :func:`iter_secret_keys`,
+which hand out certificates and facts about private keys, never the keys. Large lists go through
 :func:`iter_objects`, which asks for raw JSON pages (`_preload_content=False`,
 `limit`/`continue`) and yields plain dicts page by page: the official
 client's model deserialisation is an order of magnitude slower and holds
@@ -10,8 +15,11 @@ every object twice. Results are plain data; nothing here draws.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +28,7 @@ from typing import Any
 
 import urllib3
 from kubernetes import client, config
+from kubernetes.client import rest
 from kubernetes.client.rest import ApiException
 
 from .errors import (
@@ -32,7 +41,16 @@ from .errors import (
     Unavailable,
     cut,
 )
-from .secrets import client_secrets, redact_text
+from .secrets import (
+    PEM_BLOCK,
+    client_secrets,
+    encoded_key,
+    redact,
+    redact_secret,
+    redact_text,
+    remember,
+    remembered,
+)
 
 PAGE_SIZE = 500
 
@@ -105,6 +123,133 @@ def resource(plural: str) -> Kind:
                        f"{', '.join(sorted(k.plural for k in KINDS.values()))}")
 
 
+# ---- Secrets: redacted on the way in ---------------------------------------------------
+
+
+def redact_secrets(value: Any, secret_items: bool = False) -> Any:
+    """``value`` (a decoded API answer) with every Secret in it redacted (:func:`secrets.redact_secret`).
+
+    A Secret, the items of a SecretList (list items carry no ``kind``), Secret items of a
+    ``List``, and the object of a watch event. ``secret_items``: the answer comes from a path
+    that serves Secrets, so list items are Secrets whatever they say.
+    """
+    if isinstance(value, list):
+        return [redact_secrets(v, secret_items) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("kind")
+    if kind == "Secret" or (secret_items and kind is None and ("data" in value or "stringData" in value)):
+        return redact_secret(value)
+    if isinstance(value.get("items"), list) and (kind in ("SecretList", "List") or secret_items):
+        items_are_secrets = secret_items or kind == "SecretList"
+        return {**value, "items": [redact_secrets(i, items_are_secrets) for i in value["items"]]}
+    if "type" in value and isinstance(value.get("object"), dict):  # a watch event
+        return {**value, "object": redact_secrets(value["object"], secret_items)}
+    return value
+
+
+def redact_body(raw: bytes | str, path: str = "") -> bytes | str:
+    """A raw answer (JSON, or watch events one per line) with its Secrets redacted; anything else as it is.
+
+    The cheap test comes first: a body that never says ``Secret`` and does not come from a
+    ``secrets`` path is returned untouched (pod lists of 500 items are not parsed twice).
+    """
+    if not raw:
+        return raw
+    from_secrets = "/secrets" in path
+    if not from_secrets and ("Secret" not in raw if isinstance(raw, str) else b"Secret" not in raw):
+        return raw
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        docs: list[tuple[str, Any]] = [(text, json.loads(text))]
+    except ValueError:  # watch events, one JSON document a line (or no JSON at all)
+        docs = []
+        for line in text.splitlines(keepends=True):
+            try:
+                docs.append((line, json.loads(line)))
+            except ValueError:
+                docs.append((line, _NOT_JSON))
+    out = []
+    for line, doc in docs:
+        if doc is _NOT_JSON:
+            out.append(redact(line, remembered()))  # at least no PEM key, token or remembered value
+            continue
+        cleaned = redact_secrets(doc, from_secrets)
+        out.append(line if cleaned == doc else json.dumps(cleaned) + ("\n" if line.endswith("\n") else ""))
+    joined = "".join(out)
+    if joined == text:
+        return raw
+    return joined.encode() if isinstance(raw, bytes) else joined
+
+
+_NOT_JSON = object()
+
+
+class _Stream:
+    """The urllib3 response under an answer, as the generated client hands it out (``data``, or
+    ``stream()`` for ``_preload_content=False``: a watch): its Secrets redacted, line by line when
+    streamed. Anything else is the response's own."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        self._raw, self._path = raw, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    @property
+    def data(self) -> Any:
+        return redact_body(self._raw.data, self._path)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        return redact_body(self._raw.read(*args, **kwargs), self._path)
+
+    def stream(self, amt: int | None = 2 ** 16, decode_content: bool | None = None) -> Iterator[bytes]:
+        buffer = b""
+        for chunk in self._raw.stream(amt, decode_content=decode_content):
+            buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield redact_body(line + b"\n", self._path)
+        if buffer:
+            yield redact_body(buffer, self._path)
+
+
+class _Response(rest.RESTResponse):
+    """An answer whose body is redacted when read (:func:`redact_body`); the raw one stays in this module."""
+
+    def __init__(self, resp: Any, path: str) -> None:
+        super().__init__(_Stream(resp, path))
+        self._raw = resp
+
+    def read(self) -> Any:
+        if self.data is None:
+            self.data = self.response.data
+        return self.data
+
+    def _unredacted(self) -> bytes:
+        return self._raw.data
+
+
+class _RestClient(rest.RESTClientObject):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        resp = super().request(method, url, *args, **kwargs)
+        if not isinstance(resp, rest.RESTResponse):
+            return resp
+        from urllib.parse import urlsplit
+
+        return _Response(resp.response, urlsplit(url).path)
+
+
+class ApiClient(client.ApiClient):
+    """The official client's ApiClient whose every answer is read through :class:`_Response`:
+    a Secret read with the generated API classes (``cluster.core.read_namespaced_secret``), by
+    :func:`request` or by a list comes back redacted, and so does the body of an ApiException."""
+
+    def __init__(self, configuration: client.Configuration | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(configuration, *args, **kwargs)
+        self.rest_client = _RestClient(self.configuration)
+
+
 @dataclass
 class Cluster:
     """A connection to one cluster: the API client and the context it came from."""
@@ -139,7 +284,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
     cfg = client.Configuration()
     if in_cluster:
         config.load_incluster_config(client_configuration=cfg)
-        return Cluster(client.ApiClient(cfg), "in-cluster", cfg.host)
+        return Cluster(ApiClient(cfg), "in-cluster", cfg.host)
     if not os.path.exists(path):
         raise InvalidInput(f"kubeconfig {path!r} does not exist; pass an existing file "
                            "(for the sandbox: start it with `runbooks sandbox up`)")
@@ -156,7 +301,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
                                 persist_config=False)
     except Exception as e:
         raise InvalidInput(f"context {name!r} in {path!r} cannot be loaded: {cut(str(e))}") from e
-    return Cluster(client.ApiClient(cfg), name, cfg.host)
+    return Cluster(ApiClient(cfg), name, cfg.host)
 
 
 def check_response(status: int, body: str | bytes | None, what: str) -> RunbookError:
@@ -170,6 +315,7 @@ def check_response(status: int, body: str | bytes | None, what: str) -> RunbookE
         message = json.loads(text).get("message", text)
     except (ValueError, AttributeError):
         message = text
+    message = _clean(str(message))
     prefix = f"{what}: " if what else ""
     if status == 401:
         return Forbidden(f"{prefix}the API server refused the credentials (HTTP 401: {cut(message)})")
@@ -182,6 +328,11 @@ def check_response(status: int, body: str | bytes | None, what: str) -> RunbookE
     if status in (400, 422):
         return InvalidInput(f"{prefix}{cut(message)}")
     return Unavailable(f"{prefix}HTTP {status} from the API server: {cut(message)}")
+
+
+def _clean(message: str) -> str:
+    """An error message without Secret data: a Secret object in it redacted, keys and known values removed."""
+    return str(redact(redact_body(message), remembered()))
 
 
 def translate(e: ApiException | urllib3.exceptions.HTTPError | OSError, what: str = "") -> RunbookError:
@@ -306,7 +457,14 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
     Uses the client's own request building (auth, TLS, proxy settings from the
     kubeconfig) and reads the raw bytes, as `_preload_content=False` does for
     the generated API methods; non-2xx answers raise ApiException with the body.
+    Secrets in it are redacted (:func:`redact_body`).
     """
+    return _get(cluster, path, query, timeout)
+
+
+def _get(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None, timeout: float = 60.0,
+         *, unredacted: bool = False) -> bytes:
+    """:func:`get_raw`; ``unredacted`` only for :func:`read_secret_keys` (an error body is redacted anyway)."""
     api = cluster.api_client
     method, url, headers, _, _ = api.param_serialize(
         "GET", path, query_params=list(query or []), header_params={"Accept": "application/json"},
@@ -324,11 +482,14 @@ def get_raw(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = N
             _backoff(attempt)
             continue
         break
+    data = redact_body(resp.data, path) if resp.data else resp.data  # whatever ApiClient the cluster has
     if not 200 <= resp.status <= 299:
         err = ApiException(status=resp.status, reason=resp.reason)
-        err.body = resp.data.decode("utf-8", "replace") if resp.data else ""
+        err.body = data.decode("utf-8", "replace") if data else ""
         raise err
-    return resp.data
+    if unredacted:  # a plain RESTResponse (a cluster made without this module's ApiClient) holds it raw
+        return resp._unredacted() if isinstance(resp, _Response) else resp.data
+    return data
 
 
 def get_text(cluster: Cluster, path: str, query: list[tuple[str, Any]] | None = None,
@@ -395,6 +556,7 @@ def request(cluster: Cluster, method: str, path: str, *, query: Sequence[tuple[s
             _backoff(attempt)
             continue
         break
+    raw = redact_body(raw, path) if raw else raw  # whatever ApiClient the cluster has
     if 200 <= status < 300:
         return json.loads(raw) if raw else None
     raise check_response(status, raw, what)
@@ -529,6 +691,203 @@ def get_object(cluster: Cluster, resource: str, namespace: str | None, name: str
         raise translate(e, f"reading {resource} {namespace + '/' if namespace else ''}{name}") from e
 
 
+# ---- key material, asked for by name ---------------------------------------------------
+
+CERTIFICATE_KEYS = frozenset({"tls.crt", "ca.crt"})
+"""Keys of a Secret that hold public certificates (``kubernetes.io/tls``): they may leave this module."""
+
+
+class SecretKeys:
+    """What a runbook may learn from one Secret's key material, read on purpose.
+
+    - :attr:`object`: the Secret as every other read returns it (values replaced by digests);
+    - :meth:`certificate`: ``tls.crt`` / ``ca.crt`` (public certificates; any private key block
+      in them is dropped);
+    - :meth:`key_matches`: whether ``tls.key`` belongs to the certificate, the only fact a
+      private key gives out;
+    - :meth:`digest`: a value's ``<redacted sha256:…>`` digest, as in :attr:`object`.
+
+    ``repr``/``str`` name the Secret and its keys, never a value; it cannot be pickled or
+    turned into JSON. Every non-certificate value read is added to what the output scan looks
+    for (:func:`runbooks.secrets.remember`).
+
+    Example:
+        >>> keys = read_secret_keys(cluster, "shop", "shop-frontend-tls")  # doctest: +SKIP
+        >>> keys.key_matches(), keys.certificate()[:27]  # doctest: +SKIP
+        (True, b'-----BEGIN CERTIFICATE-----')
+    """
+
+    __slots__ = ("namespace", "name", "object", "_value")
+
+    def __init__(self, raw: dict, keys: Sequence[str] | None) -> None:
+        meta = raw.get("metadata") or {}
+        self.namespace: str = meta.get("namespace") or ""
+        self.name: str = meta.get("name") or ""
+        self.object: dict = redact_secret(raw)
+        values: dict[str, bytes] = {}
+        for key, encoded in (raw.get("data") or {}).items():
+            if keys is not None and key not in keys:
+                continue
+            try:
+                values[key] = base64.b64decode(encoded or "")
+            except (binascii.Error, ValueError):
+                values[key] = b""
+            if key not in CERTIFICATE_KEYS and values[key]:
+                remember(f"{key} of Secret {self.namespace}/{self.name}", values[key])
+        self._value = values.get  # a bound method: the values are nowhere in this object's attributes
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self.object.get("data") or {})) or "no data"
+        return f"SecretKeys({self.namespace}/{self.name}: {names}; values not shown)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("SecretKeys cannot be pickled: it holds key material")
+
+    def digest(self, key: str) -> str | None:
+        """The value's ``<redacted sha256:…>`` (None when the Secret has no such key)."""
+        return (self.object.get("data") or {}).get(key)
+
+    def certificate(self, key: str = "tls.crt") -> bytes:
+        """A public certificate bundle (b"" when missing), without any private key block in it.
+
+        Raises:
+            InvalidInput: ``key`` is not a certificate key (:data:`CERTIFICATE_KEYS`).
+        """
+        if key not in CERTIFICATE_KEYS:
+            raise InvalidInput(f"{key!r} is not a certificate key; allowed: {', '.join(sorted(CERTIFICATE_KEYS))}")
+        value = self._value(key) or b""
+        text = value.decode("utf-8", "replace")
+        if PEM_BLOCK.search(text) or encoded_key(text):
+            remember(f"{key} of Secret {self.namespace}/{self.name}", value)
+            return PEM_BLOCK.sub("", text).encode() if PEM_BLOCK.search(text) else b""
+        return value
+
+    def key_matches(self, cert: str = "tls.crt", key: str = "tls.key") -> bool | None:
+        """Whether the private key ``key`` belongs to the first certificate of ``cert`` (None: either is
+        missing; False: either cannot be read, or they differ)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        cert_pem, key_pem = self.certificate(cert), self._value(key) or b""
+        if not cert_pem or not key_pem:
+            return None
+        try:
+            leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+            private = serialization.load_pem_private_key(key_pem, password=None,
+                                                         unsafe_skip_rsa_key_validation=True)
+            return bool(leaf.public_key() == private.public_key())
+        except (TypeError, ValueError, IndexError, binascii.Error):
+            return False
+
+
+def read_secret_keys(cluster: Cluster, namespace: str, name: str,
+                     keys: Sequence[str] | None = ("tls.crt", "ca.crt", "tls.key")) -> SecretKeys:
+    """One Secret's key material, for code that needs it (``keys``: which data keys; None: all).
+
+    Raises:
+        NotFound, Forbidden, Unavailable: as any read.
+    """
+    path = KINDS["Secret"].path(namespace, name)
+    try:
+        raw = json.loads(_get(cluster, path, unredacted=True))
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"reading secrets {namespace}/{name}") from None
+    return SecretKeys(raw, keys)
+
+
+def iter_secret_keys(cluster: Cluster, namespace: str | None = None,
+                     keys: Sequence[str] | None = ("tls.crt", "ca.crt", "tls.key"), *,
+                     label_selector: str = "", field_selector: str = "", page_size: int = PAGE_SIZE,
+                     timeout: float = 60.0) -> Iterator[SecretKeys]:
+    """:func:`read_secret_keys` for every Secret of a list (page by page, as :func:`iter_pages`)."""
+    path = KINDS["Secret"].path(namespace)
+    token = ""
+    while True:
+        query: list[tuple[str, Any]] = [("limit", page_size)]
+        for name, value in (("continue", token), ("labelSelector", label_selector),
+                            ("fieldSelector", field_selector)):
+            if value:
+                query.append((name, value))
+        try:
+            data = json.loads(_get(cluster, path, query, timeout, unredacted=True))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            raise translate(e, "listing secrets") from None
+        for item in data.get("items") or []:
+            yield SecretKeys(item, keys)
+        token = (data.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return
+
+
+def list_secret_keys(cluster: Cluster, namespaces: Sequence[str] | None = None,
+                     keys: Sequence[str] | None = ("tls.crt", "ca.crt", "tls.key"), **kw: Any) -> list[SecretKeys]:
+    """:func:`iter_secret_keys` over the given namespaces (None or empty: all)."""
+    out: list[SecretKeys] = []
+    for ns in namespaces or [None]:
+        out.extend(iter_secret_keys(cluster, ns, keys, **kw))
+    return out
+
+
+def write_secret_copy(cluster: Cluster, method: str, path: str, body: dict, source: tuple[str, str], *,
+                      query: Sequence[tuple[str, Any]] = (), content_type: str = "application/json") -> Any:
+    """Send a Secret write whose ``data`` values are digests of ``source``'s values (a backup, a restore).
+
+    The values are put in here, from ``source`` read now, so that no key leaves this module; a
+    digest that ``source`` no longer has (it changed since the plan) refuses the write.
+
+    Raises:
+        Conflict: ``source`` no longer holds a value the body names.
+        NotFound, Forbidden, InvalidInput, Unavailable: as :func:`request`.
+    """
+    ns, name = source
+    spath = KINDS["Secret"].path(ns, name)
+    try:
+        raw = json.loads(_get(cluster, spath, unredacted=True))
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"reading secrets {ns}/{name}") from None
+    by_digest = {redact_secret({"data": {k: v}})["data"][k]: v for k, v in (raw.get("data") or {}).items()}
+    data = {}
+    for key, digest in (body.get("data") or {}).items():
+        if digest not in by_digest:
+            raise Conflict(f"Secret {ns}/{name} changed since the plan: its {key} is not the value planned; "
+                           "nothing was written")
+        data[key] = by_digest[digest]
+    for key, value in data.items():
+        if key not in CERTIFICATE_KEYS:
+            remember(f"{key} of Secret {ns}/{name}", base64.b64decode(value or ""))
+    return request(cluster, method, path, query=query, body={**body, "data": data}, content_type=content_type)
+
+
+def watch(cluster: Cluster, resource: str, namespace: str | None = None, *, resource_version: str = "",
+          timeout_seconds: int = 30, label_selector: str = "", field_selector: str = "") -> Iterator[dict]:
+    """Watch events (``{"type", "object"}``) of a list until the server ends the watch; Secrets redacted."""
+    path = _path(resource, namespace)
+    query: list[tuple[str, Any]] = [("watch", "true"), ("timeoutSeconds", timeout_seconds)]
+    for name, value in (("resourceVersion", resource_version), ("labelSelector", label_selector),
+                        ("fieldSelector", field_selector)):
+        if value:
+            query.append((name, value))
+    api = cluster.api_client
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", path, query_params=query, header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"])
+    try:  # the client reads nothing before it is asked to: the events are read as they come
+        resp = api.call_api(method, url, header_params=headers, _request_timeout=timeout_seconds + 10)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise translate(e, f"watching {resource}") from None
+    stream = resp.response if isinstance(resp, _Response) else _Stream(resp.response, path)
+    if not 200 <= resp.status <= 299:
+        raise check_response(resp.status, stream.data or b"", f"watching {resource}")
+    try:
+        for line in stream.stream(65536):
+            if line.strip():
+                yield json.loads(line)
+    finally:
+        stream.release_conn()
+
+
 # ---- pods, events, logs ----------------------------------------------------------
 
 
@@ -617,6 +976,79 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str, container: str | None =
         return cluster.core.read_namespaced_pod_log(pod, namespace, **kw)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise translate(e, f"logs of {namespace}/{pod}") from e
+
+
+@dataclass
+class ExecResult:
+    """What a command run in a container gave back: its output and exit code."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+def _exec_status(text: str) -> tuple[int, str]:
+    """The exit code and message in the kubelet's error-channel Status (``{}`` or none: still 0)."""
+    try:
+        status = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return 1, cut(text)
+    if not status or status.get("status") == "Success":
+        return 0, ""
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    return (int(code) if code and str(code).isdigit() else 1), str(status.get("message") or "")
+
+
+def exec_command(cluster: Cluster, namespace: str, pod: str, argv: Sequence[str], *, container: str | None = None,
+                 timeout: float = 60.0) -> ExecResult:
+    """Run ``argv`` in a container over the ``pods/exec`` WebSocket (``kubectl exec`` without a tty).
+
+    The official client's WebSocket transport (``kubernetes.stream.ws_client``, what
+    ``kubernetes.stream.stream`` calls), with the URL and credentials serialised like every other
+    request here: going through ``stream(CoreV1Api.connect_get_namespaced_pod_exec, ...)`` would
+    first import the generated CoreV1Api and its models, 2 to 4 s of a fresh kernel. The exit code
+    comes from the kubelet's Status on the error channel. One exec at a time per ``cluster``.
+
+    Raises:
+        Forbidden: ``create pods/exec`` is not allowed (HTTP 403 on the upgrade).
+        NotFound: no such pod. InvalidInput: the container is not running or not there (400).
+        Unavailable: the connection failed, or the command outlived ``timeout``.
+    """
+    from kubernetes.stream import ws_client
+
+    what = f"exec in {namespace}/{pod}"
+    query = [("command", a) for a in argv] + [("stdout", "true"), ("stderr", "true")]
+    if container:
+        query.append(("container", container))
+    api = cluster.api_client
+    try:
+        _, url, headers, _, _ = api.param_serialize(
+            method="GET", resource_path=KINDS["Pod"].path(namespace, pod, "exec"), query_params=query,
+            header_params={}, auth_settings=["BearerToken"])
+        ws = ws_client.websocket_call(api.configuration, "GET", url, headers=headers, _preload_content=False,
+                                      _request_timeout=timeout)
+    except ApiException as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # the transport wraps everything, interrupts too
+            raise KeyboardInterrupt from None
+        m = re.search(r"Handshake status (\d{3})", str(exc.reason or ""))
+        if m:
+            body = str(exc.reason).rsplit(" -+-+- ", 1)[-1]
+            body = body[2:-1].encode().decode("unicode_escape") if body.startswith(("b'", 'b"')) else body
+            raise scrubbed(cluster, check_response(int(m.group(1)), body, f"create pods/exec in {namespace}")) \
+                from None
+        raise scrubbed(cluster, translate(exc, what)) from None
+    try:
+        ws.run_forever(timeout=timeout)
+        if ws.is_open():
+            raise Unavailable(f"{what}: {' '.join(argv)[:80]} did not end within {timeout:.0f} s")
+        code, message = _exec_status(ws.read_channel(ws_client.ERROR_CHANNEL))
+        stderr = ws.read_stderr() or ""
+        if code and message and not message.startswith("command terminated with non-zero exit code"):
+            stderr += message  # the kubelet's own refusal (container not found ...)
+        return ExecResult(ws.read_stdout() or "", stderr, code)
+    finally:
+        ws.close()
 
 
 # ---- a summary for people -----------------------------------------------------------

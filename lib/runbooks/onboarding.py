@@ -20,17 +20,21 @@ from typing import Any
 import yaml
 
 from . import alerts, kube, logs, metrics
-from .environments import EnvConfig, Project
+from .environments import EnvConfig, Project, load_mapping
 from .errors import SOURCE_ERRORS, Forbidden, InvalidInput, NotFound, RunbookError, cut
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
-# What each runbook does through the API: (verb, API group, resource), cluster-wide. Read-only
-# runbooks only read; mutating ones also need the writes their plans make. The read entries of
-# the scheduled runbooks are exactly what they request (tests/test_chart_rbac.py records every
-# request of each run in the sandbox and compares), and charts/kube-runbooks builds its
-# ClusterRoles from this table (the same test renders the chart and compares).
-PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
+# What each runbook does through the API: (verb, API group, resource[/subresource][, the parameter
+# naming the namespace where it is needed]). Read-only runbooks only read; mutating ones also need
+# the writes their plans make; dns-audit's in-cluster view runs a short-lived probe pod and execs
+# into it (in_cluster_view: off needs none of that). Exec over a WebSocket is a GET: authorized as
+# `get pods/exec` (Kubernetes 1.32), and also as `create` where AuthorizePodWebsocketUpgradeCreatePermission
+# is on (beta from 1.35), as SPDY's POST always was.
+# The cluster-wide entries of the scheduled runbooks are exactly what they request
+# (tests/test_chart_rbac.py records every request of each run in the sandbox and compares), and
+# charts/kube-runbooks builds its ClusterRoles from them (tools/chart_permissions.py).
+PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
     "cluster-health": [
         ("list", "", "namespaces"), ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"),
         ("list", "", "services"), ("list", "", "endpoints"), ("get", "", "endpoints"),
@@ -66,24 +70,35 @@ PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
         ("list", "apps", "deployments"), ("list", "", "events"),
     ],
     "dns-audit": [
-        ("list", "", "namespaces"), ("list", "", "services"), ("get", "", "services"),
+        ("list", "", "namespaces"), ("get", "", "namespaces"), ("list", "", "services"), ("get", "", "services"),
         ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
         ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
+        ("create", "", "pods", "probe_namespace"), ("get", "", "pods", "probe_namespace"),
+        ("delete", "", "pods", "probe_namespace"), ("get", "", "pods/exec", "probe_namespace"),
+        ("create", "", "pods/exec", "probe_namespace"),
     ],
 }
+# The namespace of a permission that names a parameter, when the env's parameter file does not set it.
+NAMESPACE_DEFAULTS = {"probe_namespace": "default"}
 READ_VERBS = ("get", "list", "watch")
 SCHEDULED = ("cluster-health", "incident-investigation", "dns-audit", "service-reachability")
 """The runbooks charts/kube-runbooks schedules as CronJobs."""
 
 
+def _cluster_wide(runbook: str) -> list[tuple[str, str, str]]:
+    # Entries naming a namespace parameter (dns-audit's optional probe pod) are checked by
+    # `runbooks env check` in that namespace; they are not part of the scheduled roles.
+    return [(p[0], p[1], p[2]) for p in PERMISSIONS.get(runbook, []) if len(p) == 3]
+
+
 def reads(runbook: str) -> list[tuple[str, str, str]]:
-    """The read permissions of a runbook (what a dry run needs)."""
-    return [p for p in PERMISSIONS.get(runbook, []) if p[0] in READ_VERBS]
+    """The cluster-wide read permissions of a runbook (what a dry run needs)."""
+    return [p for p in _cluster_wide(runbook) if p[0] in READ_VERBS]
 
 
 def writes(runbook: str) -> list[tuple[str, str, str]]:
-    """The write permissions of a runbook (what applying its approved plan needs)."""
-    return [p for p in PERMISSIONS.get(runbook, []) if p[0] not in READ_VERBS]
+    """The cluster-wide write permissions of a runbook (what applying its approved plan needs)."""
+    return [p for p in _cluster_wide(runbook) if p[0] not in READ_VERBS]
 
 
 def denied(cluster: Any, needed: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -206,7 +221,10 @@ def access_review(cluster: Any, verb: str, group: str, resource: str, namespace:
     Raises:
         NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
     """
+    resource, _, subresource = resource.partition("/")
     attrs = {"verb": verb, "group": group, "resource": resource}
+    if subresource:
+        attrs["subresource"] = subresource
     if namespace:
         attrs["namespace"] = namespace
     body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
@@ -215,8 +233,13 @@ def access_review(cluster: Any, verb: str, group: str, resource: str, namespace:
     return bool((answer.get("status") or {}).get("allowed"))
 
 
-def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | None = None) -> list[Check]:
-    """One row per runbook: every permission it needs, or the ones missing, named."""
+def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | None = None,
+                      parameters: dict[str, dict[str, Any]] | None = None) -> list[Check]:
+    """One row per runbook: every permission it needs, or the ones missing, named.
+
+    A permission needed in the namespace a parameter names is checked there: the value from
+    ``parameters[runbook]`` (the env's parameter file), else :data:`NAMESPACE_DEFAULTS`.
+    """
     rows: list[Check] = []
     for name in runbooks:
         needed = PERMISSIONS.get(name)
@@ -225,9 +248,12 @@ def check_permissions(cluster: Any, runbooks: Sequence[str], namespace: str | No
             continue
         missing = []
         try:
-            for verb, group, resource in needed:
-                if not access_review(cluster, verb, group, resource, namespace):
-                    missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+            for verb, group, resource, *where in needed:
+                ns = namespace
+                if where:
+                    ns = str(((parameters or {}).get(name) or {}).get(where[0]) or NAMESPACE_DEFAULTS[where[0]])
+                if not access_review(cluster, verb, group, resource, ns):
+                    missing.append(f"{verb} {resource}" + (f".{group}" if group else "") + (f" in {ns}" if where else ""))
         except NotFound:
             rows.append(Check(f"runbook {name}", "warning",
                               "cannot check permissions (no SelfSubjectAccessReview API)"))
@@ -256,12 +282,23 @@ def check_env(project: Project, name: str, *, verify: bool = True,
             rows.append(Check("expected_context", "warning", "not set: plans cannot be applied in this env"))
         else:
             rows.append(Check("expected_context", "ok", cfg.expected_context))
-        rows += check_permissions(cluster, list(project.notebooks()))
+        runbooks = list(project.notebooks())
+        rows += check_permissions(cluster, runbooks, parameters=_parameter_files(project, name, runbooks))
     for kind, key in SOURCES:
         url = getattr(cfg, key)
         rows.append(probe(kind, url, verify=verify) if url else
                     Check(kind, "warning", f"not configured in env {name} ({key} in env.yaml)"))
     return rows
+
+
+def _parameter_files(project: Project, env: str, runbooks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``parameters/ENV/<runbook>.yaml`` of each runbook that has one (only mappings)."""
+    out = {}
+    for name in runbooks:
+        path = project.parameters_dir / env / f"{name}.yaml"
+        if path.is_file():
+            out[name] = load_mapping(path)
+    return out
 
 
 def init_env(project: Project, name: str, *, context: str, kubeconfig: str | None = None,

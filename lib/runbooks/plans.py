@@ -268,7 +268,8 @@ class KubernetesTarget:
     def identity(self, run: Any) -> dict[str, Any]:
         return kube.identity(run.cluster)
 
-    def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any:
+    def body(self, change: Change, *, dry_run: bool, now: str) -> Any:
+        """What is sent: the change's body at ``now``, carrying the resourceVersion it was planned on."""
         body = materialize(change.body, now) if change.body is not None else None
         if change.resource_version and not dry_run:  # optimistic concurrency: a 409 if it changed since
             if change.operation == "patch":
@@ -277,6 +278,10 @@ class KubernetesTarget:
             elif change.operation == "delete":
                 body = {"apiVersion": "v1", "kind": "DeleteOptions",
                         "preconditions": {"resourceVersion": change.resource_version}}
+        return body
+
+    def send(self, run: Any, change: Change, *, dry_run: bool, now: str) -> Any:
+        body = self.body(change, dry_run=dry_run, now=now)
         return kube.request(
             run.cluster, _METHODS[change.operation], path(change, with_name=change.operation != "create"),
             query=[("dryRun", "All")] if dry_run else [], body=body,

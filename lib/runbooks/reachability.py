@@ -84,7 +84,7 @@ class Snapshot:
     services: dict[tuple[str, str], dict]
     slices: dict[tuple[str, str], list[dict]]  # (namespace, service) → EndpointSlices
     pods: dict[tuple[str, str], dict]
-    secrets: dict[tuple[str, str], dict]
+    secrets: dict[tuple[str, str], Any]  # kube.SecretKeys (certificates only) or Secret dicts
     deployments: list[dict]
     events: dict[tuple[str, str], list[dict]]  # (namespace, pod) → recent Warning events
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -104,7 +104,8 @@ def snapshot(cluster: kube.Cluster, *, event_window_hours: int = 1, workers: int
         "services": lambda: list(kube.iter_objects(cluster, "services")),
         "slices": lambda: list(kube.iter_objects(cluster, "endpointslices")),
         "pods": lambda: list(kube.iter_objects(cluster, "pods")),
-        "secrets": lambda: [s for s in kube.iter_objects(cluster, "secrets") if s.get("type") == certs.TLS_TYPE],
+        "secrets": lambda: list(kube.iter_secret_keys(cluster, keys=kube.CERTIFICATE_KEYS,  # certificates only
+                                                      field_selector=f"type={certs.TLS_TYPE}")),
         "deployments": lambda: list(kube.iter_objects(cluster, "deployments")),
         "events": lambda: kube.events(cluster, None, since=timedelta(hours=event_window_hours),
                                       warnings_only=True),
@@ -129,7 +130,7 @@ def snapshot(cluster: kube.Cluster, *, event_window_hours: int = 1, workers: int
     return Snapshot(
         ingresses=got["ingresses"], classes={c["metadata"]["name"]: c for c in got["classes"]},
         services={key(s): s for s in got["services"]}, slices=slices, pods={key(p): p for p in got["pods"]},
-        secrets={key(s): s for s in got["secrets"]}, deployments=got["deployments"], events=events,
+        secrets={(s.namespace, s.name): s for s in got["secrets"]}, deployments=got["deployments"], events=events,
     )
 
 

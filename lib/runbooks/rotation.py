@@ -60,7 +60,6 @@ from .certs import (
     read_certificate,
     read_tls_secret,
     same_key,
-    secret_bytes,
     split_endpoint,
 )
 from .errors import InvalidInput, NotFound, PlanInvalid, RunbookError, Unavailable
@@ -75,6 +74,9 @@ from .plans import (
     materialize,
     register_target,
     rollout_restart,
+)
+from .plans import (
+    path as plans_path,
 )
 
 if TYPE_CHECKING:  # the notebook side hands its Run to the job; the job never imports it
@@ -104,6 +106,17 @@ def _list(cluster: kube.Cluster, resource: str, namespaces: list[str] | None, **
             return
 
 
+def _secret_keys(cluster: kube.Cluster, namespaces: list[str] | None, keys: Any = ("tls.crt", "ca.crt", "tls.key"),
+                 **kw: Any) -> Iterable[kube.SecretKeys]:
+    """The Secrets of the namespaces (all when empty) as :class:`runbooks.kube.SecretKeys`: certificates,
+    and whether each key matches, never a key."""
+    for ns in namespaces or [None]:
+        try:
+            yield from kube.iter_secret_keys(cluster, ns, keys, **kw)
+        except NotFound:
+            return
+
+
 def inventory(cluster: kube.Cluster, namespaces: list[str] | None = None, *, now: datetime | None = None,
               page_size: int = kube.PAGE_SIZE) -> Inventory:
     """The certificate inventory of a cluster (all namespaces when ``namespaces`` is empty).
@@ -113,7 +126,7 @@ def inventory(cluster: kube.Cluster, namespaces: list[str] | None = None, *, now
         >>> inv.table()[["name", "days_left", "state"]]  # doctest: +SKIP
     """
     return build_inventory(
-        _list(cluster, "secrets", namespaces, field_selector=f"type={TLS_TYPE}", page_size=page_size),
+        _secret_keys(cluster, namespaces, field_selector=f"type={TLS_TYPE}", page_size=page_size),
         _list(cluster, "certificates", namespaces),
         _list(cluster, "certificaterequests", namespaces),
         _list(cluster, "ingresses", namespaces),
@@ -345,8 +358,18 @@ def validate_replacement(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, 
 
 
 def _get_secret(cluster: kube.Cluster, ns: str, name: str) -> dict | None:
+    """A Secret as reads return it: metadata, and its values replaced by digests."""
     try:
         return kube.get_object(cluster, "secrets", ns, name)
+    except NotFound:
+        return None
+
+
+def _get_secret_keys(cluster: kube.Cluster, ns: str, name: str,
+                     keys: Any = kube.CERTIFICATE_KEYS) -> kube.SecretKeys | None:
+    """A Secret's certificates (:func:`runbooks.kube.read_secret_keys`), or None when it does not exist."""
+    try:
+        return kube.read_secret_keys(cluster, ns, name, keys)
     except NotFound:
         return None
 
@@ -363,12 +386,12 @@ def backups(cluster: kube.Cluster, namespaces: list[str] | None = None, of: str 
     """Backup Secrets made by this module (metadata and fingerprints only)."""
     selector = f"{BACKUP_OF}={of}" if of else BACKUP_OF
     out = []
-    for s in _list(cluster, "secrets", namespaces, label_selector=selector):
-        meta = s["metadata"]
+    for keys in _secret_keys(cluster, namespaces, kube.CERTIFICATE_KEYS, label_selector=selector):
+        meta = keys.object["metadata"]
         annotations = meta.get("annotations") or {}
         leaf = None
         try:
-            leaf = describe(load_chain(secret_bytes(s, "tls.crt"))[0])
+            leaf = describe(load_chain(keys.certificate("tls.crt"))[0])
         except (InvalidInput, IndexError):
             pass
         out.append({"namespace": meta.get("namespace"), "backup": meta["name"],
@@ -598,7 +621,7 @@ def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: l
             assert cert is not None
             renew.append(_renew_change(cluster, cert))
         if d.action in ("replace", "restore"):
-            secret = _get_secret(cluster, ns, name)
+            secret = _get_secret_keys(cluster, ns, name)
             assert secret is not None
             if d.backup:
                 backup.append(_backup_change(secret, d.backup))
@@ -608,11 +631,11 @@ def rotation_changes(cluster: kube.Cluster, *, targets: list[str], namespaces: l
                 data = {"tls.crt": read_file(f.cert, "certificate"), "tls.key": read_file(f.key, "key")}
                 if f.ca:
                     data["ca.crt"] = read_file(f.ca, "CA")
-            else:
-                bns, bname = decide_kw["rollback_backup"].split("/", 1)
-                source = _get_secret(cluster, bns, bname) or {}
-                data = {k: base64.b64decode(v) for k, v in (source.get("data") or {}).items()}
-            replace.append(_replace_change(secret, data, d))
+                replace.append(_replace_change(secret.object, data, d))
+            else:  # the backup's values, named by their digests: the target copies them (kube.write_secret_copy)
+                source = _get_secret(cluster, *decide_kw["rollback_backup"].split("/", 1)) or {}
+                replace.append(_replace_change(secret.object, source.get("data") or {}, d,
+                                               data_from=decide_kw["rollback_backup"]))
         for ref in d.restarts:
             if ref not in restarts_seen:
                 restarts_seen.append(ref)
@@ -640,9 +663,12 @@ def _renew_change(cluster: kube.Cluster, cert: CmCertificate) -> Change:
     )
 
 
-def _backup_change(secret: dict, name: str) -> Change:
-    meta = secret["metadata"]
+def _backup_change(secret: dict | kube.SecretKeys, name: str) -> Change:
+    """A copy of ``secret`` (its certificates read, its values named by their digests: the
+    ``tls-secret`` target copies them from the Secret when it sends the change)."""
     info = read_tls_secret(secret, check_key=False)
+    secret = secret.object if isinstance(secret, kube.SecretKeys) else kube.redact_secrets(secret, True)
+    meta = secret["metadata"]
     sha = info.sha256
     until = f", not after {info.leaf.not_after:%Y-%m-%d}" if info.leaf else ""
     return Change(
@@ -654,11 +680,13 @@ def _backup_change(secret: dict, name: str) -> Change:
                            "annotations": {BACKUP_SHA: sha, BACKUP_TIME: APPLY_TIME,
                                            BACKUP_TYPE: secret.get("type", TLS_TYPE)}},
               "data": dict(secret.get("data") or {})},
-        precondition={"sha256": sha},
+        precondition={"sha256": sha, "data_from": f"{meta['namespace']}/{meta['name']}"},
     )
 
 
-def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> Change:
+def _replace_change(secret: dict, data: Mapping[str, Any], d: Decision, data_from: str | None = None) -> Change:
+    """Replace the Secret's certificate and key: ``data`` are new values (bytes, from files), or with
+    ``data_from`` the digests of that Secret's values (a restore; the target copies them)."""
     meta = secret["metadata"]
     until = f" (not after {d.new_not_after:%Y-%m-%d})" if d.new_not_after else ""
     what = "restored from backup" if d.action == "restore" else "replaced from files"
@@ -671,9 +699,9 @@ def _replace_change(secret: dict, data: dict[str, bytes], d: Decision) -> Change
         target=SECRET_TARGET, operation="patch", kind="Secret", namespace=meta["namespace"], name=meta["name"],
         diff=diff,
         body={"metadata": {"annotations": {ROTATED_AT: APPLY_TIME}},
-              "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())
+              "data": {k: (v if data_from else base64.b64encode(v).decode()) for k, v in sorted(data.items())
                        if k in ("tls.crt", "tls.key", "ca.crt")}},
-        precondition={"sha256": d.current_sha256},
+        precondition={"sha256": d.current_sha256, **({"data_from": data_from} if data_from else {})},
         resource_version=meta.get("resourceVersion"),
     )
 
@@ -732,9 +760,25 @@ class CertManagerRenewal:
 
 
 register_target(RENEWAL_TARGET, CertManagerRenewal())
-# TLS Secret writes are plain Kubernetes writes; their own target name keeps them apart in
-# plans, and backups hold digests of the values (plans.AuditLog), never keys.
-register_target(SECRET_TARGET, KubernetesTarget())
+class TlsSecretWrites(KubernetesTarget):
+    """Runbook target ``tls-secret``: Kubernetes writes of TLS Secrets. A backup or a restore names the
+    values it copies by their digests (``precondition.data_from`` is the Secret they come from) and
+    :func:`runbooks.kube.write_secret_copy` puts them in as it sends: no key passes through a plan.
+    Backups in the run directory hold digests too (plans.AuditLog)."""
+
+    def send(self, run: Run, change: Change, *, dry_run: bool, now: str) -> Any:
+        source = change.precondition.get("data_from")
+        if not source:
+            return super().send(run, change, dry_run=dry_run, now=now)
+        ns, name = str(source).split("/", 1)
+        return kube.write_secret_copy(
+            run.cluster, "POST" if change.operation == "create" else "PATCH",
+            plans_path(change, with_name=change.operation != "create"), self.body(change, dry_run=dry_run, now=now),
+            (ns, name), query=[("dryRun", "All")] if dry_run else [],
+            content_type="application/json" if change.operation == "create" else "application/merge-patch+json")
+
+
+register_target(SECRET_TARGET, TlsSecretWrites())
 
 
 def wait_for_renewal(cluster: kube.Cluster, namespace: str, name: str, old_revision: int, *,
@@ -751,7 +795,7 @@ def wait_for_renewal(cluster: kube.Cluster, namespace: str, name: str, old_revis
     ref = f"{namespace}/{name}"
     while True:
         cert = read_certificate(kube.get_object(cluster, "certificates", namespace, name))
-        secret = _get_secret(cluster, namespace, cert.secret_name)
+        secret = _get_secret_keys(cluster, namespace, cert.secret_name)
         info = read_tls_secret(secret, check_key=False) if secret else None
         if cert.revision > old_revision and info is not None and info.leaf is not None:
             return {"certificate": ref, "ok": True, "revision": cert.revision, "not_after": info.leaf.not_after,

@@ -1,7 +1,8 @@
 """Secrets: the one secret-name rule, the one redaction format, the one output scan.
 
 Credentials never travel as parameters (:func:`is_secret_name`), Secret objects
-are redacted where they are read (:func:`redact_object`), and whatever is shown
+are redacted where they are read (:mod:`runbooks.kube` applies :func:`redact_secret` to every
+answer), values read on purpose are remembered for the scan (:func:`remember`), and whatever is shown
 in place of a secret is :data:`REDACTED` (or :func:`redacted_digest` where two
 values must stay comparable, as in backups).
 
@@ -154,7 +155,8 @@ def client_secrets(configuration: Any) -> list[Secret]:
 def known_secrets(kubeconfig: str | os.PathLike[str] | None = None,
                   environ: Mapping[str, str] | None = None, extra: Iterable[Secret] = ()) -> list[Secret]:
     """Every secret value to look for: the kubeconfig's credentials, secret env values, the
-    in-cluster token and ``extra`` (e.g. :func:`client_secrets`, vault values).
+    in-cluster token, what this process read on purpose (:func:`remember`) and ``extra`` (e.g.
+    :func:`client_secrets`, vault values).
 
     ``kubeconfig`` defaults to ``$KUBECONFIG`` (first file) or ``~/.kube/config``.
     """
@@ -164,7 +166,8 @@ def known_secrets(kubeconfig: str | os.PathLike[str] | None = None,
         kubeconfig = kc
     seen: set[str] = set()
     out = []
-    for s in kubeconfig_secrets(kubeconfig) + env_secrets(environ) + in_cluster_secrets() + list(extra):
+    for s in (kubeconfig_secrets(kubeconfig) + env_secrets(environ) + in_cluster_secrets() + remembered()
+              + list(extra)):
         if s.value not in seen:
             seen.add(s.value)
             out.append(s)
@@ -344,6 +347,34 @@ def redacted_digest(value: Any) -> str:
     return f"<redacted sha256:{hashlib.sha256(str(value).encode()).hexdigest()}>"
 
 
+_REDACTED_VALUE = re.compile(r"<redacted(?: sha256:[0-9a-f]{64})?>")
+
+
+def _digest_once(value: Any) -> str:
+    """:func:`redacted_digest` of a value, leaving one that is redacted already as it is."""
+    return value if isinstance(value, str) and _REDACTED_VALUE.fullmatch(value) else redacted_digest(value)
+
+
+def redact_secret(obj: Any) -> Any:
+    """A Secret's fields (``data``, ``stringData``, the ``last-applied-configuration`` annotation)
+    replaced by their digests, whatever its ``kind`` says (list items carry none).
+
+    Idempotent: a value already redacted stays as it is, so redacting twice changes nothing and
+    digests stay comparable.
+    """
+    if not isinstance(obj, dict):
+        return obj
+    out = dict(obj)
+    for key in ("data", "stringData"):
+        if isinstance(obj.get(key), dict):
+            out[key] = {k: _digest_once(v) for k, v in obj[key].items()}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        out["metadata"] = {**obj["metadata"], "annotations": {
+            k: (_digest_once(v) if k == LAST_APPLIED else v) for k, v in annotations.items()}}
+    return out
+
+
 def redact_object(obj: Any) -> Any:
     """A Kubernetes Secret with every value replaced by its digest (other objects unchanged).
 
@@ -352,15 +383,113 @@ def redact_object(obj: Any) -> Any:
     """
     if not isinstance(obj, dict) or obj.get("kind") != "Secret":
         return obj
-    out = dict(obj)
-    for key in ("data", "stringData"):
-        if isinstance(obj.get(key), dict):
-            out[key] = {k: redacted_digest(v) for k, v in obj[key].items()}
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    if LAST_APPLIED in annotations:
-        out["metadata"] = {**obj["metadata"], "annotations": {
-            k: (REDACTED if k == LAST_APPLIED else v) for k, v in annotations.items()}}
-    return out
+    return redact_secret(obj)
+
+
+_READ: dict[str, Secret] = {}
+MAX_REMEMBERED = 256
+"""Values kept per process: each costs the scan about 15 substring searches; beyond this many, keys
+are still found by their shapes (PEM, base64 PEM or DER)."""
+SINK_ENV = "RUNBOOKS_SCAN_SOCKET"
+"""The Unix socket of the ``runbooks run`` that started this kernel (:class:`SecretSink`): what the kernel
+reads on purpose is sent there, so that run's output scan looks for it too."""
+_sink: Any = None
+
+
+def remember(kind: str, value: str | bytes) -> None:
+    """Add a secret value this process read (a Secret's private key) to what the scan looks for,
+    here and in the output scan of the ``runbooks run`` whose kernel this is."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = text.strip()
+    if len(text) < 8 or text in _READ or len(_READ) >= MAX_REMEMBERED:
+        return
+    _READ[text] = Secret(kind, text)
+    _send(_READ[text])
+
+
+def remembered() -> list[Secret]:
+    """The values :func:`remember` was given in this process."""
+    return list(_READ.values())
+
+
+def _send(secret: Secret) -> None:
+    global _sink
+    path = os.environ.get(SINK_ENV)
+    if not path:
+        return
+    import socket
+
+    try:
+        if _sink is None:
+            _sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            _sink.connect(path)
+        _sink.sendall(json.dumps({"kind": secret.kind, "value": secret.value}).encode() + b"\n")
+    except OSError:  # the run is gone: nothing will be scanned by it
+        _sink = None
+
+
+class SecretSink:
+    """What a run's kernel read on purpose, collected in memory by ``runbooks run`` for its output scan.
+
+    A Unix socket in a private directory (0700) whose path the kernel gets in :data:`SINK_ENV`;
+    the values travel over it and are never written to a file.
+
+    Example:
+        >>> with SecretSink() as sink:  # doctest: +SKIP
+        ...     run_the_kernel(env={SINK_ENV: sink.path})
+        ...     found = sink.collected()
+    """
+
+    def __init__(self) -> None:
+        self.path = ""
+        self._secrets: list[Secret] = []
+        self._readers: list[Any] = []
+
+    def __enter__(self) -> SecretSink:
+        import socket
+        import tempfile
+        import threading
+
+        self._dir = tempfile.mkdtemp(prefix="runbooks-")
+        self.path = os.path.join(self._dir, "sink")
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(8)
+        self._threading = threading
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            reader = self._threading.Thread(target=self._read, args=(conn,), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+
+    def _read(self, conn: Any) -> None:
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                    if len(self._secrets) < 4 * MAX_REMEMBERED:
+                        self._secrets.append(Secret(str(item["kind"]), str(item["value"])))
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def collected(self, timeout: float = 5.0) -> list[Secret]:
+        """Everything sent so far; waits for the connections of kernels that have ended."""
+        for reader in list(self._readers):
+            reader.join(timeout)
+        return list(self._secrets)
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        self._server.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def redact_notebook(nb: Any, secrets: Iterable[Secret]) -> Any:

@@ -63,6 +63,26 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
 
 
+def _deadline_exceeded(status: dict, at: datetime) -> dict:
+    """The kubelet ends a pod past spec.activeDeadlineSeconds: its containers are killed, the pod Failed."""
+    ts = rfc3339(at)
+    status = copy.deepcopy(status)
+    status.update(phase="Failed", reason="DeadlineExceeded",
+                  message="Pod was active on the node longer than the specified deadline")
+    for key in ("containerStatuses", "ephemeralContainerStatuses"):
+        for st in status.get(key) or []:
+            started = ((st.get("state") or {}).get("running") or {}).get("startedAt", ts)
+            st.update(ready=False, started=False, state={"terminated": {
+                "exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": ts,
+                "containerID": st.get("containerID", "")}})
+    for cond in status.get("conditions") or []:
+        if cond["type"] in ("Ready", "ContainersReady", "PodReadyToStartContainers") and cond["status"] == "True":
+            cond.update(status="False", lastTransitionTime=ts)
+            if cond["type"] == "Ready":
+                cond["reason"] = "PodFailed"
+    return status
+
+
 def crash_history(started: datetime, now: datetime) -> tuple[int, datetime, datetime, datetime | None]:
     """Restarts of a crash-looping container since `started`, the kubelet's way.
 
@@ -240,6 +260,9 @@ class Controllers:
             work.add(("Pod", ns, meta["name"]))
             work.add(("Endpoints*", ns, ""))
             failing = (meta.get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES
+            # a pod with a deadline moves with time too, until it has ended
+            failing = failing or bool((obj.get("spec") or {}).get("activeDeadlineSeconds")) and \
+                (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             with self._cond:
                 if failing and change.type != "DELETED":
                     self._failing.add((ns, meta["name"]))
@@ -947,6 +970,9 @@ class Controllers:
         ephemeral = self._ephemeral_statuses(pod, now)
         if ephemeral:
             out["ephemeralContainerStatuses"] = ephemeral
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline and now >= created + timedelta(seconds=int(deadline)):
+            out = _deadline_exceeded(out, created + timedelta(seconds=int(deadline)))
         return out
 
     @staticmethod

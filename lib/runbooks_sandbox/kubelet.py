@@ -5,8 +5,10 @@ as a kubelet would. This module is the pod's view, read fresh from the
 sandbox's store on every call: its environment (container env, ConfigMap,
 Secret and field references, the Service links the kubelet injects), the
 files the kubelet writes or mounts (resolv.conf from dnsPolicy/dnsConfig,
-hosts, ConfigMap/Secret volumes), the cluster resolver (the Service table:
-ClusterIP, headless endpoints, ExternalName), where a connection to an IP and
+hosts, ConfigMap/Secret volumes), the pod's stub resolver (its resolv.conf's
+search list and ndots, asking the sandbox's real cluster DNS server when the DNS
+servers run, else answering from the Service table: ClusterIP, headless
+endpoints, ExternalName), where a connection to an IP and
 port lands (a Service's ready endpoint or a pod's declared port) and the
 built-in HTTP responder every sandbox container answers with. The commands a
 pod can run over this view, and their documented table, are in tools.py.
@@ -20,6 +22,7 @@ import itertools
 import json
 import re
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -28,6 +31,21 @@ DEFAULT_DNS_IP = "10.96.0.10"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+NODE_DNS_IP = "192.168.0.1"  # the node's resolver (dnsPolicy Default)
+CLUSTER_DNS_ZONES = (CLUSTER_DOMAIN, "in-addr.arpa", "ip6.arpa")
+DNS_TIMEOUT = 2.0
+
+
+@dataclass
+class DnsAnswer:
+    """One DNS answer as a stub resolver sees it: rcode (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, or
+    TIMEOUT when no server answered) and the answer section as (owner, ttl, type, rdata text)."""
+
+    rcode: str
+    records: list[tuple[str, int, str, str]] = field(default_factory=list)
+
+    def values(self, rdtype: str) -> list[str]:
+        return [text for _, _, t, text in self.records if t == rdtype]
 
 
 class ContainerNotRunning(Exception):
@@ -42,6 +60,17 @@ class Kubelet:
         self._rr = itertools.count()
         self._output: dict[tuple[str, str], bytearray] = {}  # (pod uid, container) -> its log (ephemeral)
         self._output_lock = threading.Lock()
+        self.dns_servers: dict[str, tuple[str, int]] = {}  # zone -> (address, port) of the real server
+
+    def use_dns(self, servers: dict[str, tuple[str, int]] | None) -> None:
+        """Answer the pods' DNS questions from real servers: zone -> (address, port).
+
+        The cluster zones (``cluster.local``, ``in-addr.arpa``, ``ip6.arpa``) go to the cluster DNS
+        server, every other zone to its authoritative server, as CoreDNS's ``forward`` plugin would
+        send them upstream; a name in no known zone is NXDOMAIN (the sandbox has no Internet).
+        None: back to the Service table.
+        """
+        self.dns_servers = dict(servers or {})
 
     def record(self, pod: dict, container: str, data: bytes) -> None:
         """Keep what an ephemeral container's process writes: its log, as the runtime would."""
@@ -302,20 +331,100 @@ class Kubelet:
                     out.append((addr.get("ip", ""), (addr.get("targetRef") or {}).get("name", "")))
         return sorted(set(out))
 
-    def resolve(self, pod: dict, name: str) -> tuple[str, str, list[str]] | None:
-        """Resolve NAME through the pod's search list: (fqdn, type, values) or None (NXDOMAIN)."""
+    def ask(self, fqdn: str, rdtype: str = "A", nameserver: str | None = None) -> DnsAnswer:
+        """One question to the server behind ``nameserver`` (default: the cluster DNS Service's IP).
+
+        The cluster DNS IP reaches the cluster DNS server (cluster zones, other zones forwarded);
+        the node's resolver (dnsPolicy Default) knows only the zones outside the cluster; any
+        other address is not a DNS server the sandbox runs: the question times out. CNAMEs to
+        another zone are followed, as a recursive server would.
+        """
+        nameserver = nameserver or self.dns_ip()
+        if nameserver not in (self.dns_ip(), NODE_DNS_IP):
+            return DnsAnswer("TIMEOUT")
+        cluster_only = nameserver == NODE_DNS_IP
+        if not self.dns_servers:  # the Service table knows cluster names only: no chasing
+            return self._ask_once(fqdn.rstrip(".").lower(), rdtype, exclude_cluster=cluster_only)
+        records: list[tuple[str, int, str, str]] = []
+        name = fqdn.rstrip(".").lower()
+        for _ in range(8):  # CNAME chain
+            ans = self._ask_once(name, rdtype, exclude_cluster=cluster_only)
+            records += ans.records
+            if ans.rcode != "NOERROR":
+                return DnsAnswer(ans.rcode, records)
+            targets = ans.values("CNAME")
+            if rdtype == "CNAME" or not targets or ans.values(rdtype):
+                return DnsAnswer("NOERROR", records)
+            name = targets[-1].rstrip(".").lower()
+        return DnsAnswer("SERVFAIL", records)
+
+    def _ask_once(self, name: str, rdtype: str, exclude_cluster: bool) -> DnsAnswer:
+        cluster = any(name == z or name.endswith("." + z) for z in CLUSTER_DNS_ZONES)
+        if exclude_cluster and cluster:
+            return DnsAnswer("NXDOMAIN")
+        if not self.dns_servers:
+            return self._from_service_table(name, rdtype)
+        zone = max((z for z in self.dns_servers if name == z or name.endswith("." + z)), key=len, default=None)
+        if zone is None:
+            return DnsAnswer("NXDOMAIN")
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rcode
+        import dns.rdatatype
+
+        host, port = self.dns_servers[zone]
+        try:
+            resp = dns.query.udp(dns.message.make_query(name + ".", rdtype), host, port=port, timeout=DNS_TIMEOUT)
+        except (dns.exception.Timeout, OSError):
+            return DnsAnswer("TIMEOUT")
+        records = [(rrset.name.to_text(), rrset.ttl, dns.rdatatype.to_text(rrset.rdtype), rd.to_text())
+                   for rrset in resp.answer for rd in rrset]
+        return DnsAnswer(dns.rcode.to_text(resp.rcode()), records)
+
+    def _from_service_table(self, name: str, rdtype: str) -> DnsAnswer:
+        hit = self.lookup_fqdn(name)
+        if hit is None:
+            return DnsAnswer("NXDOMAIN")
+        kind, values = hit
+        if kind == "CNAME":
+            return DnsAnswer("NOERROR", [(name + ".", 30, "CNAME", values[0].rstrip(".") + ".")])
+        return DnsAnswer("NOERROR", [(name + ".", 30, "A", v) for v in values] if rdtype == "A" else [])
+
+    def candidates(self, pod: dict, name: str) -> list[str]:
+        """The names a stub resolver tries for NAME, in order: the search list first when NAME has
+        fewer dots than ndots (resolv(5)), the name as given first otherwise; none for an absolute name."""
         _, search, options = self.search_domains(pod)
         ndots = next((int(o.split(":")[1]) for o in options if o.startswith("ndots:")), 1)
-        name = name.rstrip(".") if name.endswith(".") else name
-        candidates = [name] if name.endswith(".") else []
-        if not candidates:
-            with_search = [f"{name}.{d}" for d in search]
-            candidates = ([name] + with_search) if name.count(".") >= ndots else (with_search + [name])
-        for fqdn in candidates:
-            hit = self.lookup_fqdn(fqdn)
-            if hit is not None:
-                return fqdn.rstrip("."), hit[0], hit[1]
-        return None
+        if name.endswith("."):
+            return [name.rstrip(".")]
+        with_search = [f"{name}.{d}" for d in search]
+        return ([name] + with_search) if name.count(".") >= ndots else (with_search + [name])
+
+    def search(self, pod: dict, name: str, rdtype: str = "A", use_search: bool = True
+               ) -> list[tuple[str, DnsAnswer]]:
+        """What the pod's resolver asks for NAME, in order, up to the first answer with data:
+        [(name asked, answer)]. NXDOMAIN and NODATA go on to the next candidate, as glibc and musl do."""
+        servers = self.search_domains(pod)[0]
+        tried: list[tuple[str, DnsAnswer]] = []
+        for fqdn in self.candidates(pod, name) if use_search else [name.rstrip(".")]:
+            ans = self.ask(fqdn, rdtype, servers[0] if servers else "")
+            tried.append((fqdn, ans))
+            if ans.rcode == "TIMEOUT" or (ans.rcode == "NOERROR" and ans.records):
+                break
+        return tried
+
+    def resolve(self, pod: dict, name: str) -> tuple[str, str, list[str]] | None:
+        """Resolve NAME through the pod's search list: (fqdn, type, values) or None (NXDOMAIN)."""
+        tried = self.search(pod, name, "A")
+        fqdn, ans = tried[-1]
+        nodata = [f for f, a in tried if a.rcode == "NOERROR"]
+        if ans.rcode != "NOERROR" or not ans.records:
+            return (nodata[0], "A", []) if nodata else None
+        addresses = ans.values("A")
+        if addresses:
+            return fqdn, "A", addresses
+        return fqdn, "CNAME", [ans.values("CNAME")[0].rstrip(".")]
 
     # ---- HTTP ------------------------------------------------------------------------------
 

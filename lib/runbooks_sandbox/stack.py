@@ -127,6 +127,14 @@ class DnsAddon:
             writers = {"pdns": externaldns.PdnsWriter(self.pdns),
                        "rfc2136": externaldns.Rfc2136Writer(self.bind.port, self.bind.secret)}
             self.published = externaldns.run_once(objects, writers, plan)
+            # pods resolve through the real servers: cluster zones at cluster DNS, the rest "upstream"
+            # at the authoritative server of each of the scenario's public zones
+            self.sandbox.api.kubelet.use_dns({**{z: ("127.0.0.1", self.pdns.port)
+                                                 for z in externaldns.zones_of(plan, "pdns")},
+                                              **{z: ("127.0.0.1", self.bind.port)
+                                                 for z in externaldns.zones_of(plan, "rfc2136")},
+                                              **{z: ("127.0.0.1", self.cluster.port)
+                                                 for z in dnsservers.CLUSTER_ZONES}})
         except BaseException:
             self.stop()
             raise
@@ -140,6 +148,7 @@ class DnsAddon:
                 "dns_credentials_file": str(creds)}
 
     def stop(self) -> None:
+        self.sandbox.api.kubelet.use_dns(None)
         if self.sync is not None:
             self.sync.stop()
             self.sync = None

@@ -20,9 +20,17 @@ command                         answer
                                 ``/etc/hostname``, mounted ConfigMap/Secret files (also projected) and
                                 ``/var/run/secrets/kubernetes.io/serviceaccount/namespace``;
                                 no FILE: stdin
-``nslookup NAME``, ``dig [+short]  answered from the Service table through the pod's search list
-NAME``, ``getent hosts NAME``   (ClusterIP; headless: the ready endpoint IPs; ExternalName: a CNAME;
-                                ``A-B-C-D.NS.pod.cluster.local``); anything else is NXDOMAIN
+``nslookup NAME``,              the pod's stub resolver: its resolv.conf's nameserver, search list
+``getent hosts NAME``           and ndots. With the sandbox's DNS servers running, questions go to
+                                the real cluster DNS server (BIND, fed from Services and
+                                EndpointSlices), other zones to their authoritative server (no
+                                Internet: unknown zones are NXDOMAIN); without them, the Service
+                                table answers (ClusterIP; headless: the ready endpoint IPs;
+                                ExternalName: a CNAME; ``A-B-C-D.NS.pod.cluster.local``)
+``dig [@SERVER] [+OPTS]         BIND's dig over the same resolver: several ``NAME [TYPE]`` queries per
+NAME [TYPE]... [-x IP]``        command line, ``+[no]all``/``cmd``/``comments``/``question``/
+                                ``answer``/``stats``, ``+short``, ``+search``/``+showsearch`` (the
+                                search list; off by default), exit 9 when no server answers
 ``wget [-q] [-O FILE] URL``,    an HTTP request routed as the cluster would: a Service's ClusterIP and
 ``curl [-sSfi] [-o FILE]        port to a ready endpoint's targetPort, or a pod IP and container
 [-w FMT] [-X M] URL``           port, answered by the pod's built-in responder (JSON naming the pod,
@@ -52,6 +60,7 @@ import re
 import shlex
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -301,6 +310,9 @@ def _nslookup(ctx: _Ctx, args: list[str], io: IO) -> int:
         return 1
     server = ctx.k.search_domains(ctx.pod)[0][:1] or [DEFAULT_DNS_IP]
     io.print(f"Server:\t\t{server[0]}\nAddress:\t{server[0]}:53\n")
+    if ctx.k.search(ctx.pod, names[0])[-1][1].rcode == "TIMEOUT":
+        io.print(";; connection timed out; no servers could be reached\n")
+        return 1
     hit = ctx.k.resolve(ctx.pod, names[0])
     if hit is None:
         io.print(f"** server can't find {names[0]}: NXDOMAIN\n")
@@ -317,37 +329,104 @@ def _nslookup(ctx: _Ctx, args: list[str], io: IO) -> int:
     return 0
 
 
+DIG_SECTIONS = ("cmd", "comments", "question", "answer", "stats")
+DIG_TYPES = ("A", "AAAA", "CNAME", "SRV", "PTR", "TXT", "NS", "SOA", "MX", "ANY")
+DIG_VERSION = "9.18.33-1~deb12u2-Debian"
+
+
 def _dig(ctx: _Ctx, args: list[str], io: IO) -> int:
-    short = "+short" in args
-    search = "+search" in args
-    names = [a for a in args if not a.startswith(("+", "-", "@")) and a.upper() not in ("A", "IN", "CNAME")]
-    if not names:
-        io.eprint("dig: no name given")
-        return 1
-    name = names[0]
-    if search:
-        hit = ctx.k.resolve(ctx.pod, name)
-    else:
-        found = ctx.k.lookup_fqdn(name)
-        hit = (name.rstrip("."), *found) if found else None
-    if short:
-        if hit is not None:
-            for v in hit[2]:
-                io.print(v + ("." if hit[1] == "CNAME" else ""))
-        return 0
-    server = (ctx.k.search_domains(ctx.pod)[0] or [DEFAULT_DNS_IP])[0]
-    status = "NOERROR" if hit is not None else "NXDOMAIN"
-    io.print(f"; <<>> DiG 9.18 <<>> {name}\n;; global options: +cmd\n;; Got answer:\n"
-             f";; ->>HEADER<<- opcode: QUERY, status: {status}, id: 1\n")
-    io.print(f";; QUESTION SECTION:\n;{name.rstrip('.')}.\t\tIN\tA\n")
-    if hit is not None and hit[2]:
-        io.print(";; ANSWER SECTION:")
-        for v in hit[2]:
-            rtype = hit[1]
-            io.print(f"{hit[0]}.\t30\tIN\t{rtype}\t{v}{'.' if rtype == 'CNAME' else ''}")
-        io.print()
-    io.print(f";; SERVER: {server}#53({server}) (UDP)\n")
-    return 0
+    """BIND's dig: several queries per command line, +[no]all/cmd/comments/question/answer/stats,
+    +short, +search and +showsearch (the pod's search list and ndots), -x, @server."""
+    show = dict.fromkeys(DIG_SECTIONS, True)
+    short = search = showsearch = False
+    queries: list[list[str | None]] = []
+    server = None
+    it = iter(args)
+    for a in it:
+        if a.startswith("@"):
+            server = a[1:]
+        elif a.startswith("+"):
+            opt = a[1:].lower().split("=", 1)[0]
+            on = not opt.startswith("no")
+            key = opt if on else opt[2:]
+            if key == "all":
+                show = dict.fromkeys(DIG_SECTIONS, on)
+            elif key in show:
+                show[key] = on
+            elif key == "short":
+                short = on
+            elif key == "search":
+                search = on
+            elif key == "showsearch":
+                search = showsearch = on
+        elif a == "-x":
+            ip = next(it, "")
+            try:
+                queries.append([ipaddress.ip_address(ip).reverse_pointer, "PTR"])
+            except ValueError:
+                io.eprint(f"Invalid IP address {ip}")
+                return 1
+        elif a in ("-t", "-q"):
+            value = next(it, "")
+            if a == "-q":
+                queries.append([value, None])
+            elif queries and queries[-1][1] is None:
+                queries[-1][1] = value.upper()
+        elif a in ("-p", "-b", "-k", "-y", "-c", "-f"):
+            next(it, None)
+        elif a.startswith("-"):
+            continue
+        elif a.upper() in DIG_TYPES:
+            if queries and queries[-1][1] is None:
+                queries[-1][1] = a.upper()
+            else:
+                queries.append([None, a.upper()])
+        elif a.upper() in ("IN", "CH", "HS"):
+            continue
+        elif queries and queries[-1][0] is None:
+            queries[-1][0] = a
+        else:
+            queries.append([a, None])
+    queries = [[n if n is not None else ".", t or ("NS" if n is None else "A")] for n, t in queries] or [[".", "NS"]]
+    nameservers = ctx.k.search_domains(ctx.pod)[0] or [DEFAULT_DNS_IP]
+    target = server or nameservers[0]
+    if show["cmd"] and not short:
+        io.print(f"\n; <<>> DiG {DIG_VERSION} <<>> {' '.join(args)}\n;; global options: +cmd")
+    status = 0
+    for n, (name, rdtype) in enumerate(queries):
+        assert name is not None and rdtype is not None
+        if target != nameservers[0]:
+            tried = [(name.rstrip("."), ctx.k.ask(name, rdtype, target))]
+        else:
+            tried = ctx.k.search(ctx.pod, name, rdtype, use_search=search and name != ".")
+        for qname, ans in tried if showsearch else tried[-1:]:
+            if ans.rcode == "TIMEOUT":
+                io.print(f";; communications error to {target}#53: timed out\n"
+                         f";; communications error to {target}#53: timed out\n"
+                         f";; communications error to {target}#53: timed out\n"
+                         ";; no servers could be reached")
+                status = 9
+                continue
+            if short:
+                for _, _, _, text in ans.records:
+                    io.print(text)
+                continue
+            if show["comments"]:
+                io.print(f";; Got answer:\n;; ->>HEADER<<- opcode: QUERY, status: {ans.rcode}, id: {4096 + n}\n"
+                         f";; flags: qr aa rd; QUERY: 1, ANSWER: {len(ans.records)}, AUTHORITY: 0, ADDITIONAL: 1\n"
+                         ";; WARNING: recursion requested but not available\n")
+            if show["question"]:
+                io.print(f";; QUESTION SECTION:\n;{qname.rstrip('.')}.\t\t\tIN\t{rdtype}\n")
+            if show["answer"] and ans.records:
+                if show["comments"]:
+                    io.print(";; ANSWER SECTION:")
+                for owner, ttl, rtype, text in ans.records:
+                    io.print(f"{owner}\t\t{ttl}\tIN\t{rtype}\t{text}")
+                io.print()
+            if show["stats"]:
+                io.print(f";; Query time: 0 msec\n;; SERVER: {target}#53({target}) (UDP)\n"
+                         f";; WHEN: {datetime.now(UTC):%a %b %d %H:%M:%S UTC %Y}\n;; MSG SIZE  rcvd: 100\n")
+    return status
 
 
 def _getent(ctx: _Ctx, args: list[str], io: IO) -> int:
