@@ -32,6 +32,39 @@ def raw_request(cluster, method: str, path: str, body=None, query=None,
     return resp.status, resp.getheaders(), (resp.data or b"").decode()
 
 
+def fleet_project(root, box, names, notebooks=None, settings=None):
+    """A project whose environments `names` each have their own kubeconfig context on one sandbox.
+
+    The kubeconfig gets one context per environment (same cluster and user, another name), and
+    parameters/NAME/env.yaml selects and guards it (`kube_context` = `expected_context` = NAME),
+    the way a fleet of clusters is described. `settings` (the sandbox's other env.yaml settings,
+    e.g. `stack.env_settings(box)`) default to the Kubernetes API alone.
+    """
+    import os
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(root)
+    src = Path(__file__).resolve().parents[1] / "notebooks"
+    shutil.copytree(notebooks or src, root / "notebooks")
+    config = yaml.safe_load(Path(box.kubeconfig).read_text())
+    base = config["contexts"][0]["context"]
+    config["contexts"] = [{"name": n, "context": dict(base)} for n in names]
+    config["current-context"] = names[0]
+    kubeconfig = root / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.chmod(kubeconfig, 0o600)
+    for n in names:
+        (root / "parameters" / n).mkdir(parents=True)
+        env = {**(settings or {}), "description": f"fleet member {n}", "kubeconfig": str(kubeconfig),
+               "kube_context": n, "expected_context": n}
+        (root / "parameters" / n / "env.yaml").write_text(yaml.safe_dump(env))
+    (root / "outputs").mkdir()
+    return root
+
+
 class HttpReceiver:
     """A real HTTP server on loopback recording every POST (path, headers, JSON body).
 

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from runbooks import certs, errors, health, rotation
+from runbooks import certinventory, certs, errors, health, rotation
 from runbooks.errors import InvalidInput
 from runbooks.parameters import validate_params
 from runbooks_sandbox import pki
@@ -231,7 +231,7 @@ def planted(ca):
                  ingress("tool", "tool.internal", "tool-tls"),
                  ingress("two", "two.example.com", "uncovered-tls"),
                  ingress("served", "ok.example.com", "served-tls")]
-    inv = certs.build_inventory(secrets, certificates, [], ingresses, challenges, now=NOW)
+    inv = certinventory.build_inventory(secrets, certificates, [], ingresses, challenges, now=NOW)
     inv.served = {"ok.example.com": certs.Served("ok.example.com", sha256="0" * 64, not_after=NOW + 2 * DAY)}
     inv.probed = True
     return inv
@@ -273,7 +273,7 @@ def test_weak_rsa_1024_is_flagged(ca):
                .serial_number(1).not_valid_before(NOW - DAY).not_valid_after(NOW + 100 * DAY))
     cert = builder.sign(key, hashes.SHA256())  # cryptography no longer signs with SHA-1
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    inv = certs.build_inventory([secret("old-tls", pem, pki.key_pem(key))], now=NOW)
+    inv = certinventory.build_inventory([secret("old-tls", pem, pki.key_pem(key))], now=NOW)
     weak = next(f for f in inv.findings() if f.id == "tls-weak-key/app/old-tls")
     assert "1024 bits" in weak.detail
 
@@ -340,12 +340,12 @@ def test_probe_reports_unreachable_hosts_quickly():
 
 
 def test_timeline_chart_places_each_certificate(planted):
-    from runbooks import report
+    from runbooks import charts
 
-    fig = report.cert_timeline_chart(planted.expiries(), days=90, now=NOW)
+    fig = charts.cert_timeline_chart(planted.expiries(), days=90, now=NOW)
     names = {n for trace in fig.data for n in trace.y}
     assert {"app/ok-tls", "app/gone-tls", "app/pay-tls"} <= names
     stored, served = fig.data
     assert stored.name == "stored" and served.name == "served"
     assert "triangle-right" in stored.marker.symbol  # pay-tls expires after the 90-day window
-    assert report.cert_timeline_chart(planted.expiries().iloc[0:0]).layout.annotations  # "No readable ..."
+    assert charts.cert_timeline_chart(planted.expiries().iloc[0:0]).layout.annotations  # "No readable ..."

@@ -163,10 +163,8 @@ def test_default_scenario_findings_are_exactly_the_planted_ones(cluster):
     # a resource this sandbox does not serve (yet) is a note on its table, never a finding or a crash
     assert all(c.note in ("", "not served by this cluster") for c in listed)
     checks += listed
-    # the scenario dates the CronJob's last run relative to now but its schedule is a time of day:
-    # whether a run is overdue depends on when the test runs
     found = {(f.id.rsplit("/", 2)[0] if f.id.startswith("pod-") else f.id, f.severity)
-             for c in checks for f in c.findings if not f.id.startswith("cronjob-missed-schedule/")}
+             for c in checks for f in c.findings}
     assert found == {
         ("pod-crashloopbackoff/shop", "critical"),  # the new checkout ReplicaSet's pod, OOMKilled
         ("deployment-rollout-stalled/shop/checkout", "warning"),
@@ -182,10 +180,16 @@ def test_default_scenario_findings_are_exactly_the_planted_ones(cluster):
         # reports: the batch, storage, scaling and quota problems planted there
         ("job-deadline-exceeded/reports/db-backfill", "warning"),
         ("cronjob-last-job-failed/reports/nightly-report", "warning"),
+        ("cronjob-missed-schedule/reports/nightly-report", "warning"),  # its last schedule is over a day old
         ("pvc-pending/reports/report-archive", "warning"),
         ("hpa-at-max/reports/report-api", "warning"),
         ("pdb-blocks-drain/reports/report-api", "warning"),
         ("quota-near-limit/reports/reports-quota/pods", "warning"),
+        # the control plane: an admission webhook and an aggregated API whose Services have no endpoint
+        ("webhook-no-endpoints/report-policy/validate.reports.example.io", "warning"),  # failurePolicy Ignore
+        ("service-no-endpoints/reports/report-policy-webhook", "critical"),
+        ("apiservice-unavailable/v1beta1.custom.metrics.k8s.io", "warning"),  # MissingEndpoints
+        ("service-no-endpoints/reports/report-metrics-adapter", "critical"),
         ("service-no-endpoints/web/newsletter", "critical"),
         ("service-no-endpoints/web/careers", "critical"),
     }
@@ -203,7 +207,21 @@ def test_healthy_namespaces_give_no_finding(cluster):
     checks = [pods.check, health.check_deployments(kube.objects(cluster, "deployments", healthy)),
               health.statefulsets(cluster, healthy), health.daemonsets(cluster, healthy),
               health.batch(cluster, healthy), health.pvcs(cluster, healthy), health.hpas(cluster, healthy),
-              health.pdbs(cluster, healthy), health.quotas(cluster, healthy),
+              health.pdbs(cluster, healthy), health.quotas(cluster, healthy), health.webhooks(cluster, healthy),
               health.check_services(services, kube.objects(cluster, "endpoints", healthy)),
               health.check_events(health.warning_events(cluster, healthy, 24))]
     assert [f.id for c in checks for f in c.findings] == []
+
+
+def test_readyz_lists_the_api_servers_checks(cluster):
+    """The sandbox answers /readyz?verbose as kube-apiserver does; every check passes, so nothing is found."""
+    status, text = kube.get_text(cluster, "/readyz", [("verbose", "true")])
+    lines = text.splitlines()
+    assert status == 200 and lines[-1] == "readyz check passed"
+    assert {"[+]ping ok", "[+]etcd ok", "[+]informer-sync ok", "[+]shutdown ok"} <= set(lines)
+    assert kube.get_text(cluster, "/readyz/etcd", [])[1] == "ok"
+    assert kube.get_text(cluster, "/readyz/no-such-check", [])[0] == 404
+    excluded = kube.get_text(cluster, "/readyz", [("verbose", ""), ("exclude", "etcd")])[1]
+    assert "[+]etcd excluded: ok" in excluded.splitlines()
+    check = health.readyz(cluster)
+    assert check.findings == [] and check.table.empty and check.note == ""

@@ -63,3 +63,36 @@ def test_last_modified_comes_from_managed_fields(cluster, namespace):
 def test_unknown_resource_names_the_known_ones(cluster):
     with pytest.raises(InvalidInput, match="not known"):
         list(kube.iter_objects(cluster, "widgets"))
+
+
+def test_read_ahead_keeps_order_raises_where_the_error_was_and_stops_when_closed():
+    import threading
+
+    from runbooks import kube as k
+
+    assert list(k.read_ahead(iter([[1], [2, 3], [4]]))) == [[1], [2, 3], [4]]
+
+    def failing():
+        yield [1]
+        raise k.Unavailable("the API server went away")
+
+    got = []
+    with pytest.raises(k.Unavailable, match="went away"):
+        for page in k.read_ahead(failing()):
+            got.append(page)
+    assert got == [[1]]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield [i]
+            i += 1
+
+    reader = k.read_ahead(endless(), depth=2)
+    assert next(reader) == [0]
+    reader.close()  # the thread stops: at most depth + 2 pages were ever fetched
+    assert not any(t.name == "kube-read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 4

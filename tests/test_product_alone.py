@@ -65,6 +65,10 @@ def test_help_list_and_a_missing_sandbox_say_what_to_do(product_venv, sandbox_en
     assert listed.returncode == 0 and "cluster-health" in listed.stdout, listed.stderr
     missing = _run(product_venv, "sandbox", "up")
     assert missing.returncode == 2 and "pip install -e lib/runbooks_sandbox" in missing.stderr
+    # the model named by the product's `runbooks.runbooks` entry point validates, before any kernel
+    bad = _run(product_venv, "--project-dir", str(sandbox_env), "run", "cluster-health", "--env", "sandbox",
+               "-p", "restart_threshold", "0")
+    assert bad.returncode == 2 and "'restart_threshold' = 0 is not allowed" in bad.stderr, bad.stdout + bad.stderr
 
 
 @pytest.mark.notebook

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from runbooks import model, report
+from runbooks import charts, model, report, reporthtml
 
 SUMMARY = {
     "runbook": "cluster-health", "env": "sandbox", "run_id": "20250101T000000Z",
@@ -60,7 +60,7 @@ def executed_notebook(figures: int = 2):
 
 @pytest.fixture(scope="module")
 def html():
-    return report.render_html(executed_notebook(), SUMMARY)
+    return reporthtml.render_html(executed_notebook(), SUMMARY)
 
 
 def test_report_has_no_code_and_no_prompts(html):
@@ -93,7 +93,7 @@ def test_plotly_is_embedded_once_offline_and_small(html):
     assert len(re.findall(r"<div class=.kr-plot. id=.kr-plot-\d+.>", html)) == 2
     assert "Plotly.newPlot" in html
     assert not re.search(r"<script[^>]+src=", html)  # nothing from a CDN
-    assert len(html.encode()) < report.MAX_REPORT_BYTES
+    assert len(html.encode()) < reporthtml.MAX_REPORT_BYTES
 
 
 
@@ -102,42 +102,42 @@ def test_compressed_plotly_js_is_cached_per_version_and_checked(tmp_path, monkey
     from plotly.offline import get_plotlyjs
 
     monkeypatch.setenv("RUNBOOKS_CACHE_DIR", str(tmp_path / "cache"))
-    report.plotly_js_blob.cache_clear()
-    blob = report.plotly_js_blob()
+    reporthtml.plotly_js_blob.cache_clear()
+    blob = reporthtml.plotly_js_blob()
     cached = tmp_path / "cache" / f"plotly-{plotly.__version__}.min.js.gz.b64"
     assert cached.read_text() == blob
     assert gzip.decompress(base64.b64decode(blob)) == get_plotlyjs().encode()
 
     stale = base64.b64encode(gzip.compress(b"not plotly")).decode()  # another build, or a damaged file
     cached.write_text(stale)
-    report.plotly_js_blob.cache_clear()
-    assert report.plotly_js_blob() == blob and cached.read_text() == blob  # rebuilt and rewritten
+    reporthtml.plotly_js_blob.cache_clear()
+    assert reporthtml.plotly_js_blob() == blob and cached.read_text() == blob  # rebuilt and rewritten
 
     raw = bytearray(base64.b64decode(blob))
     raw[len(raw) // 2] ^= 0xFF  # damaged in the middle, trailer intact
     cached.write_text(base64.b64encode(bytes(raw)).decode())
-    report.plotly_js_blob.cache_clear()
-    assert report.plotly_js_blob() == blob and cached.read_text() == blob
+    reporthtml.plotly_js_blob.cache_clear()
+    assert reporthtml.plotly_js_blob() == blob and cached.read_text() == blob
 
     cached.write_text("%%% not base64 %%%")
-    report.plotly_js_blob.cache_clear()
-    assert report.plotly_js_blob() == blob
+    reporthtml.plotly_js_blob.cache_clear()
+    assert reporthtml.plotly_js_blob() == blob
 
     monkeypatch.setenv("RUNBOOKS_CACHE_DIR", str(cached / "under-a-file"))  # cannot be created
-    report.plotly_js_blob.cache_clear()
-    assert report.plotly_js_blob() == blob
-    report.plotly_js_blob.cache_clear()
+    reporthtml.plotly_js_blob.cache_clear()
+    assert reporthtml.plotly_js_blob() == blob
+    reporthtml.plotly_js_blob.cache_clear()
 
 def test_figure_json_is_script_safe():
     nb = executed_notebook(figures=0)
     out = figure_output("</script><script>alert(1)</script>")
     nb.cells[-1].outputs = [out]
-    html = report.render_html(nb, SUMMARY)
+    html = reporthtml.render_html(nb, SUMMARY)
     assert "</script><script>alert(1)" not in html
 
 
 def test_no_plotly_without_figures():
-    html = report.render_html(executed_notebook(figures=0), SUMMARY)
+    html = reporthtml.render_html(executed_notebook(figures=0), SUMMARY)
     assert "kr-plotly-js" not in html
 
 
@@ -154,22 +154,22 @@ def test_table_helpers():
 
 
 def test_index_lists_runs():
-    html = report.index_html([("sandbox/cluster-health/20250101T000000Z", {**SUMMARY, "report": "report.html"})])
+    html = reporthtml.index_html([("sandbox/cluster-health/20250101T000000Z", {**SUMMARY, "report": "report.html"})])
     assert "sandbox/cluster-health/20250101T000000Z/report.html" in html and "findings (1)" in html
 
 
 def test_chart_helpers():
     restarts = pd.DataFrame({"namespace": ["shop", "shop"], "workload": ["Deployment/a", "Deployment/b"],
                              "restarts": [3, 12]})
-    fig = report.restarts_chart(restarts)
+    fig = charts.restarts_chart(restarts)
     assert list(fig.data[0].x) == [3, 12] and fig.data[0].y[-1] == "shop/Deployment/b"
-    assert report.restarts_chart(restarts.iloc[0:0]).layout.annotations[0].text == "No container restarted."
+    assert charts.restarts_chart(restarts.iloc[0:0]).layout.annotations[0].text == "No container restarted."
     certs = pd.DataFrame({"namespace": ["a", "b", "c", "d"], "name": ["x", "y", "z", "bad"],
                           "days_left": [90.0, 20.0, -2.0, None], "not_after": ["", "", "", ""]})
-    fig = report.cert_expiry_chart(certs, warning_days=30, critical_days=7)
+    fig = charts.cert_expiry_chart(certs, warning_days=30, critical_days=7)
     assert list(fig.data[0].x) == [90.0, 20.0, -2.0]
     assert list(fig.data[0].marker.color) == ["#1b5e20", "#8a5300", "#b71c1c"]
-    assert report.cert_expiry_chart(certs.iloc[3:]).layout.annotations[0].text.startswith("No readable")
+    assert charts.cert_expiry_chart(certs.iloc[3:]).layout.annotations[0].text.startswith("No readable")
 
 
 def _signal_frame(signal_values: dict[str, list[float]], start="2025-01-01T00:00:00Z", pod=None):
@@ -186,7 +186,7 @@ def test_signal_charts_put_epoch_ms_on_a_date_axis_and_shade_the_anomaly():
                                 "latency_p50": [.1] * 4, "latency_p99": [.2, .2, 3, 3]})
     anomaly = Anomaly(start=times[2], end=None, peak_time=times[3], peak=.3, baseline=0, threshold=.05,
                       direction="up")
-    fig = report.golden_signals_chart(red, anomaly)
+    fig = charts.golden_signals_chart(red, anomaly)
     assert [t.name for t in fig.data] == ["request_rate", "error_ratio", "p50", "p99"]
     assert [t.yaxis for t in fig.data] == ["y", "y2", "y3", "y3"]  # one panel per signal, quantiles together
     assert list(fig.data[1].x) == [t.value / 1e6 for t in times] and list(fig.data[1].y) == [0, 0, .2, .3]
@@ -198,14 +198,14 @@ def test_signal_charts_put_epoch_ms_on_a_date_axis_and_shade_the_anomaly():
     assert {(pd.Timestamp(s.x0), pd.Timestamp(s.x1)) for s in shaded} == {(times[2], times[3])}
 
     use, _ = _signal_frame({"cpu_throttling": [0, 0, .5, .7], "memory_ratio": [.5, .6, .9, 1.0]}, pod="p-1")
-    fig = report.saturation_chart(use, Anomaly(start=times[1], end=times[2], peak_time=times[2], peak=1,
+    fig = charts.saturation_chart(use, Anomaly(start=times[1], end=times[2], peak_time=times[2], peak=1,
                                                baseline=.5, threshold=.8, direction="up"))
     assert [(t.name, t.yaxis) for t in fig.data] == [("p-1", "y"), ("p-1", "y2")]
     assert list(fig.data[0].x) == [t.value / 1e6 for t in times]
     assert {(pd.Timestamp(s.x0), pd.Timestamp(s.x1)) for s in fig.layout.shapes if s.type == "rect"} \
         == {(times[1], times[2])}
     assert not [s for s in fig.layout.shapes if s.type == "line" and s.line.dash == "dot"]  # ended: no onset line
-    assert report.golden_signals_chart(red.iloc[0:0]).layout.annotations[0].text.startswith("Prometheus returned")
+    assert charts.golden_signals_chart(red.iloc[0:0]).layout.annotations[0].text.startswith("Prometheus returned")
 
 
 # ---- what people read: times, percentages, lists, folded lines, the opening paragraph ---------
@@ -250,13 +250,13 @@ def test_the_report_opens_with_what_happened():
         ],
         "plan": {"id": "0123456789ab", "changes": [{}], "applied": True},
     }
-    text = report.what_happened(summary)
+    text = reporthtml.what_happened(summary)
     assert text.startswith("Between 2026-12-02 14:54 UTC and 2026-12-02 20:54 UTC: the 5xx error ratio")
     assert "Most likely cause: revision 7 rolled out 4 minutes before the errors began." in text
     assert "Plan 0123456789ab was applied" in text
-    head = report.header_html(summary | {"runbook": "incident-investigation", "env": "sandbox"})
+    head = reporthtml.header_html(summary | {"runbook": "incident-investigation", "env": "sandbox"})
     assert head.index("What happened") < head.index("kr-findings")
-    assert "Nothing was changed." in report.what_happened({"findings": []})
+    assert "Nothing was changed." in reporthtml.what_happened({"findings": []})
 
 
 def test_timeline_labels_alternate_when_close_and_lean_inwards_at_the_edges():
@@ -264,7 +264,7 @@ def test_timeline_labels_alternate_when_close_and_lean_inwards_at_the_edges():
 
     t0 = pd.Timestamp("2026-12-02T14:00Z")
     times = [t0 + pd.Timedelta(minutes=m) for m in (1, 180, 185, 359)]
-    pos = report.label_positions(times, t0, t0 + pd.Timedelta(hours=6))
+    pos = charts.label_positions(times, t0, t0 + pd.Timedelta(hours=6))
     assert pos == ["top right", "top center", "bottom center", "top left"]
 
 
@@ -272,6 +272,6 @@ def test_close_events_of_one_lane_share_one_marker_and_label():
     t0 = pd.Timestamp("2026-12-02T14:00Z")
     lane = pd.DataFrame({"time": [t0 + pd.Timedelta(minutes=m) for m in (300, 300.5, 301, 30)],
                          "lane": ["alert"] * 4, "label": ["A", "B", "C", "D"], "detail": ["a", "b", "c", "d"]})
-    out = report.cluster_events(lane, t0, t0 + pd.Timedelta(hours=6))
+    out = charts.cluster_events(lane, t0, t0 + pd.Timedelta(hours=6))
     assert list(out["label"]) == ["D", "A +2"]
     assert out["detail"].iloc[1] == "A: a<br>B: b<br>C: c"

@@ -12,7 +12,7 @@ from papermill.models import Parameter
 from pydantic import Field
 
 import runbooks.runbook as rb
-from runbooks import errors, kube, model, parameters, plans, report, secrets
+from runbooks import errors, kube, model, parameters, plans, secrets, widgets
 from runbooks.errors import InvalidInput, Unavailable
 
 
@@ -122,6 +122,48 @@ def test_registered_models_match_their_notebooks():
             continue
         declared = {p.name for p in notebook_parameters(path)}
         assert declared == set(params_model.model_fields), name
+
+
+def test_every_shipped_runbook_names_its_model_by_an_entry_point():
+    """Each notebook in notebooks/ has a `runbooks.runbooks` entry point, loaded on first look-up."""
+    import importlib.metadata
+    from pathlib import Path
+
+    points = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=parameters.RUNBOOK_GROUP)}
+    shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")}
+    assert set(points) == shipped
+    for name, value in points.items():
+        found = parameters.params_model(name)
+        assert f"{found.__module__}:{found.__qualname__}" == value, name
+
+
+def test_a_project_adds_a_runbook_through_its_own_distribution(tmp_path, monkeypatch):
+    """A project's own installed package declares its runbook's model; nothing in runbooks is edited."""
+    (tmp_path / "my_runbooks.py").write_text(textwrap.dedent("""
+        from pydantic import Field
+        from runbooks.parameters import RunbookParams
+
+        class DrainParams(RunbookParams):
+            max_unavailable: int = Field(default=1, ge=1)
+        """))
+    info = tmp_path / "my_runbooks-0.1.dist-info"  # what `pip install -e .` of the project writes
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-runbooks\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[runbooks.runbooks]\ndrain-node = my_runbooks:DrainParams\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(parameters._REGISTRY, "drain-node", None)  # removed again after the test
+    del parameters._REGISTRY["drain-node"]  # not loaded yet: the entry point loads it
+
+    found = parameters.params_model("drain-node", [])
+    assert found.__name__ == "DrainParams" and "drain-node" in parameters.registered_models()
+    with pytest.raises(InvalidInput, match="'max_unavailable' = 0 is not allowed"):
+        parameters.validate_params(found, {"max_unavailable": 0})
+
+
+def test_a_model_that_is_not_a_parameter_model_is_refused():
+    with pytest.raises(TypeError, match="runbook 'odd'.*must subclass"):
+        parameters.register("odd")(dict)
+    assert "odd" not in parameters._REGISTRY
 
 
 def test_finding_validation_and_json():
@@ -313,7 +355,7 @@ def test_interactive_approval_is_a_button_naming_the_plan_id(monkeypatch):
 
     shown = []
     monkeypatch.setattr(rb, "headless", lambda: False)
-    monkeypatch.setattr(report, "_display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(widgets, "_display", lambda *objs, **kw: shown.extend(objs))
     applied = []
     monkeypatch.setattr(rb.Run, "_apply", lambda self, plan: applied.append(plan.id) or [{}])
     plan = plans.Plan([_restart()])

@@ -10,6 +10,8 @@ import runbooks.runbook as rb
 from runbooks import errors, kube, model, parameters, plans
 from runbooks.errors import NotFound
 
+from helpers import wait_for
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -28,8 +30,19 @@ def deployment(namespace: str, name: str = "web") -> dict:
 
 @pytest.fixture
 def web(cluster, namespace):
+    """A Deployment whose rollout has finished: the controllers write its status no more, so a plan's
+    resourceVersion precondition holds until the test changes it."""
     kube.request(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments",
                    body=deployment(namespace))
+
+    def settled() -> bool:
+        obj = kube.request(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+        status = obj.get("status") or {}
+        progressing = kube.condition(obj, "Progressing")
+        return (status.get("observedGeneration") == obj["metadata"]["generation"]
+                and status.get("availableReplicas") == 1 and progressing.get("reason") == "NewReplicaSetAvailable")
+
+    wait_for(settled, timeout=60, what=f"Deployment {namespace}/web to finish its rollout")
     return namespace
 
 

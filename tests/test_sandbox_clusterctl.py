@@ -260,6 +260,23 @@ def test_reports_scenario(sandbox, cluster):
     assert e.value.status == 403 and "exceeded quota: reports-quota" in e.value.body
 
 
+def test_reports_control_plane_plants(sandbox, cluster):
+    """An admission webhook and an aggregated API whose Services have no endpoint, as kube-aggregator sees it."""
+    ns = "reports"
+    admission = client.AdmissionregistrationV1Api(cluster.api_client)
+    (hook,) = admission.read_validating_webhook_configuration("report-policy").webhooks
+    assert hook.client_config.service.name == "report-policy-webhook" and hook.failure_policy == "Ignore"
+    assert hook.namespace_selector.match_labels == {"kubernetes.io/metadata.name": ns}
+    for name in ("report-policy-webhook", "report-metrics-adapter"):
+        ep = cluster.core.read_namespaced_endpoints(name, ns)
+        assert not any(s.addresses for s in ep.subsets or [])
+    api = client.ApiregistrationV1Api(cluster.api_client).read_api_service("v1beta1.custom.metrics.k8s.io")
+    (available,) = api.status.conditions
+    assert (available.type, available.status, available.reason) == ("Available", "False", "MissingEndpoints")
+    assert available.message == \
+        'endpoints for service/report-metrics-adapter in "reports" have no addresses with port name "https"'
+
+
 def _as(sandbox, cluster, sa: str) -> client.ApiClient:
     token = cluster.core.create_namespaced_service_account_token(sa, "reports", {"spec": {}}).status.token
     cfg = client.Configuration()

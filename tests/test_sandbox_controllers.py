@@ -306,3 +306,19 @@ def test_active_deadline_ends_the_pod(live, ns):
     assert pod["status"]["message"] == "Pod was active on the node longer than the specified deadline"
     state = pod["status"]["containerStatuses"][0]["state"]
     assert state["terminated"]["exitCode"] == 137 and not pod["status"]["containerStatuses"][0]["ready"]
+
+
+def test_one_controller_per_kind_each_with_its_priority(live):
+    """The dispatch runs the registered controllers: one per kind, by the priority registered beside it."""
+    from runbooks_sandbox.controllers import CONTROLLERS, EVERY
+
+    box, _ = live
+    controllers = box.controllers
+    kinds = [make(controllers).kind for _, make in CONTROLLERS]
+    assert len(kinds) == len(set(kinds)) == len(controllers.controllers)
+    assert [p for p, _ in CONTROLLERS] == sorted(p for p, _ in CONTROLLERS)
+    work = {("Endpoints", "a", EVERY), ("Pod", "a", "p"), ("Deployment", "a", "d"), ("Namespace", "", "gone"),
+            ("Endpoints", "a", "svc")}
+    order = controllers.ordered(work)
+    assert [w[0] for w in order] == ["Namespace", "Deployment", "Pod", "Endpoints", "Endpoints"]
+    assert order[-1][2] == EVERY  # one Service before all of a namespace's

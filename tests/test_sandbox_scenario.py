@@ -145,7 +145,7 @@ def test_namespaced_objects_live_in_scenario_namespaces(objects):
     assert namespaces == {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging", "default",
                           "kube-system", "kube-node-lease", "reports", "web", "apps", "external-dns"}
     cluster_scoped = {"CustomResourceDefinition", "Namespace", "Node", "IngressClass", "ClusterIssuer", "StorageClass",
-                      "PriorityClass"}
+                      "PriorityClass", "ValidatingWebhookConfiguration", "APIService"}
     for obj in objects:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"]

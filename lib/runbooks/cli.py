@@ -96,8 +96,13 @@ def list_cmd(obj: Context, name: str | None) -> None:
 
 @main.command("run")
 @click.argument("name")
-@click.option("--env", "env", required=True, metavar="ENV",
-              help="Environment: loads parameters/ENV/env.yaml and parameters/ENV/NAME.yaml.")
+@click.option("--env", "envs", multiple=True, metavar="ENV",
+              help="Environment: loads parameters/ENV/env.yaml and parameters/ENV/NAME.yaml "
+                   "(repeat it to run a fleet).")
+@click.option("--fleet", "fleet_file", default=None, metavar="FILE",
+              help="YAML file listing the environments of a fleet (and per-environment parameters).")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Fleet: runs at the same time (default: min(8, environments, 4 per core)).")
 @click.option("-f", "--parameters-file", "files", multiple=True, metavar="FILE",
               help="YAML mapping of parameters (repeatable; later files win).")
 @click.option("-p", "--parameter", "pairs", multiple=True, nargs=2, metavar="NAME VALUE",
@@ -129,8 +134,8 @@ def list_cmd(obj: Context, name: str | None) -> None:
               help="Where --output-dir is served over HTTP(S) (default $RUNBOOKS_REPORT_BASE_URL): "
                    "messages link to URL/ENV/NAME/TIMESTAMP/report.html.")
 @click.pass_obj
-def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
-            pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
+def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,
+            files: tuple[str, ...], pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
             output_dir: str | None, timeout: int, progress: bool | None,
             notifiers: tuple[str, ...], notify_on: str, notify_min_severity: str,
             notify_thread: str | None, report_base_url: str | None) -> None:
@@ -138,8 +143,18 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
 
     Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
     < -f FILE < -p NAME VALUE; they are validated before a kernel starts.
+    With several --env or --fleet FILE, every environment is validated, then each runs
+    as its own `runbooks run` (at most --parallel at once); the worst exit code wins.
     """
     from runbooks import execute, notify
+
+    if fleet_file is not None or len(envs) > 1:
+        _run_fleet(obj, name, envs, fleet_file, parallel, files, pairs, approve, fail_on, output_dir,
+                   timeout, notifiers, notify_on, notify_min_severity, notify_thread, report_base_url)
+        return
+    if not envs:
+        _fail("no environment: give --env ENV (repeatable for a fleet) or --fleet FILE")
+    env = envs[0]
 
     try:
         settings = notify.Settings.from_env(notifiers, on=notify_on, min_severity=notify_min_severity,
@@ -163,6 +178,53 @@ def run_cmd(obj: Context, name: str, env: str, files: tuple[str, ...],
                              echo=lambda m: click.echo(m, err=True), notify_settings=settings,
                              report_base_url=base_url)
     click.echo(execute.format_summary(result))
+    sys.exit(result.exit_code)
+
+
+def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,
+               files: tuple[str, ...], pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
+               output_dir: str | None, timeout: int, notifiers: tuple[str, ...], notify_on: str,
+               notify_min_severity: str, notify_thread: str | None, report_base_url: str | None) -> None:
+    """`runbooks run NAME --env A --env B ...` / `--fleet FILE`: see :mod:`runbooks.fleet`."""
+    import tempfile
+
+    from runbooks import execute, fleet, notify, storage
+    from runbooks.errors import InvalidInput
+
+    with tempfile.TemporaryDirectory(prefix="runbooks-fleet-") as workdir:
+        try:
+            spec = fleet.load_fleet(fleet_file) if fleet_file is not None else None
+            members = fleet.fleet_members(envs, spec)
+            if parallel is None:
+                parallel = (spec.parallel if spec else None) or fleet.default_parallel(len(members))
+            notify.Settings.from_env(notifiers, on=notify_on, min_severity=notify_min_severity,
+                                     thread=notify_thread)
+            execute.check_report_base_url(report_base_url)
+            if output_dir is not None and storage.is_url(output_dir):
+                raise InvalidInput(f"--output-dir {output_dir!r}: a fleet writes its runs and fleet.json to a "
+                                   "directory; object storage is for single runs (run each env with "
+                                   "`runbooks run NAME --env ENV --output-dir URL`)")
+            execute.check_output_dir(output_dir)
+            plan = fleet.prepare(obj.project, name, members, files=files, pairs=list(pairs),
+                                 approve=approve, fail_on=fail_on, timeout=timeout, parallel=parallel,
+                                 workdir=Path(workdir))
+        except RunbookError as exc:
+            _fail(str(exc))
+        extra: list[str] = []
+        for n in notifiers:
+            extra += ["--notify", n]
+        if notifiers:
+            extra += ["--notify-on", notify_on, "--notify-min-severity", notify_min_severity]
+        if notify_thread:
+            extra += ["--notify-thread", notify_thread]
+        if report_base_url:
+            extra += ["--report-base-url", report_base_url]
+        click.echo(f"fleet {plan.runbook}: {len(members)} environment(s) validated, {parallel} at a time",
+                   err=True)
+        result = fleet.run(plan, parallel=parallel, output_dir=output_dir, extra_args=extra,
+                           echo=lambda m: click.echo(m, err=True),
+                           child_main=lambda args: main.main(args=args, prog_name="runbooks"))
+    click.echo(fleet.format_table(result))
     sys.exit(result.exit_code)
 
 
@@ -313,10 +375,10 @@ def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str
             runs = store.entries(env, runbook)
             index = store.url_of("index.html")
             try:
-                from runbooks import report
+                from runbooks import reporthtml
 
                 every = runs if not (env or runbook) else store.entries()
-                store.write_bytes("index.html", report.index_html(every).encode())
+                store.write_bytes("index.html", reporthtml.index_html(every).encode())
             except RunbookError as exc:
                 index = f"not written ({exc})"
         else:

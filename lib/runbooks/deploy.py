@@ -74,7 +74,7 @@ from .errors import (
     cut,
 )
 from .model import Finding, iso, record, utcnow
-from .parameters import MutatingParams, project_root, register
+from .parameters import MutatingParams, project_root
 from .plans import Change, Plan, diff
 from .secrets import REDACTED, is_secret_name, redact_text
 
@@ -176,7 +176,6 @@ def _check_quantities(resources: dict[str, Any]) -> dict[str, Any]:
     return resources
 
 
-@register(RUNBOOK)
 class ProvisionParams(MutatingParams):
     """Parameters of notebooks/provision-service.ipynb."""
 

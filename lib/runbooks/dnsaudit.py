@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from . import dns, kube, podview
 from .errors import InvalidInput, RunbookError
 from .model import Finding
-from .parameters import MutatingParams, register
+from .parameters import MutatingParams
 from .params import check_namespaces
 from .plans import Change, register_target
 
@@ -73,7 +73,6 @@ DEFAULT_QUERIES = {
 # ---- parameters -------------------------------------------------------------------------------
 
 
-@register("dns-audit")
 class DnsAuditParams(MutatingParams):
     """Parameters of notebooks/dns-audit.ipynb."""
 

@@ -14,10 +14,20 @@
 - Once the run is interrupted (SIGINT or SIGTERM of ``runbooks run``), no
   further cell starts. The kernel ignores an interrupt that arrives between
   cells, so without this check a stopped run would go on with its next cell.
+- On POSIX it talks to the kernel over Unix sockets in a private directory
+  (ZeroMQ's ``ipc`` transport) instead of loopback TCP ports. With TCP,
+  jupyter_client picks five free ports and the kernel binds them a second
+  later; runs started side by side (a fleet) and their HTTP connections take
+  ephemeral ports in between, and the kernel dies with "Address already in
+  use". A socket path of the run's own cannot be taken, and no other local
+  user can reach the kernel.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -110,11 +120,21 @@ class WatchedEngine(NBClientEngine):
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             shutdown_kernel="immediate",
         )
-        client = WatchedClient(nb_man, **final)
-        if watchdog is not None:
-            client.watchdog = watchdog
-            watchdog.client = client
-        return client.execute(env=kernel_env) if kernel_env else client.execute()
+        sockets = None
+        if os.name == "posix" and "config" not in final:
+            from traitlets.config import Config
+
+            sockets = tempfile.mkdtemp(prefix="runbooks-kernel-")  # 0700: this user's only
+            final["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
+        try:
+            client = WatchedClient(nb_man, **final)
+            if watchdog is not None:
+                client.watchdog = watchdog
+                watchdog.client = client
+            return client.execute(env=kernel_env) if kernel_env else client.execute()
+        finally:
+            if sockets is not None:
+                shutil.rmtree(sockets, ignore_errors=True)
 
 
 def register() -> None:

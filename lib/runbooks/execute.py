@@ -353,6 +353,13 @@ def _error_output(nb: Any, index: int | None) -> tuple[str | None, str]:
     return None, ""
 
 
+def _preload_report() -> None:
+    try:
+        import nbconvert.exporters.html  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a head start: publishing imports it again and reports errors
+        pass
+
+
 def _run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
                    progress: bool, watchdog: _Watchdog, secret_sink: str = "") -> Outcome:
     import papermill as pm
@@ -572,7 +579,7 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
     """
     import nbformat
 
-    from runbooks import report
+    from runbooks import reporthtml
 
     notebook_path = run_dir / summary["notebook"]
     leaks = sec.scan_notebook(nb, secrets) if nb is not None else []
@@ -581,7 +588,7 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
     html_text = None
     if nb is not None and not leaks:
         try:
-            html_text = report.render_html(nb, summary)
+            html_text = reporthtml.render_html(nb, summary)
         except Exception as exc:  # a rendering bug must not hide the run's result
             summary["error"] = summary["error"] or {
                 "kind": "report-failed", "message": f"report.html could not be rendered: "
@@ -718,6 +725,8 @@ def execute(
     uploader = storage.Progress(store, output, f"{rel}/{output.name}", echo=echo).start() \
         if store is not None else None
     watchdog = _Watchdog(deadline, on_abort).start()
+    # the report's renderer (nbconvert, jinja2) loads while the kernel works, not after it
+    threading.Thread(target=_preload_report, name="preload-report", daemon=True).start()
     with sec.SecretSink() as sink:  # what the kernel reads on purpose (a TLS key), for the scan
         try:
             outcome = _run_papermill(prepared, output, parameters, progress, watchdog, sink.path)
@@ -892,11 +901,11 @@ def list_runs(outputs: Path, env: str | None = None, runbook: str | None = None)
 
 def write_index(outputs: Path) -> Path:
     """Regenerate ``outputs/index.html`` from every run's summary.json."""
-    from runbooks import report
+    from runbooks import reporthtml
 
     outputs.mkdir(parents=True, exist_ok=True)
     path = outputs / "index.html"
-    path.write_text(report.index_html(list_runs(outputs)), encoding="utf-8")
+    path.write_text(reporthtml.index_html(list_runs(outputs)), encoding="utf-8")
     return path
 
 

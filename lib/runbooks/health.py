@@ -1127,8 +1127,22 @@ def _ready_addresses(cluster: kube.Cluster, namespace: str, name: str) -> int | 
     return sum(len(s.get("addresses") or []) for s in ep.get("subsets") or [])
 
 
-def webhooks(cluster: kube.Cluster) -> Check:
-    """:func:`check_webhooks` over both admission webhook kinds (each may be unserved)."""
+def _selects_any(cluster: kube.Cluster, selector: dict | None, namespaces: list[str]) -> bool:
+    """Whether a webhook's namespaceSelector matches one of `namespaces` (the API server evaluates it)."""
+    query = kube._selector_string(selector)
+    if not query:
+        return True  # an empty selector matches every namespace
+    wanted = set(namespaces)
+    return any(n["metadata"]["name"] in wanted
+               for n in kube.objects(cluster, "namespaces", label_selector=query))
+
+
+def webhooks(cluster: kube.Cluster, namespaces: list[str] | None = None) -> Check:
+    """:func:`check_webhooks` over both admission webhook kinds (each may be unserved).
+
+    With `namespaces`, only the webhooks whose namespaceSelector matches one of them: the
+    others never see a write there.
+    """
     configs: list[dict] = []
     notes = []
     for plural, kind in (("validatingwebhookconfigurations", "ValidatingWebhookConfiguration"),
@@ -1136,7 +1150,9 @@ def webhooks(cluster: kube.Cluster) -> Check:
         try:
             for page in kube.pages(cluster, plural):
                 configs.extend({"kind": kind, "metadata": {"name": c["metadata"]["name"]},
-                                "webhooks": c.get("webhooks") or []} for c in page)
+                                "webhooks": [w for w in c.get("webhooks") or [] if not namespaces
+                                             or _selects_any(cluster, w.get("namespaceSelector"), namespaces)]}
+                               for c in page)
         except (NotFound, Forbidden) as e:
             notes.append(_not_served(f"{kind}s", WEBHOOK_COLUMNS, e))
     ready = {}

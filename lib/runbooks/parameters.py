@@ -1,10 +1,12 @@
 """Parameter models: how a runbook's parameters are declared, registered and validated.
 
-Each runbook has a pydantic model (subclass of :class:`RunbookParams`)
-registered under the notebook's name with :func:`register`. ``runbooks run``
-validates the merged parameters with it *before* a kernel starts and
-``runbook.start`` validates them again inside the notebook, so the two checks
-cannot disagree. Notebooks without a registered model (test fixtures, drafts)
+Each runbook has a pydantic model (subclass of :class:`RunbookParams`), named
+after its notebook by an entry point of the group ``runbooks.runbooks``
+(:data:`RUNBOOK_GROUP`; ``NAME = "module:Class"`` in ``pyproject.toml``), so
+adding a runbook, in this package or in a project's own, edits no central map.
+``runbooks run`` validates the merged parameters with it *before* a kernel
+starts and ``runbook.start`` validates them again inside the notebook, so the
+two checks cannot disagree. Notebooks without a registered model (test fixtures, drafts)
 get a model derived from their ``parameters`` cell (:func:`derive_model`).
 Models forbid unknown names; names that look like credentials are refused
 (:func:`runbooks.secrets.is_secret_name`).
@@ -13,9 +15,10 @@ Models forbid unknown names; names that look like credentials are refused
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,52 +92,58 @@ def project_root() -> Path:
     """The project's root: files a run reads (values files) must be inside it."""
     return Path(PROJECT_ROOT.get() or os.environ.get("RUNBOOKS_HOME") or ".").resolve()
 
-_REGISTRY: dict[str, type[ParamsBase]] = {}
+RUNBOOK_GROUP = "runbooks.runbooks"
+"""The entry-point group naming each runbook's parameter model: ``NAME = "module:Class"``.
 
-PARAM_MODULES: dict[str, str] = {
-    "cluster-health": "runbooks.params",
-    "incident-investigation": "runbooks.params",
-    "provision-service": "runbooks.deploy",
-    "certificate-rotation": "runbooks.rotation",
-    "service-reachability": "runbooks.params",
-    "dns-audit": "runbooks.dnsaudit",
-}
-"""Runbook name → module that registers its model (imported on first look-up), for
-models defined next to the checks they parameterise rather than in this module."""
+The product declares its own in ``pyproject.toml``; a project with runbooks of its own
+declares theirs the same way in its own ``pyproject.toml`` and installs it (``pip install
+-e .``). The model's module is imported on first look-up only, so the CLI never imports a
+job's heavier dependencies to check a few numbers and names."""
+
+_REGISTRY: dict[str, type[ParamsBase]] = {}
 
 
 def register(name: str) -> Callable[[type[ParamsBase]], type[ParamsBase]]:
-    """Class decorator: register the parameter model of the notebook ``notebooks/<name>.ipynb``.
+    """Class decorator: register a model in this process only (tests, a notebook's own model).
+
+    Runbooks that ``runbooks run`` validates declare their model as an entry point of
+    :data:`RUNBOOK_GROUP` instead, so that a new runbook needs no edit here.
 
     Example::
 
-        @register("cluster-health")
-        class ClusterHealthParams(RunbookParams):
-            namespaces: list[str] = []
-            cert_warning_days: int = Field(default=21, ge=0)
+        @register("demo")
+        class DemoParams(RunbookParams):
+            threshold: int = Field(default=7, ge=0)
     """
 
     def decorate(model: type[ParamsBase]) -> type[ParamsBase]:
-        if not issubclass(model, ParamsBase):
-            raise TypeError(f"{model.__name__} must subclass runbooks.parameters.RunbookParams")
-        _REGISTRY[name] = model
+        _REGISTRY[name] = _checked(name, model)
         return model
 
     return decorate
 
 
-def _import_models(names: Iterable[str]) -> None:
-    import importlib
+def _checked(name: str, model: Any) -> type[ParamsBase]:
+    if not (isinstance(model, type) and issubclass(model, ParamsBase)):
+        raise TypeError(f"the parameter model of runbook {name!r} ({model!r}) must subclass "
+                        "runbooks.parameters.RunbookParams")
+    return model
 
-    for name in names:
-        module = PARAM_MODULES.get(name)
-        if module and name not in _REGISTRY:
-            importlib.import_module(module)
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=RUNBOOK_GROUP)}
+
+
+def _load(name: str, entry_point: importlib.metadata.EntryPoint) -> type[ParamsBase]:
+    if name not in _REGISTRY:
+        _REGISTRY[name] = _checked(name, entry_point.load())
+    return _REGISTRY[name]
 
 
 def registered_models() -> dict[str, type[ParamsBase]]:
-    """Name → model for every registered runbook (imports :data:`PARAM_MODULES` first)."""
-    _import_models(PARAM_MODULES)
+    """Name → model for every runbook with a model: the entry points and :func:`register`."""
+    for name, entry_point in _entry_points().items():
+        _load(name, entry_point)
     return dict(_REGISTRY)
 
 
@@ -190,9 +199,11 @@ def params_model(name: str, parameters: Sequence[Any] | None = None) -> type[Par
     ``parameters`` (papermill's inspection of the notebook); else
     :class:`MutatingParams` (inside a kernel, which cannot see the notebook).
     """
-    _import_models([name])
     if name in _REGISTRY:
         return _REGISTRY[name]
+    entry_point = _entry_points().get(name)
+    if entry_point is not None:
+        return _load(name, entry_point)
     if parameters is not None:
         return derive_model(name, parameters)
     return MutatingParams

@@ -1,9 +1,10 @@
 """Parameter models of runbooks whose job modules are expensive to import.
 
-The CLI validates parameters before a kernel starts by importing the module
-that registers a runbook's model (parameters.PARAM_MODULES). Keeping a model
-here, with nothing heavier than pydantic, saves the CLI importing pandas and
-the clients only to check a few numbers and names.
+The CLI validates parameters before a kernel starts by loading the model that
+the runbook's ``runbooks.runbooks`` entry point names (``pyproject.toml``), which
+imports that model's module. Keeping a model here, with nothing heavier than
+pydantic, saves the CLI importing pandas and the clients only to check a few
+numbers and names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .durations import parse_duration
 from .errors import InvalidInput
-from .parameters import MutatingParams, RunbookParams, register
+from .parameters import MutatingParams, RunbookParams
 from .secrets import check_transport
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -55,7 +56,6 @@ def check_namespaces(value: list[str]) -> list[str]:
     return value
 
 
-@register("cluster-health")
 class ClusterHealthParams(RunbookParams):
     """Parameters of notebooks/cluster-health.ipynb (checked before a kernel starts and in preflight)."""
 
@@ -90,7 +90,6 @@ class ClusterHealthParams(RunbookParams):
         return self
 
 
-@register("incident-investigation")
 class IncidentParams(MutatingParams):
     """Parameters of notebooks/incident-investigation.ipynb."""
 
@@ -239,7 +238,6 @@ def check_endpoint(value: str) -> str:
     return value
 
 
-@register("service-reachability")
 class ReachabilityParams(RunbookParams):
     """Parameters of notebooks/service-reachability.ipynb (read-only: no dry_run)."""
 

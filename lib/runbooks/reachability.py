@@ -511,7 +511,7 @@ def check_tls(host: str, ing: dict | None, snap: Snapshot, probe: Probe | None) 
     if probe is not None and not probe.error and probe.sha256:
         details["served_sha256"] = probe.sha256
         if probe.sha256 != info.sha256:
-            problems.append(f"the ingress serves another certificate for {host} ({certs._cn(probe.subject)}, "
+            problems.append(f"the ingress serves another certificate for {host} ({certs.common_name(probe.subject)}, "
                             f"sha256 {probe.sha256[:16]}…) than the Secret holds ({info.sha256[:16]}…)")
     if problems:
         return Hop("tls", False, f"TLS Secret {ns}/{secret_name}: " + "; ".join(problems), resource, details)
@@ -637,7 +637,7 @@ def check_probe(host: str, path: str, ctx: Context, upstream: str | None, servic
                             + (f" ({cut(probe.body, 120)})" if probe.body else ""))
         else:
             ok = True
-            notes.append(f"{status} in {probe.latency_ms:.0f} ms, certificate {certs._cn(probe.subject) or '-'}")
+            notes.append(f"{status} in {probe.latency_ms:.0f} ms, certificate {certs.common_name(probe.subject) or '-'}")
     if ctx.metrics is None:
         notes.append(ctx.metrics_error or "Prometheus not configured")
     else:

@@ -5,7 +5,7 @@
 * **Inventory** (:func:`inventory`): TLS Secrets, cert-manager Certificates,
   CertificateRequests, ACME Challenges and Ingresses listed with the raw
   paginated lister (:func:`runbooks.kube.iter_objects`) into
-  :func:`runbooks.certs.build_inventory`, page by page.
+  :func:`runbooks.certinventory.build_inventory`, page by page.
 * **Rotation** through the runbook plan/approve/audit flow
   (``run.plan(rotation_changes, ...)``, ``run.apply(plan)``, :func:`verify_rotation`):
   cert-manager Certificates are renewed the way ``cmctl renew`` does it and
@@ -40,15 +40,13 @@ from cryptography.hazmat.primitives import hashes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import kube, resolution
+from .certinventory import CmCertificate, Inventory, build_inventory, read_certificate
 from .certs import (
     BACKUP_OF,
     ROTATED_AT,
     TLS_TYPE,
     CertInfo,
-    CmCertificate,
-    Inventory,
     Served,
-    build_inventory,
     check_chain,
     data_changed_at,
     describe,
@@ -57,14 +55,13 @@ from .certs import (
     load_private_key,
     parse_time,
     probe_served,
-    read_certificate,
     read_tls_secret,
     same_key,
     split_endpoint,
 )
 from .errors import InvalidInput, NotFound, PlanInvalid, RunbookError, Unavailable
 from .model import Finding
-from .parameters import MutatingParams, register
+from .parameters import MutatingParams
 from .params import check_namespaces
 from .plans import (
     APPLY_TIME,
@@ -156,7 +153,6 @@ def _check_object(value: str, what: str) -> str:
     return value
 
 
-@register("certificate-rotation")
 class CertificateRotationParams(MutatingParams):
     """Parameters of notebooks/certificate-rotation.ipynb (checked before a kernel starts and in preflight)."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import onboarding, plans, report
+from . import onboarding, plans, report, widgets
 from .environments import ENV_VARIABLE, Project, explicit_values, merge, new_run_dir
 from .errors import (
     SOURCE_ERRORS,
@@ -272,7 +272,7 @@ class Run:
     def offer(self, plan: Plan, apply: Callable[[], Any], label: str = "Apply plan") -> None:
         """Interactive dry runs only: a button naming the plan id that calls ``apply()`` once."""
         if self._offers(plan):
-            report.approval_button(plan, apply, label)
+            widgets.approval_button(plan, apply, label)
 
     def guard(self, plan: Plan) -> Plan:
         """The last checks before anything is applied; returns the plan recomputed now.
@@ -418,7 +418,7 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
     record("preflight", {"ok": True})
     report.setup_notebook()
     if project is not None and "env" in namespace and not headless():
-        report.env_picker(run.env, project.envs(), info.get("kube_context"), namespace)
+        widgets.env_picker(run.env, project.envs(), info.get("kube_context"), namespace)
     return run
 
 

@@ -7,6 +7,9 @@ dependents. They follow the real controllers' rules (pod-template-hash,
 revision annotations, maxSurge/maxUnavailable, progress deadline, kubelet
 crash back-off) so runbooks read the same shapes as on a real cluster.
 
+One controller per kind (:class:`Controller`: the ``kind`` it reconciles, the
+changes it ``watches``, and ``reconcile`` for one object), registered with its
+priority in :data:`CONTROLLERS`, next to the dispatch (:class:`Controllers`).
 Everything is a pure function of the stored objects and the clock, run on one
 worker thread: after each write (the store notifies us) and on a tick that
 advances time-dependent state such as restart counts of crash-looping pods.
@@ -23,9 +26,12 @@ import logging
 import math
 import re
 import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from .resources import Registry, ResourceType
+from .resources import Registry
 from .store import ApiError, Change, Store, rfc3339
 
 log = logging.getLogger(__name__)
@@ -214,184 +220,168 @@ def _active(pod: dict) -> bool:
         not pod["metadata"].get("deletionTimestamp")
 
 
-class Controllers:
-    """All controllers on one worker thread, fed by store changes and a tick."""
+EVERY = "*"
+"""A work item's name meaning every object of the controller's kind in the namespace (all: namespace "")."""
 
-    def __init__(self, store: Store, registry: Registry, tick: float = 2.0):
-        self.store, self.registry, self.tick = store, registry, tick
-        self.clock = store.clock
-        self._queue: set[tuple[str, str, str]] = set()
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.bootstrapping = False
-        self._seen: dict[tuple[str, str], int] = {}
-        self._failing: set[tuple[str, str]] = set()  # pods whose status moves with time
-        self.rt = {k: registry.by_kind_any_version(k) for k in (
-            "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
-            "EndpointSlice", "Event", "Node", "Namespace")}
-        store.add_listener(self._on_change)
 
-    # ---- plumbing ----------------------------------------------------------
+class Controller(Protocol):
+    """One controller: the kind it reconciles, the changes it watches, and one object's reconcile."""
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
-        self._thread.start()
+    kind: str
+    lists: str
+    """The kind whose objects a work item named :data:`EVERY` stands for (usually ``kind``)."""
 
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        """The (namespace, name) keys this change asks it to reconcile (name :data:`EVERY`: all)."""
+        ...
 
-    def _on_change(self, change: Change) -> None:
-        obj = change.entry.obj
-        meta = obj["metadata"]
-        kind = obj.get("kind", "")
-        ns = meta.get("namespace", "")
-        work = set()
-        if kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
-            work.add((kind, ns, meta["name"]))
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("controller"):
-                work.add((ref.get("kind", ""), ns, ref.get("name", "")))
-        if kind == "Pod":
-            work.add(("Pod", ns, meta["name"]))
-            work.add(("Endpoints*", ns, ""))
-            failing = (meta.get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES
-            # a pod with a deadline moves with time too, until it has ended
-            failing = failing or bool((obj.get("spec") or {}).get("activeDeadlineSeconds")) and \
-                (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            with self._cond:
-                if failing and change.type != "DELETED":
-                    self._failing.add((ns, meta["name"]))
-                else:
-                    self._failing.discard((ns, meta["name"]))
-        if kind == "Service":
-            work.add(("Endpoints", ns, meta["name"]))
-        if kind == "Node":
-            work.add(("DaemonSet*", "", ""))
-        if change.type == "DELETED":
-            work.add(("GC", ns, meta.get("uid", "")))
-            if kind == "Namespace":
-                work.add(("GCNamespace", "", meta["name"]))
-        if work:
-            with self._cond:
-                self._queue |= work
-                self._cond.notify()
+    def reconcile(self, ns: str, name: str) -> None:
+        """Bring one object's dependents and status in line with the stored objects and the clock."""
+        ...
 
-    def _run(self) -> None:
-        last_tick = 0.0
-        import time
+    def on_tick(self) -> None:
+        """Advance time-dependent state (called every tick)."""
+        ...
 
-        while not self._stop.is_set():
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
-                work, self._queue = self._queue, set()
-            try:
-                if work:
-                    self.process(work)
-                if time.monotonic() - last_tick >= self.tick:
-                    last_tick = time.monotonic()
-                    self.on_tick()
-            except Exception:  # keep the cluster alive; a controller bug shows in the log
-                log.exception("controller pass failed")
 
-    def settle(self, rounds: int = 50) -> None:
-        """Run queued work synchronously until nothing is left (start-up and tests)."""
-        for _ in range(rounds):
-            with self._cond:
-                work, self._queue = self._queue, set()
-            if not work:
-                return
-            self.process(work)
+def _controller_owner(obj: dict) -> tuple[str, str] | None:
+    """(kind, name) of the object's controlling owner."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("kind", ""), ref.get("name", "")
+    return None
 
-    def process(self, work: set[tuple[str, str, str]]) -> None:
-        order = {"GCNamespace": 0, "GC": 1, "Deployment": 2, "StatefulSet": 3, "DaemonSet": 3,
-                 "DaemonSet*": 3, "ReplicaSet": 4, "Pod": 5, "Endpoints": 6, "Endpoints*": 6}
-        done_endpoints: set[str] = set()
-        for kind, ns, name in sorted(work, key=lambda w: (order.get(w[0], 9), w)):
-            try:
-                if kind == "Deployment":
-                    self.sync_deployment(ns, name)
-                elif kind == "ReplicaSet":
-                    self.sync_replicaset(ns, name)
-                elif kind == "StatefulSet":
-                    self.sync_statefulset(ns, name)
-                elif kind == "DaemonSet":
-                    self.sync_daemonset(ns, name)
-                elif kind == "DaemonSet*":
-                    for ds in self.store.items(self.rt["DaemonSet"]):
-                        self.sync_daemonset(ds["metadata"]["namespace"], ds["metadata"]["name"])
-                elif kind == "Pod":
-                    self.sync_pod(ns, name)
-                elif kind == "Endpoints":
-                    self.sync_endpoints(ns, name)
-                elif kind == "Endpoints*" and ns not in done_endpoints:
-                    done_endpoints.add(ns)
-                    for svc in self.store.items(self.rt["Service"], ns):
-                        self.sync_endpoints(ns, svc["metadata"]["name"])
-                elif kind == "GC":
-                    self.collect_garbage(ns, name)
-                elif kind == "GCNamespace":
-                    self.collect_namespace(name)
-            except ApiError as e:
-                if e.code not in (404, 409):
-                    log.warning("controller %s %s/%s: %s", kind, ns, name, e.message)
 
-    # ---- helpers -----------------------------------------------------------
+class _Base:
+    """What every controller shares: the store, the kinds, the clock, Events, and pods from templates."""
+
+    kind = ""
+
+    def __init__(self, cluster: Controllers) -> None:
+        self.cluster = cluster
+        self.store, self.registry, self.rt = cluster.store, cluster.registry, cluster.rt
+
+    @property
+    def lists(self) -> str:
+        return self.kind
+
+    def reconcile(self, ns: str, name: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def bootstrapping(self) -> bool:
+        return self.cluster.bootstrapping
 
     def now(self) -> datetime:
-        return self.clock()
+        return self.cluster.now()
 
-    def _put(self, rt: ResourceType, new: dict, old: dict, status_only: bool = False) -> dict:
-        if new == old:
-            return old
-        return self.store.update(rt, new, subresource="status" if status_only else None, check_rv=False)
+    def event(self, obj: dict, type_: str, reason: str, message: str, component: str, **kw) -> None:
+        self.cluster.event(obj, type_, reason, message, component, **kw)
 
-    def event(self, obj: dict, type_: str, reason: str, message: str, component: str,
-              at: datetime | None = None, count: int | None = None, first: datetime | None = None) -> None:
-        """Record an Event, folding repeats into count/lastTimestamp like the event recorder.
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        return ()
 
-        `count`/`first` set the series explicitly (a back-dated crash loop has been
-        backing off for hours, not since the sandbox started).
-        """
-        rt = self.rt["Event"]
-        meta = obj["metadata"]
-        ns = meta.get("namespace") or "default"
-        at = at or self.now()
-        name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
-        existing = self.store.find(rt, ns, name)
-        if existing:
-            new = copy.deepcopy(existing)
-            new["count"] = count if count is not None else existing.get("count", 1) + 1
-            new["lastTimestamp"] = rfc3339(at)
-            self.store.update(rt, new, check_rv=False)
-            return
-        host = component.split(",", 1)[1].strip() if "," in component else ""
-        ev = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace"),
-                               "name": meta["name"], "uid": meta.get("uid"),
-                               "apiVersion": obj.get("apiVersion"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type_, "count": count or 1,
-            "source": {"component": component.split(",")[0], **({"host": host} if host else {})},
-            "firstTimestamp": rfc3339(first or at), "lastTimestamp": rfc3339(at),
-            "reportingComponent": component.split(",")[0], "reportingInstance": host,
+    def on_tick(self) -> None:
+        return None
+
+    def _pod_from_template(self, owner: dict, kind: str, prefix: str, index: int, name: str | None = None,
+                           node: str | None = None) -> dict:
+        tpl = copy.deepcopy(owner["spec"]["template"])
+        meta = tpl.get("metadata") or {}
+        owner_meta = owner["metadata"]
+        pod_name = name or prefix + _suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": owner_meta["namespace"],
+                         "labels": meta.get("labels") or {},
+                         "ownerReferences": [_owner_ref(owner, kind, "apps/v1")]},
+            "spec": tpl.get("spec") or {},
         }
-        if obj.get("kind") == "Pod" and reason in ("Pulling", "Pulled", "Created", "Started", "BackOff",
-                                                   "Failed", "Unhealthy", "Killing"):
-            ev["involvedObject"]["fieldPath"] = f"spec.containers{{{obj['spec']['containers'][0]['name']}}}"
-        try:
-            self.store.create(rt, ev, created=at)
-        except ApiError:
-            pass
+        if meta.get("annotations"):
+            pod["metadata"]["annotations"] = meta["annotations"]
+        if node:
+            pod["spec"]["nodeName"] = node
+        from .admission import apply_defaults
 
-    # ---- garbage collection -----------------------------------------------
+        return apply_defaults(self.rt["Pod"], pod)
+
+    def _node_usage(self) -> dict[str, dict]:
+        """CPU, memory and host ports taken on each node by the active pods bound to it (one pass)."""
+        used: dict[str, dict] = {}
+        for p in self.store.items(self.rt["Pod"]):
+            node = p["spec"].get("nodeName")
+            if node and _active(p):
+                acc = used.setdefault(node, {"cpu": 0.0, "memory": 0.0, "ports": set()})
+                for r, v in _requests(p["spec"]).items():
+                    acc[r] += v
+                acc["ports"] |= _host_ports(p["spec"])
+        return used
+
+    def _misfit(self, pod: dict, node_name: str, usage: dict[str, dict] | None = None) -> str:
+        """Why the node cannot take this pod, in the scheduler's words ("" when it fits)."""
+        want, ports = _requests(pod["spec"]), _host_ports(pod["spec"])
+        if not any(want.values()) and not ports:
+            return ""
+        node = self.store.find(self.rt["Node"], None, node_name)
+        alloc = ((node or {}).get("status") or {}).get("allocatable") or {}
+        used = (usage if usage is not None else self._node_usage()).get(node_name) or \
+            {"cpu": 0.0, "memory": 0.0, "ports": set()}
+        if ports & used["ports"]:
+            return "node(s) didn't have free ports for the requested pod ports"
+        for r in ("cpu", "memory"):
+            if alloc.get(r) and used[r] + want[r] > _quantity(alloc[r]):
+                return f"Insufficient {r}"
+        return ""
+
+
+class _Workload(_Base):
+    """A workload controller: reconciles its own objects, and the owner of anything it controls."""
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        obj = change.entry.obj
+        meta = obj["metadata"]
+        ns = meta.get("namespace", "")
+        if obj.get("kind") == self.kind:
+            yield ns, meta["name"]
+        owner = _controller_owner(obj)
+        if owner is not None and owner[0] == self.kind:
+            yield ns, owner[1]
+
+
+class NamespaceCollector(_Base):
+    """A deleted Namespace: everything in it goes."""
+
+    kind = "Namespace"
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        if change.type == "DELETED" and change.entry.obj.get("kind") == "Namespace":
+            yield "", change.entry.obj["metadata"]["name"]
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.collect_namespace(name)
+
+    def collect_namespace(self, name: str) -> None:
+        for t in self.registry.all():
+            if t.namespaced:
+                for o in self.store.items(t, name):
+                    try:
+                        self.store.delete(t, name, o["metadata"]["name"])
+                    except ApiError:
+                        pass
+
+
+class GarbageCollector(_Base):
+    """A deleted object: its dependents (ownerReferences to its uid) go. Work items are (namespace, uid)."""
+
+    kind = "GarbageCollector"
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        if change.type == "DELETED":
+            meta = change.entry.obj["metadata"]
+            yield meta.get("namespace", ""), meta.get("uid", "")
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.collect_garbage(ns, name)
 
     def collect_garbage(self, ns: str, uid: str) -> None:
         if not uid:
@@ -406,16 +396,21 @@ class Controllers:
                     except ApiError:
                         pass
 
-    def collect_namespace(self, name: str) -> None:
-        for t in self.registry.all():
-            if t.namespaced:
-                for o in self.store.items(t, name):
-                    try:
-                        self.store.delete(t, name, o["metadata"]["name"])
-                    except ApiError:
-                        pass
 
-    # ---- Deployment --------------------------------------------------------
+class DeploymentController(_Workload):
+    """Deployment -> ReplicaSets: rolling update or recreate, history, status and progress deadline."""
+
+    kind = "Deployment"
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_deployment(ns, name)
+
+    def on_tick(self) -> None:
+        """A rollout in progress may pass its deadline without any write."""
+        for d in self.store.items(self.rt["Deployment"]):
+            conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
+            if conds.get("Progressing", {}).get("reason") == "ReplicaSetUpdated":
+                self.sync_deployment(d["metadata"]["namespace"], d["metadata"]["name"])
 
     def sync_deployment(self, ns: str, name: str) -> None:
         drt, rsrt = self.rt["Deployment"], self.rt["ReplicaSet"]
@@ -628,7 +623,14 @@ class Controllers:
                 "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == status else now,
                 "reason": reason, "message": message}
 
-    # ---- ReplicaSet --------------------------------------------------------
+
+class ReplicaSetController(_Workload):
+    """ReplicaSet -> Pods."""
+
+    kind = "ReplicaSet"
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_replicaset(ns, name)
 
     def sync_replicaset(self, ns: str, name: str) -> None:
         rsrt, prt = self.rt["ReplicaSet"], self.rt["Pod"]
@@ -662,28 +664,14 @@ class Controllers:
             new["status"] = status
             self.store.update(rsrt, new, subresource="status", check_rv=False)
 
-    def _pod_from_template(self, owner: dict, kind: str, prefix: str, index: int, name: str | None = None,
-                           node: str | None = None) -> dict:
-        tpl = copy.deepcopy(owner["spec"]["template"])
-        meta = tpl.get("metadata") or {}
-        owner_meta = owner["metadata"]
-        pod_name = name or prefix + _suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": owner_meta["namespace"],
-                         "labels": meta.get("labels") or {},
-                         "ownerReferences": [_owner_ref(owner, kind, "apps/v1")]},
-            "spec": tpl.get("spec") or {},
-        }
-        if meta.get("annotations"):
-            pod["metadata"]["annotations"] = meta["annotations"]
-        if node:
-            pod["spec"]["nodeName"] = node
-        from .admission import apply_defaults
 
-        return apply_defaults(self.rt["Pod"], pod)
+class StatefulSetController(_Workload):
+    """StatefulSet -> ordinal pods."""
 
-    # ---- StatefulSet and DaemonSet -------------------------------------------
+    kind = "StatefulSet"
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_statefulset(ns, name)
 
     def sync_statefulset(self, ns: str, name: str) -> None:
         """Pods ``<name>-<ordinal>``; a template change rolls them as the StatefulSet controller does.
@@ -748,6 +736,20 @@ class Controllers:
             new["status"] = status
             self.store.update(srt, new, subresource="status", check_rv=False)
 
+
+class DaemonSetController(_Workload):
+    """DaemonSet -> one pod per eligible node; a Node change reconciles every DaemonSet."""
+
+    kind = "DaemonSet"
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        yield from super().watches(change)
+        if change.entry.obj.get("kind") == "Node":
+            yield "", EVERY
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_daemonset(ns, name)
+
     def sync_daemonset(self, ns: str, name: str) -> None:
         """One pod per eligible node (nodeSelector, taints), bound by the scheduler like any pod.
 
@@ -799,35 +801,44 @@ class Controllers:
             new["status"] = status
             self.store.update(drt, new, subresource="status", check_rv=False)
 
-    def _node_usage(self) -> dict[str, dict]:
-        """CPU, memory and host ports taken on each node by the active pods bound to it (one pass)."""
-        used: dict[str, dict] = {}
-        for p in self.store.items(self.rt["Pod"]):
-            node = p["spec"].get("nodeName")
-            if node and _active(p):
-                acc = used.setdefault(node, {"cpu": 0.0, "memory": 0.0, "ports": set()})
-                for r, v in _requests(p["spec"]).items():
-                    acc[r] += v
-                acc["ports"] |= _host_ports(p["spec"])
-        return used
 
-    def _misfit(self, pod: dict, node_name: str, usage: dict[str, dict] | None = None) -> str:
-        """Why the node cannot take this pod, in the scheduler's words ("" when it fits)."""
-        want, ports = _requests(pod["spec"]), _host_ports(pod["spec"])
-        if not any(want.values()) and not ports:
-            return ""
-        node = self.store.find(self.rt["Node"], None, node_name)
-        alloc = ((node or {}).get("status") or {}).get("allocatable") or {}
-        used = (usage if usage is not None else self._node_usage()).get(node_name) or \
-            {"cpu": 0.0, "memory": 0.0, "ports": set()}
-        if ports & used["ports"]:
-            return "node(s) didn't have free ports for the requested pod ports"
-        for r in ("cpu", "memory"):
-            if alloc.get(r) and used[r] + want[r] > _quantity(alloc[r]):
-                return f"Insufficient {r}"
-        return ""
+class Kubelet(_Base):
+    """The scheduler and the kubelet: a Pod is bound to a node and gets the status its container would have."""
 
-    # ---- scheduler and kubelet ---------------------------------------------
+    kind = "Pod"
+
+    def __init__(self, cluster: Controllers) -> None:
+        super().__init__(cluster)
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], int] = {}
+        self._failing: set[tuple[str, str]] = set()  # pods whose status moves with time
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        obj = change.entry.obj
+        if obj.get("kind") != "Pod":
+            return
+        meta = obj["metadata"]
+        ns = meta.get("namespace", "")
+        failing = (meta.get("annotations") or {}).get(FAIL_ANNOTATION) in FAILURES
+        # a pod with a deadline moves with time too, until it has ended
+        failing = failing or bool((obj.get("spec") or {}).get("activeDeadlineSeconds")) and \
+            (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        with self._lock:
+            if failing and change.type != "DELETED":
+                self._failing.add((ns, meta["name"]))
+            else:
+                self._failing.discard((ns, meta["name"]))
+        yield ns, meta["name"]
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_pod(ns, name)
+
+    def on_tick(self) -> None:
+        """Crash loops restart and failing pods keep emitting events."""
+        with self._lock:
+            failing = sorted(self._failing)
+        for ns, name in failing:
+            self.sync_pod(ns, name)
 
     def sync_pod(self, ns: str, name: str) -> None:
         prt = self.rt["Pod"]
@@ -1040,18 +1051,22 @@ class Controllers:
         return seen != count
 
 
-    def on_tick(self) -> None:
-        """Advance time: crash loops restart, failing pods keep emitting events, deadlines pass."""
-        with self._cond:
-            failing = sorted(self._failing)
-        for ns, name in failing:
-            self.sync_pod(ns, name)
-        for d in self.store.items(self.rt["Deployment"]):
-            conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
-            if conds.get("Progressing", {}).get("reason") == "ReplicaSetUpdated":
-                self.sync_deployment(d["metadata"]["namespace"], d["metadata"]["name"])
+class EndpointsController(_Base):
+    """Service -> Endpoints and EndpointSlice from its ready pods; a Pod change reconciles its namespace's Services."""
 
-    # ---- Services ------------------------------------------------------------
+    kind = "Endpoints"
+    lists = "Service"
+
+    def watches(self, change: Change) -> Iterable[tuple[str, str]]:
+        obj = change.entry.obj
+        ns = obj["metadata"].get("namespace", "")
+        if obj.get("kind") == "Pod":
+            yield ns, EVERY
+        if obj.get("kind") == "Service":
+            yield ns, obj["metadata"]["name"]
+
+    def reconcile(self, ns: str, name: str) -> None:
+        self.sync_endpoints(ns, name)
 
     def sync_endpoints(self, ns: str, name: str) -> None:
         srt, ert, esrt = self.rt["Service"], self.rt["Endpoints"], self.rt["EndpointSlice"]
@@ -1132,3 +1147,162 @@ class Controllers:
         elif (old_es.get("endpoints"), old_es.get("ports")) != (es["endpoints"], es["ports"]):
             self.store.update(esrt, {**copy.deepcopy(old_es), "endpoints": es["endpoints"], "ports": ports},
                               check_rv=False)
+
+
+# The controllers with their priority: a pass reconciles its work in this order (equal priorities by kind),
+# so a deleted namespace is emptied first, owners come before what they own and pods before the
+# endpoints that list them.
+CONTROLLERS: tuple[tuple[int, Callable[[Controllers], Controller]], ...] = (
+    (0, NamespaceCollector),
+    (1, GarbageCollector),
+    (2, DeploymentController),
+    (3, DaemonSetController),
+    (3, StatefulSetController),
+    (4, ReplicaSetController),
+    (5, Kubelet),
+    (6, EndpointsController),
+)
+
+
+class Controllers:
+    """Every controller of :data:`CONTROLLERS` on one worker thread, fed by store changes and a tick."""
+
+    def __init__(self, store: Store, registry: Registry, tick: float = 2.0):
+        self.store, self.registry, self.tick = store, registry, tick
+        self.clock = store.clock
+        self._queue: set[tuple[str, str, str]] = set()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bootstrapping = False
+        self.rt = {k: registry.by_kind_any_version(k) for k in (
+            "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
+            "EndpointSlice", "Event", "Node", "Namespace")}
+        self.controllers: dict[str, Controller] = {}
+        self.priority: dict[str, int] = {}
+        for priority, make in CONTROLLERS:
+            controller = make(self)
+            self.controllers[controller.kind] = controller
+            self.priority[controller.kind] = priority
+        self.kubelet = self.controllers["Pod"]
+        store.add_listener(self._on_change)
+
+    # ---- plumbing ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _on_change(self, change: Change) -> None:
+        work = {(kind, ns, name) for kind, c in self.controllers.items() for ns, name in c.watches(change)}
+        if work:
+            with self._cond:
+                self._queue |= work
+                self._cond.notify()
+
+    def _run(self) -> None:
+        last_tick = 0.0
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
+                work, self._queue = self._queue, set()
+            try:
+                if work:
+                    self.process(work)
+                if time.monotonic() - last_tick >= self.tick:
+                    last_tick = time.monotonic()
+                    self.on_tick()
+            except Exception:  # keep the cluster alive; a controller bug shows in the log
+                log.exception("controller pass failed")
+
+    def settle(self, rounds: int = 50) -> None:
+        """Run queued work synchronously until nothing is left (start-up and tests)."""
+        for _ in range(rounds):
+            with self._cond:
+                work, self._queue = self._queue, set()
+            if not work:
+                return
+            self.process(work)
+
+    def ordered(self, work: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """Work items by priority (:data:`CONTROLLERS`), then kind; one object before all (:data:`EVERY`)."""
+        return sorted(work, key=lambda w: (self.priority[w[0]], w[0], w[2] == EVERY, w[1], w[2]))
+
+    def process(self, work: set[tuple[str, str, str]]) -> None:
+        """Reconcile each (kind, namespace, name) once, in :meth:`ordered` order."""
+        for kind, ns, name in self.ordered(work):
+            controller = self.controllers[kind]
+            try:
+                if name != EVERY:
+                    controller.reconcile(ns, name)
+                    continue
+                for obj in self.store.items(self.rt[controller.lists], ns or None):
+                    controller.reconcile(obj["metadata"]["namespace"], obj["metadata"]["name"])
+            except ApiError as e:
+                if e.code not in (404, 409):
+                    log.warning("controller %s %s/%s: %s", kind, ns, name, e.message)
+
+    def on_tick(self) -> None:
+        """Advance time: crash loops restart, failing pods keep emitting events, deadlines pass.
+
+        Bottom up (reverse priority): pods move first, then the owners that read them.
+        """
+        for controller in reversed(self.controllers.values()):
+            controller.on_tick()
+
+    # ---- shared --------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def event(self, obj: dict, type_: str, reason: str, message: str, component: str,
+              at: datetime | None = None, count: int | None = None, first: datetime | None = None) -> None:
+        """Record an Event, folding repeats into count/lastTimestamp like the event recorder.
+
+        `count`/`first` set the series explicitly (a back-dated crash loop has been
+        backing off for hours, not since the sandbox started).
+        """
+        rt = self.rt["Event"]
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        at = at or self.now()
+        name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
+        existing = self.store.find(rt, ns, name)
+        if existing:
+            new = copy.deepcopy(existing)
+            new["count"] = count if count is not None else existing.get("count", 1) + 1
+            new["lastTimestamp"] = rfc3339(at)
+            self.store.update(rt, new, check_rv=False)
+            return
+        host = component.split(",", 1)[1].strip() if "," in component else ""
+        ev = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace"),
+                               "name": meta["name"], "uid": meta.get("uid"),
+                               "apiVersion": obj.get("apiVersion"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type_, "count": count or 1,
+            "source": {"component": component.split(",")[0], **({"host": host} if host else {})},
+            "firstTimestamp": rfc3339(first or at), "lastTimestamp": rfc3339(at),
+            "reportingComponent": component.split(",")[0], "reportingInstance": host,
+        }
+        if obj.get("kind") == "Pod" and reason in ("Pulling", "Pulled", "Created", "Started", "BackOff",
+                                                   "Failed", "Unhealthy", "Killing"):
+            ev["involvedObject"]["fieldPath"] = f"spec.containers{{{obj['spec']['containers'][0]['name']}}}"
+        try:
+            self.store.create(rt, ev, created=at)
+        except ApiError:
+            pass
+
+    def pod_status(self, pod: dict, now: datetime) -> dict:
+        """What the kubelet would report for this pod at `now`."""
+        return self.kubelet.pod_status(pod, now)

@@ -132,6 +132,47 @@ class Route:
         self.rt, self.namespace, self.name, self.sub = rt, namespace, name, sub
 
 
+# The checks kube-apiserver 1.32 registers, in its order; /livez and /healthz leave out the
+# readiness-only ones. The sandbox passes them all.
+POST_START_HOOKS = (
+    "start-apiserver-admission-initializer", "generic-apiserver-start-informers",
+    "priority-and-fairness-config-consumer", "priority-and-fairness-filter", "storage-object-count-tracker-hook",
+    "start-apiextensions-informers", "start-apiextensions-controllers", "crd-informer-synced",
+    "start-system-namespaces-controller", "start-cluster-authentication-info-controller",
+    "start-kube-apiserver-identity-lease-controller", "start-kube-apiserver-identity-lease-garbage-collector",
+    "start-legacy-token-tracking-controller", "start-service-ip-repair-controllers", "rbac/bootstrap-roles",
+    "scheduling/bootstrap-system-priority-classes", "priority-and-fairness-config-producer",
+    "bootstrap-controller", "aggregator-reload-proxy-client-cert", "start-kube-aggregator-informers",
+    "apiservice-status-local-available-controller", "apiservice-status-remote-available-controller",
+    "apiservice-registration-controller", "apiservice-discovery-controller", "kube-apiserver-autoregistration")
+HEALTH_CHECKS = {
+    "readyz": ("ping", "log", "etcd", "etcd-readiness", "informer-sync",
+               *(f"poststarthook/{h}" for h in POST_START_HOOKS), "autoregister-completion",
+               "poststarthook/apiservice-openapi-controller", "poststarthook/apiservice-openapiv3-controller",
+               "shutdown"),
+    "livez": ("ping", "log", "etcd", *(f"poststarthook/{h}" for h in POST_START_HOOKS), "autoregister-completion",
+              "poststarthook/apiservice-openapi-controller", "poststarthook/apiservice-openapiv3-controller"),
+}
+HEALTH_CHECKS["healthz"] = HEALTH_CHECKS["livez"]
+
+
+def health_endpoint(path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
+    """``/readyz``, ``/livez``, ``/healthz`` as the API server answers them: ``ok``, or with
+    ``?verbose`` one ``[+]check ok`` line per check (``?exclude=`` marks a check excluded),
+    and ``/readyz/<check>`` for one check."""
+    kind, _, single = path.strip("/").partition("/")
+    checks = HEALTH_CHECKS[kind]
+    if single:
+        if single not in checks:
+            return 404, b"404 page not found\n", "text/plain; charset=utf-8"
+        return 200, b"ok", "text/plain; charset=utf-8"
+    if "verbose" not in query:
+        return 200, b"ok", "text/plain; charset=utf-8"
+    excluded = set(query.get("exclude", []))
+    lines = [f"[+]{c} excluded: ok" if c in excluded else f"[+]{c} ok" for c in checks]
+    return 200, ("\n".join([*lines, f"{kind} check passed", ""])).encode(), "text/plain; charset=utf-8"
+
+
 class ApiServer:
     """State and request handling; `serve()` binds it to a port."""
 
@@ -203,8 +244,8 @@ class ApiServer:
     def handle(self, req: Request) -> tuple[int, dict | bytes | Iterator[bytes], str]:
         """Answer one request: (status code, body, content type)."""
         p = req.path
-        if p in ("/healthz", "/livez", "/readyz"):
-            return 200, b"ok", "text/plain"
+        if p.split("/")[1] in ("healthz", "livez", "readyz"):
+            return health_endpoint(p, req.query_all)
         if p == "/version":
             return 200, SERVER_VERSION, JSON
         from . import auth

@@ -1,0 +1,538 @@
+"""Fleets: one runbook against many environments at once, bounded, with one verdict.
+
+Why this module exists: a team with ten clusters wants one command (and one exit code for
+its scheduler) for "run cluster-health everywhere". ``runbooks run NAME --env a --env b``
+or ``--fleet FILE`` does that here, on top of the single-run contract instead of beside it:
+
+- **everything is validated first**: every environment goes through
+  :func:`runbooks.execute.prepare` (parameters merged and validated, Kubernetes preflight
+  and the ``expected_context`` guard) before any run starts; one bad environment refuses
+  the whole fleet (exit 2, nothing ran);
+- **each environment is its own ``runbooks run`` process** (at most ``--parallel`` at a
+  time): its own run directory ``outputs/ENV/RUNBOOK/TIMESTAMP/``, secret scan, watchdog
+  (which may end its process) and signal handling. Memory is bounded by the slots: a slot
+  holds one ``runbooks run`` and its kernel, and a finished run gives its memory back;
+  threads in one process would share one watchdog's ``os._exit`` and one heap that never
+  shrinks. The fleet imports papermill, nbconvert and the product once and *forks* each run,
+  which then runs the ``runbooks run`` command itself: no interpreter start and imports per
+  environment (0.9 s of CPU on the reference machine, a quarter of a cluster-health run with its
+  kernel), and the
+  imported pages are shared. Where forking is not safe (another thread in the process, no
+  ``fork``) each run is a new ``python -m runbooks.cli run`` instead;
+- **one verdict**: ``fleet.json`` in ``outputs/_fleet/RUNBOOK/TIMESTAMP/`` (an env name
+  cannot start with ``_``, so it never collides with a run directory) with each
+  environment's status, exit code, counts by severity, duration and run directory; each
+  run's own output is in ``logs/ENV.log`` beside it. The fleet exits with the worst code in
+  the order 3 > 2 > 1 > 0: a run that failed while running beats one that was refused, which
+  beats findings.
+
+A plan id is bound to one environment and its cluster, so ``--approve`` is refused for a
+fleet (exit 2): approve each environment's plan with its own ``runbooks run``.
+
+SIGINT or SIGTERM stops the fleet cleanly: no new run starts, each running one is
+interrupted the way ``runbooks run`` handles Ctrl-C (its kernel stops at the next safe point
+and the run ends with exit 3, its summary saying so), and ``fleet.json`` lists the
+environments that never started as ``not-run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runbooks import execute, model
+from runbooks.environments import Project, load_mapping, new_run_dir
+from runbooks.errors import EXIT_FAILED, EXIT_INVALID, InvalidInput, RunbookError, cut
+
+FLEET_DIR = "_fleet"
+"""``outputs/_fleet/RUNBOOK/TIMESTAMP/``: fleet.json and logs/ (env names start with a letter or digit)."""
+FLEET_SCHEMA = 1
+MAX_PARALLEL = 64
+MAX_ENVIRONMENTS = 1000
+ENV_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+STOP_GRACE = 60.0
+"""Seconds a run has, after SIGINT, to stop its kernel and write its summary before it is killed."""
+
+
+def default_parallel(count: int) -> int:
+    """Runs at once when ``--parallel`` is not given: at most 8 (a run and its kernel are
+    ~300 MB), and at most 4 per core (a run mostly waits on its kernel and the API)."""
+    return max(1, min(8, count, 4 * (os.cpu_count() or 1)))
+
+
+# --------------------------------------------------------------------------
+# The fleet file
+# --------------------------------------------------------------------------
+
+
+class FleetEnv(BaseModel):
+    """One environment of a fleet file, with parameters for it alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=f"^{ENV_NAME}$")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class FleetFile(BaseModel):
+    """Schema of a ``--fleet`` file.
+
+    Example::
+
+        parallel: 4                 # optional; --parallel wins
+        parameters:                 # optional; every environment
+          restart_threshold: 5
+        environments:
+          - prod-eu
+          - name: prod-us
+            parameters: {namespaces: [shop]}   # this environment only
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    environments: list[str | FleetEnv] = Field(min_length=1, max_length=MAX_ENVIRONMENTS)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
+
+    @field_validator("environments")
+    @classmethod
+    def _names(cls, value: list[str | FleetEnv]) -> list[str | FleetEnv]:
+        for item in value:
+            if isinstance(item, str) and not re.fullmatch(ENV_NAME, item):
+                raise ValueError(f"{item!r} is not an env name (letters, digits, '_', '.', '-'; "
+                                 "starting with a letter or digit)")
+        return value
+
+    def members(self) -> list[Member]:
+        out = []
+        for item in self.environments:
+            name, own = (item, {}) if isinstance(item, str) else (item.name, item.parameters)
+            out.append(Member(name, {**self.parameters, **own}))
+        return out
+
+
+@dataclass
+class Member:
+    """An environment of the fleet and the parameters the fleet file gives it."""
+
+    env: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def load_fleet(path: str | os.PathLike[str]) -> FleetFile:
+    """Read and validate a fleet file; :class:`InvalidInput` (exit 2) names each problem."""
+    data = load_mapping(path, "fleet file")
+    try:
+        return FleetFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("str", "FleetEnv")))
+            if err["type"] == "extra_forbidden":
+                allowed = FleetEnv.model_fields if "." in loc else FleetFile.model_fields
+                problems.append(f"unknown key {loc!r}; allowed: {', '.join(allowed)}")
+            elif err["type"] == "missing":
+                problems.append(f"{loc}: required")
+            else:
+                problems.append(f"{loc or 'file'}: {err['msg']}")
+        seen: list[str] = []
+        for p in problems:  # a union reports one error per branch: say each thing once
+            if p not in seen:
+                seen.append(p)
+        raise InvalidInput(f"fleet file {str(path)!r}: " + "; ".join(seen)) from exc
+
+
+def fleet_members(envs: Sequence[str], fleet: FleetFile | None) -> list[Member]:
+    """The fleet file's environments, then each ``--env`` (each name once)."""
+    members = (fleet.members() if fleet else []) + [Member(e) for e in envs]
+    seen: set[str] = set()
+    for m in members:
+        if m.env in seen:
+            raise InvalidInput(f"env {m.env!r} is given twice: each environment runs once in a fleet")
+        seen.add(m.env)
+    if not members:
+        raise InvalidInput("no environment: give --env ENV (repeatable) or --fleet FILE")
+    return members
+
+
+# --------------------------------------------------------------------------
+# Validation of every environment (before any run starts)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class FleetPlan:
+    """A validated fleet: what each process runs."""
+
+    project: Project
+    runbook: str
+    members: list[Member]
+    workdir: Path
+    files: dict[str, list[str]]
+    pairs: list[tuple[str, str]]
+    fail_on: str
+    timeout: int
+
+
+def prepare(project: Project, runbook: str, members: list[Member], *, files: Sequence[str] = (),
+            pairs: Sequence[tuple[str, str]] = (), approve: str | None = None, fail_on: str = "critical",
+            timeout: int = execute.DEFAULT_CELL_TIMEOUT, parallel: int = 4,
+            workdir: Path | None = None) -> FleetPlan:
+    """Validate every environment as ``runbooks run`` would; raise one :class:`InvalidInput` naming each bad one.
+
+    Parameters merge, lowest first: env.yaml < parameters/ENV/RUNBOOK.yaml < the fleet
+    file's ``parameters`` < its environment's ``parameters`` < ``-f FILE`` < ``-p NAME VALUE``.
+    """
+    if approve:
+        raise InvalidInput(
+            f"--approve {approve!r} with a fleet of {len(members)} environment(s): a plan id is bound "
+            "to one environment and its cluster; approve it with `runbooks run NAME --env ENV --approve "
+            "PLAN_ID` for that environment alone")
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="runbooks-fleet-"))
+    plan_files: dict[str, list[str]] = {}
+    for m in members:
+        own = []
+        if m.parameters:
+            path = workdir / f"{m.env}.yaml"
+            path.write_text(yaml.safe_dump(m.parameters, sort_keys=True), encoding="utf-8")
+            own.append(str(path))
+        plan_files[m.env] = own + [str(Path(f).resolve()) for f in files]
+
+    def check(m: Member) -> str | None:
+        try:
+            execute.prepare(project, runbook, m.env, files=plan_files[m.env], pairs=list(pairs),
+                            fail_on=fail_on, timeout=timeout)
+        except RunbookError as exc:
+            return f"env {m.env!r}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(members)))) as pool:
+        problems = [p for p in pool.map(check, members) if p]
+    if problems:
+        raise InvalidInput(f"fleet refused, nothing ran ({len(problems)} of {len(members)} environment(s) "
+                           "failed validation):\n  " + "\n  ".join(problems))
+    return FleetPlan(project, project.notebook(runbook).stem, members, workdir, plan_files,
+                     list(pairs), fail_on, timeout)
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+
+def worst(codes: Sequence[int | None]) -> int:
+    """The fleet's exit code: 3 > 2 > 1 > 0; a run killed by a signal or with another code counts as 3."""
+    ranked = [c if c in (0, 1, 2, 3) else EXIT_FAILED for c in codes if c is not None]
+    return max(ranked, default=0)
+
+
+@dataclass
+class EnvResult:
+    env: str
+    status: str = "not-run"
+    exit_code: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    duration_s: float | None = None
+    run_dir: str | None = None
+    log: str | None = None
+    error: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    started: str | None = None
+    ended: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FleetResult:
+    exit_code: int
+    fleet_dir: Path
+    results: list[EnvResult]
+    summary: dict[str, Any]
+
+
+def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequence[str]) -> list[str]:
+    """The ``runbooks`` arguments of one environment's run."""
+    argv = ["--project-dir", str(plan.project.root), "--notebooks-dir", str(plan.project.notebooks_dir),
+            "run", plan.runbook, "--env", env, "--no-progress", "--fail-on", plan.fail_on,
+            "--timeout", str(plan.timeout)]
+    for f in plan.files[env]:
+        argv += ["-f", f]
+    for name, value in plan.pairs:
+        argv += ["-p", name, value]
+    if output_dir:
+        argv += ["--output-dir", output_dir]
+    return argv + list(extra)
+
+
+def warm() -> None:
+    """Import what a run needs before the fleet forks, so every run shares it (CPU and memory)."""
+    import nbclient  # noqa: F401
+    import nbconvert  # noqa: F401
+    import nbformat  # noqa: F401
+    import papermill  # noqa: F401
+
+    from runbooks import engine, report  # noqa: F401
+
+
+class _Run:
+    """One environment's ``runbooks run``: a forked child of the fleet, or a new process."""
+
+    def __init__(self, pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid, self.proc = pid, proc
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        """The run's exit code once it ended (``-N`` for signal N), else None."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except OSError:
+            pass
+
+
+def _fork_run(child_main: Callable[[list[str]], Any], args: list[str], log: Path, environ: dict[str, str]) -> _Run:
+    """Fork, and in the child run the ``runbooks`` command with ``args`` (output into ``log``)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return _Run(pid)
+    code = EXIT_FAILED
+    try:  # the child: never returns into the fleet's code
+        os.setsid()  # a session of its own: the fleet alone decides when a run is interrupted
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        os.environ.clear()
+        os.environ.update(environ)
+        try:
+            child_main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - the child reports and ends here, whatever happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _spawn_run(args: list[str], log: Path, environ: dict[str, str], cwd: str) -> _Run:
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "runbooks.cli", *args], stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=subprocess.STDOUT, env=environ, cwd=cwd,
+                                start_new_session=True)  # the fleet alone decides when a run is interrupted
+    return _Run(proc.pid, proc)
+
+
+def _kill_tree(run: _Run) -> None:
+    """A run that did not stop within its grace: kill it and everything it started (its kernel)."""
+    from runbooks.serve import descendants
+
+    for pid in [run.pid, *descendants(run.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _read_result(result: EnvResult, outputs: Path, log: Path) -> None:
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    found = re.findall(r"^run directory: (.+)$", text, re.MULTILINE)
+    if found:
+        result.run_dir = found[-1].strip()
+    elif (m := re.findall(r"; run directory (\S+)$", text, re.MULTILINE)):
+        result.run_dir = m[-1].strip()
+    summary: dict[str, Any] = {}
+    if result.run_dir:
+        try:
+            summary = json.loads((Path(result.run_dir) / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+    if summary:
+        result.status = summary.get("status") or result.status
+        result.counts = {k: int((summary.get("counts") or {}).get(k, 0)) for k in model.SEVERITIES if k != "ok"}
+        if summary.get("error"):
+            result.error = cut(summary["error"].get("message") or "", 300)
+    elif result.exit_code == EXIT_INVALID:
+        result.status = "rejected"
+    else:
+        result.status = "failed"
+    if not result.error and result.exit_code not in (0, 1):
+        lines = [x for x in text.splitlines() if x.startswith("runbooks:")]
+        if lines:
+            result.error = cut(lines[-1], 300)
+    try:
+        result.run_dir = Path(result.run_dir).relative_to(outputs).as_posix() if result.run_dir else None
+    except ValueError:
+        pass
+
+
+def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (), echo: Callable[[str], None] = print,
+        child_main: Callable[[list[str]], Any] | None = None, start_method: str | None = None,
+        stop_grace: float = STOP_GRACE) -> FleetResult:
+    """Run every environment as its own ``runbooks run``, ``parallel`` at a time; write fleet.json.
+
+    ``start_method``: ``fork`` runs ``child_main(args)`` (the ``runbooks`` command) in a forked
+    child, which shares the imports the fleet made once (:func:`warm`) instead of paying a new
+    interpreter's start and imports for each environment; ``spawn`` starts ``python -m
+    runbooks.cli`` per environment. The default is ``fork`` when it is safe (POSIX, a
+    ``child_main``, and no other thread in this process), else ``spawn``.
+    """
+    if start_method is None:
+        start_method = "fork" if (hasattr(os, "fork") and child_main is not None
+                                  and threading.active_count() == 1) else "spawn"
+    if start_method not in ("fork", "spawn") or (start_method == "fork" and child_main is None):
+        raise InvalidInput(f"start method {start_method!r}: allowed are 'fork' (with child_main) and 'spawn'")
+    outputs = Path(output_dir).resolve() if output_dir else plan.project.outputs_dir
+    start = model.utcnow()
+    fleet_dir = new_run_dir(outputs, FLEET_DIR, plan.runbook, start)
+    logs = fleet_dir / "logs"
+    logs.mkdir()
+    if start_method == "fork":
+        warm()
+    results = {m.env: EnvResult(m.env, parameters=m.parameters) for m in plan.members}
+    total = len(plan.members)
+    width = len(str(total))
+    environ = {**os.environ, "RUNBOOKS_HOME": str(plan.project.root), "PYTHONUNBUFFERED": "1"}
+    pending = list(enumerate(plan.members, 1))
+    running: dict[str, tuple[_Run, float, Path]] = {}
+    stopping: list[float] = []
+    finished = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not stopping:
+            echo(f"runbooks: {signal.Signals(signum).name}: stopping the fleet ({len(running)} run(s) "
+                 f"interrupted, {len(pending)} not started)")
+        stopping.append(time.monotonic())
+        for r, _, _ in list(running.values()):
+            r.signal(signal.SIGINT)  # `runbooks run` interrupts its kernel and records it
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and not stopping:
+                index, member = pending.pop(0)
+                result = results[member.env]
+                log = logs / f"{member.env}.log"
+                result.log = log.relative_to(outputs).as_posix()
+                result.started = model.utcnow().isoformat()
+                args = _arguments(plan, member.env, str(outputs), extra_args)
+                handle = (_fork_run(child_main, args, log, environ) if start_method == "fork"  # type: ignore[arg-type]
+                          else _spawn_run(args, log, environ, str(plan.project.root)))
+                running[member.env] = (handle, time.monotonic(), log)
+                echo(f"[{index:>{width}}/{total}] {member.env}: started")
+            for env, (handle, began, log) in list(running.items()):
+                code = handle.poll()
+                if code is None:
+                    continue
+                del running[env]
+                finished += 1
+                result = results[env]
+                result.exit_code = code if code >= 0 else 128 - code
+                result.duration_s = round(time.monotonic() - began, 1)
+                result.ended = model.utcnow().isoformat()
+                _read_result(result, outputs, log)
+                echo(f"[{finished:>{width}}/{total}] {env}: {result.status} (exit {result.exit_code}) "
+                     f"in {result.duration_s} s")
+            if stopping and pending:
+                pending.clear()
+            if stopping and time.monotonic() - stopping[0] > stop_grace:
+                for handle, _, _ in list(running.values()):
+                    _kill_tree(handle)
+            time.sleep(0.05)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    ordered = [results[m.env] for m in plan.members]
+    code = worst([r.exit_code for r in ordered])
+    if stopping:
+        code = EXIT_FAILED
+    end = model.utcnow()
+    by_status: dict[str, int] = {}
+    for r in ordered:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    summary = {
+        "schema": FLEET_SCHEMA,
+        "runbook": plan.runbook,
+        "fleet_id": fleet_dir.name,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "duration_s": round((end - start).total_seconds(), 1),
+        "parallel": parallel,
+        "start_method": start_method,
+        "fail_on": plan.fail_on,
+        "interrupted": bool(stopping),
+        "exit_code": code,
+        "statuses": by_status,
+        "environments": [r.public() for r in ordered],
+    }
+    execute._write_json(fleet_dir / "fleet.json", summary)
+    return FleetResult(code, fleet_dir, ordered, summary)
+
+
+def format_table(result: FleetResult) -> str:
+    """The fleet summary ``runbooks run`` prints at the end."""
+    header = ("ENV", "STATUS", "EXIT", "CRITICAL", "WARNING", "INFO", "DURATION", "RUN DIR")
+    rows = [header]
+    for r in result.results:
+        rows.append((r.env, r.status, "-" if r.exit_code is None else str(r.exit_code),
+                     str(r.counts.get("critical", "-")), str(r.counts.get("warning", "-")),
+                     str(r.counts.get("info", "-")), "-" if r.duration_s is None else f"{r.duration_s} s",
+                     r.run_dir or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+             for row in rows]
+    s = result.summary
+    statuses = ", ".join(f"{n} {k}" for k, n in s["statuses"].items())
+    lines.append(f"fleet {s['runbook']}: {len(result.results)} environment(s): {statuses}; "
+                 f"exit {result.exit_code} in {s['duration_s']} s"
+                 + (" (interrupted)" if s["interrupted"] else ""))
+    lines.append(f"fleet: {result.fleet_dir / 'fleet.json'}")
+    errors = [r for r in result.results if r.error]
+    for r in errors:
+        lines.append(f"  {r.env}: {r.error}")
+    return "\n".join(lines)
