@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -124,3 +125,38 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
     assert run.returncode == 2, run.stdout + run.stderr
     assert "forbidden: list nodes in all namespaces" in run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_a_run_scoped_to_a_namespace_needs_its_permissions_only_there(sandbox, sandbox_env, tmp_path, namespace):
+    """An identity with a RoleBinding in one namespace (common for a team) runs cluster-health scoped to it;
+    unscoped, the same identity is stopped before any check, naming the cluster-wide permission."""
+    admin = kube.connect(str(sandbox.kubeconfig), "sandbox")
+    kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                 body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team"}})
+    kube.request(admin, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "team-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "team", "namespace": namespace}]})
+    token = kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/team/token",
+                         body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                               "spec": {"expirationSeconds": 600}})["status"]["token"]
+    kc = tmp_path / "team-kubeconfig"
+    kc.write_text(sandbox.kubeconfig.read_text().replace(sandbox.token, token))
+    path = sandbox_env / "parameters" / "sandbox" / "env.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg.update(kubeconfig=str(kc), prometheus_url=None, alertmanager_url=None, elasticsearch_url=None)
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}))
+
+    scoped = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress",
+                      "-p", "namespaces", f'["{namespace}"]')
+    out = scoped.stdout + scoped.stderr
+    assert scoped.returncode in (0, 1), out
+    assert "forbidden: list pods" not in out and "Traceback" not in out
+    (summary,) = (sandbox_env / "outputs" / "sandbox" / "cluster-health").glob("*/summary.json")
+    findings = {f["id"]: f for f in json.loads(summary.read_text())["findings"]}
+    assert findings["check-not-readable/nodes"]["severity"] == "info"  # said, not silently skipped
+
+    unscoped = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress")
+    out = unscoped.stdout + unscoped.stderr
+    assert unscoped.returncode == 2, out
+    assert "forbidden: list pods in all namespaces" in out and "Traceback" not in out

@@ -101,16 +101,28 @@ def writes(runbook: str) -> list[tuple[str, str, str]]:
     return [p for p in _cluster_wide(runbook) if p[0] not in READ_VERBS]
 
 
-def denied(cluster: Any, needed: Sequence[tuple[str, str, str]]) -> list[str]:
-    """Each permission the connection's identity lacks, as ``forbidden: VERB RESOURCE in all namespaces``.
+def denied(cluster: Any, needed: Sequence[tuple[str, str, str]],
+           namespaces: Sequence[str] | None = None) -> list[str]:
+    """Each permission the connection's identity lacks, as ``forbidden: VERB RESOURCE in WHERE``.
 
-    Asked of the API server with ``SelfSubjectAccessReview`` s (cluster-wide, as the runbooks list).
+    Asked of the API server with ``SelfSubjectAccessReview`` s: cluster-wide ("in all namespaces"),
+    as an unscoped run lists. A run scoped to ``namespaces`` needs its namespaced permissions only
+    there (an identity with RoleBindings in those namespaces may run it); its cluster-scoped reads
+    (nodes, namespaces, webhooks) are then left to the runbook, which reports a 403 as a finding.
 
     Raises:
         NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
     """
-    return [f"forbidden: {verb} {resource + ('.' + group if group else '')} in all namespaces"
-            for verb, group, resource in needed if not access_review(cluster, verb, group, resource)]
+    missing = []
+    for verb, group, resource in needed:
+        name = resource + ("." + group if group else "")
+        if not namespaces:
+            if not access_review(cluster, verb, group, resource):
+                missing.append(f"forbidden: {verb} {name} in all namespaces")
+        elif kube.resource_namespaced(resource.partition("/")[0]):
+            missing += [f"forbidden: {verb} {name} in {ns}" for ns in namespaces
+                        if not access_review(cluster, verb, group, resource, ns)]
+    return missing
 
 
 def rbac_rules(needed: Sequence[tuple[str, str, str]]) -> list[dict[str, list[str]]]:

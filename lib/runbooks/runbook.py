@@ -422,13 +422,23 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
     return run
 
 
+def scope_of(params: Any) -> list[str]:
+    """The namespaces a run is limited to (``namespaces``, else ``namespace``); empty: the cluster."""
+    listed = [n for n in (getattr(params, "namespaces", None) or []) if isinstance(n, str) and n]
+    if listed:
+        return listed
+    one = getattr(params, "namespace", None)
+    return [one] if isinstance(one, str) and one else []
+
+
 def _check_access(run: Run, runbook: str, params: Any) -> None:
     """Stop before any check when the identity lacks a permission the runbook declares.
 
     A scheduled run with a least-privilege ServiceAccount must not pass for healthy because a
     403 emptied a table: each missing permission (``onboarding.PERMISSIONS``, asked with
     ``SelfSubjectAccessReview`` s; the writes only when a plan is to be applied) is a critical
-    finding ``forbidden: VERB RESOURCE in all namespaces`` and the run stops with exit 2.
+    finding ``forbidden: VERB RESOURCE in all namespaces`` (or ``in NAMESPACE`` for a run scoped
+    to namespaces, see :func:`scope_of`) and the run stops with exit 2.
     Where the access reviews cannot be asked (no such API, or no answer) the run goes on, as
     before, with the data source ``access-review`` down.
     """
@@ -438,7 +448,7 @@ def _check_access(run: Run, runbook: str, params: Any) -> None:
     if not needed:
         return
     try:
-        missing = onboarding.denied(run.cluster, needed)
+        missing = onboarding.denied(run.cluster, needed, scope_of(params))
     except SOURCE_ERRORS as exc:  # no access review API (404), or it did not answer
         run.source("access-review", False, f"permissions not checked: {type(exc).__name__}: {cut(str(exc))}")
         return
