@@ -50,6 +50,9 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+NODE_COLUMNS = ["node", "ready", "pressure", "cordoned", "kubelet", "cpu_allocatable", "memory_allocatable"]
+
+
 def check_nodes(nodes: Iterable[dict]) -> Check:
     rows, findings = [], []
     for n in nodes:
@@ -76,8 +79,7 @@ def check_nodes(nodes: Iterable[dict]) -> Check:
                                     title=f"Node {name} is cordoned (SchedulingDisabled)",
                                     detail="No new pods land on it; uncordon when maintenance is over.",
                                     resource=f"Node/{name}"))
-    return Check(_frame(rows, ["node", "ready", "pressure", "cordoned", "kubelet", "cpu_allocatable",
-                               "memory_allocatable"]), findings)
+    return Check(_frame(rows, NODE_COLUMNS), findings)
 
 
 POD_COLUMNS = ["namespace", "pod", "workload", "container", "state", "restarts", "last_termination", "node"]
@@ -553,6 +555,12 @@ def _guarded(title: str, columns: list[str]) -> Callable[[Callable[..., Check]],
                 return _not_served(title, columns, e)
         return guarded
     return wrap
+
+
+@_guarded("Nodes", NODE_COLUMNS)
+def nodes(cluster: kube.Cluster) -> Check:
+    """:func:`check_nodes` over the cluster's Nodes (a namespace-scoped identity may not list them)."""
+    return check_nodes(kube.objects(cluster, "nodes"))
 
 
 def _age_minutes(obj: dict, now: datetime) -> float:
