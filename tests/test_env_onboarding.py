@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -107,11 +108,55 @@ def test_check_names_the_permission_a_narrower_identity_lacks(sandbox, sandbox_e
     assert "authenticated" in proc.stdout
     rows = {r.what: r for r in onboarding.check_env(Project(sandbox_env, sandbox_env / "notebooks"), "sandbox")}
     health = rows["runbook cluster-health"]
-    assert health.state == "failed" and health.detail == "missing permission: list nodes, list secrets"  # view: no nodes, no Secrets
+    # view: no nodes, no Secrets, no admission webhooks or APIServices (cluster-health's control plane checks)
+    assert health.state == "failed" and health.detail == (
+        "missing permission: list nodes, list secrets, list mutatingwebhookconfigurations.admissionregistration.k8s.io, "
+        "list validatingwebhookconfigurations.admissionregistration.k8s.io, list apiservices.apiregistration.k8s.io")
     incident = rows["runbook incident-investigation"]
-    assert incident.state == "failed" and incident.detail == "missing permission: patch deployments.apps"
+    assert incident.state == "failed" and incident.detail == "missing permission: list secrets, patch deployments.apps"
     audit = rows["runbook dns-audit"]  # view reads everything; its in-cluster view needs a probe pod and exec
     assert audit.state == "failed" and audit.detail == (
         "missing permission: create pods in default, delete pods in default, get pods/exec in default, "
         "create pods/exec in default")
     assert "runbook cluster-health: missing permission: list nodes, list secrets" in proc.stderr
+
+    # the run itself stops before any check, naming the first permission it lacks as a finding
+    run = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "forbidden: list nodes in all namespaces" in run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_a_run_scoped_to_a_namespace_needs_its_permissions_only_there(sandbox, sandbox_env, tmp_path, namespace):
+    """An identity with a RoleBinding in one namespace (common for a team) runs cluster-health scoped to it;
+    unscoped, the same identity is stopped before any check, naming the cluster-wide permission."""
+    admin = kube.connect(str(sandbox.kubeconfig), "sandbox")
+    kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                 body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team"}})
+    kube.request(admin, "POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "team-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "team", "namespace": namespace}]})
+    token = kube.request(admin, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/team/token",
+                         body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                               "spec": {"expirationSeconds": 600}})["status"]["token"]
+    kc = tmp_path / "team-kubeconfig"
+    kc.write_text(sandbox.kubeconfig.read_text().replace(sandbox.token, token))
+    path = sandbox_env / "parameters" / "sandbox" / "env.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg.update(kubeconfig=str(kc), prometheus_url=None, alertmanager_url=None, elasticsearch_url=None)
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}))
+
+    scoped = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress",
+                      "-p", "namespaces", f'["{namespace}"]')
+    out = scoped.stdout + scoped.stderr
+    assert scoped.returncode in (0, 1), out
+    assert "forbidden: list pods" not in out and "Traceback" not in out
+    (summary,) = (sandbox_env / "outputs" / "sandbox" / "cluster-health").glob("*/summary.json")
+    findings = {f["id"]: f for f in json.loads(summary.read_text())["findings"]}
+    assert findings["check-not-readable/nodes"]["severity"] == "info"  # said, not silently skipped
+
+    unscoped = runbooks(sandbox_env, "run", "cluster-health", "--env", "sandbox", "--no-progress")
+    out = unscoped.stdout + unscoped.stderr
+    assert unscoped.returncode == 2, out
+    assert "forbidden: list pods in all namespaces" in out and "Traceback" not in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,13 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(900)
 
 
+def dockerfile_sources() -> list[str]:
+    """What the Dockerfile COPYs into the image's build (the product and nothing else)."""
+    sources = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            sources += [s.rstrip("/") for s in line.split()[1:-1] if not s.startswith("--")]
+    return sources
+
+
 @pytest.fixture(scope="module")
 def product_venv(tmp_path_factory) -> Path:
-    """A fresh venv with `pip install .` of the product only (no sandbox distribution)."""
+    """A fresh venv with `pip install .` of exactly what the Dockerfile copies (no sandbox distribution)."""
     venv = tmp_path_factory.mktemp("product-venv")
     source = tmp_path_factory.mktemp("product-source")  # a copy: building leaves build/ behind
-    shutil.copytree(ROOT, source, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".sandbox", "outputs", "build", "*.egg-info", "__pycache__", "runbooks_sandbox"))
+    for rel in dockerfile_sources():
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, source / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (source / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, source / rel)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
                          capture_output=True, text=True, timeout=800)
@@ -64,6 +79,37 @@ def test_cluster_health_runs_against_a_sandbox_from_the_other_environment(produc
     assert "cluster-health on sandbox: findings (exit 1)" in proc.stdout
     runs = sorted((sandbox_env / "outputs" / "sandbox" / "cluster-health").iterdir())
     assert (runs[-1] / "report.html").is_file()
+
+
+def test_the_runbooks_ship_inside_the_package(product_venv, tmp_path):
+    """No checkout: `runbooks list` shows the packaged runbooks; a project adds and overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "RUNBOOKS_HOME",
+                                                              "RUNBOOKS_NOTEBOOKS")}
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    listed = subprocess.run([str(product_venv / "bin" / "runbooks"), "list"], capture_output=True, text=True,
+                            timeout=120, cwd=bare, env=env, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert names == sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")), listed.stdout
+    packaged = subprocess.run([str(product_venv / "bin" / "python"), "-c",
+                               "from runbooks.environments import PACKAGED_NOTEBOOKS as p; print(p)"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert "site-packages" in packaged.stdout and not Path(packaged.stdout.strip()).is_symlink()
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "parameters").mkdir()
+    nb = json.loads((ROOT / "notebooks" / "cluster-health.ipynb").read_text())
+    nb["cells"][0]["source"] = ["# My cluster health: the team's own variant\n"]
+    (project / "notebooks" / "cluster-health.ipynb").write_text(json.dumps(nb))
+    (project / "notebooks" / "team-check.ipynb").write_text(json.dumps(nb))
+    mine = subprocess.run([str(product_venv / "bin" / "runbooks"), "--project-dir", str(project), "list"],
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert mine.returncode == 0, mine.stderr
+    rows = dict(line.split(None, 1) for line in mine.stdout.splitlines())
+    assert sorted(rows) == sorted([*names, "team-check"])
+    assert rows["cluster-health"].startswith("My cluster health")  # the project's own wins
+    assert not rows["dns-audit"].startswith("My cluster health")
 
 
 def test_the_default_routes_ship_with_the_product(product_venv):

@@ -47,10 +47,12 @@ def _fail(message: str, code: int = EXIT_INVALID) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runbooks")
 @click.option("--project-dir", envvar="RUNBOOKS_HOME", default=None, metavar="DIR",
-              help="Project root holding notebooks/, parameters/ and outputs/ "
-                   "(default: $RUNBOOKS_HOME, else the nearest such directory upwards).")
+              help="Project root holding parameters/, outputs/ and notebooks/ that add to or override "
+                   "the packaged runbooks (default: $RUNBOOKS_HOME, else the nearest such directory "
+                   "upwards, else the working directory).")
 @click.option("--notebooks-dir", envvar="RUNBOOKS_NOTEBOOKS", default=None, metavar="DIR",
-              help="Where the runbook notebooks are (default: PROJECT/notebooks).")
+              help="The one directory of runbook notebooks to use instead of the packaged ones "
+                   "and PROJECT/notebooks.")
 @click.pass_context
 def main(ctx: click.Context, project_dir: str | None, notebooks_dir: str | None) -> None:
     """Kubernetes runbooks as notebooks: run them headless, read their reports."""

@@ -84,19 +84,29 @@ MAX_NODES = 10_000
 """Most values a parameter file or ``-p`` value may expand to (YAML aliases included)."""
 
 
+PACKAGED_NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+"""The runbooks shipped inside the package (package data): found with no checkout at all."""
+
+
 @dataclass
 class Project:
     """Where notebooks, parameters and outputs live.
 
-    ``root`` is ``--project-dir`` / ``$RUNBOOKS_HOME`` or the nearest directory
-    upwards from the working directory holding ``notebooks/`` and
-    ``parameters/``; ``notebooks_dir`` defaults to ``root/notebooks``
-    (``--notebooks-dir`` / ``$RUNBOOKS_NOTEBOOKS`` point elsewhere, e.g. at test
-    fixtures, while parameters and outputs stay under ``root``).
+    ``root`` is ``--project-dir`` / ``$RUNBOOKS_HOME``, else the nearest directory
+    upwards from the working directory holding ``notebooks/`` and ``parameters/``,
+    else the working directory itself. The runbooks are the ones shipped in the package
+    (:data:`PACKAGED_NOTEBOOKS`), to which ``root/notebooks`` (when it exists) adds its own
+    and overrides those of the same name. ``--notebooks-dir`` / ``$RUNBOOKS_NOTEBOOKS``
+    instead names the one directory to use (e.g. test fixtures), while parameters and
+    outputs stay under ``root``.
+
+    A container image needs no checkout: ``$RUNBOOKS_HOME`` names a directory whose
+    ``parameters/ENV/`` is mounted from a ConfigMap, and the runbooks come from the package.
     """
 
     root: Path
     notebooks_dir: Path
+    packaged: bool = False  # the package's runbooks are the base layer (no explicit --notebooks-dir)
 
     @classmethod
     def discover(cls, project_dir: str | os.PathLike[str] | None = None,
@@ -112,14 +122,13 @@ class Project:
                     root = candidate
                     break
             else:
-                raise InvalidInput(
-                    "not inside a kube-runbooks project (no directory with notebooks/ and "
-                    "parameters/ above the working directory); pass --project-dir or set RUNBOOKS_HOME"
-                )
-        nbdir = Path(notebooks_dir).resolve() if notebooks_dir else root / "notebooks"
-        if not nbdir.is_dir():
-            raise InvalidInput(f"notebooks directory {str(nbdir)!r} does not exist")
-        return cls(root, nbdir)
+                root = here  # no checkout: the packaged runbooks, parameters/ and outputs/ here
+        if notebooks_dir:
+            nbdir = Path(notebooks_dir).resolve()
+            if not nbdir.is_dir():
+                raise InvalidInput(f"notebooks directory {str(nbdir)!r} does not exist")
+            return cls(root, nbdir)
+        return cls(root, root / "notebooks", packaged=True)
 
     @property
     def parameters_dir(self) -> Path:
@@ -130,9 +139,11 @@ class Project:
         return self.root / "outputs"
 
     def notebooks(self) -> dict[str, Path]:
-        """Runbook name → notebook path (kebab-case names, sorted)."""
-        return {p.stem: p for p in sorted(self.notebooks_dir.glob("*.ipynb"))
-                if not p.name.startswith(".") and not p.stem.endswith("-checkpoint")}
+        """Runbook name → notebook path (kebab-case names, sorted); the project's win over the package's."""
+        dirs = ([PACKAGED_NOTEBOOKS] if self.packaged else []) + [self.notebooks_dir]
+        books = {p.stem: p for d in dirs if d.is_dir() for p in sorted(d.glob("*.ipynb"))
+                 if not p.name.startswith(".") and not p.stem.endswith("-checkpoint")}
+        return dict(sorted(books.items()))
 
     def notebook(self, name: str) -> Path:
         """The notebook of a runbook name, or a path to a ``.ipynb`` file."""

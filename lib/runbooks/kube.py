@@ -371,8 +371,9 @@ def check_api(cluster: Cluster, timeout: float = 5.0) -> dict:
     except ValueError:  # /version answered, but not with JSON: not a Kubernetes API server
         raise Unavailable(f"API server {cluster.server}: /version is not JSON") from None
     try:
-        # /version is public on most clusters: also make one authenticated call
-        get_raw(cluster, "/api/v1/namespaces", [("limit", 1)], timeout=timeout)
+        # /version is public on most clusters: also make one authenticated call, one every identity
+        # may make (discovery: the default system:discovery role), so a namespace-scoped one passes
+        get_raw(cluster, "/api", timeout=timeout)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         raise scrubbed(cluster, translate(e, f"API server {cluster.server}")) from None
     return {"gitVersion": version.get("gitVersion", ""), "platform": version.get("platform", "")}

@@ -31,15 +31,26 @@ SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 # into it (in_cluster_view: off needs none of that). Exec over a WebSocket is a GET: authorized as
 # `get pods/exec` (Kubernetes 1.32), and also as `create` where AuthorizePodWebsocketUpgradeCreatePermission
 # is on (beta from 1.35), as SPDY's POST always was.
+# The cluster-wide entries of the scheduled runbooks are exactly what they request
+# (tests/test_chart_rbac.py records every request of each run in the sandbox and compares), and
+# charts/kube-runbooks builds its ClusterRoles from them (tools/chart_permissions.py).
 PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
     "cluster-health": [
-        ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"), ("list", "", "services"),
-        ("list", "", "endpoints"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
-        ("list", "networking.k8s.io", "ingresses"), ("list", "", "secrets"),
+        ("list", "", "namespaces"), ("list", "", "nodes"), ("list", "", "pods"), ("list", "", "events"),
+        ("list", "", "services"), ("list", "", "endpoints"), ("get", "", "endpoints"),
+        ("list", "", "persistentvolumeclaims"), ("list", "", "resourcequotas"), ("list", "", "secrets"),
+        ("list", "apps", "deployments"), ("list", "apps", "statefulsets"), ("list", "apps", "daemonsets"),
+        ("list", "batch", "jobs"), ("list", "batch", "cronjobs"),
+        ("list", "autoscaling", "horizontalpodautoscalers"), ("list", "policy", "poddisruptionbudgets"),
+        ("list", "networking.k8s.io", "ingresses"),
+        ("list", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+        ("list", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("list", "apiregistration.k8s.io", "apiservices"),
     ],
     "incident-investigation": [
-        ("get", "apps", "deployments"), ("list", "apps", "deployments"), ("list", "apps", "replicasets"),
-        ("list", "", "pods"), ("list", "", "events"), ("list", "", "configmaps"),
+        ("list", "", "namespaces"), ("get", "", "namespaces"), ("get", "apps", "deployments"),
+        ("list", "apps", "deployments"), ("list", "apps", "replicasets"), ("get", "apps", "replicasets"),
+        ("list", "", "pods"), ("list", "", "events"), ("list", "", "configmaps"), ("list", "", "secrets"),
         ("patch", "apps", "deployments"),
     ],
     "certificate-rotation": [
@@ -53,12 +64,14 @@ PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
         ("create", "networking.k8s.io", "ingresses"), ("list", "", "pods"),
     ],
     "service-reachability": [
-        ("list", "networking.k8s.io", "ingresses"), ("list", "networking.k8s.io", "ingressclasses"),
-        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
-        ("list", "", "secrets"), ("list", "apps", "deployments"), ("list", "", "events"),
+        ("list", "", "namespaces"), ("list", "networking.k8s.io", "ingresses"),
+        ("list", "networking.k8s.io", "ingressclasses"), ("list", "", "services"),
+        ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"), ("list", "", "secrets"),
+        ("list", "apps", "deployments"), ("list", "", "events"),
     ],
     "dns-audit": [
-        ("list", "", "services"), ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
+        ("list", "", "namespaces"), ("get", "", "namespaces"), ("list", "", "services"), ("get", "", "services"),
+        ("list", "discovery.k8s.io", "endpointslices"), ("list", "", "pods"),
         ("list", "networking.k8s.io", "ingresses"), ("list", "apps", "deployments"),
         ("create", "", "pods", "probe_namespace"), ("get", "", "pods", "probe_namespace"),
         ("delete", "", "pods", "probe_namespace"), ("get", "", "pods/exec", "probe_namespace"),
@@ -67,6 +80,90 @@ PERMISSIONS: dict[str, list[tuple[str, ...]]] = {
 }
 # The namespace of a permission that names a parameter, when the env's parameter file does not set it.
 NAMESPACE_DEFAULTS = {"probe_namespace": "default"}
+READ_VERBS = ("get", "list", "watch")
+SCHEDULED = ("cluster-health", "incident-investigation", "dns-audit", "service-reachability")
+"""The runbooks charts/kube-runbooks schedules as CronJobs."""
+
+
+def _cluster_wide(runbook: str) -> list[tuple[str, str, str]]:
+    # Entries naming a namespace parameter (dns-audit's optional probe pod) are checked by
+    # `runbooks env check` in that namespace; they are not part of the scheduled roles.
+    return [(p[0], p[1], p[2]) for p in PERMISSIONS.get(runbook, []) if len(p) == 3]
+
+
+def reads(runbook: str) -> list[tuple[str, str, str]]:
+    """The cluster-wide read permissions of a runbook (what a dry run needs)."""
+    return [p for p in _cluster_wide(runbook) if p[0] in READ_VERBS]
+
+
+def writes(runbook: str) -> list[tuple[str, str, str]]:
+    """The cluster-wide write permissions of a runbook (what applying its approved plan needs)."""
+    return [p for p in _cluster_wide(runbook) if p[0] not in READ_VERBS]
+
+
+def denied(cluster: Any, needed: Sequence[tuple[str, str, str]],
+           namespaces: Sequence[str] | None = None) -> list[str]:
+    """Each permission the connection's identity lacks, as ``forbidden: VERB RESOURCE in WHERE``.
+
+    Asked of the API server with ``SelfSubjectAccessReview`` s: cluster-wide ("in all namespaces"),
+    as an unscoped run lists. A run scoped to ``namespaces`` needs its namespaced permissions only
+    there (an identity with RoleBindings in those namespaces may run it); its cluster-scoped reads
+    (nodes, namespaces, webhooks) are then left to the runbook, which reports a 403 as a finding.
+
+    Raises:
+        NotFound: the API server has no ``authorization.k8s.io/v1`` access reviews.
+    """
+    missing = []
+    for verb, group, resource in needed:
+        name = resource + ("." + group if group else "")
+        if not namespaces:
+            if not access_review(cluster, verb, group, resource):
+                missing.append(f"forbidden: {verb} {name} in all namespaces")
+        elif kube.resource_namespaced(resource.partition("/")[0]):
+            missing += [f"forbidden: {verb} {name} in {ns}" for ns in namespaces
+                        if not access_review(cluster, verb, group, resource, ns)]
+    return missing
+
+
+def rbac_rules(needed: Sequence[tuple[str, str, str]]) -> list[dict[str, list[str]]]:
+    """RBAC PolicyRules granting exactly ``needed``: one rule per API group and verb set, sorted.
+
+    Example:
+        >>> rbac_rules([("list", "", "pods"), ("get", "", "pods"), ("list", "apps", "deployments")])
+        [{'apiGroups': [''], 'resources': ['pods'], 'verbs': ['get', 'list']}, \
+{'apiGroups': ['apps'], 'resources': ['deployments'], 'verbs': ['list']}]
+    """
+    verbs: dict[tuple[str, str], set[str]] = {}
+    for verb, group, resource in needed:
+        verbs.setdefault((group, resource), set()).add(verb)
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (group, resource), vs in verbs.items():
+        grouped.setdefault((group, tuple(sorted(vs))), []).append(resource)
+    return [{"apiGroups": [group], "resources": sorted(resources), "verbs": list(vs)}
+            for (group, vs), resources in sorted(grouped.items())]
+
+
+def chart_permissions(scheduled: Sequence[str] = SCHEDULED, served: Sequence[str] = ()) -> dict[str, Any]:
+    """The ClusterRoles of charts/kube-runbooks, from :data:`PERMISSIONS` (its ``permissions.yaml``).
+
+    ``read``: every read of the scheduled runbooks except Secrets; ``secrets``: the Secret reads,
+    bound only to the runbooks that need them (``needSecrets``); ``write``: per runbook, what
+    applying its approved plan needs; ``serve``: the reads of the runbooks ``runbooks serve``
+    routes alerts to.
+    """
+    def is_secret(p: tuple[str, str, str]) -> bool:
+        return p[1] == "" and p[2] == "secrets"
+
+    read = {p for name in scheduled for p in reads(name) if not is_secret(p)}
+    secret = {p for name in scheduled for p in reads(name) if is_secret(p)}
+    return {
+        "read": rbac_rules(sorted(read)),
+        "secrets": rbac_rules(sorted(secret)),
+        "needSecrets": [name for name in scheduled if any(is_secret(p) for p in reads(name))],
+        "write": {name: rbac_rules(writes(name)) for name in scheduled if writes(name)},
+        "serve": rbac_rules(sorted({p for name in served for p in reads(name)})),
+    }
+
 
 SOURCES = (("prometheus", "prometheus_url"), ("alertmanager", "alertmanager_url"),
            ("elasticsearch", "elasticsearch_url"))

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import plans, report, widgets
+from . import onboarding, plans, report, widgets
 from .environments import ENV_VARIABLE, Project, explicit_values, merge, new_run_dir
 from .errors import (
     SOURCE_ERRORS,
@@ -412,12 +412,56 @@ def start(runbook: str, namespace: Mapping[str, Any], *, connect: bool | None = 
                         f"namespaces {', '.join(unverified)} could not be checked (listing namespaces is forbidden)",
                         detail="the run goes on; a namespace that does not exist shows no objects")
     record("run", info)
-    record("preflight", {"ok": True})
     _record_errors()
+    if cluster is not None:
+        _check_access(run, runbook, params)
+    record("preflight", {"ok": True})
     report.setup_notebook()
     if project is not None and "env" in namespace and not headless():
         widgets.env_picker(run.env, project.envs(), info.get("kube_context"), namespace)
     return run
+
+
+def scope_of(params: Any) -> list[str]:
+    """The namespaces a run is limited to (``namespaces``, else ``namespace``); empty: the cluster."""
+    listed = [n for n in (getattr(params, "namespaces", None) or []) if isinstance(n, str) and n]
+    if listed:
+        return listed
+    one = getattr(params, "namespace", None)
+    return [one] if isinstance(one, str) and one else []
+
+
+def _check_access(run: Run, runbook: str, params: Any) -> None:
+    """Stop before any check when the identity lacks a permission the runbook declares.
+
+    A scheduled run with a least-privilege ServiceAccount must not pass for healthy because a
+    403 emptied a table: each missing permission (``onboarding.PERMISSIONS``, asked with
+    ``SelfSubjectAccessReview`` s; the writes only when a plan is to be applied) is a critical
+    finding ``forbidden: VERB RESOURCE in all namespaces`` (or ``in NAMESPACE`` for a run scoped
+    to namespaces, see :func:`scope_of`) and the run stops with exit 2.
+    Where the access reviews cannot be asked (no such API, or no answer) the run goes on, as
+    before, with the data source ``access-review`` down.
+    """
+    needed = onboarding.reads(runbook)
+    if not getattr(params, "dry_run", True):
+        needed += onboarding.writes(runbook)
+    if not needed:
+        return
+    try:
+        missing = onboarding.denied(run.cluster, needed, scope_of(params))
+    except SOURCE_ERRORS as exc:  # no access review API (404), or it did not answer
+        run.source("access-review", False, f"permissions not checked: {type(exc).__name__}: {cut(str(exc))}")
+        return
+    if not missing:
+        return
+    for text in missing:
+        run.finding(f"forbidden/{text.split(': ', 1)[1].replace(' ', '-')}", "critical", text,
+                    detail=f"the identity of context {getattr(run.cluster, 'context', None)!r} may not do "
+                           f"this; {runbook} needs it (grant it: charts/kube-runbooks, or check with "
+                           f"`runbooks env check ENV`)")
+    report.show_findings(list(run.findings.values()))
+    record("preflight", {"ok": False, "error": "; ".join(missing)})
+    raise PreflightFailed(f"preflight of {runbook}: " + "; ".join(missing))
 
 
 def _environment(runbook: str, model: type[ParamsBase], values: dict[str, Any]

@@ -355,9 +355,11 @@ class Dispatcher:
 
     def command(self, job: Job, params_file: Path) -> list[str]:
         cfg = self.config
-        argv = [cfg.python, "-m", "runbooks.cli", "--project-dir", str(cfg.project.root),
-                "--notebooks-dir", str(cfg.project.notebooks_dir), "run", job.runbook, "--env", cfg.env,
-                "-f", str(params_file), "--no-progress", "--timeout", str(cfg.timeout)]
+        argv = [cfg.python, "-m", "runbooks.cli", "--project-dir", str(cfg.project.root)]
+        if not cfg.project.packaged:  # an explicit notebooks directory replaces the packaged runbooks
+            argv += ["--notebooks-dir", str(cfg.project.notebooks_dir)]
+        argv += ["run", job.runbook, "--env", cfg.env, "-f", str(params_file), "--no-progress",
+                 "--timeout", str(cfg.timeout)]
         if cfg.output_dir:
             argv += ["--output-dir", cfg.output_dir]
         if cfg.notify:

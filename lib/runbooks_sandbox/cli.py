@@ -39,10 +39,21 @@ def sandbox() -> None:
               help="Send Alertmanager's alerts to this webhook (e.g. http://127.0.0.1:8787/alertmanager of "
                    "`runbooks serve`); its bearer token comes from $RUNBOOKS_SANDBOX_ALERT_WEBHOOK_TOKEN "
                    "or $RUNBOOKS_SERVE_TOKEN. Default: $RUNBOOKS_SANDBOX_ALERT_WEBHOOK.")
+@click.option("--run-image", "run_images", multiple=True, metavar="REPOSITORY[=BINDIR]",
+              help="Run pods of this image as local processes of BINDIR's executables (default: this "
+                   "Python's directory, where `runbooks` is installed), with the pod's env, volumes and "
+                   "ServiceAccount token mounted in a private mount namespace (root): e.g. "
+                   "`--run-image kube-runbooks` for the chart's CronJobs. Repeatable.")
 def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_ports: bool,
-       alert_webhook: str | None) -> None:
+       alert_webhook: str | None, run_images: tuple[str, ...]) -> None:
     """Start the sandbox in the background and write its kubeconfig."""
+    from .podrunner import parse_run_image
     from .scenario import list_scenarios
+
+    try:
+        images = dict(parse_run_image(text) for text in run_images)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--run-image") from None
 
     if scenario not in list_scenarios():
         raise click.BadParameter(f"{scenario!r} is not a scenario; choose one of: {', '.join(list_scenarios())}",
@@ -50,7 +61,7 @@ def up(state_dir: str | None, scenario: str, port: int, api_only: bool, free_por
     d = _state_dir(state_dir)
     try:
         state = launch.start_background(d, scenario, port, api_only=api_only, free_ports=free_ports,
-                                        alert_webhook=alert_webhook)
+                                        alert_webhook=alert_webhook, run_images=images)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     verb = "already running" if state.get("already_running") else "started"
@@ -124,9 +135,14 @@ def env(state_dir: str | None) -> None:
 @click.option("--api-only", is_flag=True)
 @click.option("--free-ports", is_flag=True)
 @click.option("--alert-webhook", default=None)
+@click.option("--run-image", "run_images", multiple=True)
 def serve(state_dir: str | None, scenario: str, port: int, bulk_pods: int, bulk_namespaces: int, bulk_nodes: int,
-          bulk_unhealthy: float, api_only: bool, free_ports: bool, alert_webhook: str | None) -> None:
+          bulk_unhealthy: float, api_only: bool, free_ports: bool, alert_webhook: str | None,
+          run_images: tuple[str, ...]) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
+    from .podrunner import parse_run_image
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     launch.serve_forever(_state_dir(state_dir), scenario, port, bulk_pods, api_only, free_ports, alert_webhook,
-                         bulk_namespaces, bulk_nodes, bulk_unhealthy)
+                         bulk_namespaces, bulk_nodes, bulk_unhealthy,
+                         run_images=dict(parse_run_image(text) for text in run_images))

@@ -12,7 +12,8 @@ thread, with the real status fields, conditions and wording:
   ``SuccessCriteriaMet``) or ``Failed`` (after ``FailureTarget``) with reason
   ``BackoffLimitExceeded`` or ``DeadlineExceeded``; ``suspend``. A sandbox pod
   of a Job runs for ``sandbox.kube-runbooks.io/runtime`` (default 2s) and exits
-  with ``sandbox.kube-runbooks.io/exit-code`` (default 0).
+  with ``sandbox.kube-runbooks.io/exit-code`` (default 0) -- unless
+  ``process_runtime`` claims it (podrunner.py: the pod's command really runs).
 * **cronjob**: a Job per schedule time (``NAME-<minutes since epoch>``,
   ``batch.kubernetes.io/cronjob-scheduled-timestamp``), ``concurrencyPolicy``,
   ``suspend``, ``startingDeadlineSeconds``, ``timeZone``, history limits,
@@ -328,6 +329,9 @@ class ClusterControllers:
         self._thread: threading.Thread | None = None
         self._last_lease = 0.0
         self._reported: set[tuple[str, str, str]] = set()
+        # A runtime that really runs some pods (podrunner.PodRunner: pods of chosen images as local
+        # processes); the Job controller's pods it claims end when their process ends.
+        self.process_runtime: Any = None
         r = self.registry
         self.rt = {k: r.by_kind_any_version(k, g) for k, g in (
             ("Pod", ""), ("Job", "batch"), ("CronJob", "batch"), ("PodDisruptionBudget", "policy"),
@@ -483,6 +487,9 @@ class ClusterControllers:
 
     def _finish_pod(self, pod: dict, now: datetime) -> None:
         """The kubelet's report for a Job pod whose container exited."""
+        if self.process_runtime is not None and self.process_runtime.claims(pod):
+            self.process_runtime.sync(pod, self)
+            return
         annotations = pod["metadata"].get("annotations") or {}
         status = pod.get("status") or {}
         started = _ts(status.get("startTime"))

@@ -289,16 +289,22 @@ def pid_alive(pid: int) -> bool:
 
 def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0, api_only: bool = False,
                   free_ports: bool = False, alert_webhook: str | None = None, bulk_namespaces: int = 1,
-                  bulk_nodes: int = 0, bulk_unhealthy: float = 0.0) -> None:
+                  bulk_nodes: int = 0, bulk_unhealthy: float = 0.0, run_images: dict[str, str] | None = None) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT (the body of `sandbox up`).
 
     The services listen on the fixed ports of ``stack.PORTS`` (what parameters/sandbox/env.yaml
     names), or with ``free_ports`` on any free ones (the state file's ``services`` lists them).
     ``alert_webhook`` is the URL Alertmanager sends alerts to (e.g. `runbooks serve`).
+    ``run_images`` (repository -> directory of executables): pods of these images run as local
+    processes (podrunner.py), e.g. the kube-runbooks chart's CronJobs.
     """
     from . import stack
 
     sandbox = Sandbox(state_dir, scenario, port)
+    if run_images:
+        from .podrunner import PodRunnerAddon
+
+        sandbox.add(PodRunnerAddon(sandbox, run_images))
     if not api_only:
         stack.attach(sandbox, stack.StackOptions(ports=None if free_ports else dict(stack.PORTS),
                                                  alert_webhook=alert_webhook))
@@ -323,7 +329,7 @@ def serve_forever(state_dir: Path, scenario: str, port: int, bulk_pods: int = 0,
 def start_background(state_dir: Path, scenario: str = "default", port: int = 0, wait: float = 120.0,
                      bulk_pods: int = 0, api_only: bool = False, free_ports: bool = False,
                      alert_webhook: str | None = None, bulk_namespaces: int = 1, bulk_nodes: int = 0,
-                     bulk_unhealthy: float = 0.0) -> dict:
+                     bulk_unhealthy: float = 0.0, run_images: dict[str, str] | None = None) -> dict:
     """Start the sandbox as a detached process; return its state once it answers."""
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
@@ -337,7 +343,8 @@ def start_background(state_dir: Path, scenario: str = "default", port: int = 0, 
          "--bulk-namespaces", str(bulk_namespaces), "--bulk-nodes", str(bulk_nodes),
          "--bulk-unhealthy", str(bulk_unhealthy)]
         + (["--api-only"] if api_only else []) + (["--free-ports"] if free_ports else [])
-        + (["--alert-webhook", alert_webhook] if alert_webhook else []),
+        + (["--alert-webhook", alert_webhook] if alert_webhook else [])
+        + [a for repo, bin_dir in (run_images or {}).items() for a in ("--run-image", f"{repo}={bin_dir}")],
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -186,6 +186,7 @@ class ApiServer:
         self.thread: threading.Thread | None = None
         self.url = ""
         self.log_source = None  # callable(pod, container, options) -> str, set by the sandbox
+        self.audit: list[dict] | None = None  # a list to record each request's authorization attributes into
         self.log_follower = None  # callable(pod, container, options, stop) -> Iterator[(stream, bytes)]
         self.kubelet = Kubelet(self.store, self.registry)
 

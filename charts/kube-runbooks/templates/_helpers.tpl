@@ -29,3 +29,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The ClusterRoles' rules: permissions.yaml, generated from the runbooks' declared permissions. */}}
+{{- define "kube-runbooks.permissions" -}}
+{{- .Files.Get "permissions.yaml" }}
+{{- end }}
+
+{{/* The permission profile (ServiceAccount suffix) of a scheduled runbook: apply-NAME, read-secrets or read. */}}
+{{- define "kube-runbooks.profile" -}}
+{{- $perms := include "kube-runbooks.permissions" .root | fromYaml }}
+{{- if .spec.approvePlan }}
+{{- printf "apply-%s" .name }}
+{{- else if and .root.Values.rbac.readSecrets (has .name $perms.needSecrets) }}
+{{- "read-secrets" }}
+{{- else }}
+{{- "read" }}
+{{- end }}
+{{- end }}
+
+{{/* The names of the enabled schedules, one per line (empty: none). */}}
+{{- define "kube-runbooks.enabledSchedules" -}}
+{{- range $name, $spec := .Values.schedules.runbooks }}
+{{- if $spec.enabled }}
+{{ $name }}
+{{- end }}
+{{- end }}
+{{- end }}

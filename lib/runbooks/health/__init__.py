@@ -17,10 +17,12 @@ this package's names (``health.scan_pods``, ``health.webhooks``).
 from .batch import BATCH_COLUMNS, batch, check_batch, cron_next
 from .capacity import (
     CAPACITY_COLUMNS,
+    NODE_COLUMNS,
     QUOTA_COLUMNS,
     check_node_capacity,
     check_nodes,
     check_quotas,
+    nodes,
     quotas,
 )
 from .controlplane import (
@@ -74,13 +76,13 @@ from .workloads import (
 
 __all__ = [
     "APISERVICE_COLUMNS", "BATCH_COLUMNS", "CAPACITY_COLUMNS", "CRASH_REASONS", "DAEMONSET_COLUMNS",
-    "HPA_COLUMNS", "PDB_COLUMNS", "POD_COLUMNS", "PVC_COLUMNS", "QUOTA_COLUMNS", "READYZ_COLUMNS",
+    "HPA_COLUMNS", "NODE_COLUMNS", "PDB_COLUMNS", "POD_COLUMNS", "PVC_COLUMNS", "QUOTA_COLUMNS", "READYZ_COLUMNS",
     "STATEFULSET_COLUMNS", "VOLUME_COLUMNS", "VOLUME_QUERIES", "WEBHOOK_COLUMNS",
     "Check", "PodScan",
     "apiservices", "batch", "check_apiservices", "check_batch", "check_daemonsets", "check_deployments",
     "check_events", "check_hpas", "check_ingresses", "check_node_capacity", "check_nodes", "check_pdbs",
     "check_pods", "check_pvcs", "check_quotas", "check_readyz", "check_services", "check_statefulsets",
     "check_tls_secrets", "check_volumes", "check_webhooks", "cron_next", "daemonsets", "hpas",
-    "image_tag_problem", "pod_requests", "pdbs", "pvcs", "quotas", "readyz", "restarts_by_workload",
+    "image_tag_problem", "nodes", "pod_requests", "pdbs", "pvcs", "quotas", "readyz", "restarts_by_workload",
     "scan_pods", "statefulsets", "volumes", "warning_events", "webhooks",
 ]

@@ -12,6 +12,8 @@ from .. import kube
 from ..model import Finding
 from .core import Check, frame, guarded, quantity
 
+NODE_COLUMNS = ["node", "ready", "pressure", "cordoned", "kubelet", "cpu_allocatable", "memory_allocatable"]
+
 
 def check_nodes(nodes: Iterable[dict]) -> Check:
     rows, findings = [], []
@@ -39,8 +41,13 @@ def check_nodes(nodes: Iterable[dict]) -> Check:
                                     title=f"Node {name} is cordoned (SchedulingDisabled)",
                                     detail="No new pods land on it; uncordon when maintenance is over.",
                                     resource=f"Node/{name}"))
-    return Check(frame(rows, ["node", "ready", "pressure", "cordoned", "kubelet", "cpu_allocatable",
-                               "memory_allocatable"]), findings)
+    return Check(frame(rows, NODE_COLUMNS), findings)
+
+
+@guarded("Nodes", NODE_COLUMNS)
+def nodes(cluster: kube.Cluster) -> Check:
+    """:func:`check_nodes` over the cluster's Nodes (a namespace-scoped identity may not list them)."""
+    return check_nodes(kube.objects(cluster, "nodes"))
 
 
 # ---- capacity ------------------------------------------------------------------------------
