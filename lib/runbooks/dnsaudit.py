@@ -48,7 +48,11 @@ from .externaldns import (
     txt_names,
     txt_value,
 )
-from .externaldns import parse_instance as parse_instance  # kept as dnsaudit's names for callers
+from .externaldns import HERITAGE as HERITAGE  # kept as dnsaudit's names for callers
+from .externaldns import HOSTNAME_ANNOTATION as HOSTNAME_ANNOTATION
+from .externaldns import TARGET_ANNOTATION as TARGET_ANNOTATION
+from .externaldns import TTL_ANNOTATION as TTL_ANNOTATION
+from .externaldns import parse_instance as parse_instance
 from .externaldns import parse_txt as parse_txt
 from .model import Finding
 from .parameters import MutatingParams
