@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import runbooks.runbook as rb
-from runbooks import certs, kube, plans, rotation
+from runbooks import certs, kube, plans, rotation, rotationtargets
 from runbooks.secrets import encoded_key
 from runbooks_sandbox import pki
 from runbooks_sandbox.certmanager import CertManager
@@ -256,7 +256,7 @@ def test_approved_run_renews_rotates_restarts_and_serves(project, box, api):
     # hand-managed: replaced from the files, the old content kept in a labelled backup
     new_pay = stored(api, "payments", "payments-tls")
     assert new_pay.sha256 == files["sha256"]
-    [backup] = rotation.backups(api, ["payments"], of="payments-tls")
+    [backup] = rotationtargets.backups(api, ["payments"], of="payments-tls")
     assert backup["sha256"] == old_pay.sha256 and backup["backup"].startswith("payments-tls-backup-")
     copy = kube.read_secret_keys(api, "payments", backup["backup"])
     assert copy.object["metadata"]["labels"][certs.BACKUP_OF] == "payments-tls" and copy.object["type"] == "Opaque"
@@ -296,7 +296,7 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     inv = rotation.inventory(api)
     first = plans.Plan(rotation.rotation_changes(api, **rotation.plan_arguments(p, rotation.select_targets(
         inv, [], None, p.replacement_files))))
-    backup_change = next(c for c in first.changes if rotation.phase_of(c) == "backup")
+    backup_change = next(c for c in first.changes if rotationtargets.phase_of(c) == "backup")
     plans.TARGETS[backup_change.target].send(run, backup_change, dry_run=False, now="2026-01-01T00:00:00Z")
     assert stored(api, "payments", "payments-tls").sha256 == current.sha256
 
@@ -307,7 +307,7 @@ def test_rerun_after_an_interruption_completes_without_a_second_backup(project, 
     proc = runbooks(project, box, "--approve", plan_id(dry), params=params)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert stored(api, "payments", "payments-tls").sha256 == files["sha256"]
-    copies = [b for b in rotation.backups(api, ["payments"], of="payments-tls") if b["sha256"] == current.sha256]
+    copies = [b for b in rotationtargets.backups(api, ["payments"], of="payments-tls") if b["sha256"] == current.sha256]
     assert len(copies) == 1
     assert served(box, "pay.example.com").sha256 == files["sha256"]
     STATE["newer_backup"] = copies[0]["backup"]
@@ -323,7 +323,7 @@ def test_rollback_restores_the_backup(box, api):
     targets = rotation.select_targets(inv, [], None, {}, p.rollback_backup, api)
     assert targets == ["payments/payments-tls"]
     plan = dry_run.plan(rotation.rotation_changes, **rotation.plan_arguments(p, targets))
-    assert [rotation.phase_of(c) for c in plan.changes] == ["backup", "replace", "restart", "restart"]
+    assert [rotationtargets.phase_of(c) for c in plan.changes] == ["backup", "replace", "restart", "restart"]
     # the backup and the restore name the values they copy by digest: no key in the plan, not even its body
     bodies = json.dumps([c.body for c in plan.changes])
     assert "redacted sha256" in bodies and "PRIVATE KEY" not in bodies and encoded_key(bodies) is None
@@ -332,7 +332,7 @@ def test_rollback_restores_the_backup(box, api):
     applied = run.apply(run.plan(rotation.rotation_changes, **rotation.plan_arguments(approved, targets)))
     assert len(applied) == 4
     restored = stored(api, "payments", "payments-tls")
-    backup = next(b for b in rotation.backups(api, ["payments"]) if b["backup"] == STATE["newer_backup"])
+    backup = next(b for b in rotationtargets.backups(api, ["payments"]) if b["backup"] == STATE["newer_backup"])
     assert restored.sha256 == backup["sha256"] != before.sha256
     assert restored.key_matches is True  # the backup's key came back with its certificate
     findings = rotation.verify_rotation(api, applied, plan, inv, ingress_endpoint=box.endpoint.address, timeout=30)
@@ -340,7 +340,7 @@ def test_rollback_restores_the_backup(box, api):
 
 
 def test_a_stuck_renewal_is_reported_not_waited_for(api):
-    result = rotation.wait_for_renewal(api, "shop", "legacy-api-tls", 0, timeout=1, poll=0.2)
+    result = rotationtargets.wait_for_renewal(api, "shop", "legacy-api-tls", 0, timeout=1, poll=0.2)
     assert result["ok"] is False
     assert "no new revision within 1 s" in result["problem"] and "AccessDenied" in result["problem"]
 

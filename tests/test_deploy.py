@@ -1,4 +1,4 @@
-"""deploy.py without a cluster: parameters, image references, vault, values, diff, redaction."""
+"""runbooks.deploy without a cluster: parameters, image references, vault, values, diff, redaction."""
 
 from __future__ import annotations
 
@@ -89,9 +89,9 @@ def test_release_spec_from_parameters(tmp_path):
 
 
 def test_repository_and_oci_charts_are_passed_through(tmp_path):
-    assert deploy._resolve("bitnami/nginx", tmp_path) == "bitnami/nginx"
-    assert deploy._resolve("oci://registry.example.com/charts/web", tmp_path).startswith("oci://")
-    assert deploy._resolve("charts/missing", tmp_path) == str(tmp_path / "charts" / "missing")
+    assert deploy.resolve_path("bitnami/nginx", tmp_path) == "bitnami/nginx"
+    assert deploy.resolve_path("oci://registry.example.com/charts/web", tmp_path).startswith("oci://")
+    assert deploy.resolve_path("charts/missing", tmp_path) == str(tmp_path / "charts" / "missing")
 
 
 # ---- vault ------------------------------------------------------------------------------

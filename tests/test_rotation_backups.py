@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runbooks import plans, rotation
+from runbooks import plans, rotationtargets
 from runbooks import secrets as sec
 
 
@@ -44,7 +44,7 @@ def leaks(text: str) -> list:
 
 def test_the_run_directory_backup_holds_no_key(tmp_path):
     secret, key_pem = tls_secret()
-    change = plans.Change(target=rotation.SECRET_TARGET, operation="patch", kind="Secret",
+    change = plans.Change(target=rotationtargets.SECRET_TARGET, operation="patch", kind="Secret",
                           namespace="payments", name="pay-tls", body={"data": {}})
     audit = plans.AuditLog(tmp_path, runbook="certificate-rotation", run_id="r1")
     audit.backup(change, secret)
@@ -61,10 +61,10 @@ def test_the_run_directory_backup_holds_no_key(tmp_path):
 
 def test_the_in_cluster_backup_secret_copies_no_annotation():
     secret, _ = tls_secret()
-    change = rotation._backup_change(secret, rotation.backup_name(secret))
+    change = rotationtargets.backup_change(secret, rotationtargets.backup_name(secret))
     annotations = change.body["metadata"]["annotations"]
     assert sec.LAST_APPLIED not in annotations and "team" not in annotations
-    assert set(annotations) == {rotation.BACKUP_SHA, rotation.BACKUP_TIME, rotation.BACKUP_TYPE}
+    assert set(annotations) == {rotationtargets.BACKUP_SHA, rotationtargets.BACKUP_TIME, rotationtargets.BACKUP_TYPE}
     # what the plan shows of it (summary.json, audit.jsonl, the report) holds no key either
     assert leaks(json.dumps(change.public())) == []
     assert all(d.get("from", sec.REDACTED) == sec.REDACTED for d in change.diff)
