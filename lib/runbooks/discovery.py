@@ -175,78 +175,100 @@ def pod_dns_findings(pods: list[dict], services: list[dict], *, domain: str = "c
         spec = pod.get("spec") or {}
         containers = spec.get("containers") or []
         texts = [t for c in containers for t in _strings(c)]
-        # ndots / dnsPolicy
         ndots = _ndots(spec)
         names = external_names([a for c in containers for a in _addresses(c)], domain)
-        slow = [n for n in names if ndots is not None and n.count(".") < ndots]
         policy = spec.get("dnsPolicy") or "ClusterFirst"
-        uses_cluster = any(f".svc.{domain}" in t or ".svc:" in t for t in texts)
-        if slow:
-            searches = 3 + len((spec.get("dnsConfig") or {}).get("searches") or [])
-            findings.append(Finding(
-                id=f"dns-ndots/{ns}/{workload}", severity="warning",
-                title=f"{ns}/{workload}: ndots:{ndots} turns each lookup of {slow[0]} into {searches + 1} or more",
-                detail=(f"{', '.join(slow)} ha{'s' if len(slow) == 1 else 've'} fewer than {ndots} dots, so the "
-                        f"resolver tries the {searches} cluster search domains (and the node's own) first, "
-                        "each an NXDOMAIN, for A and AAAA. "
-                        "Fix: write the names fully qualified with a trailing dot, or set "
-                        "spec.dnsConfig.options ndots: \"2\""),
-                resource=_resource(ns, workload),
-                evidence={"ndots": ndots, "names": slow, "dnsPolicy": policy}))
-        if uses_cluster and ndots is None:
-            findings.append(Finding(
-                id=f"dns-policy/{ns}/{workload}", severity="warning",
-                title=f"{ns}/{workload}: dnsPolicy {policy} cannot resolve cluster names",
-                detail="the pod uses *.svc names but resolves through the node's resolv.conf; use dnsPolicy "
-                       "ClusterFirst (ClusterFirstWithHostNet with hostNetwork)",
-                resource=_resource(ns, workload), evidence={"dnsPolicy": policy, "hostNetwork": spec.get("hostNetwork")}))
-        # Service environment variables of Services newer than the pod
-        started = kube.parse_time((pod.get("status") or {}).get("startTime")
-                                  or pod["metadata"].get("creationTimestamp"))
-        for var in sorted({m.group(1) for t in texts for m in _SERVICE_ENV.finditer(t)}):
-            svc = var.lower().replace("_", "-")
-            created = svc_created.get((ns, svc))
-            if spec.get("enableServiceLinks") is False:
-                problem = "enableServiceLinks is false: no Service variables are injected"
-            elif created is None:
-                problem = f"there is no Service {svc} in {ns}"
-            elif started and isinstance(created, datetime) and created > started:
-                problem = (f"Service {svc} was created {created:%Y-%m-%d %H:%M} UTC, after the pods started "
-                           f"({started:%Y-%m-%d %H:%M} UTC): the kubelet injects {var}_SERVICE_HOST only for "
-                           "Services that exist when a container starts")
-            else:
-                continue
-            findings.append(Finding(
-                id=f"dns-service-env/{ns}/{workload}/{svc}", severity="warning",
-                title=f"{ns}/{workload} reads {var}_SERVICE_HOST, which its pods do not have",
-                detail=problem + f". Fix: restart the workload, or use the DNS name {svc}.{ns}.svc.{domain}",
-                resource=_resource(ns, workload), evidence={"variable": f"{var}_SERVICE_HOST", "pods": len(group)}))
-        # JVM DNS cache
-        for c in containers:
-            envs = {e.get("name"): e.get("value") or "" for e in c.get("env") or []}
-            cmd = " ".join(list(c.get("command") or []) + list(c.get("args") or []))
-            jvm = bool(JVM_IMAGE.search(c.get("image") or "")) or bool(re.search(r"(^|/|\s)java(\s|$)", cmd)) \
-                or any(k in envs for k in JVM_ENV)
-            if not jvm:
-                continue
-            text = cmd + " " + " ".join(envs.values())
-            if any(f"-D{p}=" in text for p in props):
-                continue
-            manager = "-Djava.security.manager" in text
-            findings.append(Finding(
-                id=f"dns-jvm-cache/{ns}/{workload}/{c['name']}", severity="warning",
-                title=f"{ns}/{workload}: JVM without a DNS cache TTL",
-                detail=("the JVM caches DNS answers " + ("FOREVER (a security manager is installed)" if manager
-                                                         else "for 30 s by default, and forever once a security "
-                                                              "manager is installed")
-                        + "; a moved Service or load balancer stays unreachable. Fix: add "
-                          "-Dsun.net.inetaddr.ttl=30 to JAVA_TOOL_OPTIONS (or networkaddress.cache.ttl=30 in "
-                          "the JDK's java.security)"),
-                resource=_resource(ns, workload), evidence={"container": c["name"], "image": c.get("image")}))
+        findings += _resolver_findings(ns, workload, spec, texts, names, ndots, policy, domain)
+        findings += _service_env_findings(ns, workload, group, texts, svc_created, domain)
+        findings += _jvm_findings(ns, workload, containers, props)
         rows.append({"namespace": ns, "workload": workload, "pods": len(group), "dnsPolicy": policy,
                      "ndots": ndots, "external names": ", ".join(names)})
     return pd.DataFrame(rows, columns=["namespace", "workload", "pods", "dnsPolicy", "ndots", "external names"]), \
         findings
+
+
+def _resolver_findings(ns: str, workload: str, spec: dict, texts: list[str], names: list[str],
+                       ndots: int | None, policy: str, domain: str) -> list[Finding]:
+    """ndots that sends external names through every search domain; a dnsPolicy without cluster names."""
+    out = []
+    slow = [n for n in names if ndots is not None and n.count(".") < ndots]
+    uses_cluster = any(f".svc.{domain}" in t or ".svc:" in t for t in texts)
+    if slow:
+        searches = 3 + len((spec.get("dnsConfig") or {}).get("searches") or [])
+        out.append(Finding(
+            id=f"dns-ndots/{ns}/{workload}", severity="warning",
+            title=f"{ns}/{workload}: ndots:{ndots} turns each lookup of {slow[0]} into {searches + 1} or more",
+            detail=(f"{', '.join(slow)} ha{'s' if len(slow) == 1 else 've'} fewer than {ndots} dots, so the "
+                    f"resolver tries the {searches} cluster search domains (and the node's own) first, "
+                    "each an NXDOMAIN, for A and AAAA. "
+                    "Fix: write the names fully qualified with a trailing dot, or set "
+                    "spec.dnsConfig.options ndots: \"2\""),
+            resource=_resource(ns, workload),
+            evidence={"ndots": ndots, "names": slow, "dnsPolicy": policy}))
+    if uses_cluster and ndots is None:
+        out.append(Finding(
+            id=f"dns-policy/{ns}/{workload}", severity="warning",
+            title=f"{ns}/{workload}: dnsPolicy {policy} cannot resolve cluster names",
+            detail="the pod uses *.svc names but resolves through the node's resolv.conf; use dnsPolicy "
+                   "ClusterFirst (ClusterFirstWithHostNet with hostNetwork)",
+            resource=_resource(ns, workload), evidence={"dnsPolicy": policy, "hostNetwork": spec.get("hostNetwork")}))
+    return out
+
+
+def _service_env_findings(ns: str, workload: str, group: list[dict], texts: list[str],
+                          svc_created: dict[tuple[str, str], Any], domain: str) -> list[Finding]:
+    """``X_SERVICE_HOST`` variables the pods read but were never given (Service newer, missing, links off)."""
+    out = []
+    pod = group[0]
+    spec = pod.get("spec") or {}
+    started = kube.parse_time((pod.get("status") or {}).get("startTime")
+                              or pod["metadata"].get("creationTimestamp"))
+    for var in sorted({m.group(1) for t in texts for m in _SERVICE_ENV.finditer(t)}):
+        svc = var.lower().replace("_", "-")
+        created = svc_created.get((ns, svc))
+        if spec.get("enableServiceLinks") is False:
+            problem = "enableServiceLinks is false: no Service variables are injected"
+        elif created is None:
+            problem = f"there is no Service {svc} in {ns}"
+        elif started and isinstance(created, datetime) and created > started:
+            problem = (f"Service {svc} was created {created:%Y-%m-%d %H:%M} UTC, after the pods started "
+                       f"({started:%Y-%m-%d %H:%M} UTC): the kubelet injects {var}_SERVICE_HOST only for "
+                       "Services that exist when a container starts")
+        else:
+            continue
+        out.append(Finding(
+            id=f"dns-service-env/{ns}/{workload}/{svc}", severity="warning",
+            title=f"{ns}/{workload} reads {var}_SERVICE_HOST, which its pods do not have",
+            detail=problem + f". Fix: restart the workload, or use the DNS name {svc}.{ns}.svc.{domain}",
+            resource=_resource(ns, workload), evidence={"variable": f"{var}_SERVICE_HOST", "pods": len(group)}))
+    return out
+
+
+def _jvm_findings(ns: str, workload: str, containers: list[dict], props: tuple[str, ...]) -> list[Finding]:
+    """JVM containers without a DNS cache TTL (``-Dnetworkaddress.cache.ttl=`` or the like)."""
+    out = []
+    for c in containers:
+        envs = {e.get("name"): e.get("value") or "" for e in c.get("env") or []}
+        cmd = " ".join(list(c.get("command") or []) + list(c.get("args") or []))
+        jvm = bool(JVM_IMAGE.search(c.get("image") or "")) or bool(re.search(r"(^|/|\s)java(\s|$)", cmd)) \
+            or any(k in envs for k in JVM_ENV)
+        if not jvm:
+            continue
+        text = cmd + " " + " ".join(envs.values())
+        if any(f"-D{p}=" in text for p in props):
+            continue
+        manager = "-Djava.security.manager" in text
+        out.append(Finding(
+            id=f"dns-jvm-cache/{ns}/{workload}/{c['name']}", severity="warning",
+            title=f"{ns}/{workload}: JVM without a DNS cache TTL",
+            detail=("the JVM caches DNS answers " + ("FOREVER (a security manager is installed)" if manager
+                                                     else "for 30 s by default, and forever once a security "
+                                                          "manager is installed")
+                    + "; a moved Service or load balancer stays unreachable. Fix: add "
+                      "-Dsun.net.inetaddr.ttl=30 to JAVA_TOOL_OPTIONS (or networkaddress.cache.ttl=30 in "
+                      "the JDK's java.security)"),
+            resource=_resource(ns, workload), evidence={"container": c["name"], "image": c.get("image")}))
+    return out
 
 
 def _scalar(prom: Any, promql: str) -> float | None:

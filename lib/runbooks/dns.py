@@ -292,28 +292,8 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
                     break
                 pending[qid] = (q, time.monotonic(), attempt)
             ready, _, _ = select.select([sock], [], [], 0.05)
-            if ready:
-                while True:
-                    try:
-                        wire, _ = sock.recvfrom(65535)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except ConnectionRefusedError:
-                        continue
-                    try:
-                        resp = _parse(wire)
-                    except (ValueError, IndexError, struct.error, OSError):
-                        continue
-                    entry = pending.get(resp.id)
-                    if entry is None or resp.qname != entry[0][0]:
-                        continue
-                    q = entry[0]
-                    del pending[resp.id]
-                    got_any = True
-                    if resp.flags & 0x0200:  # TC: ask again over TCP
-                        truncated.append(q)
-                    else:
-                        results[q] = Answer(q[0], q[1], resp.rcode, bool(resp.flags & 0x0400), resp.records)
+            if ready and _receive(sock, pending, results, truncated):
+                got_any = True
             now = time.monotonic()
             for mid, (q, sent, attempt) in list(pending.items()):
                 if now - sent > attempt_timeout:
@@ -333,6 +313,34 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
             msg.flags &= ~dns.flags.RD
         results[q] = _answer(q[0], q[1], dns.query.tcp(msg, host, port=port, timeout=timeout))
     return results
+
+
+def _receive(sock: socket.socket, pending: dict[int, tuple[tuple[str, str], float, int]],
+             results: dict[tuple[str, str], Answer], truncated: list[tuple[str, str]]) -> bool:
+    """Read every datagram waiting on `sock`: an answer to a pending question goes to `results`
+    (or `truncated`, to be asked again over TCP); anything else is dropped. Whether one matched."""
+    matched = False
+    while True:
+        try:
+            wire, _ = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return matched
+        except ConnectionRefusedError:
+            continue
+        try:
+            resp = _parse(wire)
+        except (ValueError, IndexError, struct.error, OSError):
+            continue
+        entry = pending.get(resp.id)
+        if entry is None or resp.qname != entry[0][0]:
+            continue
+        q = entry[0]
+        del pending[resp.id]
+        matched = True
+        if resp.flags & 0x0200:  # TC: ask again over TCP
+            truncated.append(q)
+        else:
+            results[q] = Answer(q[0], q[1], resp.rcode, bool(resp.flags & 0x0400), resp.records)
 
 
 def query(server: str, name: str, rdtype: str, timeout: float = 2.0) -> Answer:

@@ -4,7 +4,9 @@ Runbooks ask three questions of the log store for a namespace, a workload
 and a time window: how much was logged, at which level, by which pod
 (:func:`volume_histogram`); which error messages dominate once ids and
 numbers are ignored (:func:`top_errors`); and what the log says around a
-moment (:func:`sample_lines`).  :func:`check` is the preflight.
+moment (:func:`sample_lines`).  :func:`check` is the preflight.  The connection
+(:func:`connect`, :class:`LogSource`, credentials and error mapping) is
+:mod:`runbooks.elastic`; its names are here too.
 
 Design choices:
 
@@ -46,32 +48,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pandas as pd
-from elasticsearch import (
-    ApiError,
-    AuthenticationException,
-    AuthorizationException,
-    BadRequestError,
-    Elasticsearch,
-    NotFoundError,
-    TransportError,
-    UnsupportedProductError,
-)
 
 from .durations import positive_timedelta
+from .elastic import DEFAULT_INDEX as DEFAULT_INDEX  # the connection's names, kept here for callers
+from .elastic import LogFields, LogSource, call, exact_field
+from .elastic import connect as connect
 from .errors import Forbidden, InvalidInput, NotFound, RunbookError, Unavailable, cut
-from .secrets import check_transport
 
-DEFAULT_INDEX = "logstash-*"
 ERROR_LEVELS = (
     "error", "err", "fatal", "critical", "crit", "panic", "emerg", "alert", "severe",
     "ERROR", "Error", "ERR", "FATAL", "Fatal", "CRITICAL", "Critical", "CRIT", "PANIC", "EMERG",
@@ -85,146 +75,6 @@ MAX_BUCKETS = 240
 _INTERVALS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
-_BAD_INDEX = re.compile(r'[\s\\/?"<>|#]')
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-@dataclass(frozen=True)
-class LogFields:
-    """Field names in the log documents (defaults: Fluent-bit kubernetes filter + Logstash_Format)."""
-
-    timestamp: str = "@timestamp"
-    log: str = "log"
-    message: str = "message"  # the app's message when Merge_Log parsed a JSON line; else `log` is used
-    level: str = "level"
-    stream: str = "stream"
-    namespace: str = "kubernetes.namespace_name"
-    pod: str = "kubernetes.pod_name"
-    container: str = "kubernetes.container_name"
-    host: str = "kubernetes.host"
-    labels: str = "kubernetes.labels"
-
-
-@dataclass
-class LogSource:
-    """A connection to one log store: the client, the index pattern and the field names."""
-
-    client: Elasticsearch
-    url: str
-    index: str = DEFAULT_INDEX
-    fields: LogFields = field(default_factory=LogFields)
-    replace_dots: bool = True  # Fluent-bit's Replace_Dots: label app.kubernetes.io/name -> app_kubernetes_io/name
-    _exact: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def label_field(self, key: str) -> str:
-        """The document field of a Kubernetes label key."""
-        return f"{self.fields.labels}.{key.replace('.', '_') if self.replace_dots else key}"
-
-
-def connect(
-    url: str,
-    index: str = DEFAULT_INDEX,
-    *,
-    fields: LogFields | None = None,
-    verify_certs: bool = True,
-    ca_certs: str | None = None,
-    timeout: float = 10.0,
-    replace_dots: bool = True,
-    env: Mapping[str, str] | None = None,
-) -> LogSource:
-    """A :class:`LogSource` for ``url``; no request is made until it is used.
-
-    Args:
-        url: ``http(s)://host:port`` of Elasticsearch.
-        index: index pattern (comma lists and ``*`` allowed).
-        fields: document field names (:class:`LogFields`).
-        verify_certs: verify the server's TLS certificate (keep it on).
-        ca_certs: path of a CA bundle for that verification.
-        timeout: seconds per request.
-        replace_dots: label keys are stored with dots replaced by ``_``.
-        env: where credentials are read from (default: ``os.environ``).
-
-    Raises:
-        InvalidInput: a malformed parameter or an incomplete credential pair.
-    """
-    env = os.environ if env is None else env
-    parts = urlsplit(url or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"log store url {url!r} must look like http(s)://host:port")
-    check_transport(url, "Elasticsearch", env)
-    if not isinstance(index, str) or not index.strip() or _BAD_INDEX.search(index):
-        raise InvalidInput(f"index pattern {index!r} must be index names or wildcards like 'logstash-*', "
-                           "comma-separated, without spaces or any of \\ / ? \" < > | #")
-    if timeout is None or timeout <= 0:
-        raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if ca_certs is not None and not os.path.isfile(ca_certs):
-        raise InvalidInput(f"ca_certs {ca_certs!r} is not a readable file (a PEM CA bundle)")
-    auth = _credentials(env)
-    if auth and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-        raise InvalidInput(f"refusing to send log store credentials over plain http to {parts.hostname}; "
-                           "use https")
-    options: dict[str, Any] = {"request_timeout": timeout, "max_retries": 1, "retry_on_timeout": False}
-    if parts.scheme == "https":
-        options["verify_certs"] = verify_certs
-        if ca_certs:
-            options["ca_certs"] = ca_certs
-    options.update(auth)
-    client = Elasticsearch(url, **options)
-    return LogSource(client, url, index, fields or LogFields(), replace_dots)
-
-
-def _credentials(env: Mapping[str, str]) -> dict:
-    api_key, token = env.get("ES_API_KEY"), env.get("ES_BEARER_TOKEN")
-    user, password = env.get("ES_USERNAME"), env.get("ES_PASSWORD")
-    given = [name for name, value in (("ES_API_KEY", api_key), ("ES_BEARER_TOKEN", token),
-                                      ("ES_USERNAME/ES_PASSWORD", user or password)) if value]
-    if len(given) > 1:
-        raise InvalidInput(f"set only one kind of log store credentials, found {' and '.join(given)}")
-    if api_key:
-        key_id, sep, secret = api_key.partition(":")
-        return {"api_key": (key_id, secret) if sep else api_key}
-    if token:
-        return {"bearer_auth": token}
-    if user or password:
-        if not (user and password):
-            raise InvalidInput("ES_USERNAME and ES_PASSWORD must be set together")
-        return {"basic_auth": (user, password)}
-    return {}
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-
-def _reason(error: ApiError) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        causes = err.get("root_cause") or [err]
-        cause = causes[0] if causes else err
-        return cut(f"{cause.get('type', err.get('type'))}: {cause.get('reason', err.get('reason'))}")
-    return cut(str(getattr(error, "message", error)))
-
-
-def _call(src: LogSource, what: str, fn, **kwargs):
-    """Run one client call, translating its errors into this package's."""
-    try:
-        return fn(**kwargs)
-    except (AuthenticationException, AuthorizationException) as e:
-        raise Forbidden(f"{what}: the log store at {src.url} refused the credentials "
-                        f"(HTTP {e.meta.status}): {_reason(e)}") from e
-    except UnsupportedProductError as e:
-        raise InvalidInput(f"{what}: {src.url} does not answer as Elasticsearch "
-                           "(no X-Elastic-Product header); check the URL") from e
-    except NotFoundError as e:
-        raise NotFound(f"{what}: {_reason(e)} (index pattern {src.index!r})") from e
-    except BadRequestError as e:
-        raise InvalidInput(f"{what}: the log store rejected the request: {_reason(e)}; "
-                           "check the field names and index pattern") from e
-    except ApiError as e:
-        raise Unavailable(f"{what}: the log store at {src.url} answered HTTP {e.meta.status}: "
-                          f"{_reason(e)}") from e
-    except TransportError as e:
-        raise Unavailable(f"{what}: cannot reach the log store at {src.url}: {cut(str(e))}") from e
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -266,48 +116,6 @@ def _ms(moment: datetime) -> int:
 
 def _time(ms) -> pd.Timestamp:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC")
-
-
-# -- field resolution -------------------------------------------------------------------------
-
-
-def exact_field(src: LogSource, name: str) -> str:
-    """The variant of ``name`` that supports exact matches and aggregations.
-
-    Resolved through ``_field_caps`` (cached on ``src``): a ``keyword``-like
-    field is used as is, a ``text`` field through its ``.keyword`` sub-field;
-    when the store does not know the field (no document has it yet, or
-    field capabilities are not readable) ``name.keyword``, the dynamic
-    mapping's convention.
-    """
-    if name in src._exact:
-        return src._exact[name]
-    f = src.fields
-    wanted = {f.timestamp, f.log, f.message, f.level, f.stream, f.namespace, f.pod, f.container, f.host, name}
-    request = sorted(wanted | {w + ".keyword" for w in wanted} | {f.labels + ".*"})
-    try:
-        caps = _call(src, "reading field capabilities", src.client.field_caps, index=src.index,
-                     fields=request, ignore_unavailable=True, allow_no_indices=True)["fields"]
-    except (Forbidden, InvalidInput, NotFound):
-        caps = {}
-    for field_name in set(caps) | wanted:
-        src._exact.setdefault(field_name, _pick_exact(field_name, caps))
-    if name not in src._exact:
-        src._exact[name] = _pick_exact(name, caps)
-    return src._exact[name]
-
-
-def _pick_exact(name: str, caps: dict) -> str:
-    def aggregatable(field_name: str) -> bool:
-        return any(entry.get("aggregatable") for entry in (caps.get(field_name) or {}).values())
-
-    if aggregatable(name):
-        return name
-    if aggregatable(name + ".keyword"):
-        return name + ".keyword"
-    if name in caps:  # text without a keyword sub-field: exact queries cannot work on it
-        return name
-    return name if name.endswith(".keyword") else name + ".keyword"
 
 
 def _filters(src: LogSource, namespace, workload, labels, pod, start: datetime | None,
@@ -419,7 +227,7 @@ def volume_histogram(
                              "aggs": {"pod": {"terms": {"field": exact_field(src, f.pod), "size": max_pods}}}}}}},
         }},
     }
-    resp = _call(src, "log volume histogram", src.client.search, index=src.index, ignore_unavailable=True,
+    resp = call(src, "log volume histogram", src.client.search, index=src.index, ignore_unavailable=True,
                  allow_no_indices=True, **body)
     rows, buckets, other = [], [], 0
     for bucket in resp["aggregations"]["t"]["buckets"]:
@@ -590,10 +398,29 @@ def top_errors(
         raise InvalidInput(f"limit and max_groups must be >= 1 and max_scan >= 0, got {limit}, {max_groups}, "
                            f"{max_scan}")
     start, end = window(start, end, lookback, now)
-    f = src.fields
     errors = error_query(src, levels, keywords)
     base = _filters(src, namespace, workload, labels, pod, start, end) + [errors]
-    msg_field, log_field = exact_field(src, f.message), exact_field(src, f.log)
+    exact = exact_field(src, src.fields.message), exact_field(src, src.fields.log)
+    resp = call(src, "top error messages", src.client.search, index=src.index, ignore_unavailable=True,
+                allow_no_indices=True, **_top_errors_request(src, base, *exact, max_groups))
+    total = resp["hits"]["total"]["value"]
+    groups: dict[str, _Group] = {}
+    covered, keys = _group_buckets(src.fields, resp["aggregations"], groups)
+    scanned, limit_hit = 0, False
+    if covered < total and max_scan > 0:
+        scanned = _scan_uncovered(src, base, exact, keys, groups, max_scan)
+        limit_hit = covered + scanned < total
+    df = _error_table(groups, total, limit)
+    df.attrs.update(total=total, from_aggregation=covered, scanned=scanned, scan_limit_hit=limit_hit,
+                    complete=covered + scanned >= total, max_scan=max_scan, start=start, end=end)
+    return df
+
+
+def _top_errors_request(src: LogSource, base: list[dict], msg_field: str, log_field: str,
+                        max_groups: int) -> dict:
+    """The one search of :func:`top_errors`: error documents by exact message (``msg``), and by
+    exact line for those without a parsed message (``raw.log``), each bucket with its facts."""
+    f = src.fields
     group_aggs = {
         "first": {"min": {"field": f.timestamp}},
         "last": {"max": {"field": f.timestamp}},
@@ -602,7 +429,7 @@ def top_errors(
         "example": {"top_hits": {"size": 1, "sort": [{f.timestamp: {"order": "desc"}}],
                                  "_source": [f.timestamp, f.log, f.message, f.pod]}},
     }
-    body = {
+    return {
         "size": 0,
         "track_total_hits": True,
         "query": {"bool": {"filter": base}},
@@ -612,13 +439,14 @@ def top_errors(
                     "aggs": {"log": {"terms": {"field": log_field, "size": max_groups}, "aggs": group_aggs}}},
         },
     }
-    resp = _call(src, "top error messages", src.client.search, index=src.index, ignore_unavailable=True,
-                 allow_no_indices=True, **body)
-    total = resp["hits"]["total"]["value"]
-    groups: dict[str, _Group] = {}
+
+
+def _group_buckets(f: LogFields, aggregations: dict,
+                   groups: dict[str, _Group]) -> tuple[int, dict[str, list]]:
+    """Add the aggregation's buckets to `groups`; the documents they cover and their keys."""
     covered = 0
-    keys = {"msg": [], "log": []}
-    for name, agg in (("msg", resp["aggregations"]["msg"]), ("log", resp["aggregations"]["raw"]["log"])):
+    keys: dict[str, list] = {"msg": [], "log": []}
+    for name, agg in (("msg", aggregations["msg"]), ("log", aggregations["raw"]["log"])):
         for bucket in agg["buckets"]:
             covered += bucket["doc_count"]
             keys[name].append(bucket["key"])
@@ -632,25 +460,35 @@ def top_errors(
                 {b["key"]: b["doc_count"] for b in bucket["pods"]["buckets"]},
                 {str(b["key"]).lower(): b["doc_count"] for b in bucket["levels"]["buckets"]},
                 str(example), bucket["last"].get("value"))
-    scanned, limit_hit = 0, False
-    if covered < total and max_scan > 0:
-        exclude = []
-        if keys["msg"]:
-            exclude.append({"terms": {msg_field: keys["msg"]}})
-        if keys["log"]:
-            exclude.append({"bool": {"must_not": [{"exists": {"field": f.message}}],
-                                     "filter": [{"terms": {log_field: keys["log"]}}]}})
-        query = {"bool": {"filter": base, "must_not": exclude}}
-        source_fields = [f.timestamp, f.log, f.message, f.pod, f.level]
-        for hit in scan(src, query, max_docs=max_scan, source=source_fields):
-            scanned += 1
-            source = hit.get("_source") or {}
-            moment = (hit.get("sort") or [None])[0]
-            level = _get(source, f.level)
-            groups.setdefault(normalise(message_text(source, f)), _Group()).add(
-                1, moment, moment, {_get(source, f.pod) or "": 1},
-                {str(level).lower(): 1} if level is not None else {}, str(_get(source, f.log) or ""), moment)
-        limit_hit = covered + scanned < total
+    return covered, keys
+
+
+def _scan_uncovered(src: LogSource, base: list[dict], exact: tuple[str, str], keys: dict[str, list],
+                    groups: dict[str, _Group], max_scan: int) -> int:
+    """Scan the error documents no bucket covered (at most `max_scan`) into `groups`; how many."""
+    f = src.fields
+    msg_field, log_field = exact
+    exclude = []
+    if keys["msg"]:
+        exclude.append({"terms": {msg_field: keys["msg"]}})
+    if keys["log"]:
+        exclude.append({"bool": {"must_not": [{"exists": {"field": f.message}}],
+                                 "filter": [{"terms": {log_field: keys["log"]}}]}})
+    query = {"bool": {"filter": base, "must_not": exclude}}
+    scanned = 0
+    for hit in scan(src, query, max_docs=max_scan, source=[f.timestamp, f.log, f.message, f.pod, f.level]):
+        scanned += 1
+        source = hit.get("_source") or {}
+        moment = (hit.get("sort") or [None])[0]
+        level = _get(source, f.level)
+        groups.setdefault(normalise(message_text(source, f)), _Group()).add(
+            1, moment, moment, {_get(source, f.pod) or "": 1},
+            {str(level).lower(): 1} if level is not None else {}, str(_get(source, f.log) or ""), moment)
+    return scanned
+
+
+def _error_table(groups: dict[str, _Group], total: int, limit: int) -> pd.DataFrame:
+    """The `limit` largest groups, most frequent (then latest) first."""
     rows = []
     for pattern, g in groups.items():
         rows.append({
@@ -668,8 +506,6 @@ def top_errors(
     if not df.empty:
         df = df.sort_values(["count", "last_seen"], ascending=[False, False], kind="stable")
         df = df.head(limit).reset_index(drop=True)
-    df.attrs.update(total=total, from_aggregation=covered, scanned=scanned, scan_limit_hit=limit_hit,
-                    complete=covered + scanned >= total, max_scan=max_scan, start=start, end=end)
     return df
 
 
@@ -700,7 +536,7 @@ def scan(src: LogSource, query: dict, *, max_docs: int = MAX_SCAN, source: list[
     sort: list = [{f.timestamp: {"order": order}}]
     pit_id = None
     try:
-        pit_id = _call(src, "opening a point in time", src.client.open_point_in_time, index=src.index,
+        pit_id = call(src, "opening a point in time", src.client.open_point_in_time, index=src.index,
                        keep_alive="1m", ignore_unavailable=True)["id"]
     except (InvalidInput, Forbidden, NotFound):
         sort.append({"_doc": {"order": order}})
@@ -715,10 +551,10 @@ def scan(src: LogSource, query: dict, *, max_docs: int = MAX_SCAN, source: list[
                 body["search_after"] = after
             if pit_id:
                 body["pit"] = {"id": pit_id, "keep_alive": "1m"}
-                resp = _call(src, "scanning log documents", src.client.search, **body)
+                resp = call(src, "scanning log documents", src.client.search, **body)
                 pit_id = resp.get("pit_id", pit_id)
             else:
-                resp = _call(src, "scanning log documents", src.client.search, index=src.index,
+                resp = call(src, "scanning log documents", src.client.search, index=src.index,
                              ignore_unavailable=True, allow_no_indices=True, **body)
             hits = resp["hits"]["hits"]
             yield from hits
@@ -768,7 +604,7 @@ def sample_lines(
     def side(bounds: dict, order: str) -> list[dict]:
         query = {"bool": {"filter": base + [{"range": {f.timestamp: {**bounds,
                                                                        "format": "strict_date_optional_time"}}}]}}
-        resp = _call(src, "sample log lines", src.client.search, index=src.index, ignore_unavailable=True,
+        resp = call(src, "sample log lines", src.client.search, index=src.index, ignore_unavailable=True,
                      allow_no_indices=True, query=query, size=n, sort=[{f.timestamp: {"order": order}}],
                      _source=source, track_total_hits=False)
         return resp["hits"]["hits"]
@@ -810,10 +646,10 @@ def check(src: LogSource, *, max_age: str | timedelta = "15m", now: datetime | N
                            "version": None, "indices": 0, "docs": 0, "newest": None, "newest_age_s": None,
                            "fields": {}, "problems": [], "error": None}
     try:
-        info = _call(src, "connecting", src.client.info)
+        info = call(src, "connecting", src.client.info)
         out["reachable"] = True
         out["version"] = (info.get("version") or {}).get("number")
-        rows = _call(src, "listing indices", src.client.cat.indices, index=src.index, format="json",
+        rows = call(src, "listing indices", src.client.cat.indices, index=src.index, format="json",
                      h="index,docs.count")
         rows = rows.body if hasattr(rows, "body") else rows
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -824,7 +660,7 @@ def check(src: LogSource, *, max_age: str | timedelta = "15m", now: datetime | N
             out["problems"].append(f"index pattern {src.index!r} matches no index")
         else:
             f = src.fields
-            resp = _call(src, "reading the newest document time", src.client.search, index=src.index,
+            resp = call(src, "reading the newest document time", src.client.search, index=src.index,
                          size=0, track_total_hits=False, ignore_unavailable=True,
                          aggs={"newest": {"max": {"field": f.timestamp}}})
             value = resp["aggregations"]["newest"].get("value")
