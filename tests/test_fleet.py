@@ -242,7 +242,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.notebook
 @pytest.mark.timeout(300)
 def test_sigint_stops_every_run_cleanly(tmp_path):
-    from runbooks.serve import descendants
+    from runbooks.processes import descendants
 
     root = fixture_project(tmp_path / "project", ["a", "b", "c"])
     markers = tmp_path / "markers"

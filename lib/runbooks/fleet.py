@@ -367,7 +367,7 @@ def _spawn_run(args: list[str], log: Path, environ: dict[str, str], cwd: str) ->
 
 def _kill_tree(run: _Run) -> None:
     """A run that did not stop within its grace: kill it and everything it started (its kernel)."""
-    from runbooks.serve import descendants
+    from runbooks.processes import descendants
 
     for pid in [run.pid, *descendants(run.pid)]:
         try:

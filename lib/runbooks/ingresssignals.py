@@ -30,7 +30,7 @@ def ingress_metrics(prom: Any, hosts: Sequence[str]) -> dict[str, dict[str, floa
     from . import metrics
 
     if len(hosts) == 1:  # one host: only its series; none given: every host
-        sel = f'host="{metrics._promql_string(hosts[0])}"'
+        sel = f'host="{metrics.promql_string(hosts[0])}"'
     else:
         sel = 'host!=""'
     out: dict[str, dict[str, float]] = {}

@@ -689,4 +689,3 @@ def selector_string(selector: dict | None) -> str:
     return ",".join(parts)
 
 
-_selector_string = selector_string  # the name health.py still uses

@@ -348,7 +348,7 @@ def _check_name(what: str, value: str) -> str:
     return value
 
 
-def _promql_string(value: str) -> str:
+def promql_string(value: str) -> str:
     """Escape a value for a double-quoted PromQL string."""
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -388,13 +388,13 @@ def render_query(name: str, queries: Mapping[str, str] | None = None, **params: 
     if p.get("workload") and not p.get("pod_regex"):
         p["pod_regex"] = default_pod_regex(p["workload"])
     if "service" in p and "ingress_selector" not in p:
-        p["ingress_selector"] = (f'namespace="{_promql_string(p.get("namespace", ""))}", '
-                                 f'service=~"{_promql_string(p["service"])}", '
-                                 f'ingress=~"{_promql_string(p["ingress"])}"')
+        p["ingress_selector"] = (f'namespace="{promql_string(p.get("namespace", ""))}", '
+                                 f'service=~"{promql_string(p["service"])}", '
+                                 f'ingress=~"{promql_string(p["ingress"])}"')
     if "pod_regex" in p and "pod_selector" not in p:
-        p["pod_selector"] = (f'namespace="{_promql_string(p.get("namespace", ""))}", '
-                             f'pod=~"{_promql_string(p["pod_regex"])}", '
-                             f'container=~"{_promql_string(p["container"])}", container!="", container!="POD"')
+        p["pod_selector"] = (f'namespace="{promql_string(p.get("namespace", ""))}", '
+                             f'pod=~"{promql_string(p["pod_regex"])}", '
+                             f'container=~"{promql_string(p["container"])}", container!="", container!="POD"')
     try:
         return template.format(**p)
     except KeyError as exc:

@@ -46,7 +46,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import socket
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from . import notify
 from . import secrets as sec
 from .errors import InvalidInput, RunbookError, Unavailable, cut
 from .execute import Project
+from .processes import stop_process
 from .routes import Route, Unresolved, route_for
 
 TOKEN_ENV = "RUNBOOKS_SERVE_TOKEN"
@@ -407,49 +407,6 @@ class Dispatcher:
 # --------------------------------------------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (a run's kernel lives in a session of its own), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
-                ppid = int(fh.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-RUN_STOP_GRACE = 15.0
-"""Seconds a run gets to end after SIGINT when the server stops. With uvicorn's 10 s of graceful
-shutdown this stays within Kubernetes' 30 s termination grace, so the server can still SIGKILL
-whatever a run left behind before the kubelet kills the server itself."""
-
-
-async def stop_process(proc: Any, grace: float = RUN_STOP_GRACE) -> None:
-    """SIGINT (``runbooks run`` interrupts its kernel, records what it did and starts no further cell),
-    then SIGKILL of the run and everything it started, so that no kernel outlives a stopped server."""
-    if proc.returncode is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        below = descendants(proc.pid)
-        proc.kill()
-        for pid in below:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        await proc.wait()
-
-
 class TooLarge(Exception):
     pass
 
@@ -511,68 +468,79 @@ def workload_resolver(cluster: Any) -> Callable[[str, str, str], str]:
     return resolve
 
 
-def build_app(config: ServeConfig, cluster: Any = None) -> Any:
-    """The Starlette app (``cluster``: a :func:`runbooks.kube.connect` result for pod labels)."""
-    from contextlib import asynccontextmanager
+class Receiver:
+    """The HTTP side: authentication, the webhook's checks, routing alerts to jobs, health and metrics.
 
-    import jsonschema
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route as HttpRoute
+    One instance per app; the dispatcher is created on the server's event loop (the lifespan).
+    """
 
-    metrics = Metrics()
-    validator = jsonschema.Draft202012Validator(WEBHOOK_SCHEMA)
-    resolver = workload_resolver(cluster) if cluster is not None else None
-    state: dict[str, Any] = {}
+    def __init__(self, config: ServeConfig, cluster: Any = None) -> None:
+        import jsonschema
 
-    def answer(code: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+        self.config = config
+        self.metrics = Metrics()
+        self.validator = jsonschema.Draft202012Validator(WEBHOOK_SCHEMA)
+        self.resolver = workload_resolver(cluster) if cluster is not None else None
+        self.dispatcher: Dispatcher | None = None
+        self.tasks: set[asyncio.Future] = set()
+
+    # ---- answers ----
+
+    def answer(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None,
                path: str = "/alertmanager") -> Any:
-        metrics.requests.labels(path, str(code)).inc()
+        from starlette.responses import JSONResponse
+
+        self.metrics.requests.labels(path, str(code)).inc()
         return JSONResponse(body, status_code=code, headers=headers)
 
-    def authorized(request: Any) -> bool:
-        return config.auth.allows(request.headers.get("authorization"))
+    def authorized(self, request: Any) -> bool:
+        return self.config.auth.allows(request.headers.get("authorization"))
 
-    def unauthorized(path: str = "/alertmanager") -> Any:
-        return answer(401, {"error": "missing or wrong credential"},
-                      {"WWW-Authenticate": 'Bearer realm="runbooks"' if config.auth.token
-                       else 'Basic realm="runbooks"'}, path)
+    def unauthorized(self, path: str = "/alertmanager") -> Any:
+        return self.answer(401, {"error": "missing or wrong credential"},
+                           {"WWW-Authenticate": 'Bearer realm="runbooks"' if self.config.auth.token
+                            else 'Basic realm="runbooks"'}, path)
 
-    async def post_message(message: notify.Message) -> None:
-        if not config.notify:
+    # ---- messages ----
+
+    async def post_message(self, message: notify.Message) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        if not self.config.notify:
             return
         try:
             url = notify.webhook_url()
             await run_in_threadpool(notify.post_webhook, url, message)
-            metrics.notifications.labels(message.event, "sent").inc()
+            self.metrics.notifications.labels(message.event, "sent").inc()
         except RunbookError:
-            metrics.notifications.labels(message.event, "failed").inc()
+            self.metrics.notifications.labels(message.event, "failed").inc()
 
-    def background(coro: Any) -> None:
+    def background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
-        state.setdefault("tasks", set()).add(task)
-        task.add_done_callback(state["tasks"].discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def alertmanager(request: Any) -> Any:
-        if not authorized(request):
-            return unauthorized()
+    # ---- POST /alertmanager ----
+
+    async def alertmanager(self, request: Any) -> Any:
+        if not self.authorized(request):
+            return self.unauthorized()
         try:
-            body = await read_body(request, config.max_body)
+            body = await read_body(request, self.config.max_body)
         except TooLarge:
-            return answer(413, {"error": f"request body over {config.max_body} bytes"})
+            return self.answer(413, {"error": f"request body over {self.config.max_body} bytes"})
         try:
             payload = json.loads(body)
         except ValueError:
-            return answer(400, {"error": "the body is not JSON"})
-        errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+            return self.answer(400, {"error": "the body is not JSON"})
+        errors = sorted(self.validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
         if errors:
             first = errors[0]
             where = "/".join(str(p) for p in first.absolute_path) or "(the payload)"
-            return answer(400, {"error": f"not an Alertmanager webhook payload (version 4): {where}: "
-                                         f"{cut(first.message, 200)}"})
-        dispatcher: Dispatcher = state["dispatcher"]
+            return self.answer(400, {"error": f"not an Alertmanager webhook payload (version 4): {where}: "
+                                              f"{cut(first.message, 200)}"})
+        dispatcher = self.dispatcher
+        assert dispatcher is not None  # the lifespan started it before the first request
         thread = thread_key(payload["groupKey"])
         group = dispatcher.groups.setdefault(thread, {"notifications": 0})
         group.update(notifications=group["notifications"] + 1, status=payload["status"],
@@ -580,89 +548,117 @@ def build_app(config: ServeConfig, cluster: Any = None) -> Any:
         summary: dict[str, Any] = {"thread": thread, "queued": [], "deduplicated": [], "unrouted": 0,
                                    "refused": [], "truncated": payload.get("truncatedAlerts", 0)}
         if payload["status"] == "resolved":
-            metrics.alerts.labels("resolved").inc(len(payload["alerts"]))
-            dispatcher.forget_thread(thread)
-            names = sorted({a["labels"].get("alertname", "") for a in payload["alerts"]})
-            background(post_message(notify.Message(
-                event="resolved", thread=thread, env=config.env,
-                text=f"resolved: {', '.join(names)} ({len(payload['alerts'])} alert(s)); no run started",
-                alert={"alertnames": names, "fingerprints": [a["fingerprint"] for a in payload["alerts"]]})))
-            return answer(200, {**summary, "resolved": len(payload["alerts"])})
+            return self.resolved(payload, thread, summary)
         full = False
         for alert in payload["alerts"]:
-            if alert["status"] != "firing":
-                continue
-            route = route_for(config.routes, alert["labels"])
-            if route is None:
-                summary["unrouted"] += 1
-                metrics.alerts.labels("unrouted").inc()
-                continue
-            params: dict[str, Any] | None = None
-            problem = ""
-            try:
-                params = await run_in_threadpool(route.parameters_for, alert["labels"], resolver)
-            except Unavailable:  # the API is down for now: Alertmanager retries the notification
-                full = True
-                continue
-            except (Unresolved, RunbookError) as exc:
-                problem = str(exc)
-            key_params = params if params is not None else {"unresolved": alert["fingerprint"]}
-            job = dispatcher.new_job(route.runbook, key_params, thread, alert)
-            if dispatcher.duplicate(job.key):
-                summary["deduplicated"].append(dispatcher.duplicate(job.key).id)
-                metrics.alerts.labels("deduplicated").inc()
-                continue
-            if params is None:
-                dispatcher.refuse(job, problem)
-                summary["refused"].append(job.id)
-                metrics.alerts.labels("refused").inc()
-                background(post_message(notify.Message(
-                    event="refused", thread=thread, runbook=route.runbook, env=config.env,
-                    text=f"{job.alertname}: no {route.runbook} run: {problem}",
-                    alert={"alertname": job.alertname, "fingerprint": job.fingerprint})))
-                continue
-            if full or not dispatcher.offer(job):
-                full = True
-                continue
-            summary["queued"].append(job.id)
-            metrics.alerts.labels("queued").inc()
+            if alert["status"] == "firing":
+                full = await self.route(alert, thread, summary, full)
         if full:
-            return answer(503, {**summary, "error": "the run queue is full or the Kubernetes API is "
-                                                    "unreachable: retry later"}, {"Retry-After": "5"})
-        return answer(200, summary)
+            return self.answer(503, {**summary, "error": "the run queue is full or the Kubernetes API is "
+                                                         "unreachable: retry later"}, {"Retry-After": "5"})
+        return self.answer(200, summary)
 
-    async def healthz(request: Any) -> Any:
-        dispatcher: Dispatcher | None = state.get("dispatcher")
+    def resolved(self, payload: dict[str, Any], thread: str, summary: dict[str, Any]) -> Any:
+        """A resolved group: post "resolved" to its thread; never a run."""
+        assert self.dispatcher is not None
+        self.metrics.alerts.labels("resolved").inc(len(payload["alerts"]))
+        self.dispatcher.forget_thread(thread)
+        names = sorted({a["labels"].get("alertname", "") for a in payload["alerts"]})
+        self.background(self.post_message(notify.Message(
+            event="resolved", thread=thread, env=self.config.env,
+            text=f"resolved: {', '.join(names)} ({len(payload['alerts'])} alert(s)); no run started",
+            alert={"alertnames": names, "fingerprints": [a["fingerprint"] for a in payload["alerts"]]})))
+        return self.answer(200, {**summary, "resolved": len(payload["alerts"])})
+
+    async def route(self, alert: dict[str, Any], thread: str, summary: dict[str, Any], full: bool) -> bool:
+        """One firing alert: queued, deduplicated, unrouted or refused (in ``summary``); True once full."""
+        from starlette.concurrency import run_in_threadpool
+
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        route = route_for(self.config.routes, alert["labels"])
+        if route is None:
+            summary["unrouted"] += 1
+            self.metrics.alerts.labels("unrouted").inc()
+            return full
+        params: dict[str, Any] | None = None
+        problem = ""
+        try:
+            params = await run_in_threadpool(route.parameters_for, alert["labels"], self.resolver)
+        except Unavailable:  # the API is down for now: Alertmanager retries the notification
+            return True
+        except (Unresolved, RunbookError) as exc:
+            problem = str(exc)
+        key_params = params if params is not None else {"unresolved": alert["fingerprint"]}
+        job = dispatcher.new_job(route.runbook, key_params, thread, alert)
+        earlier = dispatcher.duplicate(job.key)
+        if earlier:
+            summary["deduplicated"].append(earlier.id)
+            self.metrics.alerts.labels("deduplicated").inc()
+            return full
+        if params is None:
+            dispatcher.refuse(job, problem)
+            summary["refused"].append(job.id)
+            self.metrics.alerts.labels("refused").inc()
+            self.background(self.post_message(notify.Message(
+                event="refused", thread=thread, runbook=route.runbook, env=self.config.env,
+                text=f"{job.alertname}: no {route.runbook} run: {problem}",
+                alert={"alertname": job.alertname, "fingerprint": job.fingerprint})))
+            return full
+        if full or not dispatcher.offer(job):
+            return True
+        summary["queued"].append(job.id)
+        self.metrics.alerts.labels("queued").inc()
+        return full
+
+    # ---- the other endpoints ----
+
+    async def healthz(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        dispatcher = self.dispatcher
         alive = dispatcher is not None and all(not t.done() for t in dispatcher.workers)
         return JSONResponse({"ok": alive, "queue": dispatcher.queue.qsize() if dispatcher else None},
                             status_code=200 if alive else 503)
 
-    async def metrics_endpoint(request: Any) -> Any:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_endpoint(self, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from starlette.responses import Response
 
-    async def jobs(request: Any) -> Any:
-        if not authorized(request):
-            return unauthorized("/jobs")
-        dispatcher: Dispatcher = state["dispatcher"]
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def jobs(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        if not self.authorized(request):
+            return self.unauthorized("/jobs")
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
         return JSONResponse({"queue": dispatcher.queue.qsize(), "groups": dispatcher.groups,
                              "jobs": [j.public() for j in dispatcher.jobs]})
 
-    @asynccontextmanager
-    async def lifespan(app: Any):
-        dispatcher = Dispatcher(config, metrics)
-        dispatcher.start()
-        state["dispatcher"] = dispatcher
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any):
+        self.dispatcher = Dispatcher(self.config, self.metrics)
+        self.dispatcher.start()
         try:
             yield
         finally:
-            await dispatcher.stop()
+            await self.dispatcher.stop()
 
+
+def build_app(config: ServeConfig, cluster: Any = None) -> Any:
+    """The Starlette app (``cluster``: a :func:`runbooks.kube.connect` result for pod labels)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route as HttpRoute
+
+    receiver = Receiver(config, cluster)
     return Starlette(routes=[
-        HttpRoute("/alertmanager", alertmanager, methods=["POST"]),
-        HttpRoute("/healthz", healthz, methods=["GET"]),
-        HttpRoute("/metrics", metrics_endpoint, methods=["GET"]),
-        HttpRoute("/jobs", jobs, methods=["GET"]),
-    ], lifespan=lifespan)
+        HttpRoute("/alertmanager", receiver.alertmanager, methods=["POST"]),
+        HttpRoute("/healthz", receiver.healthz, methods=["GET"]),
+        HttpRoute("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+        HttpRoute("/jobs", receiver.jobs, methods=["GET"]),
+    ], lifespan=receiver.lifespan)
 
 
 def bind(host: str, port: int) -> socket.socket:

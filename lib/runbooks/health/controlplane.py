@@ -64,7 +64,7 @@ def _ready_addresses(cluster: kube.Cluster, namespace: str, name: str) -> int | 
 
 def _selects_any(cluster: kube.Cluster, selector: dict | None, namespaces: list[str]) -> bool:
     """Whether a webhook's namespaceSelector matches one of `namespaces` (the API server evaluates it)."""
-    query = kube._selector_string(selector)
+    query = kube.selector_string(selector)
     if not query:
         return True  # an empty selector matches every namespace
     wanted = set(namespaces)

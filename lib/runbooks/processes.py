@@ -1,0 +1,56 @@
+"""Processes a run leaves behind: find every descendant, stop a run the way Ctrl-C does, then kill.
+
+Why a module of its own: ``runbooks serve`` and fleets both start ``runbooks run`` processes whose
+kernels lead sessions of their own, and both must never leave one behind when they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Any
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a run's kernel lives in a session of its own), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+RUN_STOP_GRACE = 15.0
+"""Seconds a run gets to end after SIGINT when the server stops. With uvicorn's 10 s of graceful
+shutdown this stays within Kubernetes' 30 s termination grace, so the server can still SIGKILL
+whatever a run left behind before the kubelet kills the server itself."""
+
+
+async def stop_process(proc: Any, grace: float = RUN_STOP_GRACE) -> None:
+    """SIGINT (``runbooks run`` interrupts its kernel, records what it did and starts no further cell),
+    then SIGKILL of the run and everything it started, so that no kernel outlives a stopped server."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        below = descendants(proc.pid)
+        proc.kill()
+        for pid in below:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        await proc.wait()
