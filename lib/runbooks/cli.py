@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -168,17 +169,24 @@ def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | No
         prepared = execute.prepare(obj.project, name, env, files=files, pairs=list(pairs),
                                    approve=approve, fail_on=fail_on, timeout=timeout)
     except RunbookError as exc:
-        for item in settings.send(notify.Message(
-                event="refused", thread=notify_thread, runbook=name, env=env, status="rejected",
-                exit_code=EXIT_INVALID, text=f"{name} on {env}: refused, nothing ran: {exc}", error=str(exc))):
-            if item.get("error"):
-                click.echo(f"runbooks: notification {item['kind']} not sent: {item['error']}", err=True)
-        _fail(str(exc))
+        _refused(settings, name, env, notify_thread, exc)
     result = execute.execute(prepared, output_dir=store or output_dir, progress=progress,
                              echo=lambda m: click.echo(m, err=True), notify_settings=settings,
                              report_base_url=base_url)
     click.echo(execute.format_summary(result))
     sys.exit(result.exit_code)
+
+
+def _refused(settings: Any, name: str, env: str, thread: str | None, exc: RunbookError) -> None:
+    """A run refused before any kernel: say so to the configured notifiers, then exit 2."""
+    from runbooks import notify
+
+    for item in settings.send(notify.Message(
+            event="refused", thread=thread, runbook=name, env=env, status="rejected",
+            exit_code=EXIT_INVALID, text=f"{name} on {env}: refused, nothing ran: {exc}", error=str(exc))):
+        if item.get("error"):
+            click.echo(f"runbooks: notification {item['kind']} not sent: {item['error']}", err=True)
+    _fail(str(exc))
 
 
 def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,

@@ -321,11 +321,34 @@ def merge(
             an approval for a runbook that changes nothing, a credential in a value.
     """
     env_cfg = project.load_env(env)
-    given: dict[str, Any] = {}
-    for key, value in env_cfg.connections().items():
-        if key in declared:
-            given[key] = value
+    given = {key: value for key, value in env_cfg.connections().items() if key in declared}
     own = project.parameters_dir / env / f"{runbook}.yaml"
+    sources = _file_sources(own, files)
+    _refuse_guard(env, env_cfg, sources, overrides, pairs)
+    for _, data in sources:
+        given.update(data)
+    given.update(overrides or {})
+    for key, raw in pairs:
+        given[key] = _pair_value(model_cls, key, raw)
+    if "env" in declared:
+        if given.get("env") not in (None, env):
+            raise InvalidInput(f"parameter env={given['env']!r} contradicts --env {env!r}: "
+                               "the environment is chosen once")
+        given["env"] = env
+    if approve is not None:
+        _approve(given, runbook, declared, approve)
+    refuse_known_secret_values(given)
+    problems = [k for k in given if k not in declared and not sec.is_secret_name(k)]
+    if problems:
+        raise InvalidInput("; ".join(
+            f"unknown parameter {k!r} for runbook {runbook!r} (its value is not shown: an unknown "
+            f"name may hold a credential); known parameters: {', '.join(declared) or 'none'}"
+            for k in problems))
+    return given
+
+
+def _file_sources(own: Path, files: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``parameters/<env>/<runbook>.yaml`` then each ``-f FILE`` (relative paths in them made absolute)."""
     sources: list[tuple[str, dict[str, Any]]] = []
     if own.exists():
         sources.append((str(own), load_mapping(own)))
@@ -335,6 +358,12 @@ def merge(
             if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
                 data[key] = str(Path(data[key]).expanduser().resolve())
         sources.append((f, data))
+    return sources
+
+
+def _refuse_guard(env: str, env_cfg: EnvConfig, sources: Sequence[tuple[str, dict[str, Any]]],
+                  overrides: Mapping[str, Any] | None, pairs: Sequence[tuple[str, str]]) -> None:
+    """The apply guard comes from ``env.yaml`` only: refuse it from a file, ``-p`` or the notebook."""
     guarded = [where for where, data in sources if GUARD in data] + \
         [f"-p {GUARD}" for key, _ in pairs if key == GUARD]
     if GUARD in (overrides or {}) and overrides[GUARD] != env_cfg.expected_context:
@@ -343,51 +372,34 @@ def merge(
         raise InvalidInput(
             f"{GUARD} is the apply guard and comes from parameters/{env}/env.yaml only; "
             f"it was also given by {', '.join(guarded)}: remove it there")
-    for _, data in sources:
-        given.update(data)
-    given.update(overrides or {})
-    for key, raw in pairs:
-        if len(raw.encode("utf-8", "replace")) > MAX_VALUE_BYTES:
-            raise InvalidInput(f"-p {key}: the value is larger than {MAX_VALUE_BYTES // 1024} KiB")
-        field_info = model_cls.model_fields.get(key)
-        try:
-            value = parse_value(raw, field_info.annotation if field_info else Any)
-        except InvalidInput as exc:
-            raise InvalidInput(f"-p {key}: {exc}") from None
-        if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
-            value = str(Path(value).expanduser().resolve())
-        given[key] = value
-    if "env" in declared:
-        if given.get("env") not in (None, env):
-            raise InvalidInput(f"parameter env={given['env']!r} contradicts --env {env!r}: "
-                               "the environment is chosen once")
-        given["env"] = env
-    if approve is not None:
-        if "approve_plan" not in declared:
-            raise InvalidInput(
-                f"runbook {runbook!r} declares no approve_plan parameter: it changes nothing, "
-                "so --approve does not apply"
-            )
-        if not re.fullmatch(r"[0-9a-f]{12}", approve):
-            raise InvalidInput(f"--approve {approve!r} is not a plan id (12 hex digits, as printed by a dry run)")
-        given["approve_plan"] = approve
-        if "dry_run" in declared:
-            given["dry_run"] = False
 
-    refuse_known_secret_values(given)
-    problems = [
-        k for k in given if k not in declared and not sec.is_secret_name(k)
-    ]
-    if problems:
+
+def _pair_value(model_cls: type[ParamsBase], key: str, raw: str) -> Any:
+    """One ``-p NAME VALUE``, parsed as the model's field type (size bounded, paths made absolute)."""
+    if len(raw.encode("utf-8", "replace")) > MAX_VALUE_BYTES:
+        raise InvalidInput(f"-p {key}: the value is larger than {MAX_VALUE_BYTES // 1024} KiB")
+    field_info = model_cls.model_fields.get(key)
+    try:
+        value = parse_value(raw, field_info.annotation if field_info else Any)
+    except InvalidInput as exc:
+        raise InvalidInput(f"-p {key}: {exc}") from None
+    if key in PATH_PARAMETERS and isinstance(value, str) and value and not os.path.isabs(value):
+        value = str(Path(value).expanduser().resolve())
+    return value
+
+
+def _approve(given: dict[str, Any], runbook: str, declared: Sequence[str], approve: str) -> None:
+    """``--approve ID``: sets ``approve_plan`` and ``dry_run=False``, for a runbook that has plans."""
+    if "approve_plan" not in declared:
         raise InvalidInput(
-            "; ".join(
-                f"unknown parameter {k!r} for runbook {runbook!r} (its value is not shown: an unknown "
-                "name may hold a credential); "
-                f"known parameters: {', '.join(declared) or 'none'}"
-                for k in problems
-            )
+            f"runbook {runbook!r} declares no approve_plan parameter: it changes nothing, "
+            "so --approve does not apply"
         )
-    return given
+    if not re.fullmatch(r"[0-9a-f]{12}", approve):
+        raise InvalidInput(f"--approve {approve!r} is not a plan id (12 hex digits, as printed by a dry run)")
+    given["approve_plan"] = approve
+    if "dry_run" in declared:
+        given["dry_run"] = False
 
 
 def explicit_values(model_cls: type[ParamsBase], namespace: Mapping[str, Any]) -> dict[str, Any]:
