@@ -32,28 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from runbooks.processes import descendants  # noqa: E402
 from runbooks_sandbox.launch import Sandbox  # noqa: E402
 
 from helpers import fleet_project  # noqa: E402
 
 
 def tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
-                ppid = int(fh.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [pid], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+    """``pid`` and every process below it."""
+    return [pid, *descendants(pid)]
 
 
 def memory(pids: list[int]) -> tuple[int, int]:
