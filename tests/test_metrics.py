@@ -175,6 +175,24 @@ def test_ongoing_anomaly_has_no_end_and_hysteresis_finds_the_first_rise():
     assert a.start == T0 + timedelta(seconds=150 * 30) and a.end is None and a.ongoing
 
 
+def test_hysteresis_stops_at_the_noise_the_baseline_itself_shows():
+    # a p99 latency: mostly flat, but it jumps a histogram bucket now and then (far beyond its MAD)
+    rng = np.random.default_rng(4)
+
+    def p99(n):
+        v = 0.5 + rng.normal(0, 0.01, n)
+        for i in rng.choice(n - 12, n // 60, replace=False):
+            v[i:i + 12] += 0.2  # a few minutes in the next bucket
+        return v
+
+    base = _series(p99(1440), start=T0 - timedelta(seconds=1440 * 15), step=15)
+    v = p99(1440)
+    v[1000:1024] = 0.5 + 0.2 + rng.normal(0, 0.01, 24)  # such a jump just before the incident
+    v[1024:] = 9.5 + rng.normal(0, 0.2, 416)  # the incident: requests wait 5 s and more
+    a = metrics.detect_anomaly(_series(v, step=15), base, rel_floor=0.5)
+    assert a.start == T0 + timedelta(seconds=1024 * 15), a  # not 6 minutes earlier, at the jump
+
+
 def test_noise_and_short_blips_are_not_anomalies():
     rng = np.random.default_rng(2)
     v = 0.5 + rng.normal(0, 0.02, 600)

@@ -573,8 +573,11 @@ def plan_mitigation(run: Run, alerts_df: pd.DataFrame) -> Any:
     return None
 
 
-def verify_mitigation(run: Run, plan: Any, applied: list[dict], timeout: float = 120.0) -> list[Finding]:
-    """Prove an applied mitigation took: the rollback rolled out, or the silence suppresses the alert."""
+def verify_mitigation(run: Run, plan: Any, applied: list[dict], timeout: float | None = None) -> list[Finding]:
+    """Prove an applied mitigation took: the rollback rolled out, or the silence suppresses the alert.
+
+    Waits at most `timeout` seconds (default: the ``verify_timeout_seconds`` parameter).
+    """
     import time
 
     applied = applied or (run.applied_results(plan) if hasattr(run, "applied_results") else [])
@@ -586,6 +589,8 @@ def verify_mitigation(run: Run, plan: Any, applied: list[dict], timeout: float =
                   + (" (click the plan's button above, then run this cell again)." if not headless() else "."))
         return []
     p = run.params
+    if timeout is None:
+        timeout = float(getattr(p, "verify_timeout_seconds", 120))
     out: list[Finding] = []
     if p.mitigation == "rollback":
         deadline = time.monotonic() + timeout

@@ -568,11 +568,11 @@ def detect_anomaly(values: Any, baseline: Any = None, *, direction: str = "up", 
         delta = 1e-9 * max(1.0, abs(med))
     v = x.to_numpy(dtype=float)
     if direction == "up":
-        out, score = v > med + delta, v - med
+        out, score, base_score = v > med + delta, v - med, bv - med
     elif direction == "down":
-        out, score = v < med - delta, med - v
+        out, score, base_score = v < med - delta, med - v, med - bv
     else:
-        out, score = np.abs(v - med) > delta, np.abs(v - med)
+        out, score, base_score = np.abs(v - med) > delta, np.abs(v - med), dev
     runs = _runs(out, min_points)
     if not runs:
         return None
@@ -580,8 +580,11 @@ def detect_anomaly(values: Any, baseline: Any = None, *, direction: str = "up", 
     best = max(runs, key=lambda r: float(np.max(score[r[0]:r[1]])))
     i0, i1 = best
     # hysteresis: the anomaly began where the signal first left the baseline's noise,
-    # which may be a point or two before it crossed the (deliberately high) threshold
-    low = max(min(delta / 4, delta), 2 * scale)
+    # which may be a point or two before it crossed the (deliberately high) threshold. The noise
+    # includes what the baseline itself reaches now and then (its 99th percentile): a tail quantile
+    # such as p99 latency jumps between histogram buckets far beyond its MAD, and walking back over
+    # such jumps would date the anomaly minutes before the change that caused it.
+    low = min(delta, max(delta / 4, 2 * scale, float(np.quantile(base_score, 0.99))))
     while i0 > 0 and score[i0 - 1] > low:
         i0 -= 1
     j = i0 + int(np.argmax(score[i0:i1]))

@@ -114,6 +114,9 @@ class IncidentParams(MutatingParams):
     silence_duration: str = "2h"
     silence_comment: str = Field(default="Investigating with the incident-investigation runbook",
                                  min_length=1, max_length=MAX_COMMENT)
+    # how long verification waits for the rollback to roll out or the silence to suppress the alerts;
+    # it changes what the run reports, not what is applied, so it is not part of the plan id
+    verify_timeout_seconds: int = Field(default=120, ge=1, le=3600)
 
     @field_validator("namespace", "service")
     @classmethod
