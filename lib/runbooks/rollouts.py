@@ -63,6 +63,7 @@ def workload_pods(cluster: kube.Cluster, namespace: str, deployment: str, histor
             "waiting_reason": next((p["waiting_reason"] for p in problems if p["waiting_reason"]), ""),
             "last_termination_reason": next((p["last_termination_reason"] for p in problems
                                              if p["last_termination_reason"]), ""),
+            "last_finished": max((t for p in problems if (t := kube.parse_time(p["last_finished"]))), default=None),
             "node": (pod.get("spec") or {}).get("nodeName", ""),
             "created": kube.parse_time(pod["metadata"].get("creationTimestamp")),
         })
