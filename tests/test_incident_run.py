@@ -101,7 +101,7 @@ def test_checkout_incident_is_explained(full, project):
     assert "OOMKilled" in causes[0]["title"]
     assert any("could not connect to database" in c["title"] for c in causes)
     crash = [f for f in summary["findings"] if f["id"].startswith("pod-crashloopbackoff/shop/checkout-")]
-    assert crash and "OOMKilled" in crash[0]["title"]
+    assert crash and "OOMKilled" in crash[0]["title"], summary["findings"]
     firing = {i.split("/")[1] for i in found if i.startswith("alert/")}
     assert {"KubePodCrashLooping", "NginxIngressHigh5xxRatio"} <= firing
     assert all(s["state"] == "ok" for s in summary["data_sources"].values())
@@ -171,7 +171,8 @@ def test_rollback_is_planned_then_applied_and_audited(full, project):
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "8"  # rev 6's template, re-rolled
     assert by_id(summary)["mitigation/rollback/shop/checkout"]["severity"] == "ok"
     pods = [f for f in summary["findings"] if f["id"].startswith("pod-crashloopbackoff/shop/checkout-")]
-    assert pods and all(f["severity"] == "ok" and f["evidence"]["resolved_by_plan"] == plan["id"] for f in pods)
+    assert pods and all(f["severity"] == "ok" and f["evidence"]["resolved_by_plan"] == plan["id"] for f in pods), \
+        summary["findings"]
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     assert audit[0]["change"]["resource"] == "Deployment/shop/checkout" and audit[0]["result"] == "applied"
     assert (run_dir / "backups" / "Deployment_shop_checkout.json").exists()
