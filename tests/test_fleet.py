@@ -192,15 +192,6 @@ def test_approve_is_refused_for_a_fleet(tmp_path):
     assert outputs_of(root) == []
 
 
-def test_object_storage_output_is_refused_for_a_fleet(tmp_path):
-    root = fixture_project(tmp_path / "project", ["a", "b"])
-    result = invoke(root, "run", "findings", "--env", "a", "--env", "b", "--output-dir", "s3://reports/runbooks",
-                    notebooks=FIXTURES)
-    assert result.exit_code == 2, result.output
-    assert "--output-dir 's3://reports/runbooks': a fleet writes its runs" in result.output
-    assert outputs_of(root) == []
-
-
 @pytest.mark.parametrize(("content", "message"), [
     ({"environments": []}, "environments: List should have at least 1 item"),
     ({"parameters": {"worst": "info"}}, "environments: required"),
