@@ -13,12 +13,13 @@ or ``--fleet FILE`` does that here, on top of the single-run contract instead of
   (which may end its process) and signal handling. Memory is bounded by the slots: a slot
   holds one ``runbooks run`` and its kernel, and a finished run gives its memory back;
   threads in one process would share one watchdog's ``os._exit`` and one heap that never
-  shrinks. The fleet imports papermill, nbconvert and the product once and *forks* each run,
-  which then runs the ``runbooks run`` command itself: no interpreter start and imports per
-  environment (0.9 s of CPU on the reference machine, a quarter of a cluster-health run with its
-  kernel), and the
-  imported pages are shared. Where forking is not safe (another thread in the process, no
-  ``fork``) each run is a new ``python -m runbooks.cli run`` instead;
+  shrinks. The fleet prepares once what every run needs and that holds no environment's data
+  (:func:`warm`: papermill, nbconvert, pandas, IPython and the product imported, the report's
+  templates compiled, plotly.js compressed) and *forks* each run, which then runs the ``runbooks
+  run`` command itself: no interpreter start, imports or template compilation per environment, and
+  those pages are shared. Each run still starts its own kernel, a new process: no run ever sees
+  another's state. Where forking is not safe (another thread in the process, no ``fork``) each run
+  is a new ``python -m runbooks.cli run`` instead;
 - **one verdict**: ``fleet.json`` in ``outputs/_fleet/RUNBOOK/TIMESTAMP/`` (an env name
   cannot start with ``_``, so it never collides with a run directory) with each
   environment's status, exit code, counts by severity, duration and run directory; each
@@ -290,13 +291,24 @@ def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequenc
 
 
 def warm() -> None:
-    """Import what a run needs before the fleet forks, so every run shares it (CPU and memory)."""
+    """Prepare, before the fleet forks, what every run needs and that holds no environment's data, so
+    the runs share it (CPU and memory) instead of each paying for it: the executor's and the report's
+    modules (pandas and IPython among them), and the report's renderer with its templates compiled and plotly.js
+    compressed, by rendering the report of an empty notebook once."""
+    import ipykernel.kernelspec  # noqa: F401 - how each run finds its kernel (it imports IPython)
     import nbclient  # noqa: F401
     import nbconvert  # noqa: F401
-    import nbformat  # noqa: F401
+    import nbformat
+    import pandas  # noqa: F401
     import papermill  # noqa: F401
 
-    from runbooks import engine, report  # noqa: F401
+    from runbooks import engine, report, reporthtml, runner, summary  # noqa: F401
+
+    try:
+        reporthtml.render_html(nbformat.v4.new_notebook(), {"runbook": "-", "env": "-", "findings": []})
+        reporthtml.plotly_js_blob()
+    except Exception:  # noqa: BLE001 - only a head start: each run renders its own report and says why it fails
+        pass
 
 
 class _Run:
