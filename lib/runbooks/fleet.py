@@ -293,9 +293,10 @@ def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequenc
 def warm() -> None:
     """Prepare, before the fleet forks, what every run needs and that holds no environment's data, so
     the runs share it (CPU and memory) instead of each paying for it: the executor's and the report's
-    modules (pandas and IPython among them), and the report's renderer with its templates compiled and plotly.js
-    compressed, by rendering the report of an empty notebook once."""
-    import ipykernel.kernelspec  # noqa: F401 - how each run finds its kernel (it imports IPython)
+    modules (pandas and IPython among them), and the report's renderer with its templates compiled,
+    its parsers' tables built and plotly.js compressed, by rendering the report of a tiny notebook once."""
+    import ipykernel.kernelspec  # noqa: F401 - how each run finds its kernel
+    import IPython  # noqa: F401 - reading the records of a run imports it (runbooks.model)
     import nbclient  # noqa: F401
     import nbconvert  # noqa: F401
     import nbformat
@@ -305,7 +306,10 @@ def warm() -> None:
     from runbooks import engine, report, reporthtml, runner, summary  # noqa: F401
 
     try:
-        reporthtml.render_html(nbformat.v4.new_notebook(), {"runbook": "-", "env": "-", "findings": []})
+        v4 = nbformat.v4  # markdown, HTML and an entity: the parsers' tables are built on first use
+        html = v4.new_output("display_data", data={"text/html": "<p>a&nbsp;b</p>"})
+        nb = v4.new_notebook(cells=[v4.new_markdown_cell("# -\n*a* &amp; `b`"), v4.new_code_cell(outputs=[html])])
+        reporthtml.render_html(nb, {"runbook": "-", "env": "-", "findings": []})
         reporthtml.plotly_js_blob()
     except Exception:  # noqa: BLE001 - only a head start: each run renders its own report and says why it fails
         pass
