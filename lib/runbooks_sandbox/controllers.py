@@ -26,13 +26,13 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from .resources import Registry
 from .store import ApiError, Change, Store, rfc3339
+from .workloop import WorkLoop
 
 log = logging.getLogger(__name__)
 
@@ -1164,16 +1164,15 @@ CONTROLLERS: tuple[tuple[int, Callable[[Controllers], Controller]], ...] = (
 )
 
 
-class Controllers:
+class Controllers(WorkLoop):
     """Every controller of :data:`CONTROLLERS` on one worker thread, fed by store changes and a tick."""
 
+    thread_name = "sandbox-controllers"
+
     def __init__(self, store: Store, registry: Registry, tick: float = 2.0):
-        self.store, self.registry, self.tick = store, registry, tick
+        super().__init__(tick)
+        self.store, self.registry = store, registry
         self.clock = store.clock
-        self._queue: set[tuple[str, str, str]] = set()
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.bootstrapping = False
         self.rt = {k: registry.by_kind_any_version(k) for k in (
             "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
@@ -1189,48 +1188,8 @@ class Controllers:
 
     # ---- plumbing ----------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
-
     def _on_change(self, change: Change) -> None:
-        work = {(kind, ns, name) for kind, c in self.controllers.items() for ns, name in c.watches(change)}
-        if work:
-            with self._cond:
-                self._queue |= work
-                self._cond.notify()
-
-    def _run(self) -> None:
-        last_tick = 0.0
-        while not self._stop.is_set():
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
-                work, self._queue = self._queue, set()
-            try:
-                if work:
-                    self.process(work)
-                if time.monotonic() - last_tick >= self.tick:
-                    last_tick = time.monotonic()
-                    self.on_tick()
-            except Exception:  # keep the cluster alive; a controller bug shows in the log
-                log.exception("controller pass failed")
-
-    def settle(self, rounds: int = 50) -> None:
-        """Run queued work synchronously until nothing is left (start-up and tests)."""
-        for _ in range(rounds):
-            with self._cond:
-                work, self._queue = self._queue, set()
-            if not work:
-                return
-            self.process(work)
+        self.enqueue({(kind, ns, name) for kind, c in self.controllers.items() for ns, name in c.watches(change)})
 
     def ordered(self, work: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
         """Work items by priority (:data:`CONTROLLERS`), then kind; one object before all (:data:`EVERY`)."""
