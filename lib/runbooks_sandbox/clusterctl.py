@@ -33,7 +33,6 @@ thread, with the real status fields, conditions and wording:
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import time
@@ -41,6 +40,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import names
 from .store import ApiError, Change, rfc3339
 from .workloop import WorkLoop
 
@@ -54,7 +54,6 @@ EXIT_CODE_ANNOTATION = "sandbox.kube-runbooks.io/exit-code"
 FAIL_ANNOTATION = "sandbox.kube-runbooks.io/fail"
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 LEASE_RENEW = 10.0  # seconds between lease renewals (kubelet and leader election renew about this often)
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def _ts(text: Any) -> datetime | None:
@@ -77,15 +76,6 @@ def _duration(text: str, default: float) -> float:
         return parse_duration(text).total_seconds() if text else default
     except ValueError:
         return default
-
-
-def _suffix(seed: str, length: int = 5) -> str:
-    n = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
-    out = ""
-    for _ in range(length):
-        n, r = divmod(n, len(_SAFE))
-        out += _SAFE[r]
-    return out
 
 
 def _cond(status: dict, type_: str) -> dict | None:
@@ -573,7 +563,7 @@ class ClusterControllers(WorkLoop):
         meta = job["metadata"]
         pod_meta = tpl.get("metadata") or {}
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{meta['name']}-{_suffix(meta['uid'] + str(index) + str(time.monotonic()))}",
+               "metadata": {"name": f"{meta['name']}-{names.suffix(meta['uid'] + str(index) + str(time.monotonic()))}",
                             "namespace": meta["namespace"], "labels": dict(pod_meta.get("labels") or {}),
                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
                                                  "uid": meta["uid"], "controller": True,

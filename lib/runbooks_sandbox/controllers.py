@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from . import names
 from .resources import Registry
 from .store import ApiError, Change, Store, rfc3339
 from .workloop import WorkLoop
@@ -40,7 +41,6 @@ FAIL_ANNOTATION = "sandbox.kube-runbooks.io/fail"
 FAILURES = ("CrashLoopBackOff", "OOMKilled", "ImagePullBackOff", "NotReady")
 REVISION = "deployment.kubernetes.io/revision"
 MANAGER = "kube-controller-manager"
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"
 CRASH_RUNTIME = 8  # seconds a failing container lives before it dies
 BACKOFF_START, BACKOFF_MAX = 10, 300  # kubelet's crash back-off: 10s doubling to 5 min
 
@@ -48,19 +48,7 @@ BACKOFF_START, BACKOFF_MAX = 10, 300  # kubelet's crash back-off: 10s doubling t
 def pod_template_hash(template: dict) -> str:
     """Stable short hash of a pod template, shaped like the real `pod-template-hash` label."""
     digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).digest()
-    return _encode(int.from_bytes(digest[:8], "big"), 10)
-
-
-def _encode(n: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        n, r = divmod(n, len(_SAFE))
-        out.append(_SAFE[r])
-    return "".join(out)
-
-
-def _suffix(seed: str, length: int = 5) -> str:
-    return _encode(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"), length)
+    return names.encode(int.from_bytes(digest[:8], "big"), 10)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -289,7 +277,7 @@ class _Base:
         tpl = copy.deepcopy(owner["spec"]["template"])
         meta = tpl.get("metadata") or {}
         owner_meta = owner["metadata"]
-        pod_name = name or prefix + _suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
+        pod_name = name or prefix + names.suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
         pod = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "namespace": owner_meta["namespace"],
@@ -1127,7 +1115,7 @@ class EndpointsController(_Base):
             self.store.create(ert, ep)
         elif old.get("subsets") != ep["subsets"]:
             self.store.update(ert, {**copy.deepcopy(old), "subsets": ep["subsets"]}, check_rv=False)
-        slice_name = f"{name}-{_suffix(svc['metadata']['uid'])}"
+        slice_name = f"{name}-{names.suffix(svc['metadata']['uid'])}"
         es = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
               "metadata": {"name": slice_name, "namespace": ns,
                            "labels": {"kubernetes.io/service-name": name,
@@ -1233,7 +1221,7 @@ class Controllers(WorkLoop):
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         at = at or self.now()
-        name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
+        name = f"{meta['name']}.{names.suffix(meta.get('uid', '') + reason + message, 16)}"
         existing = self.store.find(rt, ns, name)
         if existing:
             new = copy.deepcopy(existing)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from . import names
 from .resources import Registry, ResourceType
 
 HISTORY = 50_000
@@ -268,10 +269,8 @@ class Store:
         return result
 
     def _generate_name(self, rt: ResourceType, meta: dict) -> str:
-        import random
-        alphabet = "bcdfghjklmnpqrstvwxz2456789"
         for _ in range(100):
-            name = meta["generateName"] + "".join(random.choice(alphabet) for _ in range(5))
+            name = meta["generateName"] + names.random_suffix()
             if (meta.get("namespace", ""), name) not in self._data.get(rt.key, {}):
                 return name
         raise ApiError(500, "AlreadyExists", "could not generate a unique name")
