@@ -206,8 +206,13 @@ class Sandbox:
             annotations = {"example.com/owner": "benchmarks"}
             if every and workload % every == 0:
                 annotations[FAIL_ANNOTATION] = "CrashLoopBackOff"
+            name = f"{rs}-{names.suffix(f'{workload}/{i}')}"
+            attempt = 0
+            while self.store.find(pod_rt, ns, name) is not None:  # as the ReplicaSet controller retries
+                attempt += 1
+                name = f"{rs}-{names.suffix(f'{workload}/{i}/{attempt}')}"
             pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": f"{rs}-{names.suffix(f'{workload}/{i}')}", "namespace": ns,
+                   "metadata": {"name": name, "namespace": ns,
                                 "labels": {"app": f"load-{workload}", "tier": "batch",
                                            "pod-template-hash": "7d9f8b6c5"},
                                 "annotations": annotations,
