@@ -334,25 +334,23 @@ def _prepare(nb: Any, summary: Mapping[str, Any]) -> tuple[Any, int]:
     return nb, figures
 
 
-PLOTLY_JS_OPEN = "<script type='application/octet-stream' id='kr-plotly-js'>"
-
-
 def without_plotly_js(text: str) -> str:
     """A report as the secret scan reads it: without the plotly.js that :func:`render_html` embeds.
 
     That script is the installed plotly.min.js, compressed (:func:`plotly_js_blob`): the same 2 MB
     in every report with a figure, nothing a run wrote, and scanning it took a third of a second of
-    such a run. Only exactly that blob, where :func:`render_html` puts it, is left out; any other
-    text (also a look-alike script in an output) is scanned.
+    such a run. Only exactly that blob, as the whole content of the ``kr-plotly-js`` script, is left
+    out; any other text (also a look-alike script in an output) is scanned.
     """
-    start = text.find(PLOTLY_JS_OPEN)
-    if start < 0 or not plotly_js_blob.cache_info().currsize:  # no figure: the library was not embedded
+    if not plotly_js_blob.cache_info().currsize:  # no figure was rendered: the library is not embedded
         return text
-    begin = start + len(PLOTLY_JS_OPEN)
-    end = text.find("</script>", begin)
-    if end < 0 or text[begin:end] != plotly_js_blob():
+    blob = plotly_js_blob()
+    at = text.find(blob)
+    tag = text[text.rfind("<script", 0, at):at] if at > 0 else ""
+    if not (tag.endswith(">") and tag.count(">") == 1 and "kr-plotly-js" in tag
+            and text.startswith("</script>", at + len(blob))):
         return text
-    return text[:begin] + text[end:]
+    return text[:at] + text[at + len(blob):]
 
 
 def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
@@ -373,7 +371,8 @@ def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
     head = REPORT_CSS
     if figures:
         head += (
-            PLOTLY_JS_OPEN + plotly_js_blob() + "</script>" + PLOTLY_LOADER
+            "<script type='application/octet-stream' id='kr-plotly-js'>"
+            + plotly_js_blob() + "</script>" + PLOTLY_LOADER
         )
     exporter = HTMLExporter(
         template_name="lab",
