@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,15 +193,6 @@ def test_approve_is_refused_for_a_fleet(tmp_path):
     assert outputs_of(root) == []
 
 
-def test_object_storage_output_is_refused_for_a_fleet(tmp_path):
-    root = fixture_project(tmp_path / "project", ["a", "b"])
-    result = invoke(root, "run", "findings", "--env", "a", "--env", "b", "--output-dir", "s3://reports/runbooks",
-                    notebooks=FIXTURES)
-    assert result.exit_code == 2, result.output
-    assert "--output-dir 's3://reports/runbooks': a fleet writes its runs" in result.output
-    assert outputs_of(root) == []
-
-
 @pytest.mark.parametrize(("content", "message"), [
     ({"environments": []}, "environments: List should have at least 1 item"),
     ({"parameters": {"worst": "info"}}, "environments: required"),
@@ -274,3 +266,30 @@ def test_sigint_stops_every_run_cleanly(tmp_path):
     assert by_env["c"]["status"] == "not-run" and by_env["c"]["exit_code"] is None
     assert not (root / "outputs" / "c").exists()
     wait_for(lambda: not any(_alive(pid) for pid in below), timeout=30, what="every run and kernel to end")
+
+
+@pytest.mark.timeout(120)
+def test_what_the_fleet_prepares_before_forking_leaves_each_report_the_same(tmp_path):
+    """warm() renders a report of an empty notebook so the forked runs share the compiled templates;
+    a run's report afterwards is byte for byte the one a fresh `runbooks run` process renders."""
+    script = """
+import json, sys
+import nbformat
+from runbooks import fleet, reporthtml
+if sys.argv[1] == "warm":
+    fleet.warm()
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\\nsome *text*"),
+                                     nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+                                         "display_data", data={"text/html": "<b>shown</b>"})])])
+summary = {"runbook": "r", "env": "e", "run_id": "20260101T000000Z", "status": "ok", "exit_code": 0,
+           "findings": [{"id": "a/b", "severity": "warning", "title": "t", "resource": "Pod/ns/p"}]}
+sys.stdout.write(reporthtml.render_html(nb, summary))
+"""
+    fresh, warmed = (subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                                    timeout=100, check=True).stdout for mode in ("fresh", "warm"))
+    assert "<b>shown</b>" in fresh and "a/b" in fresh
+
+    def ids_out(html: str) -> str:  # a new cell (the report's header) gets a random id each time
+        return re.sub(r"cell-id=[0-9a-f]{8}", "cell-id=?", html)
+
+    assert ids_out(warmed) == ids_out(fresh)

@@ -157,6 +157,23 @@ def pd_ts(t):
 
 
 @needs_servers
+def test_ingress_signals_name_the_failing_host(stack):
+    """service-reachability's live-probe hop: ingress-nginx's 5xx ratio and p99 per host over the last
+    15 minutes, from the real Prometheus; checkout's bad revision shows, cart's host does not."""
+    from runbooks import ingresssignals
+
+    prom = metrics.connect(stack.prom)
+    one = ingresssignals.ingress_metrics(prom, ["checkout.shop.example.com"])
+    assert set(one) == {"checkout.shop.example.com"}
+    assert one["checkout.shop.example.com"]["ratio_5xx"] > 0.05
+    assert one["checkout.shop.example.com"]["p99"] > 2.0
+    every = ingresssignals.ingress_metrics(prom, ["checkout.shop.example.com", "cart.shop.example.com"])
+    assert {"checkout.shop.example.com", "cart.shop.example.com"} <= set(every)
+    assert every["cart.shop.example.com"]["ratio_5xx"] < 0.01
+    assert every["cart.shop.example.com"]["p99"] < every["checkout.shop.example.com"]["p99"]
+
+
+@needs_servers
 def test_cart_is_healthy(stack):
     end = datetime.now(UTC)
     start = end - timedelta(hours=6)

@@ -8,7 +8,7 @@ import pytest
 
 from runbooks import kube
 from runbooks.errors import NotFound
-from runbooks_sandbox.controllers import crash_history
+from runbooks_sandbox.controllers import FAIL_ANNOTATION, crash_history
 from runbooks_sandbox.launch import Sandbox
 
 from helpers import wait_for
@@ -322,3 +322,32 @@ def test_one_controller_per_kind_each_with_its_priority(live):
     order = controllers.ordered(work)
     assert [w[0] for w in order] == ["Namespace", "Deployment", "Pod", "Endpoints", "Endpoints"]
     assert order[-1][2] == EVERY  # one Service before all of a namespace's
+
+
+def test_bulk_pods_are_named_and_spread_like_a_real_cluster(tmp_path):
+    """The scale benchmark's pods: `<replicaset>-<5 chars of the name generator>`, workloads of 20 over
+    the namespaces and extra nodes, and the unhealthy share crash-looping."""
+    import re
+
+    box = Sandbox(tmp_path, "default", tick=1.0).start()
+    try:
+        box.add_bulk_pods(400, namespaces=4, nodes=6, unhealthy_percent=10)
+        api = kube.connect(str(box.kubeconfig), "sandbox")
+        pods = [p for p in kube.iter_objects(api, "pods") if p["metadata"]["namespace"].startswith("bulk-")]
+        assert len(pods) == 400
+        assert all(re.fullmatch(r"load-\d+-7d9f8b6c5-[bcdfghjklmnpqrstvwxz2456789]{5}", p["metadata"]["name"])
+                   for p in pods)
+        assert {p["metadata"]["namespace"] for p in pods} == {f"bulk-{i:04d}" for i in range(4)}
+        assert len({p["spec"]["nodeName"] for p in pods}) >= 6
+        failing = {p["metadata"]["name"] for p in pods if FAIL_ANNOTATION in p["metadata"]["annotations"]}
+        assert len(failing) == 40  # 2 of the 20 workloads, every pod of each
+
+        def crash_looping():
+            return {p["metadata"]["name"] for p in kube.iter_objects(api, "pods")
+                    if p["metadata"]["namespace"].startswith("bulk-") and any(((c.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+                           for c in (p.get("status") or {}).get("containerStatuses") or [])}
+
+        wait_for(lambda: crash_looping() >= failing, timeout=120, what="the failing bulk pods to crash-loop")
+        assert crash_looping() <= failing
+    finally:
+        box.stop()

@@ -10,6 +10,7 @@ or its output failed the secret scan.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,12 +135,13 @@ def list_cmd(obj: Context, name: str | None) -> None:
 @click.option("--report-base-url", envvar="RUNBOOKS_REPORT_BASE_URL", default=None, metavar="URL",
               help="Where --output-dir is served over HTTP(S) (default $RUNBOOKS_REPORT_BASE_URL): "
                    "messages link to URL/ENV/NAME/TIMESTAMP/report.html.")
+@click.option("--fleet-id", "fleet_id", default=None, hidden=True, callback=lambda c, p, v: _fleet_id(v))
 @click.pass_obj
 def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | None, parallel: int | None,
             files: tuple[str, ...], pairs: tuple[tuple[str, str], ...], approve: str | None, fail_on: str,
             output_dir: str | None, timeout: int, progress: bool | None,
             notifiers: tuple[str, ...], notify_on: str, notify_min_severity: str,
-            notify_thread: str | None, report_base_url: str | None) -> None:
+            notify_thread: str | None, report_base_url: str | None, fleet_id: str | None) -> None:
     """Run runbook NAME headless against ENV; print the run directory and findings.
 
     Parameters merge, lowest first: env.yaml connections < parameters/ENV/NAME.yaml
@@ -156,7 +158,6 @@ def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | No
     if not envs:
         _fail("no environment: give --env ENV (repeatable for a fleet) or --fleet FILE")
     env = envs[0]
-
     try:
         settings = notify.Settings.from_env(notifiers, on=notify_on, min_severity=notify_min_severity,
                                             thread=notify_thread)
@@ -172,9 +173,17 @@ def run_cmd(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str | No
         _refused(settings, name, env, notify_thread, exc)
     result = execute.execute(prepared, output_dir=store or output_dir, progress=progress,
                              echo=lambda m: click.echo(m, err=True), notify_settings=settings,
-                             report_base_url=base_url)
+                             report_base_url=base_url, fleet=fleet_id)
     click.echo(execute.format_summary(result))
     sys.exit(result.exit_code)
+
+
+def _fleet_id(value: str | None) -> str | None:
+    """``--fleet-id``, set by a fleet for each of its runs: its directory ``_fleet/NAME/FLEET_ID``
+    relative to the output location, recorded in the run's summary.json and index entry."""
+    if value is not None and not re.fullmatch(r"_fleet/[A-Za-z0-9][A-Za-z0-9_.-]*/\d{8}T\d{6}Z(-\d+)?", value):
+        raise click.BadParameter(f"{value!r} is not a fleet directory (_fleet/NAME/YYYYMMDDTHHMMSSZ)")
+    return value
 
 
 def _refused(settings: Any, name: str, env: str, thread: str | None, exc: RunbookError) -> None:
@@ -196,8 +205,7 @@ def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str |
     """`runbooks run NAME --env A --env B ...` / `--fleet FILE`: see :mod:`runbooks.fleet`."""
     import tempfile
 
-    from runbooks import execute, fleet, notify, storage
-    from runbooks.errors import InvalidInput
+    from runbooks import execute, fleet, notify
 
     with tempfile.TemporaryDirectory(prefix="runbooks-fleet-") as workdir:
         try:
@@ -208,11 +216,7 @@ def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str |
             notify.Settings.from_env(notifiers, on=notify_on, min_severity=notify_min_severity,
                                      thread=notify_thread)
             execute.check_report_base_url(report_base_url)
-            if output_dir is not None and storage.is_url(output_dir):
-                raise InvalidInput(f"--output-dir {output_dir!r}: a fleet writes its runs and fleet.json to a "
-                                   "directory; object storage is for single runs (run each env with "
-                                   "`runbooks run NAME --env ENV --output-dir URL`)")
-            execute.check_output_dir(output_dir)
+            store = execute.check_output_dir(output_dir)  # object storage: each run and fleet.json go there
             plan = fleet.prepare(obj.project, name, members, files=files, pairs=list(pairs),
                                  approve=approve, fail_on=fail_on, timeout=timeout, parallel=parallel,
                                  workdir=Path(workdir))
@@ -229,7 +233,7 @@ def _run_fleet(obj: Context, name: str, envs: tuple[str, ...], fleet_file: str |
             extra += ["--report-base-url", report_base_url]
         click.echo(f"fleet {plan.runbook}: {len(members)} environment(s) validated, {parallel} at a time",
                    err=True)
-        result = fleet.run(plan, parallel=parallel, output_dir=output_dir, extra_args=extra,
+        result = fleet.run(plan, parallel=parallel, output_dir=store or output_dir, extra_args=extra,
                            echo=lambda m: click.echo(m, err=True),
                            child_main=lambda args: main.main(args=args, prog_name="runbooks"))
     click.echo(fleet.format_table(result))
@@ -397,13 +401,15 @@ def runs_cmd(obj: Context, env: str | None, runbook: str | None, output_dir: str
         _fail(str(exc))
     if not runs:
         click.echo("no runs" + (" match" if env or runbook else " yet"))
+    fleets = {rel: f"fleet {str(s['fleet']).rsplit('/', 1)[-1]}" if s.get("fleet") else "" for rel, s in runs}
+    width = max(map(len, fleets.values()), default=0)  # the fleet column, when a listed run was in one
     for rel, s in runs:
         counts = s.get("counts") or {}
         plan = (s.get("plan") or {}).get("id") or ""
         click.echo(
             f"{s.get('start', '?'):20}  {s.get('status', '?'):8} exit {s.get('exit_code', '?')}  "
             f"{counts.get('critical', 0)} critical {counts.get('warning', 0)} warning  "
-            f"{('plan ' + plan) if plan else '':17}  {rel}"
+            f"{('plan ' + plan) if plan else '':17}  " + (f"{fleets[rel]:{width}}  " if width else "") + rel
         )
     click.echo(f"index: {index}")
 

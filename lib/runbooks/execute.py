@@ -281,6 +281,7 @@ def execute(
     echo: Callable[[str], None] = print,
     notify_settings: notify.Settings | None = None,
     report_base_url: str | None = None,
+    fleet: str | None = None,
 ) -> RunResult:
     """Run a prepared runbook end to end and write its run directory.
 
@@ -288,7 +289,8 @@ def execute(
     (``s3://BUCKET/PREFIX``, a :class:`runbooks.storage.Store`): then the run executes in a
     temporary directory, its notebook is uploaded as it goes and the whole run directory when it
     ends, however it ends, with its entry in the bucket's run index. ``notify_settings`` sends the
-    result (:func:`deliver`). Never raises for a failure of the runbook itself: the exit code in
+    result (:func:`deliver`). ``fleet`` (``_fleet/RUNBOOK/FLEET_ID``) names the fleet the run belongs
+    to in its summary and index entry. Never raises for a failure of the runbook itself: the exit code in
     the result says what happened (0/1/2/3).
     """
     store = output_dir if isinstance(output_dir, storage.Store) else (
@@ -298,6 +300,7 @@ def execute(
     else:
         outputs = Path(output_dir).resolve() if output_dir else prepared.project.outputs_dir
     job = _Job.start(prepared, outputs, store, echo)
+    job.fleet = fleet
     outcome, collected = _run_notebook(job, sys.stderr.isatty() if progress is None else progress)
     secrets = job.secrets + collected
     try:
@@ -335,6 +338,7 @@ class _Job:
     deadline: float
     secrets: list[sec.Secret]
     redacted: dict[str, Any]
+    fleet: str | None = None
 
     @classmethod
     def start(cls, prepared: Prepared, outputs: Path, store: storage.Store | None,
@@ -360,11 +364,14 @@ class _Job:
     def summary_for(self, outcome: Outcome, nb: Any) -> dict[str, Any]:
         records = model.read_records(nb) if nb is not None else model.fold_records([])
         p = self.prepared
-        return build_summary(
+        summary = build_summary(
             runbook=p.runbook, env=p.env, run_id=self.run_dir.name, start=self.start_time, end=model.utcnow(),
             parameters=self.redacted, records=records, outcome=outcome, fail_on=p.fail_on,
             notebook_name=self.output.name, cluster=p.cluster,
         )
+        if self.fleet:
+            summary["fleet"] = self.fleet
+        return summary
 
     def on_abort(self) -> None:
         """The watchdog's last resort (the kernel would not die): record the run as failed, upload it."""

@@ -13,18 +13,23 @@ or ``--fleet FILE`` does that here, on top of the single-run contract instead of
   (which may end its process) and signal handling. Memory is bounded by the slots: a slot
   holds one ``runbooks run`` and its kernel, and a finished run gives its memory back;
   threads in one process would share one watchdog's ``os._exit`` and one heap that never
-  shrinks. The fleet imports papermill, nbconvert and the product once and *forks* each run,
-  which then runs the ``runbooks run`` command itself: no interpreter start and imports per
-  environment (0.9 s of CPU on the reference machine, a quarter of a cluster-health run with its
-  kernel), and the
-  imported pages are shared. Where forking is not safe (another thread in the process, no
-  ``fork``) each run is a new ``python -m runbooks.cli run`` instead;
+  shrinks. The fleet prepares once what every run needs and that holds no environment's data
+  (:func:`warm`: papermill, nbconvert, pandas, IPython and the product imported, the report's
+  templates compiled, plotly.js compressed) and *forks* each run, which then runs the ``runbooks
+  run`` command itself: no interpreter start, imports or template compilation per environment, and
+  those pages are shared. Each run still starts its own kernel, a new process: no run ever sees
+  another's state. Where forking is not safe (another thread in the process, no ``fork``) each run
+  is a new ``python -m runbooks.cli run`` instead;
 - **one verdict**: ``fleet.json`` in ``outputs/_fleet/RUNBOOK/TIMESTAMP/`` (an env name
   cannot start with ``_``, so it never collides with a run directory) with each
   environment's status, exit code, counts by severity, duration and run directory; each
   run's own output is in ``logs/ENV.log`` beside it. The fleet exits with the worst code in
   the order 3 > 2 > 1 > 0: a run that failed while running beats one that was refused, which
   beats findings.
+- **object storage like a single run**: with ``--output-dir s3://BUCKET/PREFIX`` (``gs://``,
+  ``abs://``) each run is given that URL and uploads its run directory and index entry itself
+  (summary.json names the fleet, ``runbooks runs --from URL`` shows it); fleet.json, the logs and
+  the record of a run that ended without one go to ``PREFIX/_fleet/…`` (:mod:`runbooks.fleetoutput`).
 
 A plan id is bound to one environment and its cluster, so ``--approve`` is refused for a
 fleet (exit 2): approve each environment's plan with its own ``runbooks run``.
@@ -37,7 +42,6 @@ environments that never started as ``not-run``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -56,9 +60,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runbooks import execute, model
+from runbooks import execute, model, storage
 from runbooks.environments import Project, load_mapping, new_run_dir
 from runbooks.errors import EXIT_FAILED, EXIT_INVALID, InvalidInput, RunbookError, cut
+from runbooks.fleetoutput import FleetOutput
 from runbooks.summary import write_json
 
 FLEET_DIR = "_fleet"
@@ -267,6 +272,8 @@ class FleetResult:
     fleet_dir: Path
     results: list[EnvResult]
     summary: dict[str, Any]
+    location: str | None = None
+    """Where fleet.json is, as it is shown: ``s3://…/_fleet/RUNBOOK/FLEET_ID`` in object storage."""
 
 
 def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequence[str]) -> list[str]:
@@ -284,13 +291,28 @@ def _arguments(plan: FleetPlan, env: str, output_dir: str | None, extra: Sequenc
 
 
 def warm() -> None:
-    """Import what a run needs before the fleet forks, so every run shares it (CPU and memory)."""
+    """Prepare, before the fleet forks, what every run needs and that holds no environment's data, so
+    the runs share it (CPU and memory) instead of each paying for it: the executor's and the report's
+    modules (pandas and IPython among them), and the report's renderer with its templates compiled,
+    its parsers' tables built and plotly.js compressed, by rendering the report of a tiny notebook once."""
+    import ipykernel.kernelspec  # noqa: F401 - how each run finds its kernel
+    import IPython  # noqa: F401 - reading the records of a run imports it (runbooks.model)
     import nbclient  # noqa: F401
     import nbconvert  # noqa: F401
-    import nbformat  # noqa: F401
+    import nbformat
+    import pandas  # noqa: F401
     import papermill  # noqa: F401
 
-    from runbooks import engine, report  # noqa: F401
+    from runbooks import engine, report, reporthtml, runner, summary  # noqa: F401
+
+    try:
+        v4 = nbformat.v4  # markdown, HTML and an entity: the parsers' tables are built on first use
+        html = v4.new_output("display_data", data={"text/html": "<p>a&nbsp;b</p>"})
+        nb = v4.new_notebook(cells=[v4.new_markdown_cell("# -\n*a* &amp; `b`"), v4.new_code_cell(outputs=[html])])
+        reporthtml.render_html(nb, {"runbook": "-", "env": "-", "findings": []})
+        reporthtml.plotly_js_blob()
+    except Exception:  # noqa: BLE001 - only a head start: each run renders its own report and says why it fails
+        pass
 
 
 class _Run:
@@ -376,7 +398,8 @@ def _kill_tree(run: _Run) -> None:
             pass
 
 
-def _read_result(result: EnvResult, outputs: Path, log: Path) -> None:
+def _read_result(result: EnvResult, out: FleetOutput, log: Path) -> bool:
+    """Fill ``result`` from the run's log and summary.json; whether the run wrote its summary."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     found = re.findall(r"^run directory: (.+)$", text, re.MULTILINE)
     if found:
@@ -385,10 +408,7 @@ def _read_result(result: EnvResult, outputs: Path, log: Path) -> None:
         result.run_dir = m[-1].strip()
     summary: dict[str, Any] = {}
     if result.run_dir:
-        try:
-            summary = json.loads((Path(result.run_dir) / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            summary = {}
+        result.run_dir, summary = out.read_run(result.run_dir)
     if summary:
         result.status = summary.get("status") or result.status
         result.counts = {k: int((summary.get("counts") or {}).get(k, 0)) for k in model.SEVERITIES if k != "ok"}
@@ -402,13 +422,19 @@ def _read_result(result: EnvResult, outputs: Path, log: Path) -> None:
         lines = [x for x in text.splitlines() if x.startswith("runbooks:")]
         if lines:
             result.error = cut(lines[-1], 300)
-    try:
-        result.run_dir = Path(result.run_dir).relative_to(outputs).as_posix() if result.run_dir else None
-    except ValueError:
-        pass
+    return bool(summary)
 
 
-def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | None = None,
+def _fork_safe() -> bool:
+    """No thread but this one, or object storage's: fsspec's event loop (``fsspecIO``) and the
+    loop's resolver pool (``asyncio_N``). fsspec drops its loop in a forked child and makes a new
+    one (``os.register_at_fork``), and ``concurrent.futures`` reinitialises its lock there, so a
+    forked run never touches what those threads hold."""
+    ours = threading.current_thread()
+    return all(t is ours or t.name == "fsspecIO" or t.name.startswith("asyncio_") for t in threading.enumerate())
+
+
+def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | storage.Store | None = None,
         extra_args: Sequence[str] = (), echo: Callable[[str], None] = print,
         child_main: Callable[[list[str]], Any] | None = None, start_method: str | None = None,
         stop_grace: float = STOP_GRACE) -> FleetResult:
@@ -418,20 +444,22 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
     child, which shares the imports the fleet made once (:func:`warm`) instead of paying a new
     interpreter's start and imports for each environment; ``spawn`` starts ``python -m
     runbooks.cli`` per environment. The default is ``fork`` when it is safe (POSIX, a
-    ``child_main``, and no other thread in this process), else ``spawn``.
+    ``child_main``, and no other thread in this process but fsspec's), else ``spawn``.
+
+    ``output_dir`` is a directory (default ``PROJECT/outputs``) or object storage
+    (``s3://BUCKET/PREFIX`` or its :class:`runbooks.storage.Store`): see :mod:`runbooks.fleetoutput`.
     """
     if start_method is None:
-        start_method = "fork" if (hasattr(os, "fork") and child_main is not None
-                                  and threading.active_count() == 1) else "spawn"
+        start_method = "fork" if (hasattr(os, "fork") and child_main is not None and _fork_safe()) else "spawn"
     if start_method not in ("fork", "spawn") or (start_method == "fork" and child_main is None):
         raise InvalidInput(f"start method {start_method!r}: allowed are 'fork' (with child_main) and 'spawn'")
-    outputs = Path(output_dir).resolve() if output_dir else plan.project.outputs_dir
+    out = FleetOutput(output_dir, plan.project.outputs_dir, echo)
     start = model.utcnow()
-    fleet_dir = new_run_dir(outputs, FLEET_DIR, plan.runbook, start)
+    fleet_dir = new_run_dir(out.local, FLEET_DIR, plan.runbook, start)
     (fleet_dir / "logs").mkdir()
     if start_method == "fork":
         warm()
-    scheduler = _Scheduler(plan, outputs, fleet_dir / "logs", extra_args, echo, child_main, start_method)
+    scheduler = _Scheduler(plan, out, fleet_dir, extra_args, echo, child_main, start_method)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -445,17 +473,22 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
     code = EXIT_FAILED if scheduler.stopping else worst([r.exit_code for r in ordered])
     summary = _fleet_summary(plan, fleet_dir, ordered, start, parallel=parallel, start_method=start_method,
                              interrupted=bool(scheduler.stopping), code=code)
-    write_json(fleet_dir / "fleet.json", summary)
-    return FleetResult(code, fleet_dir, ordered, summary)
+    location = out.finish(fleet_dir, summary)
+    if out.failed_uploads:  # the fleet's record would be lost, as for a single run whose upload failed
+        code = summary["exit_code"] = EXIT_FAILED
+        write_json(fleet_dir / "fleet.json", summary)
+    return FleetResult(code, fleet_dir, ordered, summary, location)
 
 
 class _Scheduler:
     """The fleet's loop: start members up to ``parallel``, reap the ones that ended, stop on a signal."""
 
-    def __init__(self, plan: FleetPlan, outputs: Path, logs: Path, extra_args: Sequence[str],
+    def __init__(self, plan: FleetPlan, out: FleetOutput, fleet_dir: Path, extra_args: Sequence[str],
                  echo: Callable[[str], None], child_main: Callable[[list[str]], Any] | None,
                  start_method: str) -> None:
-        self.plan, self.outputs, self.logs, self.extra_args = plan, outputs, logs, extra_args
+        self.plan, self.out, self.logs = plan, out, fleet_dir / "logs"
+        self.fleet = fleet_dir.relative_to(out.local).as_posix()
+        self.extra_args = [*extra_args, "--fleet-id", self.fleet]
         self.echo, self.child_main, self.start_method = echo, child_main, start_method
         self.results = {m.env: EnvResult(m.env, parameters=m.parameters) for m in plan.members}
         self.total = len(plan.members)
@@ -490,9 +523,9 @@ class _Scheduler:
         index, member = self.pending.pop(0)
         result = self.results[member.env]
         log = self.logs / f"{member.env}.log"
-        result.log = log.relative_to(self.outputs).as_posix()
+        result.log = log.relative_to(self.out.local).as_posix()
         result.started = model.utcnow().isoformat()
-        args = _arguments(self.plan, member.env, str(self.outputs), self.extra_args)
+        args = _arguments(self.plan, member.env, self.out.target, self.extra_args)
         handle = (_fork_run(self.child_main, args, log, self.environ)  # type: ignore[arg-type]
                   if self.start_method == "fork"
                   else _spawn_run(args, log, self.environ, str(self.plan.project.root)))
@@ -510,7 +543,14 @@ class _Scheduler:
             result.exit_code = code if code >= 0 else 128 - code
             result.duration_s = round(time.monotonic() - began, 1)
             result.ended = model.utcnow().isoformat()
-            _read_result(result, self.outputs, log)
+            if not _read_result(result, self.out, log) and result.exit_code is not None:
+                error = result.error or (f"the run ended with exit {result.exit_code} without writing its "
+                                         f"summary; see {result.log}")
+                result.run_dir = self.out.record_unfinished(
+                    env=env, runbook=self.plan.runbook, started=datetime.fromisoformat(str(result.started)),
+                    exit_code=result.exit_code, error=error, fail_on=self.plan.fail_on, fleet=self.fleet,
+                    log=result.log)
+            self.out.put_log(log, str(result.log))
             self.echo(f"[{self.finished:>{self.width}}/{self.total}] {env}: {result.status} "
                       f"(exit {result.exit_code}) in {result.duration_s} s")
 
@@ -556,7 +596,7 @@ def format_table(result: FleetResult) -> str:
     lines.append(f"fleet {s['runbook']}: {len(result.results)} environment(s): {statuses}; "
                  f"exit {result.exit_code} in {s['duration_s']} s"
                  + (" (interrupted)" if s["interrupted"] else ""))
-    lines.append(f"fleet: {result.fleet_dir / 'fleet.json'}")
+    lines.append(f"fleet: {result.location or result.fleet_dir}/fleet.json")
     errors = [r for r in result.results if r.error]
     for r in errors:
         lines.append(f"  {r.env}: {r.error}")

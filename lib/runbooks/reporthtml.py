@@ -364,9 +364,6 @@ def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
         A self-contained HTML document: no code, no prompts, plotly.js embedded
         once (compressed) when there is at least one figure.
     """
-    import jinja2
-    from nbconvert import HTMLExporter
-
     prepared, figures = _prepare(nb, summary)
     head = REPORT_CSS
     if figures:
@@ -374,7 +371,18 @@ def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
             "<script type='application/octet-stream' id='kr-plotly-js'>"
             + plotly_js_blob() + "</script>" + PLOTLY_LOADER
         )
-    exporter = HTMLExporter(
+    body, _ = _exporter().from_notebook_node(prepared, resources={"kr_head": head})
+    return body
+
+
+@functools.lru_cache(maxsize=1)
+def _exporter() -> Any:
+    """The report's exporter, made once per process: its templates compile on its first render, and
+    a fleet's runs, forked after :func:`runbooks.fleet.warm` rendered once, share them."""
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(
         template_name="lab",
         extra_loaders=[jinja2.DictLoader({"runbooks-report.html.j2": TEMPLATE})],
         template_file="runbooks-report.html.j2",
@@ -382,8 +390,6 @@ def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
         exclude_input_prompt=True,
         exclude_output_prompt=True,
     )
-    body, _ = exporter.from_notebook_node(prepared, resources={"kr_head": head})
-    return body
 
 
 def index_html(summaries: Sequence[tuple[str, Mapping[str, Any]]]) -> str:

@@ -28,6 +28,7 @@ Layout under the URL (the same as ``outputs/``)::
 
     ENV/RUNBOOK/RUN_ID/{RUNBOOK.ipynb, report.html, summary.json, audit.jsonl, *.csv}
     _index/ENV/RUNBOOK/RUN_ID.json     the run index: one entry per run
+    _fleet/RUNBOOK/FLEET_ID/           a fleet's fleet.json and logs/ENV.log (runbooks.fleetoutput)
     index.html                         every run, written by ``runbooks runs --from URL``
 """
 
@@ -173,6 +174,12 @@ class Store:
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, f"writing {rel} to") from exc
 
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self.path(rel)))
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, f"reading {rel} from") from exc
+
     def put_run(self, run_dir: Path, rel: str) -> list[str]:
         """Upload a run directory: every file, then ``summary.json`` last. The uploaded paths."""
         files = sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
@@ -229,7 +236,7 @@ class Store:
 
 
 ENTRY_KEYS = ("schema", "runbook", "env", "run_id", "start", "end", "duration_s", "status", "exit_code",
-              "fail_on", "kube_context", "counts", "notebook", "report", "report_url")
+              "fail_on", "kube_context", "counts", "notebook", "report", "report_url", "fleet")
 
 
 def index_entry(rel: str, summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,16 +33,16 @@ thread, with the real status fields, conditions and wording:
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import names
 from .store import ApiError, Change, rfc3339
+from .workloop import WorkLoop
 
 if TYPE_CHECKING:
     from .server import ApiServer
@@ -54,7 +54,6 @@ EXIT_CODE_ANNOTATION = "sandbox.kube-runbooks.io/exit-code"
 FAIL_ANNOTATION = "sandbox.kube-runbooks.io/fail"
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 LEASE_RENEW = 10.0  # seconds between lease renewals (kubelet and leader election renew about this often)
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def _ts(text: Any) -> datetime | None:
@@ -77,15 +76,6 @@ def _duration(text: str, default: float) -> float:
         return parse_duration(text).total_seconds() if text else default
     except ValueError:
         return default
-
-
-def _suffix(seed: str, length: int = 5) -> str:
-    n = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
-    out = ""
-    for _ in range(length):
-        n, r = divmod(n, len(_SAFE))
-        out += _SAFE[r]
-    return out
 
 
 def _cond(status: dict, type_: str) -> dict | None:
@@ -318,15 +308,14 @@ def check_quota(api: ApiServer, kind: str, obj: dict, namespace: str) -> None:
 # ---- the controllers -------------------------------------------------------------------------
 
 
-class ClusterControllers:
+class ClusterControllers(WorkLoop):
     """Job, CronJob, disruption, HPA, PV binder, quota, token, aggregation and lease controllers."""
 
+    thread_name = "sandbox-cluster-controllers"
+
     def __init__(self, api: ApiServer, tick: float = 2.0):
-        self.api, self.store, self.registry, self.tick = api, api.store, api.registry, tick
-        self._queue: set[tuple[str, str, str]] = set()
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(tick)
+        self.api, self.store, self.registry = api, api.store, api.registry
         self._last_lease = 0.0
         self._reported: set[tuple[str, str, str]] = set()
         # A runtime that really runs some pods (podrunner.PodRunner: pods of chosen images as local
@@ -343,17 +332,6 @@ class ClusterControllers:
         self.store.add_listener(self._on_change)
 
     # ---- plumbing --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sandbox-cluster-controllers", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def _on_change(self, change: Change) -> None:
         obj = change.entry.obj
@@ -380,34 +358,7 @@ class ClusterControllers:
         if ns and kind in ("Pod", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim",
                            "ReplicationController"):
             work.add(("Quota*", ns, ""))
-        if work:
-            with self._cond:
-                self._queue |= work
-                self._cond.notify()
-
-    def _run(self) -> None:
-        last_tick = 0.0
-        while not self._stop.is_set():
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
-                work, self._queue = self._queue, set()
-            try:
-                if work:
-                    self.process(work)
-                if time.monotonic() - last_tick >= self.tick:
-                    last_tick = time.monotonic()
-                    self.on_tick()
-            except Exception:  # keep the cluster alive; a controller bug shows in the log
-                log.exception("cluster controller pass failed")
-
-    def settle(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            with self._cond:
-                work, self._queue = self._queue, set()
-            if not work:
-                return
-            self.process(work)
+        self.enqueue(work)
 
     def process(self, work: set[tuple[str, str, str]]) -> None:
         handlers = {
@@ -612,7 +563,7 @@ class ClusterControllers:
         meta = job["metadata"]
         pod_meta = tpl.get("metadata") or {}
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{meta['name']}-{_suffix(meta['uid'] + str(index) + str(time.monotonic()))}",
+               "metadata": {"name": f"{meta['name']}-{names.suffix(meta['uid'] + str(index) + str(time.monotonic()))}",
                             "namespace": meta["namespace"], "labels": dict(pod_meta.get("labels") or {}),
                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
                                                  "uid": meta["uid"], "controller": True,

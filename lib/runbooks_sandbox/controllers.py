@@ -26,13 +26,14 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from . import names
 from .resources import Registry
 from .store import ApiError, Change, Store, rfc3339
+from .workloop import WorkLoop
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ FAIL_ANNOTATION = "sandbox.kube-runbooks.io/fail"
 FAILURES = ("CrashLoopBackOff", "OOMKilled", "ImagePullBackOff", "NotReady")
 REVISION = "deployment.kubernetes.io/revision"
 MANAGER = "kube-controller-manager"
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"
 CRASH_RUNTIME = 8  # seconds a failing container lives before it dies
 BACKOFF_START, BACKOFF_MAX = 10, 300  # kubelet's crash back-off: 10s doubling to 5 min
 
@@ -48,19 +48,7 @@ BACKOFF_START, BACKOFF_MAX = 10, 300  # kubelet's crash back-off: 10s doubling t
 def pod_template_hash(template: dict) -> str:
     """Stable short hash of a pod template, shaped like the real `pod-template-hash` label."""
     digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).digest()
-    return _encode(int.from_bytes(digest[:8], "big"), 10)
-
-
-def _encode(n: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        n, r = divmod(n, len(_SAFE))
-        out.append(_SAFE[r])
-    return "".join(out)
-
-
-def _suffix(seed: str, length: int = 5) -> str:
-    return _encode(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"), length)
+    return names.encode(int.from_bytes(digest[:8], "big"), 10)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -289,7 +277,7 @@ class _Base:
         tpl = copy.deepcopy(owner["spec"]["template"])
         meta = tpl.get("metadata") or {}
         owner_meta = owner["metadata"]
-        pod_name = name or prefix + _suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
+        pod_name = name or prefix + names.suffix(f"{owner_meta['uid']}/{index}/{self.store.resource_version}")
         pod = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "namespace": owner_meta["namespace"],
@@ -1127,7 +1115,7 @@ class EndpointsController(_Base):
             self.store.create(ert, ep)
         elif old.get("subsets") != ep["subsets"]:
             self.store.update(ert, {**copy.deepcopy(old), "subsets": ep["subsets"]}, check_rv=False)
-        slice_name = f"{name}-{_suffix(svc['metadata']['uid'])}"
+        slice_name = f"{name}-{names.suffix(svc['metadata']['uid'])}"
         es = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
               "metadata": {"name": slice_name, "namespace": ns,
                            "labels": {"kubernetes.io/service-name": name,
@@ -1164,16 +1152,15 @@ CONTROLLERS: tuple[tuple[int, Callable[[Controllers], Controller]], ...] = (
 )
 
 
-class Controllers:
+class Controllers(WorkLoop):
     """Every controller of :data:`CONTROLLERS` on one worker thread, fed by store changes and a tick."""
 
+    thread_name = "sandbox-controllers"
+
     def __init__(self, store: Store, registry: Registry, tick: float = 2.0):
-        self.store, self.registry, self.tick = store, registry, tick
+        super().__init__(tick)
+        self.store, self.registry = store, registry
         self.clock = store.clock
-        self._queue: set[tuple[str, str, str]] = set()
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.bootstrapping = False
         self.rt = {k: registry.by_kind_any_version(k) for k in (
             "Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Service", "Endpoints",
@@ -1189,48 +1176,8 @@ class Controllers:
 
     # ---- plumbing ----------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
-
     def _on_change(self, change: Change) -> None:
-        work = {(kind, ns, name) for kind, c in self.controllers.items() for ns, name in c.watches(change)}
-        if work:
-            with self._cond:
-                self._queue |= work
-                self._cond.notify()
-
-    def _run(self) -> None:
-        last_tick = 0.0
-        while not self._stop.is_set():
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(timeout=max(0.05, self.tick - (time.monotonic() - last_tick)))
-                work, self._queue = self._queue, set()
-            try:
-                if work:
-                    self.process(work)
-                if time.monotonic() - last_tick >= self.tick:
-                    last_tick = time.monotonic()
-                    self.on_tick()
-            except Exception:  # keep the cluster alive; a controller bug shows in the log
-                log.exception("controller pass failed")
-
-    def settle(self, rounds: int = 50) -> None:
-        """Run queued work synchronously until nothing is left (start-up and tests)."""
-        for _ in range(rounds):
-            with self._cond:
-                work, self._queue = self._queue, set()
-            if not work:
-                return
-            self.process(work)
+        self.enqueue({(kind, ns, name) for kind, c in self.controllers.items() for ns, name in c.watches(change)})
 
     def ordered(self, work: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
         """Work items by priority (:data:`CONTROLLERS`), then kind; one object before all (:data:`EVERY`)."""
@@ -1274,7 +1221,7 @@ class Controllers:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         at = at or self.now()
-        name = f"{meta['name']}.{_suffix(meta.get('uid', '') + reason + message, 16)}"
+        name = f"{meta['name']}.{names.suffix(meta.get('uid', '') + reason + message, 16)}"
         existing = self.store.find(rt, ns, name)
         if existing:
             new = copy.deepcopy(existing)

@@ -29,11 +29,14 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from . import servers
+from .servers import Binary, MissingBinary, Unavailable  # noqa: F401 - this module's errors
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +50,19 @@ EXTERNAL_KEY = "externaldns-key"
 TSIG_ALGORITHM = "hmac-sha256"
 PDNS_SERVER_ID = "localhost"
 
-# name -> (environment override, names on PATH, Debian package)
-BINARIES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "named": ("RUNBOOKS_NAMED_BIN", ("named",), "bind9"),
-    "pdns_server": ("RUNBOOKS_PDNS_BIN", ("pdns_server",), "pdns-server pdns-backend-sqlite3"),
+BINARIES: dict[str, Binary] = {
+    "named": Binary("RUNBOOKS_NAMED_BIN", ("named",), "bind9"),
+    "pdns_server": Binary("RUNBOOKS_PDNS_BIN", ("pdns_server",), "pdns-server pdns-backend-sqlite3"),
 }
 
 
-class Unavailable(RuntimeError):
-    """A DNS server could not be started or reached."""
-
-
-class MissingBinary(Unavailable):
-    """A DNS server binary is not installed."""
-
-
 def find_binary(name: str) -> str:
-    env, candidates, package = BINARIES[name]
-    override = os.environ.get(env)
-    if override:
-        found = shutil.which(override)
-        if found:
-            return found
-        raise MissingBinary(f"${env} is {override!r}, which is not an executable")
-    path = os.environ.get("PATH", "") + os.pathsep + SBIN
-    for candidate in candidates:
-        found = shutil.which(candidate, path=path)
-        if found:
-            return found
-    raise MissingBinary(f"{name} is not installed: install the Debian/Ubuntu package(s) with "
-                        f"`apt-get install --no-install-recommends {package}`, or set ${env}")
+    return servers.find_binary(BINARIES, name, SBIN)
 
 
 def missing_binaries() -> list[str]:
     """One message per missing DNS server binary (or the PowerDNS sqlite schema)."""
-    out = []
-    for name in BINARIES:
-        try:
-            find_binary(name)
-        except MissingBinary as exc:
-            out.append(str(exc))
+    out = servers.missing_binaries(BINARIES, SBIN)
     if not any(p.exists() for p in PDNS_SCHEMA):
         out.append("the PowerDNS sqlite3 schema is missing: apt-get install pdns-backend-sqlite3")
     return out
@@ -118,17 +94,6 @@ def _soa(zone: str) -> str:
             f"@ IN NS ns1.{zone}.\nns1.{zone}. IN A 127.0.0.1\n")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """The server gets SIGTERM when the sandbox process dies, whatever way it dies."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, Linux only
-        pass
-
-
 class _Process:
     """One server process: spawn, wait until it answers, stop (only this pid)."""
 
@@ -140,35 +105,17 @@ class _Process:
         log_file = open(self.dir / f"{self.name}.log", "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.dir, start_new_session=True, preexec_fn=_die_with_parent)
+                                         cwd=self.dir, start_new_session=True, preexec_fn=servers.die_with_parent)
         finally:
             log_file.close()
 
-    def wait(self, ready: Any) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                tail = (self.dir / f"{self.name}.log").read_text(errors="replace")[-1500:]
-                raise Unavailable(f"{self.name} exited with {self.proc.returncode} while starting:\n{tail}")
-            try:
-                if ready():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise Unavailable(f"{self.name} did not answer within {READY_TIMEOUT:.0f}s (log in {self.dir})")
+    def wait(self, ready: Callable[[], bool]) -> None:
+        assert self.proc is not None
+        servers.wait_ready(self.proc, self.name, ready, self.dir / f"{self.name}.log", READY_TIMEOUT)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        servers.stop(proc)
 
 
 def soa_answers(port: int, zone: str) -> bool:

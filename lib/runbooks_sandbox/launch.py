@@ -25,6 +25,7 @@ from typing import Protocol
 
 import yaml
 
+from . import names
 from .controllers import Controllers
 from .resources import Registry
 from .server import ApiServer
@@ -170,8 +171,8 @@ class Sandbox:
         pod_rt = self.registry.lookup("", "v1", "pods")
         node_rt = self.registry.lookup("", "v1", "nodes")
         assert ns_rt and pod_rt and node_rt
-        names = [namespace] if namespaces <= 1 else [f"{namespace}-{i:04d}" for i in range(namespaces)]
-        for ns in names:
+        spaces = [namespace] if namespaces <= 1 else [f"{namespace}-{i:04d}" for i in range(namespaces)]
+        for ns in spaces:
             if self.store.find(ns_rt, None, ns) is None:
                 self.store.create(ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         now = self.store.clock()
@@ -200,13 +201,18 @@ class Sandbox:
         every = round(100 / unhealthy_percent) if unhealthy_percent else 0
         for i in range(count):
             workload = i // 20
-            ns = names[workload % len(names)]
+            ns = spaces[workload % len(spaces)]
             rs = f"load-{workload}-7d9f8b6c5"
             annotations = {"example.com/owner": "benchmarks"}
             if every and workload % every == 0:
                 annotations[FAIL_ANNOTATION] = "CrashLoopBackOff"
+            name = f"{rs}-{names.suffix(f'{workload}/{i}')}"
+            attempt = 0
+            while self.store.find(pod_rt, ns, name) is not None:  # as the ReplicaSet controller retries
+                attempt += 1
+                name = f"{rs}-{names.suffix(f'{workload}/{i}/{attempt}')}"
             pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": f"{rs}-{i:06d}", "namespace": ns,
+                   "metadata": {"name": name, "namespace": ns,
                                 "labels": {"app": f"load-{workload}", "tier": "batch",
                                            "pod-template-hash": "7d9f8b6c5"},
                                 "annotations": annotations,

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import promgen
+from . import promgen, servers
+from .servers import Binary, MissingBinary, Unavailable  # noqa: F401 - this module's errors
 
 log = logging.getLogger(__name__)
 
@@ -65,51 +66,22 @@ def parse_timing(text: str) -> dict[str, str]:
 STATE_FILE = "observability.json"
 READY_TIMEOUT = 60.0
 
-# name -> (environment override, names on PATH, Debian package)
-BINARIES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "prometheus": ("RUNBOOKS_PROMETHEUS_BIN", ("prometheus",), "prometheus"),
-    "promtool": ("RUNBOOKS_PROMTOOL_BIN", ("promtool",), "prometheus"),
-    "alertmanager": ("RUNBOOKS_ALERTMANAGER_BIN", ("alertmanager", "prometheus-alertmanager"),
-                     "prometheus-alertmanager"),
+BINARIES: dict[str, Binary] = {
+    "prometheus": Binary("RUNBOOKS_PROMETHEUS_BIN", ("prometheus",), "prometheus"),
+    "promtool": Binary("RUNBOOKS_PROMTOOL_BIN", ("promtool",), "prometheus"),
+    "alertmanager": Binary("RUNBOOKS_ALERTMANAGER_BIN", ("alertmanager", "prometheus-alertmanager"),
+                           "prometheus-alertmanager"),
 }
-
-
-class Unavailable(RuntimeError):
-    """A server of the observability stack could not be started or reached."""
-
-
-class MissingBinary(Unavailable):
-    """A server binary the sandbox needs is not installed."""
 
 
 def find_binary(name: str) -> str:
     """Path of `name` (prometheus, promtool, alertmanager), or MissingBinary saying how to get it."""
-    env, candidates, package = BINARIES[name]
-    override = os.environ.get(env)
-    if override:
-        found = shutil.which(override)
-        if found:
-            return found
-        raise MissingBinary(f"${env} is {override!r}, which is not an executable")
-    for candidate in candidates:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    raise MissingBinary(
-        f"{name} is not installed (looked for {' or '.join(candidates)} on PATH): install the Debian/Ubuntu "
-        f"package with `apt-get install --no-install-recommends {package}`, or download it from the "
-        f"Prometheus project and set ${env} to its path")
+    return servers.find_binary(BINARIES, name)
 
 
 def missing_binaries() -> list[str]:
     """One message per missing binary (empty when everything is installed)."""
-    missing = []
-    for name in BINARIES:
-        try:
-            find_binary(name)
-        except MissingBinary as exc:
-            missing.append(str(exc))
-    return missing
+    return servers.missing_binaries(BINARIES)
 
 
 def sandbox_objects(box: Any) -> list[dict]:
@@ -141,15 +113,6 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, Linux only
-        pass
 
 
 class _Exporter:
@@ -283,13 +246,7 @@ class Observability:
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            servers.stop(proc, grace=15)
         if self.exporter is not None:
             self.exporter.stop()
             self.exporter = None
@@ -380,7 +337,7 @@ class Observability:
         try:
             self.procs[name] = subprocess.Popen(
                 argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if main else None)  # noqa: PLW1509
+                preexec_fn=servers.die_with_parent if main else None)  # noqa: PLW1509
         finally:
             log_file.close()
 
@@ -459,22 +416,13 @@ class Observability:
     def _wait_ready(self, name: str) -> None:
         url, proc = self.urls[name], self.procs[name]
         log_path = self.state_dir / name / f"{name}.log"
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = ""
-                if log_path.exists():
-                    tail = log_path.read_text(errors="replace")[-1500:]
-                    log_path.replace(log_path.with_suffix(".failed.log"))
-                raise Unavailable(f"{name} exited with {proc.returncode} while starting; its log ends:\n{tail}")
-            try:
-                status, _ = _get(f"{url}/-/ready", timeout=1.0)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise Unavailable(f"{name} did not become ready at {url} within {READY_TIMEOUT:.0f}s (log: {log_path})")
+        try:
+            servers.wait_ready(proc, name, lambda: _get(f"{url}/-/ready", timeout=1.0)[0] == 200, log_path,
+                               READY_TIMEOUT)
+        except Unavailable:
+            if log_path.exists() and proc.poll() is not None:
+                log_path.replace(log_path.with_suffix(".failed.log"))
+            raise
 
     def _write_state(self) -> None:
         state = {name: {"pid": proc.pid, "url": self.urls[name]} for name, proc in self.procs.items()}

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from . import names
 from .resources import Registry, ResourceType
 
 HISTORY = 50_000
@@ -104,6 +105,11 @@ class Store:
         self._lock = threading.Condition(threading.RLock())
         self._rv = 1000
         self._data: dict[tuple[str, str], dict[tuple[str, str], Entry]] = {}
+        # the same entries by namespace, and each type's keys in order (dropped when a key
+        # comes or goes): a namespaced list or a controller's pass touches only its namespace,
+        # and a cluster-wide list does not sort 150,000 keys while holding the lock
+        self._by_ns: dict[tuple[str, str], dict[str, dict[tuple[str, str], Entry]]] = {}
+        self._sorted: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._history: deque[Change] = deque(maxlen=HISTORY)
         self._snapshots: OrderedDict[str, tuple[float, list[Entry], int]] = OrderedDict()
         self._listeners: list[Callable[[Change], None]] = []
@@ -130,8 +136,18 @@ class Store:
     def items(self, rt: ResourceType, namespace: str | None = None) -> list[dict]:
         """Every object of a type (optionally in one namespace), in key order; for controllers."""
         with self._lock:
-            bucket = self._data.get(rt.key, {})
-            return [e.obj for k, e in sorted(bucket.items()) if namespace is None or k[0] == namespace]
+            return [e.obj for e in self._entries(rt, namespace)]
+
+    def _entries(self, rt: ResourceType, namespace: str | None) -> list[Entry]:
+        """Entries in key order; the caller holds the lock."""
+        if namespace is not None:
+            bucket = self._by_ns.get(rt.key, {}).get(namespace, {})
+            return [bucket[k] for k in sorted(bucket)]
+        bucket = self._data.get(rt.key, {})
+        keys = self._sorted.get(rt.key)
+        if keys is None:
+            keys = self._sorted[rt.key] = sorted(bucket)
+        return [bucket[k] for k in keys]
 
     def list(self, rt: ResourceType, namespace: str | None = None,
              match: Callable[[dict], bool] | None = None, limit: int = 0,
@@ -149,9 +165,7 @@ class Store:
             _, entries, rv = snap
         else:
             with self._lock:
-                bucket = self._data.get(rt.key, {})
-                keys = sorted(k for k in bucket if namespace is None or k[0] == namespace)
-                entries = [bucket[k] for k in keys]
+                entries = self._entries(rt, namespace)
                 rv = self._rv
             if match is not None:
                 entries = [e for e in entries if match(e.obj)]
@@ -193,10 +207,16 @@ class Store:
         entry = Entry(obj, json.dumps(obj, separators=(",", ":")).encode())
         key = (obj["metadata"].get("namespace", "") if rt.namespaced else "", obj["metadata"]["name"])
         bucket = self._data.setdefault(rt.key, {})
+        in_ns = self._by_ns.setdefault(rt.key, {}).setdefault(key[0], {})
         if kind == "DELETED":
             bucket.pop(key, None)
+            in_ns.pop(key, None)
+            self._sorted.pop(rt.key, None)
         else:
+            if key not in bucket:
+                self._sorted.pop(rt.key, None)
             bucket[key] = entry
+            in_ns[key] = entry
         change = Change(self._rv, rt.key, kind, entry, old)
         self._history.append(change)
         self._lock.notify_all()
@@ -249,10 +269,8 @@ class Store:
         return result
 
     def _generate_name(self, rt: ResourceType, meta: dict) -> str:
-        import random
-        alphabet = "bcdfghjklmnpqrstvwxz2456789"
         for _ in range(100):
-            name = meta["generateName"] + "".join(random.choice(alphabet) for _ in range(5))
+            name = meta["generateName"] + names.random_suffix()
             if (meta.get("namespace", ""), name) not in self._data.get(rt.key, {}):
                 return name
         raise ApiError(500, "AlreadyExists", "could not generate a unique name")
