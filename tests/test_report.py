@@ -97,6 +97,24 @@ def test_plotly_is_embedded_once_offline_and_small(html):
 
 
 
+def test_the_secret_scan_reads_all_of_the_report_but_the_embedded_plotly_js(html):
+    from runbooks import secrets as sec
+
+    scanned = reporthtml.without_plotly_js(html)
+    assert reporthtml.plotly_js_blob() not in scanned and len(scanned) < len(html) - 1_000_000
+    assert html.replace(reporthtml.plotly_js_blob(), "", 1) == scanned  # only the library's bytes are left out
+    token = sec.Secret("api token", "tok-6f1c2e9a8b7d")
+    leaked = html.replace("narrative output line", f"narrative output line {token.value}")
+    assert [leak.kind for leak in sec.scan_text(reporthtml.without_plotly_js(leaked), [token], "report.html")] == [
+        "api token"]
+    # a script that only looks like the library's (other content) is scanned whole
+    fake = html.replace(reporthtml.plotly_js_blob(), base64.b64encode(token.value.encode() * 3).decode(), 1)
+    assert reporthtml.without_plotly_js(fake) == fake
+    assert sec.scan_text(reporthtml.without_plotly_js(fake), [token], "report.html")
+    no_figures = reporthtml.render_html(executed_notebook(figures=0), SUMMARY)
+    assert reporthtml.without_plotly_js(no_figures) == no_figures
+
+
 def test_compressed_plotly_js_is_cached_per_version_and_checked(tmp_path, monkeypatch):
     import plotly
     from plotly.offline import get_plotlyjs

@@ -366,3 +366,22 @@ def test_interactive_approval_is_a_button_naming_the_plan_id(monkeypatch):
     assert button.description == f"Apply plan {plan.id}"
     button.click()
     assert applied == [plan.id] and button.disabled
+
+
+def test_a_runbook_start_imports_no_client_it_does_not_use():
+    """`runbook` (every notebook's first import) and the parameter checks of the reachability and DNS
+    runbooks import neither the Elasticsearch client nor dnspython: each costs a run a fraction of
+    a second, and the runbooks that use them import them where they do."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys
+        import runbooks.runbook, runbooks.reachability, runbooks.params
+        from runbooks import dns
+        dns.provider("bind", {"type": "rfc2136", "nameserver": "127.0.0.1:53", "zones": ["example.com"]})
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"elasticsearch", "elastic_transport", "dns"}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]"]

@@ -26,26 +26,30 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdataset
-import dns.rdatatype
-import dns.reversename
-import dns.tsig
-import dns.update
-import dns.xfr
-import dns.zone
 import requests
 
 from .errors import Forbidden, InvalidInput, NotFound, Unavailable, cut
+
+if TYPE_CHECKING:
+    import dns.message
+    import dns.tsig
+
+
+def _dnspython() -> Any:
+    """dnspython on first use (TCP, AXFR, UPDATE, PTR, system resolver): UDP queries and provider settings
+    need none of it, and its import cost each service-reachability and dns-audit run 0.2 s twice."""
+    import dns.message  # also exception, flags, name, rcode, rdata, rdataclass, rdataset, rdatatype
+    import dns.query
+    import dns.resolver
+    import dns.reversename
+    import dns.tsig
+    import dns.update
+    import dns.xfr
+    import dns.zone
+
+    return dns
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 PROVIDER_TYPES = ("pdns", "rfc2136")
@@ -71,6 +75,7 @@ def check_dns_name(text: Any, what: str = "hostname") -> str:
 
 def reverse_name(ip: str) -> str:
     """The PTR owner of an address: ``10.0.0.5`` → ``5.0.0.10.in-addr.arpa``."""
+    dns = _dnspython()
     return dns.reversename.from_address(ip).to_text(omit_final_dot=True)
 
 
@@ -238,6 +243,7 @@ class Answer:
 
 
 def _answer(name: str, rdtype: str, resp: dns.message.Message) -> Answer:
+    dns = _dnspython()
     out = Answer(name, rdtype, dns.rcode.to_text(resp.rcode()), bool(resp.flags & dns.flags.AA))
     for rrset in resp.answer:
         for rd in rrset:
@@ -307,6 +313,8 @@ def query_many(server: str, questions: Iterable[tuple[str, str]], *, concurrency
     if not got_any:
         raise Unavailable(f"DNS server {server} did not answer ({len(todo)} question(s), "
                           f"{retries + 1} tries in {timeout:g}s)")
+    if truncated:
+        dns = _dnspython()
     for q in truncated:
         msg = dns.message.make_query(q[0] + ".", q[1])
         if not recursive:
@@ -351,8 +359,7 @@ def query(server: str, name: str, rdtype: str, timeout: float = 2.0) -> Answer:
 
 def resolve_system(name: str, rdtype: str = "A", timeout: float = 2.0) -> Answer:
     """What the system's resolver (``/etc/resolv.conf``) answers for one question, CNAMEs included."""
-    import dns.resolver
-
+    dns = _dnspython()
     resolver = dns.resolver.Resolver()
     resolver.lifetime = timeout
     try:
@@ -367,6 +374,7 @@ def resolve_system(name: str, rdtype: str = "A", timeout: float = 2.0) -> Answer
 def query_sequential(server: str, questions: Iterable[tuple[str, str]], timeout: float = 2.0
                      ) -> dict[tuple[str, str], Answer]:
     """The plain loop (one query, wait, next): what :func:`query_many` is benchmarked against."""
+    dns = _dnspython()
     host, port = parse_server(server)
     out = {}
     for name, rdtype in questions:
@@ -540,6 +548,7 @@ class Rfc2136(Provider):
         self.host, self.port = parse_server(self.nameserver)
 
     def _key(self) -> dns.tsig.Key | None:
+        dns = _dnspython()
         if not self.key_name:
             return None
         secret = _secret(self.secret_env, f"DNS provider {self.name!r} (TSIG secret)")
@@ -568,6 +577,7 @@ class Rfc2136(Provider):
 
     def records(self, zone: str) -> Records:
         """The zone by AXFR (signed with TSIG when a key is set; every answer's signature checked)."""
+        dns = _dnspython()
         key = self._key()
         q, _ = dns.xfr.make_query(dns.zone.Zone(zone + "."), keyring=key)
         wire = q.to_wire()
@@ -621,6 +631,7 @@ class Rfc2136(Provider):
     @staticmethod
     def _verify(msg: bytes, parsed: _Parsed, key: dns.tsig.Key, request_mac: bytes, ctx: Any, first: bool) -> Any:
         """Check one answer's TSIG (RFC 8945, multi-message rules) with dnspython's validator."""
+        dns = _dnspython()
         if parsed.tsig_start < 0:
             if first or ctx is None:
                 raise dns.tsig.BadSignature("the first answer of the transfer is not signed")
@@ -636,6 +647,7 @@ class Rfc2136(Provider):
     def write(self, zone: str, change: dict[str, Any], *, dry_run: bool) -> str:
         """One UPDATE: prerequisites (each RRset as planned), then the updates; only the
         prerequisites when ``dry_run`` (the server checks them and TSIG, and changes nothing)."""
+        dns = _dnspython()
         upd = dns.update.UpdateMessage(zone + ".", keyring=self._key())
         for exp in change.get("expect") or []:
             if exp["values"] is None:  # the RRset exists, whatever its values

@@ -334,6 +334,25 @@ def _prepare(nb: Any, summary: Mapping[str, Any]) -> tuple[Any, int]:
     return nb, figures
 
 
+def without_plotly_js(text: str) -> str:
+    """A report as the secret scan reads it: without the plotly.js that :func:`render_html` embeds.
+
+    That script is the installed plotly.min.js, compressed (:func:`plotly_js_blob`): the same 2 MB
+    in every report with a figure, nothing a run wrote, and scanning it took a third of a second of
+    such a run. Only exactly that blob, as the whole content of the ``kr-plotly-js`` script, is left
+    out; any other text (also a look-alike script in an output) is scanned.
+    """
+    if not plotly_js_blob.cache_info().currsize:  # no figure was rendered: the library is not embedded
+        return text
+    blob = plotly_js_blob()
+    at = text.find(blob)
+    tag = text[text.rfind("<script", 0, at):at] if at > 0 else ""
+    if not (tag.endswith(">") and tag.count(">") == 1 and "kr-plotly-js" in tag
+            and text.startswith("</script>", at + len(blob))):
+        return text
+    return text[:at] + text[at + len(blob):]
+
+
 def render_html(nb: Any, summary: Mapping[str, Any]) -> str:
     """The report of an executed notebook: header and findings, then the narrative.
 

@@ -140,7 +140,7 @@ def publish(run_dir: Path, nb: Any, summary: dict[str, Any], secrets: list[sec.S
             }
             summary["exit_code"], summary["status"] = EXIT_FAILED, "failed"
         else:
-            leaks = sec.scan_text(html_text, secrets, "report.html")
+            leaks = sec.scan_text(reporthtml.without_plotly_js(html_text), secrets, "report.html")
     report_path = run_dir / "report.html"
     if leaks:
         if nb is not None:
