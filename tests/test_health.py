@@ -21,10 +21,12 @@ def node(name, ready=True, unschedulable=False, pressure=()):
     return {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}, "status": {"conditions": conds}}
 
 
-def pod(name, *, waiting=None, restarts=0, ready=True, last=None, phase="Running", created=NOW, ns="app"):
+def pod(name, *, waiting=None, restarts=0, ready=True, last=None, phase="Running", created=NOW, ns="app",
+        finished=NOW - timedelta(hours=1)):
     state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
     st = {"name": "main", "ready": ready, "restartCount": restarts, "state": state,
-          "lastState": {"terminated": {"reason": last, "exitCode": 137}} if last else {}}
+          "lastState": {"terminated": {"reason": last, "exitCode": 137,
+                                       "finishedAt": finished.strftime("%Y-%m-%dT%H:%M:%SZ")}} if last else {}}
     return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                          "labels": {"pod-template-hash": "abc"},
                          "ownerReferences": [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}]},
@@ -44,6 +46,19 @@ def test_nodes():
     assert ids(check) == ["node-cordoned/c", "node-not-ready/b", "node-pressure/d"]
     assert {f.id: f.severity for f in check.findings}["node-not-ready/b"] == "critical"
     assert len(check.table) == 4
+
+
+def test_a_crash_looping_pod_read_between_two_crashes_is_still_crash_looping():
+    """The kubelet shows CrashLoopBackOff only while it waits to restart; read during the few seconds
+    the container runs, the pod is Running. A restart that ended within the back-off reset (10 min)
+    is still the crash loop; an old one is only restarts."""
+    check = health.check_pods([
+        pod("between", restarts=12, ready=False, last="Error", finished=NOW - timedelta(minutes=3)),
+        pod("recovered", restarts=12, last="Error", finished=NOW - timedelta(minutes=30), ns="other"),
+    ], restart_threshold=5, now=NOW)
+    sev = {f.id: f.severity for f in check.findings}
+    assert sev == {"pod-crashloopbackoff/app/Deployment/web": "critical", "pod-restarts/other/Deployment/web": "warning"}
+    assert "between crashes" in check.table.set_index("pod").loc["between", "state"]
 
 
 def test_pods_severity_by_state():

@@ -246,7 +246,7 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
     out: list[Finding] = []
     anomaly = sig.anomaly if sig else None
     firing = alerts_df[alerts_df["state"] == "active"] if len(alerts_df) else alerts_df
-    crashing = [p for p in pods if crash_reason(p) in CRASHING]
+    crashing = [p for p in pods if kube.crash_reason(p) in CRASHING]
     if anomaly is None and not len(firing) and not crashing:
         return [Finding(id=f"incident/{svc}", severity="ok", title=f"No incident for {svc} in the window",
                         detail="Golden signals stayed at their baseline, no alert fires and no pod crashes.",
@@ -274,32 +274,13 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
 
 
 CRASHING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull")
-BACKOFF_RESET = timedelta(minutes=10)
-"""The kubelet forgets a container's crash back-off once it has run this long (2 x the 5 min maximum)."""
-
-
-def crash_reason(pod: dict, now: datetime | None = None) -> str:
-    """Why a pod (a row of :func:`runbooks.rollouts.workload_pods`) crashes, or "".
-
-    Its waiting reason; or CrashLoopBackOff while it runs between two crashes: the kubelet shows
-    that reason only while it waits to restart the container, and each restart lives a few
-    seconds, so a crash-looping pod read at the wrong moment is Running. A restarted container
-    whose last run ended less than :data:`BACKOFF_RESET` ago is still in its crash loop.
-    """
-    if pod["waiting_reason"]:
-        return pod["waiting_reason"]
-    finished = pod.get("last_finished")
-    if pod["restarts"] and pod["last_termination_reason"] and finished is not None \
-            and (now or datetime.now(UTC)) - finished < BACKOFF_RESET:
-        return "CrashLoopBackOff"
-    return ""
 
 
 def pod_findings(namespace: str, pods: list[dict]) -> list[Finding]:
     """One critical finding per crashing pod (rows of :func:`runbooks.rollouts.workload_pods`)."""
     out = []
     for p in pods:
-        reason = crash_reason(p)
+        reason = kube.crash_reason(p)
         if reason not in CRASHING:
             continue
         running = "" if p["waiting_reason"] else f" (running again after {p['restarts']} restarts)"
@@ -442,7 +423,7 @@ def worst_pod(pods: list[dict]) -> str | None:
     """The pod to read sample lines from: the one with the most restarts, crashing first."""
     if not pods:
         return None
-    return max(pods, key=lambda p: (bool(crash_reason(p)), p["restarts"]))["pod"]
+    return max(pods, key=lambda p: (bool(kube.crash_reason(p)), p["restarts"]))["pod"]
 
 
 def probe_logs(src: logs.LogSource) -> str:

@@ -167,8 +167,9 @@ class _Scanner:
             return
         bad = False
         for p in problems:
-            if p["waiting_reason"] in CRASH_REASONS:
-                problem, severity = p["waiting_reason"], "critical"
+            crash = kube.crash_reason(p, self.now) if p["restarts"] or p["waiting_reason"] else ""
+            if crash in CRASH_REASONS:
+                problem, severity = crash, "critical"
             elif not p["ready"] and phase == "Running":
                 problem, severity = "not-ready", "warning"
             elif p["restarts"] >= self.restart_threshold:
@@ -179,6 +180,8 @@ class _Scanner:
                 name, restarts=p["restarts"], container=p["container"], waiting_reason=p["waiting_reason"],
                 last_termination_reason=p["last_termination_reason"], last_exit_code=p["last_exit_code"])
             state = p["waiting_reason"] or ("Running, not ready" if not p["ready"] else "Running")
+            if crash and not p["waiting_reason"]:
+                state += f" (between crashes, {p['restarts']} restarts)"
             self.row(severity, [ns, name, workload, p["container"], state, p["restarts"],
                                 p["last_termination_reason"], node])
             bad = True
