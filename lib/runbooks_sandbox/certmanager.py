@@ -61,6 +61,7 @@ from . import pki
 from .ingressshim import IngressShim
 from .scenario import rfc1123
 from .store import ApiError, Change, rfc3339
+from .workloop import stop_worker
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,8 @@ class CertManager:
         return None
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
-            self._thread = None
+        stop_worker(self._stop, self._cond, self._thread)
+        self._thread = None
 
     # ---- work queue -----------------------------------------------------------
 

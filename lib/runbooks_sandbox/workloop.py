@@ -16,6 +16,15 @@ log = logging.getLogger(__name__)
 Work = tuple[str, str, str]
 
 
+def stop_worker(stop: threading.Event, cond: threading.Condition, thread: threading.Thread | None) -> None:
+    """Tell a worker to stop, wake it, and wait for it (a bounded wait: daemon threads)."""
+    stop.set()
+    with cond:
+        cond.notify_all()
+    if thread:
+        thread.join(timeout=5)
+
+
 class WorkLoop:
     """Queue, worker thread and tick; subclasses define :meth:`process` and :meth:`on_tick`."""
 
@@ -45,11 +54,8 @@ class WorkLoop:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread:
-            self._thread.join(timeout=5)
+        stop_worker(self._stop, self._cond, self._thread)
+        self._thread = None
 
     def _run(self) -> None:
         last_tick = 0.0
