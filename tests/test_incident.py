@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from runbooks import incident, kube, metrics
+from runbooks import incident, metrics, rollouts
 from runbooks.errors import InvalidInput
 from runbooks.parameters import validate_params
 from runbooks_sandbox.patch import apply_merge_patch
@@ -105,9 +105,9 @@ def test_a_crash_looping_pod_read_while_it_runs_between_crashes_still_crashes():
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     row = {"pod": "c-new-1", "revision": 7, "restarts": 25, "waiting_reason": "", "ready": False,
            "last_termination_reason": "OOMKilled", "last_finished": now - timedelta(minutes=4)}
-    assert kube.crash_reason(row, now) == "CrashLoopBackOff"  # the kubelet restarted it; it will die again
-    assert kube.crash_reason({**row, "last_finished": now - timedelta(minutes=11)}, now) == ""  # back-off reset
-    assert kube.crash_reason({**row, "restarts": 0, "last_termination_reason": "", "last_finished": None}) == ""
+    assert rollouts.crash_reason(row, now) == "CrashLoopBackOff"  # the kubelet restarted it; it will die again
+    assert rollouts.crash_reason({**row, "last_finished": now - timedelta(minutes=11)}, now) == ""  # back-off reset
+    assert rollouts.crash_reason({**row, "restarts": 0, "last_termination_reason": "", "last_finished": None}) == ""
     [finding] = incident.pod_findings("shop", [{**row, "last_finished": datetime.now(UTC) - timedelta(minutes=4)}])
     assert finding.id == "pod-crashloopbackoff/shop/c-new-1" and "OOMKilled" in finding.title
 

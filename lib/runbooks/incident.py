@@ -246,7 +246,7 @@ def incident_findings(params: IncidentParams, causes: list[dict], sig: Signals |
     out: list[Finding] = []
     anomaly = sig.anomaly if sig else None
     firing = alerts_df[alerts_df["state"] == "active"] if len(alerts_df) else alerts_df
-    crashing = [p for p in pods if kube.crash_reason(p) in CRASHING]
+    crashing = [p for p in pods if rollouts.crash_reason(p) in CRASHING]
     if anomaly is None and not len(firing) and not crashing:
         return [Finding(id=f"incident/{svc}", severity="ok", title=f"No incident for {svc} in the window",
                         detail="Golden signals stayed at their baseline, no alert fires and no pod crashes.",
@@ -280,7 +280,7 @@ def pod_findings(namespace: str, pods: list[dict]) -> list[Finding]:
     """One critical finding per crashing pod (rows of :func:`runbooks.rollouts.workload_pods`)."""
     out = []
     for p in pods:
-        reason = kube.crash_reason(p)
+        reason = rollouts.crash_reason(p)
         if reason not in CRASHING:
             continue
         running = "" if p["waiting_reason"] else f" (running again after {p['restarts']} restarts)"
@@ -423,7 +423,7 @@ def worst_pod(pods: list[dict]) -> str | None:
     """The pod to read sample lines from: the one with the most restarts, crashing first."""
     if not pods:
         return None
-    return max(pods, key=lambda p: (bool(kube.crash_reason(p)), p["restarts"]))["pod"]
+    return max(pods, key=lambda p: (bool(rollouts.crash_reason(p)), p["restarts"]))["pod"]
 
 
 def probe_logs(src: logs.LogSource) -> str:

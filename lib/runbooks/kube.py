@@ -610,29 +610,6 @@ def container_problems(pod: dict) -> list[dict]:
     return rows
 
 
-BACKOFF_RESET = timedelta(minutes=10)
-"""The kubelet forgets a container's crash back-off once it has run this long (2 x the 5 min maximum)."""
-
-
-def crash_reason(row: dict, now: datetime | None = None) -> str:
-    """Why a container (a row of :func:`container_problems`, or a pod row with the same keys) crashes, or "".
-
-    Its waiting reason; or CrashLoopBackOff while it runs between two crashes: the kubelet shows
-    that reason only while it waits to restart the container, and each restart may live only a
-    few seconds, so a crash-looping container read at the wrong moment is Running. A restarted
-    container whose last run ended less than :data:`BACKOFF_RESET` ago is still in its crash loop.
-    """
-    if row["waiting_reason"]:
-        return row["waiting_reason"]
-    finished = row.get("last_finished")
-    if isinstance(finished, str):
-        finished = parse_time(finished)
-    if row["restarts"] and row["last_termination_reason"] and finished is not None \
-            and (now or datetime.now(UTC)) - finished < BACKOFF_RESET:
-        return "CrashLoopBackOff"
-    return ""
-
-
 def owner_workload(pod: dict) -> str:
     """`Deployment/checkout`-style owner of a pod (ReplicaSet names lose their hash)."""
     for ref in pod["metadata"].get("ownerReferences") or []:

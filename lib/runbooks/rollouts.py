@@ -6,7 +6,7 @@ incident runbook's timeline.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from . import kube
 
@@ -75,3 +75,26 @@ def last_modified(obj: dict) -> datetime | None:
     times = [kube.parse_time(m.get("time")) for m in obj["metadata"].get("managedFields") or [] if m.get("time")]
     times = [t for t in times if t]
     return max(times) if times else kube.parse_time(obj["metadata"].get("creationTimestamp"))
+
+
+BACKOFF_RESET = timedelta(minutes=10)
+"""The kubelet forgets a container's crash back-off once it has run this long (2 x the 5 min maximum)."""
+
+
+def crash_reason(row: dict, now: datetime | None = None) -> str:
+    """Why a container (a row of :func:`kube.container_problems`, or a pod row with the same keys) crashes, or "".
+
+    Its waiting reason; or CrashLoopBackOff while it runs between two crashes: the kubelet shows
+    that reason only while it waits to restart the container, and each restart may live only a
+    few seconds, so a crash-looping container read at the wrong moment is Running. A restarted
+    container whose last run ended less than :data:`BACKOFF_RESET` ago is still in its crash loop.
+    """
+    if row["waiting_reason"]:
+        return row["waiting_reason"]
+    finished = row.get("last_finished")
+    if isinstance(finished, str):
+        finished = kube.parse_time(finished)
+    if row["restarts"] and row["last_termination_reason"] and finished is not None \
+            and (now or datetime.now(UTC)) - finished < BACKOFF_RESET:
+        return "CrashLoopBackOff"
+    return ""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import kube
+from .. import kube, rollouts
 from ..model import Finding
 from .core import Check, frame, quantity, slug
 
@@ -167,7 +167,7 @@ class _Scanner:
             return
         bad = False
         for p in problems:
-            crash = kube.crash_reason(p, self.now) if p["restarts"] or p["waiting_reason"] else ""
+            crash = rollouts.crash_reason(p, self.now) if p["restarts"] or p["waiting_reason"] else ""
             if crash in CRASH_REASONS:
                 problem, severity = crash, "critical"
             elif not p["ready"] and phase == "Running":
