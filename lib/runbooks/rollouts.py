@@ -91,10 +91,11 @@ def crash_reason(row: dict, now: datetime | None = None) -> str:
     """
     if row["waiting_reason"]:
         return row["waiting_reason"]
+    if not (row["restarts"] and row["last_termination_reason"]):
+        return ""
     finished = row.get("last_finished")
     if isinstance(finished, str):
         finished = kube.parse_time(finished)
-    if row["restarts"] and row["last_termination_reason"] and finished is not None \
-            and (now or datetime.now(UTC)) - finished < BACKOFF_RESET:
+    if finished is not None and (now or datetime.now(UTC)) - finished < BACKOFF_RESET:
         return "CrashLoopBackOff"
     return ""

@@ -167,7 +167,7 @@ class _Scanner:
             return
         bad = False
         for p in problems:
-            crash = rollouts.crash_reason(p, self.now) if p["restarts"] or p["waiting_reason"] else ""
+            crash = rollouts.crash_reason(p, self.now)
             if crash in CRASH_REASONS:
                 problem, severity = crash, "critical"
             elif not p["ready"] and phase == "Running":
