@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import kubernetes_validate  # noqa: F401  before runbooks, which skips it (lib/runbooks/__init__.py)
 import pytest
 import yaml
 

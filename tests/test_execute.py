@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from runbooks import execute, model, runner
+from runbooks import execute, model, preload, runner
 from runbooks.cli import main
 from runbooks.summary import exit_code_for
 
@@ -346,3 +346,32 @@ def test_the_output_notebook_is_written_paced_and_always_at_the_end(tmp_path, mo
     slow.cell_start(slow.nb.cells[0], 0)
     slow.cell_complete(slow.nb.cells[0], 0)
     assert _disk_statuses(tmp_path / "slow.ipynb")[:2] == ["completed", "pending"]
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_the_kernel_imports_the_notebooks_modules_before_its_first_cell(project):
+    """The preload extension: what the cells import is there (and frozen) before the first cell;
+    a module that does not exist still fails the cell that imports it, as without the preload."""
+    result = invoke(project, "run", "preload", "--env", "test")
+    assert result.exit_code == 3, result.output
+    run_dir, summary = summary_of(project, "preload")
+    assert summary["error"]["kind"] == "cell-error"
+    assert "ModuleNotFoundError" in summary["error"]["message"]
+    assert "kr_no_such_module" in summary["error"]["message"]
+    text = (run_dir / "preload.ipynb").read_text()
+    assert "preload before any import: ['colorsys', 'wave'] frozen objects: True" in text
+
+
+def test_preload_lists_top_level_imports_then_configured_sources():
+    cells = [
+        "from __future__ import annotations\nimport runbooks.runbook as rb\nfrom runbooks import reachability, report",
+        "%matplotlib inline\nimport nothing_here",  # a magic: IPython syntax, not parsed
+        "def f():\n    import inside_a_function\nfrom . import relative\nfrom os.path import *\nimport json, runbooks.runbook",
+    ]
+    assert preload.notebook_imports(cells) == [
+        "runbooks.runbook", "runbooks", "runbooks.reachability", "runbooks.report", "os.path", "json"]
+    nb = SimpleNamespace(cells=[SimpleNamespace(cell_type="markdown", source="import not_code"),
+                                SimpleNamespace(cell_type="code", source="import pandas")])
+    assert preload.modules(nb, {"prometheus_url": "http://prom:9090", "elasticsearch_url": None}) == [
+        "pandas", "runbooks.metrics"]

@@ -5,10 +5,14 @@ import sys
 
 __version__ = "0.1.0"
 
-# Start-up cost: `import kubernetes` pulls in jsonschema (through kubernetes.dynamic ->
-# kubernetes_validate), and jsonschema imports `rfc3987_syntax` when it is installed (Jupyter
-# installs it), which compiles a grammar for 1-2 s in every process and kernel. Nothing in a
-# runbook validates IRIs, so the import is skipped unless the process already made it or
-# RUNBOOKS_KEEP_RFC3987=1 asks to keep it; jsonschema then just lacks the "iri" format check.
-if not os.environ.get("RUNBOOKS_KEEP_RFC3987") and "jsonschema" not in sys.modules:
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+# Start-up cost: optional packages that libraries import only because they are installed, and that
+# no runbook uses, are skipped in every process and kernel that imports `runbooks` first:
+# - `kubernetes_validate`: `import kubernetes` imports it (through kubernetes.dynamic) when it is
+#   installed, with jsonschema (~75 ms); only `DynamicClient.validate` uses it.
+# - `rfc3987_syntax`: jsonschema imports it when it is installed (Jupyter installs it) and it
+#   compiles a grammar for 1-2 s; jsonschema then just lacks the "iri" format check.
+# RUNBOOKS_KEEP_OPTIONAL_IMPORTS=1 keeps both; one already imported is never touched.
+if not os.environ.get("RUNBOOKS_KEEP_OPTIONAL_IMPORTS"):
+    sys.modules.setdefault("kubernetes_validate", None)  # type: ignore[arg-type]
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]

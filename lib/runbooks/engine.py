@@ -2,7 +2,8 @@
 
 - It hands its notebook client to the run's watchdog, so a run that exceeds
   its limit can have its kernel killed (exit 3, never a hang).
-- It starts the kernel with the run's environment (headless, project root).
+- It starts the kernel with the run's environment (headless, project root) and the
+  :mod:`runbooks.preload` extension, which imports the run's modules while papermill sets up.
 - It writes the output notebook at most every :data:`SAVE_EVERY` seconds
   while cells run. papermill rewrites the whole notebook before and after
   every cell (markdown ones too); with a few hundred kB of figures that
@@ -41,6 +42,8 @@ from papermill.engines import (
 )
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
+
+from runbooks import preload
 
 NAME = "runbooks"
 SAVE_EVERY = 2.0  # seconds between writes of the output notebook while cells run
@@ -117,7 +120,7 @@ class WatchedEngine(NBClientEngine):
             kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
             kernel_name=kernel_name, log=logger, log_output=log_output,
             stdout_file=stdout_file, stderr_file=stderr_file,
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL", f"--IPKernelApp.extensions={preload.EXTENSION}"],
             shutdown_kernel="immediate",
         )
         sockets = None

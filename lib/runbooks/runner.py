@@ -147,10 +147,11 @@ def run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
                    progress: bool, watchdog: Watchdog, secret_sink: str = "") -> Outcome:
     """Execute the prepared notebook into ``output`` with papermill (the paced engine, the kernel's
     environment, SIGINT/SIGTERM interrupting the kernel) and say how the execution ended."""
+    import nbformat
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from runbooks import engine
+    from runbooks import engine, preload
 
     engine.register()
     kernel_env = dict(os.environ)
@@ -161,6 +162,7 @@ def run_papermill(prepared: Prepared, output: Path, parameters: dict[str, Any],
         PLOTLY_RENDERER="plotly_mimetype",
         PYTHONUNBUFFERED="1",
     )
+    kernel_env[preload.ENV] = ",".join(preload.modules(nbformat.read(prepared.notebook, as_version=4), parameters))
     if secret_sink:
         kernel_env[sec.SINK_ENV] = secret_sink
     def stop(signum: int, frame: Any) -> None:
