@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import importlib.util
+import importlib.machinery
 import json
 import re
 from collections.abc import Iterable
@@ -59,8 +59,9 @@ _SCHEMA_DIR = "kubernetes-json-schema"
 
 @functools.cache
 def _schema_root() -> Path:
-    """The package's schema folder, found without importing it (its import costs ~1 s)."""
-    spec = importlib.util.find_spec(_PACKAGE)
+    """The package's schema folder, found on sys.path without importing it (its import costs ~1 s;
+    and a process that imported `runbooks` has it blocked in sys.modules)."""
+    spec = importlib.machinery.PathFinder.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"the {_PACKAGE!r} package is not installed: pip install kubernetes-validate")
     return Path(next(iter(spec.submodule_search_locations))) / _SCHEMA_DIR
