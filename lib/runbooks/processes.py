@@ -10,7 +10,18 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from typing import Any
+
+
+def reopen_standard_streams() -> None:
+    """Bind ``sys.stdin``/``stdout``/``stderr`` (and their ``__x__`` originals) to file descriptors
+    0-2, as a new interpreter has them. A forked child that moved its output to a log with
+    ``dup2`` needs this: the parent's streams may be anything (a test runner's capture, say)."""
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                                       closefd=False, buffering=1)
 
 
 def descendants(pid: int) -> list[int]:
