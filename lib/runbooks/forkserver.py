@@ -152,6 +152,7 @@ def _become_kernel(request: dict[str, Any], fds: list[int]) -> None:
             os.dup2(fd, target)
             os.close(fd)
         reopen_standard_streams()
+        _name_process(f"kernel {request['env'].get('RUNBOOKS_ENV', '')}")
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -172,6 +173,16 @@ def _become_kernel(request: dict[str, Any], fds: list[int]) -> None:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _name_process(name: str) -> None:
+    """What ``ps -o comm`` and ``top`` show for a forked kernel (its command line stays the fleet's)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 # ---- the runs' side: a kernel manager that asks the server -----------------------------
