@@ -65,7 +65,7 @@ from runbooks import execute, forkserver, model, preload, storage
 from runbooks.environments import Project, load_mapping, new_run_dir
 from runbooks.errors import EXIT_FAILED, EXIT_INVALID, InvalidInput, RunbookError, cut
 from runbooks.fleetoutput import FleetOutput
-from runbooks.processes import reopen_standard_streams
+from runbooks.processes import become
 from runbooks.summary import write_json
 
 FLEET_DIR = "_fleet"
@@ -354,38 +354,13 @@ def _fork_run(child_main: Callable[[list[str]], Any], args: list[str], log: Path
     pid = os.fork()
     if pid:
         return _Run(pid)
-    code = EXIT_FAILED
     try:  # the child: never returns into the fleet's code
-        os.setsid()  # a session of its own: the fleet alone decides when a run is interrupted
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(null)
-        reopen_standard_streams()
-        os.environ.clear()
-        os.environ.update(environ)
-        try:
-            child_main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - the child reports and ends here, whatever happened
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    except OSError:
+        os._exit(EXIT_FAILED)
+    # a session of its own: the fleet alone decides when a run is interrupted
+    become((null, log_fd, log_fd), environ, lambda: child_main(args), failed=EXIT_FAILED)
 
 
 def _spawn_run(args: list[str], log: Path, environ: dict[str, str], cwd: str) -> _Run:

@@ -31,7 +31,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
 from runbooks import preload
-from runbooks.processes import descendants, reopen_standard_streams
+from runbooks.processes import become, descendants
 
 ENV = "RUNBOOKS_KERNEL_SERVER"
 _MAX_REQUEST = 1 << 20  # one request: argv, environment and working directory as JSON
@@ -142,37 +142,18 @@ def _fork_kernel(conn: socket.socket, listener: socket.socket) -> None:
 
 
 def _become_kernel(request: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child: take the run's streams, directory and environment; run ipykernel."""
-    code = 1
-    try:
-        os.setsid()  # the kernel leads its own session, as jupyter_client starts it
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        reopen_standard_streams()
+    """In the forked child: with the run's streams, environment and directory, run ipykernel as
+    ``ipykernel_launcher`` would, in a session of its own as jupyter_client starts it."""
+
+    def kernel() -> None:
         _name_process(f"kernel {request['env'].get('RUNBOOKS_ENV', '')}")
         os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
         sys.argv = list(request["argv"])
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the kernel ends here, whatever happened
-        import traceback
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    become(fds, request["env"], kernel, failed=1, sigint=signal.default_int_handler)
 
 
 def _name_process(name: str) -> None:
