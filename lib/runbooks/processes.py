@@ -1,4 +1,5 @@
-"""Processes a run leaves behind: find every descendant, stop a run the way Ctrl-C does, then kill.
+"""Processes a run starts and leaves behind: the life of a forked child (a fleet's run, a forked
+kernel), every descendant found, a run stopped the way Ctrl-C does, then killed.
 
 Why a module of its own: ``runbooks serve`` and fleets both start ``runbooks run`` processes whose
 kernels lead sessions of their own, and both must never leave one behind when they stop.
