@@ -193,6 +193,21 @@ def test_hysteresis_stops_at_the_noise_the_baseline_itself_shows():
     assert a.start == T0 + timedelta(seconds=1024 * 15), a  # not 6 minutes earlier, at the jump
 
 
+def test_a_level_wandering_over_the_threshold_before_the_change_is_not_its_start():
+    # p99 from a quieter baseline (0.5 s: threshold 0.75 s); in the window, as traffic rises, it
+    # sits at 0.70-0.77 s, over the threshold for a few points at a time, then the incident
+    base = _series(0.5 + np.random.default_rng(5).normal(0, 0.01, 1440), start=T0 - timedelta(seconds=1440 * 15),
+                   step=15)
+    v = np.full(1440, 0.5)
+    v[990:1024] = np.tile([0.77, 0.76, 0.77, 0.72, 0.70, 0.77, 0.78, 0.76, 0.71, 0.76, 0.77, 0.78], 3)[:34]
+    v[1022:1024] = 0.71  # just under the threshold (the hysteresis walks back over it)
+    v[1024:] = 9.5
+    a = metrics.detect_anomaly(_series(v, step=15), base, rel_floor=0.5)
+    assert T0 + timedelta(seconds=1022 * 15) <= a.start <= T0 + timedelta(seconds=1024 * 15), a  # not at 990
+    v[1000:1006] = 6.0  # a stretch as strong as the incident is part of it
+    assert metrics.detect_anomaly(_series(v, step=15), base, rel_floor=0.5).start < T0 + timedelta(seconds=1006 * 15)
+
+
 def test_noise_and_short_blips_are_not_anomalies():
     rng = np.random.default_rng(2)
     v = 0.5 + rng.normal(0, 0.02, 600)

@@ -579,19 +579,43 @@ def detect_anomaly(values: Any, baseline: Any = None, *, direction: str = "up", 
     # the run holding the most extreme point
     best = max(runs, key=lambda r: float(np.max(score[r[0]:r[1]])))
     i0, i1 = best
+    first = _strong_start(out, score, i0, i1)
+    # the walk back below may not reach into what was dropped
+    floor = 0 if first == i0 else 1 + max(i for i in range(i0, first) if out[i])
+    i0 = first
     # hysteresis: the anomaly began where the signal first left the baseline's noise,
     # which may be a point or two before it crossed the (deliberately high) threshold. The noise
     # includes what the baseline itself reaches now and then (its 99th percentile): a tail quantile
     # such as p99 latency jumps between histogram buckets far beyond its MAD, and walking back over
     # such jumps would date the anomaly minutes before the change that caused it.
     low = min(delta, max(delta / 4, 2 * scale, float(np.quantile(base_score, 0.99))))
-    while i0 > 0 and score[i0 - 1] > low:
+    while i0 > floor and score[i0 - 1] > low:
         i0 -= 1
     j = i0 + int(np.argmax(score[i0:i1]))
     end = x.index[i1] if i1 < len(x) else None
     return Anomaly(start=pd.Timestamp(x.index[i0]), end=pd.Timestamp(end) if end is not None else None,
                    peak_time=pd.Timestamp(x.index[j]), peak=float(v[j]), baseline=med,
                    threshold=med + delta if direction != "down" else med - delta, direction=direction)
+
+
+def _strong_start(out: np.ndarray, score: np.ndarray, i0: int, i1: int) -> int:
+    """Where the run [i0, i1) really starts: its leading stretches beyond the threshold that never
+    reach half its peak are dropped. A run merges gaps shorter than ``min_points``, so a signal
+    wandering just over the threshold before the change (a p99 in the next histogram bucket as
+    traffic rises through the day) would otherwise date the anomaly minutes too early."""
+    peak = float(np.max(score[i0:i1]))
+    i = i0
+    while True:
+        j = i
+        while j < i1 and out[j]:
+            j += 1
+        if float(np.max(score[i:j])) >= peak / 2 or j >= i1:
+            return i
+        while j < i1 and not out[j]:
+            j += 1
+        if j >= i1:
+            return i
+        i = j
 
 
 def _runs(mask: np.ndarray, min_points: int) -> list[tuple[int, int]]:
