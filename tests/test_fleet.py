@@ -293,3 +293,45 @@ sys.stdout.write(reporthtml.render_html(nb, summary))
         return re.sub(r"cell-id=[0-9a-f]{8}", "cell-id=?", html)
 
     assert ids_out(warmed) == ids_out(fresh)
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_a_forked_fleets_kernels_come_from_one_warm_server(tmp_path):
+    """Each run's kernel is forked by the fleet's kernel server: one parent for every kernel (not
+    their runs), in a session of its own, with its run's environment and directory and the
+    notebook's modules imported before its first cell. The server ends with the fleet."""
+    root = fixture_project(tmp_path / "project", ["a", "b", "c"])
+    proc = subprocess.run([*RUNBOOKS, "--project-dir", str(root), "--notebooks-dir", str(FIXTURES), "run",
+                           "kernel-origin", "--env", "a", "--env", "b", "--env", "c", "--parallel", "2"],
+                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(next((root / "outputs" / "_fleet").glob("*/*/fleet.json")).read_text())["start_method"] == "fork"
+    seen = {}
+    for env in ("a", "b", "c"):
+        (nb,) = (root / "outputs" / env / "kernel-origin").glob("*/kernel-origin.ipynb")
+        m = re.search(r"kernel env=(\w+) RUNBOOKS_ENV=(\w+) parent=(\d+) session=(\d+) pid=(\d+) cwd=(\S+) "
+                      r"preloaded=(\w+)", nb.read_text())
+        assert m, nb.read_text()
+        seen[env] = m.groups()
+    assert {(e[0], e[1]) for e in seen.values()} == {("a", "a"), ("b", "b"), ("c", "c")}
+    parents = {e[2] for e in seen.values()}
+    assert len(parents) == 1, seen  # one server forked them all
+    assert all(e[3] == e[4] for e in seen.values())  # each kernel leads its own session
+    assert {e[5] for e in seen.values()} == {str(root)} and {e[6] for e in seen.values()} == {"True"}
+    assert not Path(f"/proc/{parents.pop()}").exists()  # the server is gone
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(300)
+def test_a_forked_kernel_that_dies_ends_its_run_with_exit_3(tmp_path):
+    root = fixture_project(tmp_path / "project", ["a", "b"])
+    proc = subprocess.run([*RUNBOOKS, "--project-dir", str(root), "--notebooks-dir", str(FIXTURES), "run",
+                           "kill-kernel", "--env", "a", "--env", "b"],
+                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "a: step 'Kill kernel' (cell 2): the kernel died" in proc.stdout
+    for env in ("a", "b"):
+        (summary,) = (root / "outputs" / env / "kill-kernel").glob("*/summary.json")
+        error = json.loads(summary.read_text())["error"]
+        assert error["kind"] == "dead-kernel" and error["cell_index"] == 2, error

@@ -110,13 +110,15 @@ def test_each_environment_s_run_and_fleet_json_go_to_the_bucket(tmp_path, aws_en
     assert any(line.split()[1:4] == ["failed", "exit", "3"] and "broken/findings/" in line for line in lines)
 
 
-def _kernel_of(env: str, below: list[int]) -> int | None:
-    for pid in below:
+def _run_of(env: str, fleet: int) -> int | None:
+    """The fleet's child whose output goes to its ``logs/ENV.log``: that environment's `runbooks run`."""
+    for pid in descendants(fleet):
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            log = os.readlink(f"/proc/{pid}/fd/1")
         except OSError:
             continue
-        if f"RUNBOOKS_ENV={env}".encode() in environ:
+        if int(stat.rpartition(")")[2].split()[1]) == fleet and log.endswith(f"/logs/{env}.log"):
             return pid
     return None
 
@@ -136,9 +138,9 @@ def test_a_run_killed_in_a_fleet_is_recorded_as_failed_in_the_bucket(tmp_path, a
         wait_for(lambda: (markers / "killed").exists() or proc.poll() is not None, timeout=180,
                  what="the sleeping cell of 'killed' to be running")
         assert proc.poll() is None, proc.communicate()
-        kernel = wait_for(lambda: _kernel_of("killed", descendants(proc.pid)), timeout=30, what="its kernel")
-        run = int(Path(f"/proc/{kernel}/stat").read_text().rpartition(")")[2].split()[1])  # its `runbooks run`
-        assert run in descendants(proc.pid) and run != proc.pid
+        kernel = int(wait_for(lambda: (markers / "killed").read_text(), timeout=30, what="its kernel's pid"))
+        run = wait_for(lambda: _run_of("killed", proc.pid), timeout=30, what="its `runbooks run`")
+        assert kernel in descendants(proc.pid) and run != proc.pid
         os.kill(run, signal.SIGKILL)  # as the OOM killer would: no summary.json is ever written
         os.kill(kernel, signal.SIGKILL)
         out, err = proc.communicate(timeout=180)

@@ -15,6 +15,8 @@
 - Once the run is interrupted (SIGINT or SIGTERM of ``runbooks run``), no
   further cell starts. The kernel ignores an interrupt that arrives between
   cells, so without this check a stopped run would go on with its next cell.
+- In a fleet with a kernel fork server (:mod:`runbooks.forkserver`), the kernel is forked
+  from that warm process instead of started anew.
 - On POSIX it talks to the kernel over Unix sockets in a private directory
   (ZeroMQ's ``ipc`` transport) instead of loopback TCP ports. With TCP,
   jupyter_client picks five free ports and the kernel binds them a second
@@ -43,7 +45,7 @@ from papermill.engines import (
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from runbooks import preload
+from runbooks import forkserver, preload
 
 NAME = "runbooks"
 SAVE_EVERY = 2.0  # seconds between writes of the output notebook while cells run
@@ -129,6 +131,8 @@ class WatchedEngine(NBClientEngine):
 
             sockets = tempfile.mkdtemp(prefix="runbooks-kernel-")  # 0700: this user's only
             final["config"] = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
+        if os.environ.get(forkserver.ENV) and "kernel_manager_class" not in final:
+            final["kernel_manager_class"] = forkserver.ForkedKernelManager  # in a fleet: a forked kernel
         try:
             client = WatchedClient(nb_man, **final)
             if watchdog is not None:

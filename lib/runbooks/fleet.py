@@ -17,8 +17,9 @@ or ``--fleet FILE`` does that here, on top of the single-run contract instead of
   (:func:`warm`: papermill, nbconvert, pandas, IPython and the product imported, the report's
   templates compiled, plotly.js compressed) and *forks* each run, which then runs the ``runbooks
   run`` command itself: no interpreter start, imports or template compilation per environment, and
-  those pages are shared. Each run still starts its own kernel, a new process: no run ever sees
-  another's state. Where forking is not safe (another thread in the process, no ``fork``) each run
+  those pages are shared. Each run still has its own kernel, a process of its own, so no run ever
+  sees another's state; the kernels are forked by one kernel server that imported ipykernel and
+  the runbook's modules once (:mod:`runbooks.forkserver`). Where forking is not safe (another thread in the process, no ``fork``) each run
   is a new ``python -m runbooks.cli run`` instead;
 - **one verdict**: ``fleet.json`` in ``outputs/_fleet/RUNBOOK/TIMESTAMP/`` (an env name
   cannot start with ``_``, so it never collides with a run directory) with each
@@ -60,10 +61,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runbooks import execute, model, storage
+from runbooks import execute, forkserver, model, preload, storage
 from runbooks.environments import Project, load_mapping, new_run_dir
 from runbooks.errors import EXIT_FAILED, EXIT_INVALID, InvalidInput, RunbookError, cut
 from runbooks.fleetoutput import FleetOutput
+from runbooks.processes import become
 from runbooks.summary import write_json
 
 FLEET_DIR = "_fleet"
@@ -315,6 +317,12 @@ def warm() -> None:
         pass
 
 
+def _kernel_modules(plan: FleetPlan) -> list[str]:
+    """What the kernel server imports for every run: the notebook's imports and each data source's client."""
+    nb = execute.read_notebook(plan.project.notebook(plan.runbook))
+    return preload.modules(nb, dict.fromkeys(preload.SOURCE_MODULES, True))
+
+
 class _Run:
     """One environment's ``runbooks run``: a forked child of the fleet, or a new process."""
 
@@ -346,37 +354,13 @@ def _fork_run(child_main: Callable[[list[str]], Any], args: list[str], log: Path
     pid = os.fork()
     if pid:
         return _Run(pid)
-    code = EXIT_FAILED
     try:  # the child: never returns into the fleet's code
-        os.setsid()  # a session of its own: the fleet alone decides when a run is interrupted
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(null)
-        os.environ.clear()
-        os.environ.update(environ)
-        try:
-            child_main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - the child reports and ends here, whatever happened
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    except OSError:
+        os._exit(EXIT_FAILED)
+    # a session of its own: the fleet alone decides when a run is interrupted
+    become((null, log_fd, log_fd), environ, lambda: child_main(args), failed=EXIT_FAILED)
 
 
 def _spawn_run(args: list[str], log: Path, environ: dict[str, str], cwd: str) -> _Run:
@@ -457,9 +441,13 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
     start = model.utcnow()
     fleet_dir = new_run_dir(out.local, FLEET_DIR, plan.runbook, start)
     (fleet_dir / "logs").mkdir()
+    server = None
     if start_method == "fork":
         warm()
+        server = forkserver.start(_kernel_modules(plan))
     scheduler = _Scheduler(plan, out, fleet_dir, extra_args, echo, child_main, start_method)
+    if server is not None:
+        scheduler.environ[forkserver.ENV] = server.path
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -469,6 +457,8 @@ def run(plan: FleetPlan, *, parallel: int, output_dir: str | os.PathLike[str] | 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if server is not None:
+            server.stop()
     ordered = [scheduler.results[m.env] for m in plan.members]
     code = EXIT_FAILED if scheduler.stopping else worst([r.exit_code for r in ordered])
     summary = _fleet_summary(plan, fleet_dir, ordered, start, parallel=parallel, start_method=start_method,

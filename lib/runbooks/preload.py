@@ -52,7 +52,7 @@ def modules(nb: Any, parameters: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(notebook_imports(cells) + sources))
 
 
-def _import_all(names: list[str]) -> None:
+def import_all(names: list[str]) -> None:
     """Import ``names`` with the cyclic garbage collector paused, then freeze what they made.
 
     Imports make hundreds of thousands of long-lived objects and no garbage; the collector would
@@ -74,7 +74,7 @@ def load_ipython_extension(ip: Any) -> None:
     names = [name for name in os.environ.pop(ENV, "").split(",") if name]
     if not names:
         return
-    worker = threading.Thread(target=_import_all, args=(names,), name="runbooks-preload", daemon=True)
+    worker = threading.Thread(target=import_all, args=(names,), name="runbooks-preload", daemon=True)
     worker.start()
 
     def wait(*_: Any) -> None:

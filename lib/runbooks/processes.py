@@ -1,4 +1,5 @@
-"""Processes a run leaves behind: find every descendant, stop a run the way Ctrl-C does, then kill.
+"""Processes a run starts and leaves behind: the life of a forked child (a fleet's run, a forked
+kernel), every descendant found, a run stopped the way Ctrl-C does, then killed.
 
 Why a module of its own: ``runbooks serve`` and fleets both start ``runbooks run`` processes whose
 kernels lead sessions of their own, and both must never leave one behind when they stop.
@@ -10,7 +11,57 @@ import asyncio
 import contextlib
 import os
 import signal
-from typing import Any
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+
+def become(stdio: Sequence[int], environ: Mapping[str, str], main: Callable[[], Any], *, failed: int,
+           sigint: Any = signal.SIG_DFL) -> NoReturn:
+    """The whole life of a forked child that must never return into its parent's code.
+
+    It leads a session of its own, takes ``stdio`` (three file descriptors) as 0-2 with new
+    ``sys`` streams on them and ``environ`` as its environment, runs ``main()`` and ends with its
+    exit code: ``SystemExit``'s, or ``failed`` for an exception (its traceback on stderr). It
+    leaves through ``os._exit``: no parent's ``atexit`` handler or ``finally`` runs twice.
+    """
+    code = failed
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, sigint)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        for fd in set(stdio) - {0, 1, 2}:
+            os.close(fd)
+        reopen_standard_streams()
+        os.environ.clear()
+        os.environ.update(environ)
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - the child reports and ends here, whatever happened
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def reopen_standard_streams() -> None:
+    """Bind ``sys.stdin``/``stdout``/``stderr`` (and their ``__x__`` originals) to file descriptors
+    0-2, as a new interpreter has them. A forked child that moved its output to a log with
+    ``dup2`` needs this: the parent's streams may be anything (a test runner's capture, say)."""
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                                       closefd=False, buffering=1)
 
 
 def descendants(pid: int) -> list[int]:
