@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks import alerts, kube, rollouts
+from runbooks import alerts, kube, metrics, rollouts
 from runbooks_sandbox import promgen, stack
 from runbooks_sandbox.launch import Sandbox
 from runbooks_sandbox.observability import missing_binaries
@@ -81,6 +81,20 @@ def explain(proc: subprocess.CompletedProcess, summary: dict) -> str:
             f"--- stderr ---\n{proc.stderr[-4000:]}\n--- stdout ---\n{proc.stdout[-2000:]}")
 
 
+def onset_context(box: Sandbox, planted: datetime) -> str:
+    """What a wrong onset shows beside the evidence: the onset the metric history was generated with, and
+    checkout's error ratio and p99 latency from Prometheus around the planted one (the window's step)."""
+    obs = next((a.obs for a in box.addons if isinstance(a, stack.ObservabilityAddon)), None)
+    generated = [(i.workload, i.rollout.isoformat(), i.onset.isoformat()) for i in (obs.model.incidents if obs else [])]
+    lines = [f"history generated with incidents {generated}, ending {obs.model.end if obs else None}"]
+    for name, extra in (("error_ratio", {}), ("latency_quantile", {"quantile": 0.99})):
+        df = metrics.signal(box.urls["prometheus"], name, planted - timedelta(minutes=6),
+                            planted + timedelta(minutes=8), 15, namespace="shop", service="checkout", **extra)
+        pairs = zip(df["timestamp"], df["value"], strict=True)
+        lines.append(f"{name}: " + " ".join(f"{t:%H:%M:%S}={v:.4g}" for t, v in pairs))
+    return "\n".join(lines)
+
+
 def by_id(summary: dict) -> dict[str, dict]:
     return {f["id"]: f for f in summary["findings"]}
 
@@ -94,7 +108,8 @@ def test_checkout_incident_is_explained(full, project):
     incident = found["incident/shop/checkout"]
     onset = datetime.fromisoformat(incident["evidence"]["anomaly"]["start"])
     planted = rollout + timedelta(seconds=promgen.INCIDENT_DELAY)  # when the scenario's error spike starts
-    assert abs(onset - planted) <= timedelta(minutes=2), (onset, planted, incident["evidence"])
+    assert abs(onset - planted) <= timedelta(minutes=2), \
+        f"onset {onset}, planted {planted}, evidence {incident['evidence']}\n{onset_context(full, planted)}"
     causes = sorted((f for f in summary["findings"] if f["id"].startswith("likely-cause/")),
                     key=lambda f: int(f["id"].split("/")[1]))
     assert causes[0]["id"] == "likely-cause/1/bad-rollout" and "revision 7" in causes[0]["title"]
