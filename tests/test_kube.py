@@ -10,6 +10,8 @@ import yaml
 from runbooks import kube, rollouts
 from runbooks.errors import Forbidden, InvalidInput, NotFound, Unavailable
 
+from helpers import wait_for
+
 
 def test_connect_refuses_missing_file_and_unknown_context(sandbox, tmp_path):
     with pytest.raises(InvalidInput, match="does not exist"):
@@ -44,10 +46,14 @@ def test_rollout_history_of_checkout(sandbox, cluster):
 
 
 def test_workload_pods_carry_revision_and_failure(cluster):
-    pods = rollouts.workload_pods(cluster, "shop", "checkout")
-    by_rev = {}
-    for p in pods:
-        by_rev.setdefault(p["revision"], []).append(p)
+    def waiting() -> dict[int, list[dict]] | None:
+        """Pods by revision, once revision 7's pod waits to restart (between its crashes it runs)."""
+        out: dict[int, list[dict]] = {}
+        for p in rollouts.workload_pods(cluster, "shop", "checkout"):
+            out.setdefault(p["revision"], []).append(p)
+        return out if any(p["waiting_reason"] for p in out.get(7, [])) else None
+
+    by_rev = wait_for(waiting, timeout=300, interval=1, what="revision 7's pod waiting to restart")
     assert len(by_rev[6]) == 3 and all(p["ready"] and p["restarts"] == 0 for p in by_rev[6])
     (bad,) = by_rev[7]
     assert bad["waiting_reason"] == "CrashLoopBackOff" and bad["last_termination_reason"] == "OOMKilled"

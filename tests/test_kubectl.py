@@ -71,8 +71,13 @@ def test_get_pods_all_namespaces(kubectl):
     assert header == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     namespaces = {line.split()[0] for line in out.splitlines()[1:]}
     assert {"shop", "payments", "ingress-nginx", "cert-manager", "monitoring", "logging"} <= namespaces
-    checkout = [line for line in out.splitlines() if line.split()[1].startswith("checkout-")]
-    assert any("CrashLoopBackOff" in line or "OOMKilled" in line for line in checkout)
+
+    def crash_looping() -> bool:  # between its crashes a restarted pod shows Running for a while
+        lines = kubectl("get", "pods", "-n", "shop").stdout.splitlines()
+        return any(line.startswith("checkout-") and ("CrashLoopBackOff" in line or "OOMKilled" in line)
+                   for line in lines)
+
+    wait_for(crash_looping, timeout=300, interval=1, what="a checkout pod shown as CrashLoopBackOff or OOMKilled")
 
 
 def test_get_pods_by_label_as_json(kubectl):
