@@ -156,3 +156,27 @@ def test_status_bodies_list_their_fields_in_the_real_order(api, empty_namespace)
     core.create_namespaced_config_map(empty_namespace, {"metadata": {"name": "gone"}})
     raw = core.delete_namespaced_config_map("gone", empty_namespace, _preload_content=False)
     assert list(json.loads(raw.data)) == ["kind", "apiVersion", "metadata", "status", "details"]
+
+
+def test_a_namespace_is_deleted_even_when_its_contents_go_away_meanwhile(empty_sandbox, api, monkeypatch):
+    """Deleting a namespace deletes what is in it; an object something else deletes first (an
+    event's TTL, a controller) is no error: the answer is the namespace, Terminating."""
+    core = client.CoreV1Api(api)
+    ns = f"vanish-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "a"}, "data": {"k": "v"}})
+    store, items = empty_sandbox.store, empty_sandbox.store.items
+
+    def listed_then_deleted(rt, namespace=None):
+        out = items(rt, namespace)
+        if namespace == ns and rt.kind == "ConfigMap" and out:
+            store.delete(rt, ns, "a")  # gone between the listing and the namespace's own delete
+        return out
+
+    monkeypatch.setattr(store, "items", listed_then_deleted)
+    answer = core.delete_namespace(ns)  # the generated client types it V1Status and keeps the JSON
+    assert answer["metadata"]["name"] == ns and answer["status"]["phase"] == "Terminating"
+    monkeypatch.undo()
+    with pytest.raises(ApiException) as e:
+        core.read_namespace(ns)
+    assert e.value.status == 404

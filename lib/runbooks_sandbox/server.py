@@ -522,13 +522,13 @@ class ApiServer:
         if rt.kind == "CustomResourceDefinition":
             for t in self.registry.remove_crd(obj["metadata"]["name"]):
                 for o in self.store.items(t):
-                    self.store.delete(t, o["metadata"].get("namespace"), o["metadata"]["name"])
+                    self._delete_if_there(t, o)
         if rt.kind == "Namespace":
             ns = obj["metadata"]["name"]
             for t in self.registry.all():
                 if t.namespaced:
                     for o in self.store.items(t, ns):
-                        self.store.delete(t, ns, o["metadata"]["name"])
+                        self._delete_if_there(t, o)
             return
         uid = obj["metadata"]["uid"]
         ns = obj["metadata"].get("namespace")
@@ -549,6 +549,14 @@ class ApiServer:
                     except ApiError:
                         continue
                     self.after_delete(t, gone, policy)
+
+    def _delete_if_there(self, rt: ResourceType, obj: dict) -> None:
+        """Delete a dependent unless something else (an event's TTL, a controller) just did."""
+        try:
+            self.store.delete(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        except ApiError as e:
+            if e.code != 404:
+                raise
 
     def delete_collection(self, req: Request, r: Route) -> dict:
         result = self.store.list(r.rt, r.namespace, self.matcher(req, r.rt))
